@@ -1,0 +1,1 @@
+"""scalelab's servers: one package per box of the scaling journey, plus ``common``."""

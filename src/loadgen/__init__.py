@@ -1,0 +1,1 @@
+"""The load generator: the users behind every figure scalelab reports."""

@@ -1,0 +1,211 @@
+"""One component as its own OS process: start it, wait for its ready line, stop it.
+
+Both the launcher and the tests start servers this way, so ``kill -9`` of one box in a
+topology is a real process death, exactly as in production. The component contract
+(DESIGN.md) makes this simple: a component prints one JSON ready line on stdout once it
+listens, logs JSON lines on stderr, and on SIGTERM drains and exits 0.
+
+Orphans: every child asks the kernel to SIGKILL it if its parent dies
+(``PR_SET_PDEATHSIG``), so even a ``kill -9`` of the launcher leaves no server behind;
+children also run in their own session, so a Ctrl-C in the terminal reaches only the
+launcher, which then stops them in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+READY_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 15.0
+_PR_SET_PDEATHSIG = 1
+_SRC_DIR = Path(__file__).resolve().parents[1]
+
+
+class StartError(RuntimeError):
+    """A component died or stayed silent before its ready line."""
+
+
+try:  # looked up once in the parent: the child between fork and exec should only call it
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: no parent-death signal, stop() still works
+    _prctl = None
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child: this source tree first on the path, unbuffered output."""
+    env = dict(os.environ)
+    env.update(extra or {})
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(_SRC_DIR) + (os.pathsep + path if path else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def tail(path: Path | None, lines: int = 20) -> str:
+    if path is None or not path.exists():
+        return ""
+    with path.open("r", errors="replace") as fh:
+        return "".join(deque(fh, maxlen=lines))
+
+
+@dataclass
+class ComponentProcess:
+    """A running component: its process, its ready line, where its log goes."""
+
+    component: str
+    name: str
+    argv: list[str]
+    log_path: Path
+    popen: subprocess.Popen
+    ready: dict = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def listen(self) -> dict[str, str]:
+        return self.ready.get("listen", {})
+
+    def address(self, role: str = "main") -> tuple[str, int]:
+        host, _, port = self.listen[role].rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def url(self, role: str = "main", scheme: str = "http") -> str:
+        return f"{scheme}://{self.listen[role]}"
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
+        """SIGTERM, then SIGKILL if it has not drained and exited within ``timeout_s``."""
+        self.signal(signal.SIGTERM)
+        try:
+            code = self.popen.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            code = self.popen.wait()
+        self._close_pipes()
+        return code
+
+    def kill(self) -> int:
+        self.signal(signal.SIGKILL)
+        code = self.popen.wait()
+        self._close_pipes()
+        return code
+
+    def log_tail(self, lines: int = 20) -> str:
+        return tail(self.log_path, lines)
+
+    def _close_pipes(self) -> None:
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
+
+
+def start(
+    component: str,
+    *flags: str,
+    name: str | None = None,
+    log_path: Path | str | None = None,
+    env: dict[str, str] | None = None,
+    ready_timeout_s: float = READY_TIMEOUT_S,
+    module: str | None = None,
+) -> ComponentProcess:
+    """Start ``python -m components.<component> FLAGS`` and wait for its ready line.
+
+    Unless given, ``--port 0 --admin-port 0`` and ``--name`` are added. Raises
+    ``StartError`` with the last log lines when the process exits or stays silent.
+    """
+    name = name or component
+    argv = [sys.executable, "-m", module or f"components.{component}", *flags]
+    if "--port" not in flags:
+        argv += ["--port", "0"]
+    if "--admin-port" not in flags:
+        argv += ["--admin-port", "0"]
+    if "--name" not in flags:
+        argv += ["--name", name]
+    if log_path is None:
+        import tempfile
+
+        fd, tmp = tempfile.mkstemp(prefix=f"scalelab-{name}-", suffix=".log")
+        os.close(fd)
+        log_path = tmp
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log_file:
+        popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            env=child_env(env),
+            preexec_fn=_die_with_parent,
+            start_new_session=True,
+        )
+    proc = ComponentProcess(component, name, argv, log_path, popen)
+    try:
+        proc.ready = _wait_ready(proc, ready_timeout_s)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc
+
+
+def _wait_ready(proc: ComponentProcess, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    stdout = proc.popen.stdout
+    assert stdout is not None
+    buffered = b""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise StartError(
+                f"{proc.name}: no ready line within {timeout_s:.0f}s; last log lines:\n"
+                + proc.log_tail()
+            )
+        readable, _, _ = select.select([stdout], [], [], min(remaining, 0.2))
+        if readable:
+            chunk = os.read(stdout.fileno(), 65536)
+            if not chunk:
+                code = proc.popen.wait()
+                raise StartError(
+                    f"{proc.name}: exited with code {code} before it was ready; "
+                    f"last log lines:\n{proc.log_tail()}"
+                )
+            buffered += chunk
+            line, newline, _ = buffered.partition(b"\n")
+            if newline:
+                try:
+                    ready = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    raise StartError(f"{proc.name}: not a ready line: {line[:200]!r}") from None
+                if ready.get("event") != "ready":
+                    raise StartError(f"{proc.name}: expected a ready line, got {ready}")
+                return ready
+        elif proc.popen.poll() is not None:
+            raise StartError(
+                f"{proc.name}: exited with code {proc.popen.returncode} before it was ready; "
+                f"last log lines:\n{proc.log_tail()}"
+            )
