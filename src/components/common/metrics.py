@@ -132,18 +132,23 @@ class _Metric:
 
 
 class _CounterChild:
-    __slots__ = ("value",)
+    __slots__ = ("value", "callback")
 
     def __init__(self) -> None:
         self.value = 0
+        self.callback: Callable[[], float] | None = None
 
     def inc(self, amount: float = 1) -> None:
         if amount < 0:
             raise ValueError("a counter only goes up")
         self.value += amount
 
+    def set_function(self, callback: Callable[[], float]) -> None:
+        """Read a count the server already keeps (e.g. memcached's stats) at scrape time."""
+        self.callback = callback
+
     def get(self) -> float:
-        return self.value
+        return self.callback() if self.callback is not None else self.value
 
 
 class Counter(_Metric):
@@ -156,6 +161,9 @@ class Counter(_Metric):
 
     def inc(self, amount: float = 1) -> None:
         self._default.inc(amount)
+
+    def set_function(self, callback: Callable[[], float]) -> None:
+        self._default.set_function(callback)
 
     def get(self) -> float:
         return self._default.get()

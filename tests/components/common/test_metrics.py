@@ -81,3 +81,12 @@ def test_histogram_count_and_inf_bucket_match_observations(values):
     assert inf == count == len(values)
     cumulative = [s.value for s in samples if s.name == "h_seconds_bucket"]
     assert cumulative == sorted(cumulative)
+
+
+def test_counter_callback_is_read_at_scrape_time():
+    registry = Registry()
+    hits = [5]
+    registry.counter("scalelab_cache_get_hits_total", "hits").set_function(lambda: hits[0])
+    assert parse(registry)["scalelab_cache_get_hits"].samples[0].value == 5
+    hits[0] = 9
+    assert parse(registry)["scalelab_cache_get_hits"].samples[0].value == 9
