@@ -1,0 +1,457 @@
+"""The web tier's asyncio shell: aiohttp.web routes wired to storage, cache and sessions.
+
+Everything interesting is elsewhere and swappable: the documents (``protocol.py``), the
+database (``storage.py``), the cache (``cache.py``) and the cache-aside policy over both
+(``repository.py``), sessions (``sessions.py``), static assets (``static.py``) and the
+capacity model (``admission.py``). This module only parses flags, builds those from
+them, and maps HTTP requests onto them.
+
+Routes (the chapter's API)::
+
+    GET    /users/{id}      the user document             200 | 404
+    POST   /users           create from a JSON body       201 + Location | 400 | 413 | 422
+    PUT    /users/{id}      replace (full document)       200 | 404 | 400 | 413 | 422
+    DELETE /users/{id}      delete                        204 | 404
+    POST   /login           {"id": N} -> session cookie   200 | 401 | 422
+    GET    /me              the session's user            200 | 401
+    POST   /logout          end the session               204
+    GET    /static/{path}   assets with validators        200 | 304 | 404
+    GET    /health          200, 503 while draining (also on the admin port)
+
+Every error is JSON, ``{"error": "..."}`` plus ``"field"`` for a 422. One middleware
+does the per-request bookkeeping: admission (503 + ``Retry-After`` over capacity, see
+``admission.py``), the emulated service time, the in-flight gauge used by the drain, and
+the request counter and latency histogram labelled by *route pattern* (``/users/{id}``),
+never the raw path, so metric cardinality stays bounded whatever clients send.
+
+Drain (SIGTERM): close the listening socket, answer requests still arriving on open
+keep-alive connections with ``Connection: close``, and wait until no request is in
+flight; then ``stop`` closes idle connections, the cache and the database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from components.common import Service
+from components.common.cli import format_address
+
+from .admission import Gate, serve_time
+from .cache import open_cache
+from .protocol import (
+    ApiError,
+    ValidationError,
+    error_body,
+    parse_login,
+    parse_user,
+    user_document,
+    user_id_from_text,
+)
+from .repository import RepositoryMetrics, UserRepository
+from .sessions import COOKIE_NAME, MemorySessions
+from .static import DEFAULT_ROOT, StaticFiles, is_not_modified
+from .storage import SYNCHRONOUS_MODES, open_store, parse_db_spec
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+DEFAULT_CACHE_SPEC = "local:64"
+#: Route label for requests that matched no route (404s from the router, 405s).
+UNMATCHED_ROUTE = "unmatched"
+HEALTH_ROUTE = "/health"
+#: How long ``stop`` lets aiohttp wait for handlers; the drain has already waited.
+SHUTDOWN_TIMEOUT_S = 1.0
+
+JSON = "application/json"
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
+    return value
+
+
+def _db_spec(text: str) -> str:
+    try:
+        parse_db_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _cache_spec(text: str) -> str:
+    try:
+        open_cache(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def json_error(status: int, message: str, field: str | None = None, headers=None) -> web.Response:
+    return web.Response(
+        body=error_body(message, field), status=status, content_type=JSON, headers=headers
+    )
+
+
+class WebService(Service):
+    component = "web"
+    default_port = 8000
+    description = "The web tier: the chapter's user API on aiohttp, with database, cache, sessions."
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("web tier")
+        group.add_argument(
+            "--db",
+            type=_db_spec,
+            default=None,
+            help="database: sqlite:PATH (default: <data-dir>/<name>.db, or a temporary file)",
+        )
+        group.add_argument("--sqlite-synchronous", choices=SYNCHRONOUS_MODES, default="full",
+                           help="SQLite fsync policy: full fsyncs every commit")  # fmt: skip
+        group.add_argument("--seed-users", type=_non_negative_int, default=0,
+                           help="make sure users 1..N exist (deterministic data)")  # fmt: skip
+        group.add_argument("--cache", type=_cache_spec, default=DEFAULT_CACHE_SPEC,
+                           help="cache: local:MB (in-process LRU) or none")  # fmt: skip
+        group.add_argument("--cache-ttl-s", type=_non_negative_float, default=60.0,
+                           help="TTL of cached user documents")  # fmt: skip
+        group.add_argument("--max-body-bytes", type=_non_negative_int,
+                           default=DEFAULT_MAX_BODY_BYTES, help="largest request body (413 above)")  # fmt: skip
+        group.add_argument("--session-ttl-s", type=_non_negative_float, default=3600.0,
+                           help="idle time after which a session expires")  # fmt: skip
+        group.add_argument("--max-sessions", type=_non_negative_int, default=100_000,
+                           help="sessions kept in memory (least recently used dropped)")  # fmt: skip
+        group.add_argument("--static-dir", default=str(DEFAULT_ROOT),
+                           help="directory served under /static/")  # fmt: skip
+        group.add_argument("--static-max-age-s", type=_non_negative_int, default=3600,
+                           help="Cache-Control max-age of static assets")  # fmt: skip
+        capacity = parser.add_argument_group("capacity emulation")
+        capacity.add_argument("--service-time-ms", type=_non_negative_float, default=0.0,
+                              help="time each request holds a worker")  # fmt: skip
+        capacity.add_argument("--service-mode", choices=("sleep", "spin"), default="sleep",
+                              help="sleep: like waiting on I/O; spin: like CPU work")  # fmt: skip
+        capacity.add_argument("--max-concurrency", type=_non_negative_int, default=0,
+                              help="requests served at once (0: unlimited)")  # fmt: skip
+        capacity.add_argument("--max-queue", type=_non_negative_int, default=128,
+                              help="requests waiting for a worker before 503")  # fmt: skip
+        capacity.add_argument("--retry-after-s", type=_non_negative_int, default=1,
+                              help="Retry-After sent with a 503 over capacity")  # fmt: skip
+
+    @classmethod
+    def check_arguments(cls, parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+        if args.session_ttl_s <= 0:
+            parser.error("--session-ttl-s must be > 0")
+        if args.max_sessions < 1:
+            parser.error("--max-sessions must be >= 1")
+        if not Path(args.static_dir).is_dir():
+            parser.error(f"--static-dir {args.static_dir!r} is not a directory")
+
+    def __init__(self, args, runtime) -> None:
+        super().__init__(args, runtime)
+        self.store = None
+        self.cache = None
+        self.runner: web.AppRunner | None = None
+        self.site: web.TCPSite | None = None
+        self.draining = False
+        self.inflight = 0
+        self._idle: asyncio.Future | None = None
+        self._temp_dir: str | None = None
+        self._request_children: dict[tuple[str, str, int], object] = {}
+        self._duration_children: dict[str, object] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def _db_spec(self) -> str:
+        if self.args.db:
+            return self.args.db
+        if self.args.data_dir:
+            return f"sqlite:{Path(self.args.data_dir) / (self.args.name + '.db')}"
+        self._temp_dir = tempfile.mkdtemp(prefix=f"scalelab-{self.args.name}-")
+        return f"sqlite:{Path(self._temp_dir) / 'web.db'}"
+
+    async def start(self) -> dict[str, str]:
+        args = self.args
+        spec = self._db_spec()
+        try:
+            self.store = await open_store(spec, synchronous=args.sqlite_synchronous)
+            started = time.monotonic()
+            written = await self.store.seed(args.seed_users)
+        except (sqlite3.Error, ValueError) as exc:
+            # The runner turns OSError into a clean "start_failed" log line and exit 1.
+            raise OSError(f"cannot open database {spec}: {exc}") from exc
+        self.log.info("database_ready", db=spec, seed_users=args.seed_users, seeded_now=written,
+                      seconds=round(time.monotonic() - started, 3))  # fmt: skip
+        self.cache = open_cache(args.cache)
+        self.sessions = MemorySessions(args.session_ttl_s, args.max_sessions)
+        self.static = StaticFiles(args.static_dir)
+        self.static_headers = {"Cache-Control": f"public, max-age={args.static_max_age_s}"}
+        self.gate = Gate(args.max_concurrency, args.max_queue)
+        self.service_time_s = args.service_time_ms / 1000.0
+        self.retry_after = {"Retry-After": str(args.retry_after_s)}
+        self._register_metrics()
+        self.repository = UserRepository(
+            self.store,
+            self.cache,
+            args.cache_ttl_s,
+            RepositoryMetrics.from_counters(self.db_queries, self.cache_hits, self.cache_misses),
+        )
+        self.runtime.admin.register("cache-clear", self._admin_cache_clear)
+
+        app = web.Application(client_max_size=args.max_body_bytes,
+                              middlewares=[self._make_middleware()])  # fmt: skip
+        app.router.add_get("/users/{id}", self.get_user)
+        app.router.add_put("/users/{id}", self.put_user)
+        app.router.add_delete("/users/{id}", self.delete_user)
+        app.router.add_post("/users", self.post_user)
+        app.router.add_post("/login", self.login)
+        app.router.add_get("/me", self.me)
+        app.router.add_post("/logout", self.logout)
+        app.router.add_get("/static/{path:.+}", self.get_static)
+        app.router.add_get(HEALTH_ROUTE, self.get_health)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                    shutdown_timeout=SHUTDOWN_TIMEOUT_S)  # fmt: skip
+        await self.runner.setup()
+        self.site = web.TCPSite(self.runner, args.host, args.port, reuse_address=True)
+        await self.site.start()
+        sockname = self.site._server.sockets[0].getsockname()  # type: ignore[union-attr]
+        return {"main": format_address(sockname)}
+
+    async def drain(self) -> None:
+        self.draining = True
+        if self.site is not None:
+            await self.site.stop()  # closes the listening socket; open connections stay
+            self.site = None
+        if self.inflight:
+            self._idle = asyncio.get_running_loop().create_future()
+            await self._idle
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        if self.cache is not None:
+            await self.cache.close()
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+
+    def health(self) -> tuple[bool, str]:
+        return True, "ok"
+
+    # -- metrics and the per-request middleware ----------------------------------------
+
+    def _register_metrics(self) -> None:
+        m = self.metrics
+        self.requests = m.counter("scalelab_web_requests_total", "HTTP requests answered",
+                                  ["route", "method", "status"])  # fmt: skip
+        self.durations = m.histogram("scalelab_web_request_duration_seconds",
+                                     "Time from routing to response, by route", ["route"])  # fmt: skip
+        self.db_queries = m.counter("scalelab_web_db_queries_total", "Database queries", ["kind"])
+        self.cache_hits = m.counter(
+            "scalelab_web_cache_hits_total", "User lookups the cache answered"
+        )
+        self.cache_misses = m.counter(
+            "scalelab_web_cache_misses_total", "User lookups the cache missed"
+        )
+        self.inflight_gauge = m.gauge(
+            "scalelab_web_inflight_requests", "Requests being handled now"
+        )
+        self.inflight_gauge.set_function(lambda: self.inflight)
+        self.rejected = m.counter(
+            "scalelab_web_rejected_total", "Requests refused over capacity (503)"
+        )
+        m.gauge("scalelab_web_queued_requests", "Requests waiting for a worker").set_function(
+            lambda: self.gate.queued
+        )
+        m.gauge("scalelab_web_sessions", "Sessions held in this process").set_function(
+            lambda: self.sessions.count() or 0
+        )
+        m.gauge("scalelab_web_cache_used_bytes", "Bytes held by the in-process cache").set_function(
+            lambda: self.cache.stats().get("used_bytes", 0)
+        )
+        for kind in ("read", "write"):
+            self.db_queries.labels(kind)
+
+    def _count(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.requests.labels(route, method, status)
+        child.inc()
+        duration = self._duration_children.get(route)
+        if duration is None:
+            duration = self._duration_children[route] = self.durations.labels(route)
+        duration.observe(seconds)
+
+    def _make_middleware(self):
+        gate = self.gate
+        service_time_s = self.service_time_s
+        service_mode = self.args.service_mode
+        perf_counter = time.perf_counter
+
+        @web.middleware
+        async def bookkeeping(request: web.Request, handler) -> web.StreamResponse:
+            started = perf_counter()
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else UNMATCHED_ROUTE
+            self.inflight += 1
+            try:
+                if route == HEALTH_ROUTE:
+                    response = await handler(request)
+                elif not await gate.acquire():
+                    self.rejected.inc()
+                    response = json_error(
+                        503, "over capacity, retry later", headers=self.retry_after
+                    )
+                else:
+                    try:
+                        if service_time_s:
+                            await serve_time(service_time_s, service_mode)
+                        response = await handler(request)
+                    finally:
+                        gate.release()
+            except ApiError as exc:
+                response = json_error(exc.status, exc.message, exc.field)
+            except ValidationError as exc:
+                response = json_error(422, exc.message, exc.field)
+            except web.HTTPException as exc:
+                # The router's 404 and 405, aiohttp's 413: same JSON shape as our own errors.
+                headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+                response = json_error(exc.status, exc.reason.lower(), headers=headers)
+            except Exception as exc:
+                self.log.error("handler_failed", route=route, method=request.method,
+                               error=repr(exc))  # fmt: skip
+                response = json_error(500, "internal error")
+            finally:
+                self.inflight -= 1
+                if self._idle is not None and self.inflight == 0 and not self._idle.done():
+                    self._idle.set_result(None)
+            if self.draining:
+                response.force_close()
+            self._count(route, request.method, response.status, perf_counter() - started)
+            return response
+
+        return bookkeeping
+
+    # -- handlers ----------------------------------------------------------------------
+
+    async def read_json(self, request: web.Request):
+        """The body as JSON: 413 over the bound, 400 when empty or not JSON."""
+        length = request.content_length
+        if length is not None and length > self.args.max_body_bytes:
+            raise ApiError(413, f"body larger than {self.args.max_body_bytes} bytes")
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ApiError(413, f"body larger than {self.args.max_body_bytes} bytes") from None
+        if not raw.strip():
+            raise ApiError(400, "empty body: expected a JSON object")
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, f"invalid JSON: {exc}") from None
+
+    @staticmethod
+    def _path_id(request: web.Request) -> int:
+        user_id = user_id_from_text(request.match_info["id"])
+        if user_id is None:
+            raise ApiError(404, "no such user")
+        return user_id
+
+    async def get_user(self, request: web.Request) -> web.Response:
+        body = await self.repository.get_json(self._path_id(request))
+        if body is None:
+            raise ApiError(404, "no such user")
+        return web.Response(body=body, content_type=JSON)
+
+    async def post_user(self, request: web.Request) -> web.Response:
+        user = parse_user(await self.read_json(request))
+        user_id = await self.repository.create(user)
+        return web.Response(body=orjson.dumps(user_document(user_id, user)), status=201,
+                            content_type=JSON, headers={"Location": f"/users/{user_id}"})  # fmt: skip
+
+    async def put_user(self, request: web.Request) -> web.Response:
+        user_id = self._path_id(request)
+        user = parse_user(await self.read_json(request), path_id=user_id)
+        if not await self.repository.replace(user_id, user):
+            raise ApiError(404, "no such user")
+        return web.Response(body=orjson.dumps(user_document(user_id, user)), content_type=JSON)
+
+    async def delete_user(self, request: web.Request) -> web.Response:
+        if not await self.repository.delete(self._path_id(request)):
+            raise ApiError(404, "no such user")
+        return web.Response(status=204)
+
+    async def login(self, request: web.Request) -> web.Response:
+        user_id = parse_login(await self.read_json(request))
+        body = await self.repository.get_json(user_id)
+        if body is None:
+            raise ApiError(401, "unknown user", "id")
+        token = await self.sessions.create(user_id)
+        response = web.Response(body=body, content_type=JSON)
+        response.set_cookie(COOKIE_NAME, token, path="/", httponly=True, samesite="Lax",
+                            max_age=int(self.args.session_ttl_s))  # fmt: skip
+        return response
+
+    async def me(self, request: web.Request) -> web.Response:
+        token = request.cookies.get(COOKIE_NAME)
+        user_id = await self.sessions.user_for(token) if token else None
+        if user_id is None:
+            raise ApiError(401, "not logged in")
+        body = await self.repository.get_json(user_id)
+        if body is None:  # the user was deleted since logging in
+            await self.sessions.delete(token)
+            raise ApiError(401, "not logged in")
+        return web.Response(body=body, content_type=JSON)
+
+    async def logout(self, request: web.Request) -> web.Response:
+        token = request.cookies.get(COOKIE_NAME)
+        if token:
+            await self.sessions.delete(token)
+        response = web.Response(status=204)
+        response.del_cookie(COOKIE_NAME, path="/")
+        return response
+
+    async def get_static(self, request: web.Request) -> web.Response:
+        asset = self.static.lookup(request.match_info["path"])
+        if asset is None:
+            raise ApiError(404, "no such asset")
+        headers = {**self.static_headers, "ETag": asset.etag, "Last-Modified": asset.last_modified}
+        if is_not_modified(request.headers.get("If-None-Match"),
+                           request.headers.get("If-Modified-Since"), asset.etag, asset.mtime_s):  # fmt: skip
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=asset.content, content_type=asset.content_type, headers=headers)
+
+    async def get_health(self, request: web.Request) -> web.Response:
+        ok, detail = (False, "draining") if self.draining else self.health()
+        return web.Response(body=orjson.dumps({"status": "ok" if ok else detail}),
+                            status=200 if ok else 503, content_type=JSON)  # fmt: skip
+
+    async def _admin_cache_clear(self, request: web.Request):
+        """``POST /admin/cache-clear``: empty the cache (to measure a cold start)."""
+        await self.cache.clear()
+        self.log.info("cache_cleared")
+        return {"cleared": True}

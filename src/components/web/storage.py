@@ -1,0 +1,208 @@
+"""Where users live: a small storage interface and its SQLite implementation.
+
+The web tier asks its database five things: get, create, replace and delete a user, and
+seed the first N users. ``UserStore`` is exactly that, so the journey can swap the
+database without touching a handler: stage 1 embeds SQLite in the web process
+(``--db sqlite:PATH``, this module); later stages point ``--db`` at the store tier
+(``--db store:HOST:PORT,...``), which is one more entry in ``BACKENDS``.
+
+SQLite is run the way a single-server deployment should run it:
+
+- WAL journal mode (https://sqlite.org/wal.html): readers do not block the writer and a
+  commit appends to the log instead of rewriting pages;
+- ``synchronous=FULL`` by default: each commit fsyncs the WAL, so an acknowledged write
+  survives a power cut, not only a crash of our process (``NORMAL`` is faster and
+  survives ``kill -9`` but may lose the last commits on power loss);
+- one connection, driven by aiosqlite's worker thread, so the event loop never blocks on
+  disk; that thread serialises the queries, which is exactly SQLite's own model of one
+  writer at a time.
+
+The schema keeps the user's scalar fields in columns (what a relational schema would
+do) and the phone list as a JSON array. Seeding is idempotent: the ``meta`` table
+remembers how many seed users were written, so a restart with the same ``--seed-users``
+writes nothing, a larger N adds only the new ids, and a deleted seed user stays deleted.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Awaitable, Callable
+
+import aiosqlite
+import orjson
+
+from .seed import seed_user
+
+#: Rows per ``executemany`` while seeding: one transaction, bounded parameter lists.
+SEED_BATCH_ROWS = 5_000
+MAX_SEED_USERS = 10_000_000
+SYNCHRONOUS_MODES = ("normal", "full")
+
+_COLUMNS = "first_name, last_name, street_address, city, state, postal_code, phone_numbers"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    first_name TEXT NOT NULL,
+    last_name TEXT NOT NULL,
+    street_address TEXT NOT NULL,
+    city TEXT NOT NULL,
+    state TEXT NOT NULL,
+    postal_code TEXT NOT NULL,
+    phone_numbers TEXT NOT NULL  -- JSON array of {type, number}
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class UserStore(abc.ABC):
+    """The database as the web tier sees it. Users are dicts as ``protocol.parse_user`` makes."""
+
+    @abc.abstractmethod
+    async def get(self, user_id: int) -> dict | None: ...
+
+    @abc.abstractmethod
+    async def create(self, user: dict) -> int:
+        """Insert; return the new id."""
+
+    @abc.abstractmethod
+    async def replace(self, user_id: int, user: dict) -> bool:
+        """Overwrite an existing user; False when there is none."""
+
+    @abc.abstractmethod
+    async def delete(self, user_id: int) -> bool: ...
+
+    @abc.abstractmethod
+    async def seed(self, count: int) -> int:
+        """Make sure users 1..count exist as ``seed.seed_user`` describes; return rows written."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+
+def _row(user: dict) -> tuple:
+    address = user["address"]
+    return (
+        user["firstName"],
+        user["lastName"],
+        address["streetAddress"],
+        address["city"],
+        address["state"],
+        address["postalCode"],
+        orjson.dumps(user["phoneNumbers"]).decode(),
+    )
+
+
+class SqliteUserStore(UserStore):
+    def __init__(self, db: aiosqlite.Connection, path: str) -> None:
+        self._db = db
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: str, synchronous: str = "full") -> SqliteUserStore:
+        if synchronous not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}")
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        db = await aiosqlite.connect(path)
+        try:
+            # WAL is persistent in the file; asking again is a no-op after the first time.
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            await db.executescript(_SCHEMA)
+            await db.commit()
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db, path)
+
+    async def get(self, user_id: int) -> dict | None:
+        async with self._db.execute(
+            f"SELECT {_COLUMNS} FROM users WHERE id = ?", (user_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        first, last, street, city, state, postal, phones = row
+        return {
+            "firstName": first,
+            "lastName": last,
+            "address": {
+                "streetAddress": street,
+                "city": city,
+                "state": state,
+                "postalCode": postal,
+            },
+            "phoneNumbers": orjson.loads(phones),
+        }
+
+    async def create(self, user: dict) -> int:
+        cursor = await self._db.execute(
+            f"INSERT INTO users ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", _row(user)
+        )
+        await self._db.commit()
+        return cursor.lastrowid  # type: ignore[return-value]
+
+    async def replace(self, user_id: int, user: dict) -> bool:
+        cursor = await self._db.execute(
+            "UPDATE users SET first_name = ?, last_name = ?, street_address = ?, city = ?,"
+            " state = ?, postal_code = ?, phone_numbers = ? WHERE id = ?",
+            (*_row(user), user_id),
+        )
+        await self._db.commit()
+        return cursor.rowcount > 0
+
+    async def delete(self, user_id: int) -> bool:
+        cursor = await self._db.execute("DELETE FROM users WHERE id = ?", (user_id,))
+        await self._db.commit()
+        return cursor.rowcount > 0
+
+    async def seed(self, count: int) -> int:
+        if not 0 <= count <= MAX_SEED_USERS:
+            raise ValueError(f"seed count must be 0..{MAX_SEED_USERS}")
+        async with self._db.execute("SELECT value FROM meta WHERE key = 'seeded_users'") as cur:
+            row = await cur.fetchone()
+        done = row[0] if row else 0
+        if count <= done:
+            return 0
+        written = 0
+        # OR IGNORE: an id a client created before the seed range grew is kept, not clobbered.
+        sql = f"INSERT OR IGNORE INTO users (id, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        for start in range(done + 1, count + 1, SEED_BATCH_ROWS):
+            stop = min(start + SEED_BATCH_ROWS, count + 1)
+            rows = [(uid, *_row(seed_user(uid))) for uid in range(start, stop)]
+            cursor = await self._db.executemany(sql, rows)
+            written += max(cursor.rowcount, 0)
+        await self._db.execute(
+            "INSERT INTO meta (key, value) VALUES ('seeded_users', ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (count,),
+        )
+        await self._db.commit()
+        return written
+
+    async def count(self) -> int:
+        async with self._db.execute("SELECT count(*) FROM users") as cursor:
+            row = await cursor.fetchone()
+        return row[0] if row else 0
+
+    async def close(self) -> None:
+        # Closing the last connection checkpoints the WAL into the main file.
+        await self._db.close()
+
+
+def parse_db_spec(text: str) -> tuple[str, str]:
+    """``sqlite:PATH`` into ``("sqlite", PATH)``; raises ValueError naming what is accepted."""
+    scheme, sep, rest = text.partition(":")
+    if not sep or scheme not in BACKENDS or not rest:
+        raise ValueError(f"expected one of {', '.join(s + ':...' for s in BACKENDS)}, got {text!r}")
+    return scheme, rest
+
+
+async def open_store(spec: str, **options) -> UserStore:
+    scheme, rest = parse_db_spec(spec)
+    return await BACKENDS[scheme](rest, **options)
+
+
+#: scheme -> coroutine(rest_of_spec, **options) -> UserStore. Later: "store" (the store tier).
+BACKENDS: dict[str, Callable[..., Awaitable[UserStore]]] = {"sqlite": SqliteUserStore.open}
