@@ -1,0 +1,280 @@
+"""The cache server: memcached's text protocol over asyncio, one LRU per process.
+
+This is the thin shell around the sans-IO parts. Each connection owns a
+``RequestParser``; every read burst is parsed into as many commands as it holds, each is
+executed against the shared ``LruCache`` through ``Commands``, and all their replies
+leave in one ``transport.write``: pipelining costs one syscall per burst, not one per
+command. Nothing awaits inside a command, so commands are atomic with respect to each
+other, which is what makes ``cas``, ``incr`` and ``add`` race-free on one node.
+
+Time: memcached keeps a process-wide clock in whole seconds, updated by a timer, and
+compares expiry times against it. So does this server (``now``, ticked every second),
+and the tick also reclaims expired items in the background. For tests the clock can be
+moved forward with ``POST /admin/clock {"advance": seconds}``, so TTL behaviour is
+tested without sleeping.
+
+Bounds: ``-c`` connections (the next one is told ``ERROR Too many open connections`` and
+closed, as memcached does); ``-I`` item size; ``-m`` memory; command lines via the
+parser; and a client that does not read its replies stops being read once its output
+buffer is over the transport's high-water mark (``pause_writing``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import time
+
+from components.common import Service
+from components.common.admin import json_response, read_json
+from components.common.cli import format_address, port
+
+from .commands import Commands
+from .lru import LruCache
+from .protocol import DEFAULT_MAX_VALUE_BYTES, RequestParser
+
+MIB = 1024 * 1024
+CLOCK_TICK_S = 1.0
+#: How many expired items one clock tick may reclaim (bounds the tick's pause).
+RECLAIM_PER_TICK = 10_000
+TOO_MANY_CONNECTIONS = b"ERROR Too many open connections\r\n"
+#: Smallest and largest -I memcached accepts.
+MIN_ITEM_BYTES = 1024
+MAX_ITEM_BYTES = 1024 * MIB
+
+
+def size_bytes(text: str) -> int:
+    """memcached's ``-I`` syntax: a byte count with an optional k/m suffix (``512k``, ``2m``)."""
+    match = re.fullmatch(r"(\d+)([kKmM]?)", text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 1m or 512k)")
+    value = int(match.group(1)) * {"": 1, "k": 1024, "m": MIB}[match.group(2).lower()]
+    if not MIN_ITEM_BYTES <= value <= MAX_ITEM_BYTES:
+        raise argparse.ArgumentTypeError(f"item size must be 1k..1024m, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text}")
+    return value
+
+
+class CacheConnection(asyncio.Protocol):
+    """One client connection: parse, execute, reply once per read burst."""
+
+    __slots__ = ("service", "parser", "transport", "execute", "counted")
+
+    def __init__(self, service: CacheService) -> None:
+        self.service = service
+        self.parser = RequestParser(service.args.max_item_size)
+        self.execute = service.commands.execute
+        self.transport: asyncio.Transport | None = None
+        self.counted = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        service = self.service
+        if len(service.connections) >= service.args.conn_limit:
+            service.rejected_connections += 1
+            transport.write(TOO_MANY_CONNECTIONS)
+            transport.close()
+            return
+        self.counted = True
+        service.connections.add(self)
+        service.total_connections += 1
+
+    def connection_lost(self, exc) -> None:
+        if self.counted:
+            self.service.connections.discard(self)
+            self.counted = False
+
+    def data_received(self, data: bytes) -> None:
+        if not self.counted:
+            return
+        parser = self.parser
+        parser.feed(data)
+        service = self.service
+        service.bytes_read += len(data)
+        now = service.now
+        execute = self.execute
+        out: list[bytes] = []
+        close = False
+        next_command = parser.next_command
+        while True:
+            command = next_command()
+            if command is None:
+                break
+            if execute(command, now, out):
+                close = True
+                break
+        if out:
+            reply = b"".join(out)
+            service.bytes_written += len(reply)
+            self.transport.write(reply)
+        if close:
+            self.transport.close()
+
+    def pause_writing(self) -> None:
+        # The client is not reading its replies: stop reading its requests until it does.
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.transport.resume_reading()
+
+
+class CacheService(Service):
+    component = "cache"
+    default_port = 11211
+    description = "A memcached-compatible cache server (text and meta protocol)."
+
+    @classmethod
+    def add_arguments(cls, parser) -> None:
+        group = parser.add_argument_group("memcached flags")
+        # memcached's own short flags, mapped onto the shared ones where they overlap.
+        group.add_argument("-p", dest="port", type=port, default=argparse.SUPPRESS,
+                           help="TCP port (memcached's -p; same as --port)")  # fmt: skip
+        group.add_argument("-l", dest="host", default=argparse.SUPPRESS,
+                           help="address to listen on (memcached's -l; same as --host)")  # fmt: skip
+        group.add_argument("-m", "--memory-limit", "--memory-mb", dest="memory_mb",
+                           type=positive_int, default=64,
+                           help="item memory in megabytes, as memcached counts it")  # fmt: skip
+        group.add_argument("-I", "--max-item-size", dest="max_item_size", type=size_bytes,
+                           default=DEFAULT_MAX_VALUE_BYTES,
+                           help="largest item, bytes or with k/m suffix")  # fmt: skip
+        group.add_argument("-c", "--conn-limit", dest="conn_limit", type=positive_int,
+                           default=1024, help="max simultaneous connections")  # fmt: skip
+
+    @classmethod
+    def check_arguments(cls, parser, args) -> None:
+        if args.max_item_size > args.memory_mb * MIB:
+            parser.error("-I (item size) may not exceed -m (memory)")
+
+    async def start(self) -> dict[str, str]:
+        args = self.args
+        self.cache = LruCache(args.memory_mb * MIB, args.max_item_size)
+        self.connections: set[CacheConnection] = set()
+        self.total_connections = 0
+        self.rejected_connections = 0
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.clock_offset_s = 0
+        self.now = int(time.time())
+        self.commands = Commands(self.cache, self._settings(), self._server_stats)
+        self.commands.started = self.now
+        self._register_metrics()
+        self.runtime.admin.register("flush", self._admin_flush)
+        self.runtime.admin.register("clock", self._admin_clock)
+        self.runtime.admin.register("stats", self._admin_stats, method="GET")
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: CacheConnection(self), args.host, args.port, reuse_address=True,
+            backlog=1024,
+        )  # fmt: skip
+        self._tick_handle = loop.call_later(CLOCK_TICK_S, self._tick)
+        return {"main": format_address(self.server.sockets[0].getsockname())}
+
+    def _settings(self) -> dict[str, object]:
+        args = self.args
+        return {
+            "maxbytes": args.memory_mb * MIB,
+            "maxconns": args.conn_limit,
+            "tcpport": args.port,
+            "udpport": 0,
+            "inter": args.host,
+            "evictions": "on",
+            "num_threads": 1,
+            "cas_enabled": "yes",
+            "item_size_max": args.max_item_size,
+            "binding_protocol": "ascii",
+            "flush_enabled": "yes",
+            "lru_crawler": "yes",
+        }
+
+    def _server_stats(self):
+        return [
+            ("max_connections", self.args.conn_limit),
+            ("curr_connections", len(self.connections)),
+            ("total_connections", self.total_connections),
+            ("rejected_connections", self.rejected_connections),
+            ("bytes_read", self.bytes_read),
+            ("bytes_written", self.bytes_written),
+        ]
+
+    def _register_metrics(self) -> None:
+        m = self.metrics
+        counters = lambda: self.commands.counters  # noqa: E731 - "stats reset" swaps it
+        cache = self.cache
+        for name, help_text, read in [
+            ("get_hits_total", "get hits", lambda: counters().get_hits),
+            ("get_misses_total", "get misses", lambda: counters().get_misses),
+            ("gets_total", "keys looked up by get/gets/gat/mg", lambda: counters().cmd_get),
+            ("sets_total", "storage commands", lambda: counters().cmd_set),
+            ("evictions_total", "items evicted to make room", lambda: cache.evictions),
+            ("reclaimed_total", "expired items removed", lambda: cache.reclaimed),
+            ("connections_total", "connections accepted", lambda: self.total_connections),
+            ("rejected_connections_total", "connections refused at -c",
+             lambda: self.rejected_connections),
+        ]:  # fmt: skip
+            m.counter(f"scalelab_cache_{name}", help_text).set_function(read)
+        m.gauge("scalelab_cache_items", "items held").set_function(lambda: len(cache))
+        m.gauge("scalelab_cache_bytes", "bytes held, as memcached counts them").set_function(
+            lambda: cache.bytes
+        )
+        m.gauge("scalelab_cache_limit_bytes", "memory limit (-m)").set_function(
+            lambda: cache.max_bytes
+        )
+        m.gauge("scalelab_cache_connections", "open client connections").set_function(
+            lambda: len(self.connections)
+        )
+
+    def _tick(self) -> None:
+        self.now = int(time.time()) + self.clock_offset_s
+        self.cache.reclaim_expired(self.now, RECLAIM_PER_TICK)
+        loop = asyncio.get_running_loop()
+        self._tick_handle = loop.call_later(CLOCK_TICK_S, self._tick)
+
+    async def _admin_flush(self, request):
+        """``POST /admin/flush``: flush_all, for operators and tests."""
+        self.cache.flush(self.now)
+        self.log.info("flushed")
+        return {"flushed": True}
+
+    async def _admin_clock(self, request):
+        """``POST /admin/clock {"advance": S}``: move the cache's clock S seconds ahead."""
+        body = await read_json(request)
+        advance = body.get("advance") if isinstance(body, dict) else None
+        if not isinstance(advance, int) or isinstance(advance, bool) or advance < 0:
+            return json_response({"error": "advance must be a non-negative integer"}, 400)
+        self.clock_offset_s += advance
+        self.now = int(time.time()) + self.clock_offset_s
+        self.cache.reclaim_expired(self.now, RECLAIM_PER_TICK)
+        return {"now": self.now, "offset": self.clock_offset_s}
+
+    async def _admin_stats(self, request):
+        """``GET /admin/stats``: memcached's general stats as JSON."""
+        return dict(self.commands.general_stats(self.now))
+
+    async def drain(self) -> None:
+        # Requests are executed as they arrive; draining means: accept nothing new and
+        # let the replies already queued reach their clients.
+        self.server.close()
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.close()  # flushes the write buffer, then closes
+        while self.connections:
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        if hasattr(self, "_tick_handle"):
+            self._tick_handle.cancel()
+        if hasattr(self, "server"):
+            self.server.close()
+        for conn in list(getattr(self, "connections", ())):
+            if conn.transport is not None:
+                conn.transport.abort()
