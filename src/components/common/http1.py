@@ -1,0 +1,696 @@
+"""HTTP/1.1 message framing as a sans-IO codec, shared by the load balancer and the edge.
+
+What it is: bytes in, events out; events in, bytes out. ``Parser`` reads one direction
+of one connection (requests arriving at a server, or responses arriving at a client) and
+turns it into ``Request``/``Response`` heads, ``Data`` pieces and an ``EndOfMessage``;
+the ``serialize_*`` functions and ``chunk`` produce the bytes for the other direction.
+Nothing here touches a socket or a clock, so every rule is tested byte-exactly and
+fuzzed (the model is h11, reshaped for a proxy's speed: heads are cut with ``find`` and
+``split`` and validated with ``bytes.translate``, bodies are never copied twice and never
+buffered whole, only passed on in the pieces that arrived).
+
+Why it is strict. A proxy that frames a message one way while the server behind it
+frames it another way lets an attacker hide a second request inside the first one's
+body ("request smuggling"). RFC 9112 closes those gaps and this parser applies every
+one of them, answering with the status the RFC names and then refusing the connection:
+
+- §6.1 and §6.3: Transfer-Encoding together with Content-Length, a coding other than
+  ``chunked`` (501), ``chunked`` twice or not last, Transfer-Encoding in HTTP/1.0;
+- §6.3 item 5 and RFC 9110 §8.6: a Content-Length that is not digits, or several that
+  differ (identical repeats are folded into one, as the RFC allows);
+- §7.1: chunk sizes that are not hexadecimal (no ``0x``, signs, spaces or ``_`` that
+  Python's ``int`` would accept), chunk data not followed by CRLF;
+- §5.1 and §5.2: whitespace between a field name and its colon, obs-fold lines;
+- §2.2 and RFC 9110 §5.5: bare CR, bare LF, NUL and other control bytes in a head;
+- §3.2: an HTTP/1.1 request without exactly one Host.
+
+Bounds (DESIGN.md: everything that grows is bounded): a request line over
+``MAX_START_LINE_BYTES`` is 414, a head over ``MAX_HEAD_BYTES`` or with more than
+``MAX_FIELDS`` fields is 431 (RFC 6585 §5), a chunk-size line or trailer section is
+bounded the same way. The parser's buffer never holds more than one head plus what the
+caller fed since its last ``next_event``; callers stop reading their socket while
+``buffered`` is large (backpressure lives in the IO shell, not here).
+
+Responses need to know what they answer (§6.3 items 1-2): a response to HEAD, and any
+1xx, 204 or 304, has no body whatever its headers say. So a response parser is told
+each request method in order (``expect_response``), which also makes pipelining work:
+responses are matched to requests first in, first out. A response with neither
+Content-Length nor Transfer-Encoding runs until the connection closes (``feed_eof``).
+
+What it refuses on purpose: transfer codings other than ``chunked`` (a proxy that re-frames
+bodies cannot pass ``gzip`` transfer coding through honestly), obs-fold (RFC 9112 §5.2
+allows rejecting it), HTTP/0.9, and absolute-form targets are passed through unchanged.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+__all__ = [
+    "MAX_START_LINE_BYTES",
+    "MAX_HEAD_BYTES",
+    "MAX_FIELDS",
+    "MAX_CHUNK_LINE_BYTES",
+    "ProtocolError",
+    "Request",
+    "Response",
+    "Data",
+    "EndOfMessage",
+    "NEED_DATA",
+    "Parser",
+    "serialize_request_head",
+    "serialize_response_head",
+    "chunk",
+    "LAST_CHUNK",
+    "serialize_trailers",
+    "error_response",
+    "REASONS",
+]
+
+#: Longest request line (or status line) accepted: 8 KiB, as nginx's default large buffer.
+MAX_START_LINE_BYTES = 8 * 1024
+#: Largest head (start line + fields + blank line): 64 KiB.
+MAX_HEAD_BYTES = 64 * 1024
+#: Most header (or trailer) fields in one message.
+MAX_FIELDS = 100
+#: Longest chunk-size line including chunk extensions.
+MAX_CHUNK_LINE_BYTES = 4 * 1024
+#: Largest Content-Length / chunk size we will count to (2**62 bytes, far beyond any body).
+_MAX_DIGITS = 18
+_MAX_HEX_DIGITS = 15
+
+REASONS = {
+    100: "Continue", 101: "Switching Protocols", 200: "OK", 201: "Created",
+    202: "Accepted", 204: "No Content", 206: "Partial Content", 301: "Moved Permanently",
+    302: "Found", 304: "Not Modified", 400: "Bad Request", 401: "Unauthorized",
+    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+    411: "Length Required", 413: "Content Too Large", 414: "URI Too Long",
+    417: "Expectation Failed", 429: "Too Many Requests",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error",
+    501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
+    504: "Gateway Timeout", 505: "HTTP Version Not Supported",
+}  # fmt: skip
+
+# RFC 9110 §5.6.2: tchar. ``name.translate(None, _TCHAR)`` is empty iff name is a token.
+_TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# Bytes allowed anywhere in a head once the CRLFs are cut out: HTAB, visible ASCII, SP,
+# obs-text (RFC 9110 §5.5). Everything else (NUL, bare CR/LF, other controls, DEL) is 400.
+_HEAD_OK = bytes([9, *range(0x20, 0x7F), *range(0x80, 0x100)])
+_DIGITS = b"0123456789"
+_HEXDIGITS = b"0123456789abcdefABCDEF"
+_OWS = b" \t"
+
+
+class ProtocolError(Exception):
+    """The peer broke HTTP/1.1 framing; ``status`` is what a server answers (then closes)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status} {detail}")
+        self.status = status
+        self.detail = detail
+
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(slots=True)
+class _Head:
+    """What requests and responses share: version, fields and the framing they imply."""
+
+    #: ``b"1.1"`` or ``b"1.0"``.
+    version: bytes
+    #: Fields in arrival order as ``(name, value)``; names keep their case, values are
+    #: stripped of surrounding whitespace. Look names up lowercased with ``get``.
+    headers: Headers
+    #: Whether the connection may carry another message after this one (RFC 9112 §9.3).
+    keep_alive: bool = True
+    #: ``"length"``, ``"chunked"``, ``"close"`` (until EOF) or ``"none"`` (no body).
+    framing: str = "none"
+    #: The body length when ``framing == "length"``.
+    content_length: int = 0
+    #: Lowercased tokens of the Connection field (names of extra hop-by-hop fields).
+    connection: frozenset[bytes] = field(default_factory=frozenset)
+
+    def get(self, name: bytes, default: bytes | None = None) -> bytes | None:
+        """The first value of field ``name`` (lowercase), or ``default``."""
+        for key, value in self.headers:
+            if len(key) == len(name) and key.lower() == name:
+                return value
+        return default
+
+    def get_all(self, name: bytes) -> list[bytes]:
+        return [value for key, value in self.headers if key.lower() == name]
+
+
+@dataclass(slots=True)
+class Request(_Head):
+    method: bytes = b"GET"
+    target: bytes = b"/"
+    #: ``Expect: 100-continue`` on HTTP/1.1 (RFC 9110 §10.1.1): the client waits for 100.
+    expect_continue: bool = False
+
+
+@dataclass(slots=True)
+class Response(_Head):
+    status: int = 200
+    reason: bytes = b"OK"
+
+
+@dataclass(slots=True, frozen=True)
+class Data:
+    """A piece of a body, exactly as much as had arrived (never the whole body at once)."""
+
+    data: bytes
+
+
+@dataclass(slots=True, frozen=True)
+class EndOfMessage:
+    """The body is complete; chunked messages may carry trailer fields (RFC 9112 §7.1.2)."""
+
+    trailers: Headers = field(default_factory=list)
+
+
+class _NeedData:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+#: ``next_event`` returns this when the buffer holds no complete event.
+NEED_DATA = _NeedData()
+
+# Parser states: a table of what the parser is waiting for next.
+_HEAD = 0  # a start line and fields
+_BODY_LENGTH = 1  # ``_remaining`` more body bytes
+_CHUNK_SIZE = 2  # a chunk-size line
+_CHUNK_DATA = 3  # ``_remaining`` more bytes of this chunk
+_CHUNK_END = 4  # the CRLF after chunk data
+_TRAILERS = 5  # trailer fields up to the blank line
+_BODY_CLOSE = 6  # everything until EOF is body
+_END = 7  # an EndOfMessage is owed
+_CLOSED = 8  # the connection carries no more messages (close, EOF or error)
+
+
+class Parser:
+    """Reads one direction of an HTTP/1.1 connection: ``feed`` bytes, pull ``next_event``.
+
+    ``Parser()`` reads requests (a server's side); ``Parser(response=True)`` reads
+    responses (a client's side) and must be told each request's method in order with
+    ``expect_response``. After an ``EndOfMessage`` the next message is parsed from what
+    is already buffered (pipelining); after a message that does not keep the connection
+    alive, or after a ``ProtocolError``, the parser is closed and ignores further bytes.
+    """
+
+    __slots__ = ("response", "_buf", "_state", "_remaining", "_methods", "_keep_alive",
+                 "_eof", "max_start_line", "max_head", "max_fields")  # fmt: skip
+
+    def __init__(
+        self,
+        response: bool = False,
+        *,
+        max_start_line: int = MAX_START_LINE_BYTES,
+        max_head: int = MAX_HEAD_BYTES,
+        max_fields: int = MAX_FIELDS,
+    ) -> None:
+        self.response = response
+        self._buf = b""
+        self._state = _HEAD
+        self._remaining = 0
+        self._methods: deque[bytes] = deque()
+        self._keep_alive = True
+        self._eof = False
+        self.max_start_line = max_start_line
+        self.max_head = max_head
+        self.max_fields = max_fields
+
+    # -- input -------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        if self._state != _CLOSED and data:
+            self._buf = self._buf + data if self._buf else data
+
+    def feed_eof(self) -> None:
+        """The peer closed its side; ends a close-delimited body, else truncates."""
+        self._eof = True
+
+    def expect_response(self, method: bytes) -> None:
+        """Tell a response parser the method of the next request sent (FIFO)."""
+        self._methods.append(method)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as events (for read backpressure)."""
+        return len(self._buf)
+
+    @property
+    def closed(self) -> bool:
+        return self._state == _CLOSED
+
+    @property
+    def idle(self) -> bool:
+        """Between messages with nothing buffered: the connection may be reused."""
+        return self._state == _HEAD and not self._buf and not self._methods
+
+    @property
+    def in_message(self) -> bool:
+        """A head has been returned and its EndOfMessage not yet."""
+        return _HEAD < self._state < _CLOSED
+
+    # -- events ------------------------------------------------------------------------
+
+    def next_event(self):
+        """The next event, or ``NEED_DATA``; raises ``ProtocolError`` on bad framing."""
+        state = self._state
+        if state == _BODY_LENGTH:
+            return self._body_length()
+        if state == _HEAD:
+            return self._head()
+        if state == _CHUNK_DATA:
+            return self._chunk_data()
+        if state == _CHUNK_SIZE:
+            return self._chunk_size()
+        if state == _CHUNK_END:
+            return self._chunk_end()
+        if state == _END:
+            return self._end_message([])
+        if state == _TRAILERS:
+            return self._trailers()
+        if state == _BODY_CLOSE:
+            return self._body_close()
+        return NEED_DATA
+
+    def _fail(self, status: int, detail: str) -> ProtocolError:
+        self._state = _CLOSED
+        self._buf = b""
+        return ProtocolError(status, detail)
+
+    def _end_message(self, trailers: Headers) -> EndOfMessage:
+        if self.response:
+            self._methods.popleft()
+        if self._keep_alive:
+            self._state = _HEAD
+        else:
+            self._state = _CLOSED
+            self._buf = b""
+        return EndOfMessage(trailers)
+
+    def _truncated(self):
+        if self._eof:
+            raise self._fail(400 if not self.response else 502, "connection closed mid-message")
+        return NEED_DATA
+
+    # -- head --------------------------------------------------------------------------
+
+    def _head(self):
+        buf = self._buf
+        # RFC 9112 §2.2: a server SHOULD ignore at least one empty line before a request.
+        if buf[:2] == b"\r\n" and not self.response:
+            pairs = (len(buf) - len(buf.lstrip(b"\r\n"))) // 2
+            if buf[: 2 * pairs] == b"\r\n" * pairs:
+                buf = self._buf = buf[2 * pairs :]
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if not buf:
+                if self._eof:
+                    self._state = _CLOSED
+                return NEED_DATA
+            line_end = buf.find(b"\r\n")
+            if (line_end < 0 and len(buf) > self.max_start_line) or line_end > self.max_start_line:
+                raise self._fail(414 if not self.response else 502, "start line too long")
+            if len(buf) > self.max_head:
+                raise self._fail(431 if not self.response else 502, "header section too large")
+            return self._truncated()
+        if end + 4 > self.max_head:
+            raise self._fail(431 if not self.response else 502, "header section too large")
+        head = buf[:end]
+        self._buf = buf[end + 4 :]
+        lines = head.split(b"\r\n")
+        start = lines[0]
+        if len(start) > self.max_start_line:
+            raise self._fail(414 if not self.response else 502, "start line too long")
+        if len(lines) - 1 > self.max_fields:
+            raise self._fail(431 if not self.response else 502, "too many header fields")
+        # One C-speed pass over the whole head: after cutting the CRLFs out, anything
+        # outside HTAB/SP/VCHAR/obs-text (a bare CR or LF, NUL, other controls) is fatal.
+        # What is left is exactly the CRLF separators unless a bare CR or LF hides inside.
+        if head.translate(None, _HEAD_OK) != b"\r\n" * (len(lines) - 1):
+            raise self._fail(self._bad, "control byte (CR, LF, NUL, ...) in head")
+        try:
+            headers = _parse_fields(lines, 1)
+            if self.response:
+                message = self._response_head(start, headers)
+            else:
+                message = self._request_head(start, headers)
+        except ProtocolError as error:
+            # A bad response is the backend's fault: the client hears 502, whatever rule.
+            raise self._fail(502 if self.response else error.status, error.detail) from None
+        return message
+
+    def _request_head(self, start: bytes, headers: Headers) -> Request:
+        parts = start.split(b" ")
+        if len(parts) != 3:
+            raise ProtocolError(400, "malformed request line")
+        method, target, version_text = parts
+        if not method or method.translate(None, _TCHAR):
+            raise ProtocolError(400, "malformed method")
+        if not target:
+            raise ProtocolError(400, "empty request target")
+        version = _version(version_text, 400)
+        request = Request(version, headers, method=method, target=target)
+        _connection_semantics(request, headers)
+        hosts = 0
+        te = cl = None
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"content-length":
+                cl = _content_length(cl, value, 400)
+            elif lname == b"transfer-encoding":
+                te = value if te is None else te + b"," + value
+            elif lname == b"host":
+                hosts += 1
+            elif lname == b"expect" and version == b"1.1":
+                request.expect_continue = value.lower() == b"100-continue"
+        if hosts > 1 or (hosts == 0 and version == b"1.1"):
+            raise ProtocolError(400, "HTTP/1.1 request needs exactly one Host field")
+        if te is not None:
+            if cl is not None:
+                raise ProtocolError(400, "both Content-Length and Transfer-Encoding")
+            if version == b"1.0":
+                raise ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request")
+            _check_chunked(te, request=True)
+            request.framing = "chunked"
+            self._state = _CHUNK_SIZE
+        elif cl:
+            request.framing = "length"
+            request.content_length = self._remaining = cl
+            self._state = _BODY_LENGTH
+        else:
+            # RFC 9112 §6.3 item 7: a request with neither has no body.
+            request.framing = "none"
+            self._state = _END
+        self._keep_alive = request.keep_alive
+        return request
+
+    def _response_head(self, start: bytes, headers: Headers) -> Response:
+        if not self._methods:
+            raise ProtocolError(502, "response without a request")
+        parts = start.split(b" ", 2)
+        if len(parts) < 2:
+            raise ProtocolError(502, "malformed status line")
+        version = _version(parts[0], 502)
+        code = parts[1]
+        if len(code) != 3 or code.translate(None, _DIGITS) or code[0:1] == b"0":
+            raise ProtocolError(502, "malformed status code")
+        status = int(code)
+        reason = parts[2] if len(parts) == 3 else b""
+        response = Response(version, headers, status=status, reason=reason)
+        _connection_semantics(response, headers)
+        method = self._methods[0]
+        if status < 200:
+            # §6.3 item 1: interim responses have no body and do not end the exchange.
+            if status == 101:
+                raise ProtocolError(502, "protocol upgrades are not supported")
+            response.framing = "none"
+            response.keep_alive = True
+            return response
+        te = cl = None
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"content-length":
+                cl = _content_length(cl, value, 502)
+            elif lname == b"transfer-encoding":
+                te = value if te is None else te + b"," + value
+        self._keep_alive = response.keep_alive
+        if method == b"HEAD" or status in (204, 304):
+            # §6.3 item 1: no body, whatever the fields announce (they describe the GET).
+            response.framing = "none"
+            if cl is not None:
+                response.content_length = cl
+            self._state = _END
+        elif te is not None and version == b"1.1":
+            # §6.3 item 3: Transfer-Encoding overrides Content-Length, which we drop.
+            _check_chunked(te, request=False)
+            response.framing = "chunked"
+            self._state = _CHUNK_SIZE
+        elif te is not None:
+            raise ProtocolError(502, "Transfer-Encoding in an HTTP/1.0 response")
+        elif cl is not None:
+            response.framing = "length"
+            response.content_length = self._remaining = cl
+            self._state = _BODY_LENGTH if cl else _END
+        else:
+            # §6.3 item 8: the body runs until the server closes.
+            response.framing = "close"
+            response.keep_alive = self._keep_alive = False
+            self._state = _BODY_CLOSE
+        return response
+
+    # -- bodies ------------------------------------------------------------------------
+
+    def _body_length(self):
+        buf = self._buf
+        if not buf:
+            return self._truncated()
+        remaining = self._remaining
+        if len(buf) <= remaining:
+            self._buf = b""
+            piece = buf
+        else:
+            piece = buf[:remaining]
+            self._buf = buf[remaining:]
+        remaining -= len(piece)
+        self._remaining = remaining
+        if not remaining:
+            self._state = _END
+        return Data(piece)
+
+    def _body_close(self):
+        buf = self._buf
+        if buf:
+            self._buf = b""
+            return Data(buf)
+        if self._eof:
+            return self._end_message([])
+        return NEED_DATA
+
+    def _chunk_size(self):
+        buf = self._buf
+        end = buf.find(b"\r\n")
+        if end < 0:
+            if len(buf) > MAX_CHUNK_LINE_BYTES:
+                raise self._fail(self._bad, "chunk-size line too long")
+            return self._truncated()
+        if end > MAX_CHUNK_LINE_BYTES:
+            raise self._fail(self._bad, "chunk-size line too long")
+        line = buf[:end]
+        self._buf = buf[end + 2 :]
+        # §7.1: chunk-size [ chunk-ext ]; extensions are ignored, but must be clean bytes.
+        size_text, _, ext = line.partition(b";")
+        size_text = size_text.rstrip(_OWS)
+        if (
+            not size_text
+            or len(size_text) > _MAX_HEX_DIGITS
+            or size_text.translate(None, _HEXDIGITS)
+            or ext.translate(None, _HEAD_OK)
+        ):
+            raise self._fail(self._bad, "invalid chunk size line")
+        size = int(size_text, 16)
+        if size:
+            self._remaining = size
+            self._state = _CHUNK_DATA
+            return self._chunk_data()
+        self._state = _TRAILERS
+        return self._trailers()
+
+    def _chunk_data(self):
+        buf = self._buf
+        if not buf:
+            return self._truncated()
+        remaining = self._remaining
+        if len(buf) <= remaining:
+            self._buf = b""
+            piece = buf
+        else:
+            piece = buf[:remaining]
+            self._buf = buf[remaining:]
+        remaining -= len(piece)
+        self._remaining = remaining
+        if not remaining:
+            self._state = _CHUNK_END
+        return Data(piece)
+
+    def _chunk_end(self):
+        buf = self._buf
+        if len(buf) < 2:
+            if buf and buf != b"\r":
+                raise self._fail(self._bad, "chunk data not followed by CRLF")
+            return self._truncated()
+        if buf[:2] != b"\r\n":
+            raise self._fail(self._bad, "chunk data not followed by CRLF")
+        self._buf = buf[2:]
+        self._state = _CHUNK_SIZE
+        return self._chunk_size()
+
+    def _trailers(self):
+        buf = self._buf
+        if buf[:2] == b"\r\n":
+            self._buf = buf[2:]
+            return self._end_message([])
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > self.max_head:
+                raise self._fail(431 if not self.response else 502, "trailer section too large")
+            return self._truncated()
+        if end + 4 > self.max_head:
+            raise self._fail(431 if not self.response else 502, "trailer section too large")
+        block = buf[:end]
+        self._buf = buf[end + 4 :]
+        lines = block.split(b"\r\n")
+        if block.translate(None, _HEAD_OK) != b"\r\n" * (len(lines) - 1):
+            raise self._fail(self._bad, "control byte in trailers")
+        if len(lines) > self.max_fields:
+            raise self._fail(431 if not self.response else 502, "too many trailer fields")
+        try:
+            trailers = _parse_fields(lines, 0)
+        except ProtocolError as error:
+            raise self._fail(self._bad, error.detail) from None
+        return self._end_message(trailers)
+
+    @property
+    def _bad(self) -> int:
+        return 502 if self.response else 400
+
+
+# -- field helpers -------------------------------------------------------------------------
+
+
+def _parse_fields(lines: list[bytes], first: int) -> Headers:
+    headers: Headers = []
+    append = headers.append
+    for i in range(first, len(lines)):
+        line = lines[i]
+        if line[:1] in (b" ", b"\t"):
+            # §5.2: a line starting with whitespace continues the previous one (obs-fold);
+            # a proxy that unfolds it differently from the server is a smuggling vector.
+            raise ProtocolError(400, "obs-fold line folding is not accepted")
+        name, colon, value = line.partition(b":")
+        if not colon:
+            raise ProtocolError(400, "field line without a colon")
+        # §5.1: whitespace between name and colon MUST be rejected; it fails the token check.
+        if not name or name.translate(None, _TCHAR):
+            raise ProtocolError(400, "invalid field name")
+        append((name, value.strip(_OWS)))
+    return headers
+
+
+def _version(text: bytes, bad: int) -> bytes:
+    if text == b"HTTP/1.1":
+        return b"1.1"
+    if text == b"HTTP/1.0":
+        return b"1.0"
+    if (
+        len(text) == 8
+        and text[:5] == b"HTTP/"
+        and text[5:6].isdigit()
+        and text[6:7] == b"."
+        and text[7:8].isdigit()
+    ):
+        raise ProtocolError(505, "HTTP version not supported")
+    raise ProtocolError(bad, "malformed HTTP version")
+
+
+def _connection_semantics(message: _Head, headers: Headers) -> None:
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if len(name) == 10 and name.lower() == b"connection":
+            for token in value.split(b","):
+                token = token.strip(_OWS).lower()
+                if token:
+                    tokens.add(token)
+    if tokens:
+        message.connection = frozenset(tokens)
+    # RFC 9112 §9.3: 1.1 persists unless "close"; 1.0 only with "keep-alive".
+    if message.version == b"1.1":
+        message.keep_alive = b"close" not in tokens
+    else:
+        message.keep_alive = b"keep-alive" in tokens and b"close" not in tokens
+
+
+def _content_length(previous: int | None, value: bytes, bad: int) -> int:
+    # RFC 9110 §8.6: 1*DIGIT; a list of identical values may be folded into one.
+    result = previous
+    for item in value.split(b","):
+        item = item.strip(_OWS)
+        if not item or len(item) > _MAX_DIGITS or item.translate(None, _DIGITS):
+            raise ProtocolError(bad, "malformed Content-Length")
+        number = int(item)
+        if result is not None and number != result:
+            raise ProtocolError(bad, "conflicting Content-Length values")
+        result = number
+    return result  # type: ignore[return-value]
+
+
+def _check_chunked(value: bytes, request: bool) -> None:
+    codings = [c.strip(_OWS).lower() for c in value.split(b",")]
+    codings = [c for c in codings if c]
+    bad = 400 if request else 502
+    if not codings:
+        raise ProtocolError(bad, "empty Transfer-Encoding")
+    for coding in codings:
+        if coding != b"chunked":
+            # §6.1: a coding we do not implement is 501 for a server (502 from a backend).
+            raise ProtocolError(501 if request else 502, "unsupported transfer coding")
+    if len(codings) > 1:
+        raise ProtocolError(bad, "chunked applied more than once")
+
+
+# -- serialisers ---------------------------------------------------------------------------
+
+
+def _fields(headers: Headers) -> bytes:
+    return b"".join([name + b": " + value + b"\r\n" for name, value in headers])
+
+
+def serialize_request_head(
+    method: bytes, target: bytes, headers: Headers, version: bytes = b"1.1"
+) -> bytes:
+    """Request line, fields and blank line; the caller chose the framing fields."""
+    return b"%s %s HTTP/%s\r\n%s\r\n" % (method, target, version, _fields(headers))
+
+
+def serialize_response_head(
+    status: int, headers: Headers, reason: bytes | None = None, version: bytes = b"1.1"
+) -> bytes:
+    if reason is None:
+        reason = REASONS.get(status, "").encode()
+    return b"HTTP/%s %d %s\r\n%s\r\n" % (version, status, reason, _fields(headers))
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body (RFC 9112 §7.1); empty data gives nothing."""
+    if not data:
+        return b""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+#: The last chunk with no trailers.
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def serialize_trailers(trailers: Headers) -> bytes:
+    """The last chunk carrying trailer fields."""
+    return b"0\r\n" + _fields(trailers) + b"\r\n"
+
+
+def error_response(status: int, message: str, *, close: bool = True) -> bytes:
+    """A complete short plain-text response, for errors a proxy or server makes itself."""
+    body = message.encode() + b"\n"
+    headers = [
+        (b"Content-Type", b"text/plain; charset=utf-8"),
+        (b"Content-Length", b"%d" % len(body)),
+    ]
+    if close:
+        headers.append((b"Connection", b"close"))
+    return serialize_response_head(status, headers) + body
