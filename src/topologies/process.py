@@ -102,6 +102,9 @@ class ComponentProcess:
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM, then SIGKILL if it has not drained and exited within ``timeout_s``."""
         self.signal(signal.SIGTERM)
+        # A paused (SIGSTOPped) process keeps SIGTERM pending until it runs again: wake it
+        # so it can drain. Harmless for a process that is already running.
+        self.signal(signal.SIGCONT)
         try:
             code = self.popen.wait(timeout_s)
         except subprocess.TimeoutExpired:

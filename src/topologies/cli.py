@@ -1,0 +1,223 @@
+"""``scalelab``: run a stage of the journey, drive load at any URL, list the stages.
+
+::
+
+    scalelab run STAGE [--load PROFILE] [--duration S] [--report FILE] [--run-dir DIR]
+                       [--procs N] [--drain-timeout S] [stage flags]
+    scalelab load URL --profile P [...]      # the load generator alone, any HTTP server
+    scalelab stages
+
+``run`` without ``--load`` starts the stage, prints its endpoint table and keeps it up
+until Ctrl-C (or for ``--duration`` seconds). With ``--load`` it drives the stage's entry
+point with the load generator, scrapes every component's ``/metrics`` before and after,
+prints the report and stops everything. STAGE is a name from ``scalelab stages`` or the
+path of a topology file (``my_topology.py``, written like ``single_server.py``).
+
+Exit codes: 0 done, 1 a component failed to start (its last log lines are shown),
+2 bad arguments (with usage), 130 a load run cut short by Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+from . import stages
+from .launcher import DRAIN_TIMEOUT_S, Launcher, install_signal_handlers
+from .process import StartError
+from .topology import TopologyError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+RUNS_DIR = Path("runs")
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {text}")
+    return value
+
+
+def build_parser(stage: ModuleType | None = None):
+    """The ``scalelab`` parser and its ``run`` sub-parser (with the stage's own flags)."""
+    parser = argparse.ArgumentParser(
+        prog="scalelab",
+        description="Run the stages of the scaling journey and measure them.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        help="start a stage (and drive load at it)",
+        description="Start a stage as real processes; with --load, drive it and report.",
+    )
+    run.add_argument("stage", metavar="STAGE", help="a stage (see `scalelab stages`) or a .py file")
+    run.add_argument("--load", metavar="PROFILE",
+                     help="drive load with this profile (a built-in name or a TOML file)")  # fmt: skip
+    run.add_argument("--duration", type=positive_float, metavar="S",
+                     help="seconds of load (default: the profile's); without --load, "
+                     "how long to keep the stage up (default: until Ctrl-C)")  # fmt: skip
+    run.add_argument("--report", type=Path, metavar="FILE",
+                     help="write the report as JSON here (default: RUN_DIR/report.json)")  # fmt: skip
+    run.add_argument("--run-dir", type=Path, metavar="DIR",
+                     help="logs, data and endpoints.json (default: runs/STAGE-TIMESTAMP)")  # fmt: skip
+    run.add_argument("--procs", type=positive_int, default=1, metavar="N",
+                     help="load generator processes")  # fmt: skip
+    run.add_argument("--drain-timeout", type=positive_float, default=DRAIN_TIMEOUT_S,
+                     metavar="S", help="each component's drain time before SIGKILL")  # fmt: skip
+    if stage is not None:
+        stages.add_arguments(stage, run)
+    commands.add_parser(
+        "load",
+        help="drive load at any HTTP URL (scalelab load URL --profile P; see its --help)",
+        add_help=False,
+    )
+    commands.add_parser("stages", help="list the stages of the journey")
+    return parser, run
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``scalelab`` console script; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return _main(argv)
+    except SystemExit as exit_:  # argparse: --help (0) or a usage error (2)
+        code = exit_.code
+        return code if isinstance(code, int) else (EXIT_OK if code is None else EXIT_FAILED)
+
+
+def _main(argv: list[str]) -> int:
+    if argv[:1] == ["load"]:
+        return load_command(argv[1:])
+    stage = None
+    if argv[:1] == ["run"] and len(argv) > 1 and not argv[1].startswith("-"):
+        try:
+            stage = stages.load(argv[1])
+        except stages.UnknownStage as error:
+            build_parser()[1].error(str(error))
+    parser, run_parser = build_parser(stage)
+    args = parser.parse_args(argv)
+    if args.command == "stages":
+        return stages_command()
+    assert stage is not None  # argparse required STAGE, and we loaded it above
+    return run_command(args, stage, run_parser)
+
+
+def stages_command(out=None) -> int:
+    out = out or sys.stdout
+    width = max(len(name) for name in stages.STAGES)
+    for name in stages.STAGES:
+        print(f"{name.ljust(width)}  {stages.summary(stages.load(name))}", file=out)
+    return EXIT_OK
+
+
+def load_command(argv: list[str]) -> int:
+    try:
+        from loadgen import cli as loadgen_cli
+    except ModuleNotFoundError as error:
+        if error.name not in ("loadgen", "loadgen.cli"):
+            raise
+        print(
+            "scalelab load: the load generator (loadgen.cli) is not in this tree", file=sys.stderr
+        )
+        return EXIT_FAILED
+    return loadgen_cli.main(argv)
+
+
+def new_run_dir(stage: str, base: Path = RUNS_DIR) -> Path:
+    """``runs/<stage>-<timestamp>``, with a suffix if two runs start in the same second."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        path = base / (f"{stage}-{stamp}" if n == 1 else f"{stage}-{stamp}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise RuntimeError(f"cannot make a fresh run directory under {base}")
+
+
+def run_command(args: argparse.Namespace, stage: ModuleType, parser) -> int:
+    out = sys.stdout
+    try:
+        topology = stage.topology(args)
+    except TopologyError as error:
+        parser.error(f"{args.stage}: {error}")
+    run_load = None
+    load_errors: tuple[type[Exception], ...] = ()
+    if args.load:
+        try:
+            import loadgen
+            from loadgen import run_load
+
+            # A bad profile is a ValueError (usage, exit 2); a run that cannot be made is
+            # the load generator's own LoadError (exit 1).
+            load_errors = tuple(e for e in (getattr(loadgen, "LoadError", None),) if e)
+        except ImportError:
+            print("scalelab run --load: the load generator (loadgen.run_load) is not in "
+                  "this tree", file=sys.stderr)  # fmt: skip
+            return EXIT_FAILED
+    run_dir = args.run_dir or new_run_dir(topology.stage)
+    install_signal_handlers()
+    launcher = Launcher(topology, run_dir, drain_timeout_s=args.drain_timeout, out=out)
+    try:
+        with launcher:
+            print(f"starting {topology.stage} ...", file=out, flush=True)
+            launcher.start()
+            print(launcher.table(), file=out, flush=True)
+            if run_load is not None:
+                report_path = args.report or launcher.run_dir / "report.json"
+                run_load(
+                    launcher.entry_url,
+                    args.load,
+                    duration_s=args.duration,
+                    procs=args.procs,
+                    metrics=launcher.metrics_urls(),
+                    json_path=report_path,
+                    out=out,
+                )
+                launcher.check()
+                print(f"report: {report_path}", file=out, flush=True)
+            elif args.duration is not None:
+                launcher.watch(args.duration)
+            else:
+                print("running; Ctrl-C to stop", file=out, flush=True)
+                launcher.watch()
+    except StartError as error:
+        print(f"scalelab: {error}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+    except ValueError as error:
+        if run_load is None:
+            raise
+        print(f"scalelab run --load {args.load}: {error}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    except load_errors as error:
+        print(f"scalelab run --load {args.load}: {error}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted; stopped", file=out, flush=True)
+        return EXIT_INTERRUPTED if run_load is not None else EXIT_OK
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
