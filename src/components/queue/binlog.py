@@ -1,0 +1,352 @@
+"""The binlog: an append-only log of job state changes that lets the queue survive a crash.
+
+beanstalkd's ``-b DIR`` writes every job's creation and state change to log files and
+replays them at start-up. This is the same idea with our own record format:
+
+    file   = MAGIC, record*
+    record = u32 payload length, u32 CRC-32 of payload, payload
+    payload: FULL   op=1 id pri delay ttr state deadline created tube body  (put, snapshot)
+             UPDATE op=2 id pri delay state deadline                       (release, bury, kick)
+             DELETE op=3 id
+             NEXT_ID op=4 next-id                                           (start of a segment)
+
+Why the pieces are there:
+
+- *Length + CRC per record.* A crash can leave half a record at the end of the file (a
+  torn write), or garbage after it. Replay stops at the first record that is short or
+  whose CRC does not match, and everything after it is cut; it is never fatal. Because a
+  ``put`` is acknowledged only after its record is fsynced (``-f 0``), a torn record is
+  always one nobody was told about.
+- *Reserves are not logged.* protocol.txt's restart semantics bring reserved jobs back
+  ready, so reserve, touch and TTR expiry need no record; that keeps the log to about
+  two records per job (put, delete).
+- *Deadlines are wall-clock seconds,* so a delayed job keeps its deadline across a
+  restart.
+- *Compaction by snapshot.* History grows without bound, live jobs do not. When the log
+  is larger than twice the live jobs' records (and than ``compact_min_bytes``), the
+  queue writes a snapshot (FULL records of the live jobs only) to a new segment under a
+  temporary name, fsyncs it, renames it into place, fsyncs the directory, then deletes
+  the older segments oldest first. Every crash point leaves a replayable suffix of
+  segments: a partial snapshot is never visible, and deleting oldest first means a
+  ``DELETE`` is never lost while the ``FULL`` it cancels survives. A restart also
+  compacts, so restarts do not pile up segments.
+
+Group commit lives in the server (it owns the thread that fsyncs); this module gives it
+the pieces: ``take_batch`` (on the event loop: pending bytes or a snapshot),
+``write_batch`` (in a worker thread: write, fsync, swap segments) and ``complete``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+from .broker import BURIED, DELAYED, READY, RESERVED, Broker, Job
+
+MAGIC = b"SLBQLOG1"
+SEGMENT_PREFIX = "binlog."
+TMP_SUFFIX = ".tmp"
+#: Do not compact logs smaller than this: snapshots of tiny logs are wasted work.
+DEFAULT_COMPACT_MIN_BYTES = 8 << 20
+
+_HEADER = struct.Struct("<II")
+_FULL = struct.Struct("<BQIIIBddBI")  # op id pri delay ttr state deadline created tubelen bodylen
+_UPDATE = struct.Struct("<BQIIBd")  # op id pri delay state deadline
+_DELETE = struct.Struct("<BQ")
+_NEXT_ID = struct.Struct("<BQ")
+OP_FULL, OP_UPDATE, OP_DELETE, OP_NEXT_ID = 1, 2, 3, 4
+_STATE_CODE = {READY: 0, DELAYED: 1, BURIED: 2, RESERVED: 0}  # reserved is logged as ready
+_CODE_STATE = {0: READY, 1: DELAYED, 2: BURIED}
+#: Bytes a FULL record takes besides the tube name and body.
+FULL_OVERHEAD = _HEADER.size + _FULL.size
+
+
+def _frame(payload: bytes) -> bytes:
+    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def encode_full(job: Job) -> bytes:
+    tube = job.tube.name.encode()
+    head = _FULL.pack(OP_FULL, job.id, job.pri, job.delay, job.ttr, _STATE_CODE[job.state],
+                      job.deadline_at, job.created_at, len(tube), len(job.body))  # fmt: skip
+    return _frame(head + tube + job.body)
+
+
+def encode_update(job: Job) -> bytes:
+    payload = _UPDATE.pack(
+        OP_UPDATE, job.id, job.pri, job.delay, _STATE_CODE[job.state], job.deadline_at
+    )
+    return _frame(payload)
+
+
+def encode_delete(job_id: int) -> bytes:
+    return _frame(_DELETE.pack(OP_DELETE, job_id))
+
+
+def encode_next_id(next_id: int) -> bytes:
+    return _frame(_NEXT_ID.pack(OP_NEXT_ID, next_id))
+
+
+def full_size(job: Job) -> int:
+    return FULL_OVERHEAD + len(job.tube.name) + len(job.body)
+
+
+@dataclass
+class Recovered:
+    """What replay found: live jobs by id (as field lists) and the next id to hand out."""
+
+    jobs: dict[int, list] = field(default_factory=dict)
+    next_id: int = 1
+    records: int = 0
+    torn_bytes: int = 0
+
+
+def replay(data: bytes, into: Recovered) -> int:
+    """Apply one segment's records; returns the length of its intact prefix."""
+    if not data.startswith(MAGIC):
+        into.torn_bytes += len(data)
+        return 0
+    pos = len(MAGIC)
+    end = len(data)
+    jobs = into.jobs
+    while pos + _HEADER.size <= end:
+        length, crc = _HEADER.unpack_from(data, pos)
+        start = pos + _HEADER.size
+        if start + length > end:
+            break
+        payload = data[start : start + length]
+        if zlib.crc32(payload) != crc or not payload:
+            break
+        op = payload[0]
+        try:
+            if op == OP_FULL:
+                (_, job_id, pri, delay, ttr, state, deadline, created, tube_len,
+                 body_len) = _FULL.unpack_from(payload)  # fmt: skip
+                body_at = _FULL.size + tube_len
+                if body_at + body_len != len(payload):
+                    break
+                tube = payload[_FULL.size : body_at].decode()
+                body = payload[body_at:]
+                jobs[job_id] = [tube, pri, delay, ttr, body, _CODE_STATE[state], deadline, created]
+                into.next_id = max(into.next_id, job_id + 1)
+            elif op == OP_UPDATE:
+                _, job_id, pri, delay, state, deadline = _UPDATE.unpack(payload)
+                job = jobs.get(job_id)
+                if job is not None:
+                    job[1], job[2], job[5], job[6] = pri, delay, _CODE_STATE[state], deadline
+            elif op == OP_DELETE:
+                jobs.pop(_DELETE.unpack(payload)[1], None)
+            elif op == OP_NEXT_ID:
+                into.next_id = max(into.next_id, _NEXT_ID.unpack(payload)[1])
+            else:
+                break
+        except (struct.error, KeyError, UnicodeDecodeError):
+            break  # a record that passed its CRC but makes no sense: treat as the tail
+        into.records += 1
+        pos = start + length
+    into.torn_bytes += end - pos
+    return pos
+
+
+@dataclass
+class Batch:
+    """One group commit: bytes to append, or a snapshot that replaces the log."""
+
+    data: bytes
+    seq: int  # every record up to this sequence number is in this batch or before it
+    records: int
+    snapshot_index: int = 0  # nonzero: write a new segment with this index, drop older
+
+
+class Binlog:
+    """The journal a ``Broker`` writes to; see the module docstring for the format."""
+
+    def __init__(self, directory: str, compact_min_bytes: int = DEFAULT_COMPACT_MIN_BYTES):
+        self.directory = directory
+        self.compact_min_bytes = compact_min_bytes
+        self.broker: Broker | None = None
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self.appended_seq = 0  # records handed to us
+        self._batched_seq = 0  # records taken into a batch
+        self.written_seq = 0  # records written (and fsynced if the batch asked)
+        self.live_bytes = 0  # size of the FULL records of live jobs
+        self.log_bytes = 0  # bytes in segment files
+        self.records_written = 0
+        self.records_migrated = 0
+        self.compactions = 0
+        self.index = 0
+        self._fd = -1
+        self._segments: list[int] = []
+
+    # -- journal interface (called by the broker on the event loop) ---------------------
+
+    def put(self, job: Job) -> None:
+        self._append(encode_full(job))
+        self.live_bytes += full_size(job)
+
+    def update(self, job: Job) -> None:
+        self._append(encode_update(job))
+
+    def delete(self, job: Job) -> None:
+        self._append(encode_delete(job.id))
+        self.live_bytes -= full_size(job)
+
+    def _append(self, record: bytes) -> None:
+        self._pending.append(record)
+        self._pending_bytes += len(record)
+        self.appended_seq += 1
+
+    @property
+    def pending(self) -> int:
+        return self.appended_seq - self._batched_seq
+
+    # -- opening: replay, restore, compact ------------------------------------------------
+
+    def open(self, broker: Broker) -> Recovered:
+        """Replay every segment into ``broker`` and start a fresh snapshot segment.
+
+        Run before serving. Returns what was recovered (the caller logs it).
+        """
+        self.broker = broker
+        os.makedirs(self.directory, exist_ok=True)
+        recovered = Recovered()
+        for name in sorted(os.listdir(self.directory)):
+            path = os.path.join(self.directory, name)
+            if name.startswith(SEGMENT_PREFIX) and name.endswith(TMP_SUFFIX):
+                os.unlink(path)  # an unfinished snapshot: never made visible
+                continue
+            index = _segment_index(name)
+            if index is None:
+                continue
+            with open(path, "rb") as fh:
+                data = fh.read()
+            replay(data, recovered)
+            self._segments.append(index)
+        self._segments.sort()
+        for job_id in sorted(recovered.jobs):
+            tube, pri, delay, ttr, body, state, deadline, created = recovered.jobs[job_id]
+            broker.restore(job_id, tube, pri, delay, ttr, body, state, deadline, created)
+        broker.next_id = max(broker.next_id, recovered.next_id)
+        broker.journal = self
+        self.index = (self._segments[-1] if self._segments else 0) + 1
+        batch = self._snapshot_batch()
+        self.write_batch(batch, fsync=True)
+        self.complete(batch)
+        return recovered
+
+    def _snapshot_batch(self) -> Batch:
+        assert self.broker is not None
+        parts = [encode_next_id(self.broker.next_id)]
+        live = 0
+        for job in self.broker.iter_jobs():
+            record = encode_full(job)
+            parts.append(record)
+            live += len(record)
+        self.live_bytes = live
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._batched_seq = self.appended_seq
+        index = self.index + 1 if self._fd >= 0 else self.index
+        return Batch(b"".join(parts), self.appended_seq, len(parts), snapshot_index=index)
+
+    # -- group commit (take on the loop, write in a thread, complete on the loop) --------
+
+    def needs_compaction(self) -> bool:
+        size = self.log_bytes + self._pending_bytes
+        return size > self.compact_min_bytes and size > 2 * self.live_bytes
+
+    def take_batch(self) -> Batch | None:
+        """Everything appended since the last batch, or a snapshot if the log is bloated."""
+        if self.appended_seq == self._batched_seq:
+            return None
+        if self.needs_compaction():
+            return self._snapshot_batch()
+        data = b"".join(self._pending)
+        records = len(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._batched_seq = self.appended_seq
+        return Batch(data, self.appended_seq, records)
+
+    def write_batch(self, batch: Batch, fsync: bool) -> None:
+        """Worker-thread half: append (or swap in a snapshot) and fsync. Raises OSError."""
+        if batch.snapshot_index:
+            self._write_snapshot(batch)
+            return
+        _write_all(self._fd, batch.data)
+        if fsync:
+            os.fsync(self._fd)
+
+    def sync(self) -> None:
+        """fsync what was written (the ``-f MS`` timer and shutdown)."""
+        if self._fd >= 0:
+            os.fsync(self._fd)
+
+    def complete(self, batch: Batch) -> None:
+        """Loop half: account for a written batch."""
+        self.written_seq = batch.seq
+        if batch.snapshot_index:
+            self.log_bytes = len(MAGIC) + len(batch.data)
+            self.records_migrated += batch.records
+            self.compactions += 1
+        else:
+            self.log_bytes += len(batch.data)
+        self.records_written += batch.records
+
+    def _write_snapshot(self, batch: Batch) -> None:
+        index = batch.snapshot_index
+        final = os.path.join(self.directory, f"{SEGMENT_PREFIX}{index:010d}")
+        tmp = final + TMP_SUFFIX
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        try:
+            _write_all(fd, MAGIC + batch.data)
+            os.fsync(fd)
+            os.rename(tmp, final)
+            _fsync_dir(self.directory)
+        except BaseException:
+            os.close(fd)
+            raise
+        old_fd, self._fd = self._fd, fd
+        if old_fd >= 0:
+            os.close(old_fd)
+        old_segments = [i for i in self._segments if i < index]
+        self._segments = [index]
+        self.index = index
+        for old in sorted(old_segments):  # oldest first: what survives is a suffix
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.directory, f"{SEGMENT_PREFIX}{old:010d}"))
+        _fsync_dir(self.directory)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def segment_files(self) -> list[str]:
+        return [f"{SEGMENT_PREFIX}{i:010d}" for i in self._segments]
+
+
+def _segment_index(name: str) -> int | None:
+    if not name.startswith(SEGMENT_PREFIX):
+        return None
+    digits = name[len(SEGMENT_PREFIX) :]
+    return int(digits) if digits.isdigit() else None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
