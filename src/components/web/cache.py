@@ -15,7 +15,9 @@ once, for every backend.
   shows what the cache buys.
 
 The methods are coroutines even for the local cache so that a networked backend fits
-the same call sites.
+the same call sites. A networked backend raises ``CacheUnavailable`` when a node is down;
+the repository then treats the lookup as a miss and serves from the database: a cache
+outage costs latency and database load, never an error to the user.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from collections.abc import Callable
 from .lru import LruCache
 
 MAX_LOCAL_CACHE_MB = 16_384
+
+
+class CacheUnavailable(Exception):
+    """The cache could not answer (node down, timeout); callers fall back to the database."""
 
 
 class Cache(abc.ABC):

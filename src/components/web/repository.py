@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from components.common.metrics import Counter
 
-from .cache import Cache
+from .cache import Cache, CacheUnavailable
 from .protocol import encode_user
 from .storage import UserStore
 
@@ -40,10 +40,13 @@ class RepositoryMetrics:
     db_writes: object
     cache_hits: object
     cache_misses: object
+    cache_errors: object
 
     @classmethod
-    def from_counters(cls, db_queries: Counter, hits: Counter, misses: Counter):
-        return cls(db_queries.labels("read"), db_queries.labels("write"), hits, misses)
+    def from_counters(
+        cls, db_queries: Counter, hits: Counter, misses: Counter, errors: Counter
+    ) -> RepositoryMetrics:
+        return cls(db_queries.labels("read"), db_queries.labels("write"), hits, misses, errors)
 
 
 class UserRepository:
@@ -58,7 +61,11 @@ class UserRepository:
     async def get_json(self, user_id: int) -> bytes | None:
         """The user's encoded document, or None when there is no such user."""
         key = cache_key(user_id)
-        cached = await self.cache.get(key)
+        try:
+            cached = await self.cache.get(key)
+        except CacheUnavailable:
+            self.metrics.cache_errors.inc()
+            cached = None
         if cached is not None:
             self.metrics.cache_hits.inc()
             return cached
@@ -69,24 +76,35 @@ class UserRepository:
             # Absence is not cached: a user created a moment later must be visible at once.
             return None
         encoded = encode_user(user_id, user)
-        await self.cache.set(key, encoded, self.ttl_s)
+        try:
+            await self.cache.set(key, encoded, self.ttl_s)
+        except CacheUnavailable:
+            self.metrics.cache_errors.inc()
         return encoded
 
     async def create(self, user: dict) -> int:
         self.metrics.db_writes.inc()
         user_id = await self.store.create(user)
         # A cache entry under a brand-new id could only be a leftover; clear it anyway.
-        await self.cache.delete(cache_key(user_id))
+        await self._invalidate(user_id)
         return user_id
 
     async def replace(self, user_id: int, user: dict) -> bool:
         self.metrics.db_writes.inc()
         found = await self.store.replace(user_id, user)
-        await self.cache.delete(cache_key(user_id))
+        await self._invalidate(user_id)
         return found
 
     async def delete(self, user_id: int) -> bool:
         self.metrics.db_writes.inc()
         found = await self.store.delete(user_id)
-        await self.cache.delete(cache_key(user_id))
+        await self._invalidate(user_id)
         return found
+
+    async def _invalidate(self, user_id: int) -> None:
+        # A delete that cannot reach the cache leaves a stale copy there until its TTL:
+        # the write itself succeeded, so we count the failure rather than fail the request.
+        try:
+            await self.cache.delete(cache_key(user_id))
+        except CacheUnavailable:
+            self.metrics.cache_errors.inc()

@@ -70,6 +70,7 @@ HEALTH_ROUTE = "/health"
 SHUTDOWN_TIMEOUT_S = 1.0
 
 JSON = "application/json"
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
 def _non_negative_int(text: str) -> int:
@@ -194,7 +195,7 @@ class WebService(Service):
         args = self.args
         spec = self._db_spec()
         try:
-            self.store = await open_store(spec, synchronous=args.sqlite_synchronous)
+            self.store = await open_store(spec, sqlite_synchronous=args.sqlite_synchronous)
             started = time.monotonic()
             written = await self.store.seed(args.seed_users)
         except (sqlite3.Error, ValueError) as exc:
@@ -214,7 +215,9 @@ class WebService(Service):
             self.store,
             self.cache,
             args.cache_ttl_s,
-            RepositoryMetrics.from_counters(self.db_queries, self.cache_hits, self.cache_misses),
+            RepositoryMetrics.from_counters(
+                self.db_queries, self.cache_hits, self.cache_misses, self.cache_errors
+            ),
         )
         self.runtime.admin.register("cache-clear", self._admin_cache_clear)
 
@@ -229,6 +232,7 @@ class WebService(Service):
         app.router.add_post("/logout", self.logout)
         app.router.add_get("/static/{path:.+}", self.get_static)
         app.router.add_get(HEALTH_ROUTE, self.get_health)
+        app.router.add_get("/", self.index)
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                     shutdown_timeout=SHUTDOWN_TIMEOUT_S)  # fmt: skip
         await self.runner.setup()
@@ -276,6 +280,9 @@ class WebService(Service):
         self.cache_misses = m.counter(
             "scalelab_web_cache_misses_total", "User lookups the cache missed"
         )
+        self.cache_errors = m.counter(
+            "scalelab_web_cache_errors_total", "Cache calls that failed (served from the database)"
+        )
         self.inflight_gauge = m.gauge(
             "scalelab_web_inflight_requests", "Requests being handled now"
         )
@@ -296,6 +303,8 @@ class WebService(Service):
             self.db_queries.labels(kind)
 
     def _count(self, route: str, method: str, status: int, seconds: float) -> None:
+        if method not in KNOWN_METHODS:
+            method = "other"  # any token is a valid method; labels must stay bounded
         key = (route, method, status)
         child = self._request_children.get(key)
         if child is None:
@@ -339,7 +348,7 @@ class WebService(Service):
                 response = json_error(422, exc.message, exc.field)
             except web.HTTPException as exc:
                 # The router's 404 and 405, aiohttp's 413: same JSON shape as our own errors.
-                headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+                headers = {k: exc.headers[k] for k in ("Allow", "Location") if k in exc.headers}
                 response = json_error(exc.status, exc.reason.lower(), headers=headers)
             except Exception as exc:
                 self.log.error("handler_failed", route=route, method=request.method,
@@ -412,8 +421,8 @@ class WebService(Service):
             raise ApiError(401, "unknown user", "id")
         token = await self.sessions.create(user_id)
         response = web.Response(body=body, content_type=JSON)
-        response.set_cookie(COOKIE_NAME, token, path="/", httponly=True, samesite="Lax",
-                            max_age=int(self.args.session_ttl_s))  # fmt: skip
+        # No Max-Age: a browser-session cookie; the server-side sliding TTL decides expiry.
+        response.set_cookie(COOKIE_NAME, token, path="/", httponly=True, samesite="Lax")
         return response
 
     async def me(self, request: web.Request) -> web.Response:
@@ -444,6 +453,9 @@ class WebService(Service):
                            request.headers.get("If-Modified-Since"), asset.etag, asset.mtime_s):  # fmt: skip
             return web.Response(status=304, headers=headers)
         return web.Response(body=asset.content, content_type=asset.content_type, headers=headers)
+
+    async def index(self, request: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": "/static/index.html"})
 
     async def get_health(self, request: web.Request) -> web.Response:
         ok, detail = (False, "draining") if self.draining else self.health()

@@ -200,9 +200,14 @@ def parse_db_spec(text: str) -> tuple[str, str]:
 
 
 async def open_store(spec: str, **options) -> UserStore:
+    """Open the backend named by ``spec``; each backend takes the ``options`` it knows."""
     scheme, rest = parse_db_spec(spec)
     return await BACKENDS[scheme](rest, **options)
 
 
+async def _open_sqlite(path: str, *, sqlite_synchronous: str = "full", **_other) -> UserStore:
+    return await SqliteUserStore.open(path, sqlite_synchronous)
+
+
 #: scheme -> coroutine(rest_of_spec, **options) -> UserStore. Later: "store" (the store tier).
-BACKENDS: dict[str, Callable[..., Awaitable[UserStore]]] = {"sqlite": SqliteUserStore.open}
+BACKENDS: dict[str, Callable[..., Awaitable[UserStore]]] = {"sqlite": _open_sqlite}

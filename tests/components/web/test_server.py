@@ -361,6 +361,59 @@ async def test_cache_clear_admin_operation(server, client):
     assert metric(server, "scalelab_web_cache_misses_total") == misses + 1
 
 
+async def test_head_and_root_redirect(server, client):
+    async with client.head(server.url() + "/static/index.html") as response:
+        assert response.status == 200
+        assert response.headers["ETag"]
+        assert await response.read() == b""
+    async with client.get(server.url() + "/", allow_redirects=False) as response:
+        assert response.status == 302
+        assert response.headers["Location"] == "/static/index.html"
+    async with client.get(server.url() + "/") as response:
+        assert b"scalelab" in await response.read()
+
+
+async def test_unknown_methods_share_one_metric_label(server, client):
+    for method in ("PROPFIND", "MKCOL"):
+        async with client.request(method, server.url() + "/users/1") as response:
+            assert response.status == 405
+    labels = {dict(k[1]).get("method") for k in metrics(server)
+              if k[0] == "scalelab_web_requests_total"}  # fmt: skip
+    assert "other" in labels and "PROPFIND" not in labels and "MKCOL" not in labels
+
+
+async def test_spin_service_time_serves_requests(spawn, client):
+    proc = spawn("web", "--seed-users", "3", "--service-time-ms", "20", "--service-mode", "spin")
+    for user_id in (1, 2, 3):
+        async with client.get(proc.url() + f"/users/{user_id}") as response:
+            assert response.status == 200
+    count = metric(proc, "scalelab_web_request_duration_seconds_count", route="/users/{id}")
+    assert count == 3
+
+
+async def test_default_database_lives_in_the_data_dir(spawn, client, tmp_path):
+    proc = spawn("web", "--data-dir", str(tmp_path), "--name", "web-7", "--seed-users", "2")
+    async with client.get(proc.url() + "/users/2") as response:
+        assert response.status == 200
+    assert (tmp_path / "web-7.db").exists()
+
+
+async def test_without_db_or_data_dir_a_temporary_database_is_removed_at_stop(spawn, client):
+    import json
+    from pathlib import Path
+
+    proc = spawn("web", "--seed-users", "2")
+    async with client.get(proc.url() + "/users/1") as response:
+        assert response.status == 200
+    events = [json.loads(line) for line in proc.log_tail(50).splitlines()]
+    db_path = Path(
+        next(e["db"] for e in events if e["event"] == "database_ready")[len("sqlite:") :]
+    )
+    assert db_path.exists()
+    assert proc.stop() == 0
+    assert not db_path.exists()
+
+
 @pytest.mark.parametrize("flags", [("--db", "mysql:x"), ("--cache", "local:0"),
                                    ("--service-mode", "nap"), ("--seed-users", "-1")])  # fmt: skip
 def test_bad_flags_exit_two(flags):

@@ -3,7 +3,7 @@
 import pytest
 
 from components.common.metrics import Registry
-from components.web.cache import LocalCache, NoCache, open_cache
+from components.web.cache import CacheUnavailable, LocalCache, NoCache, open_cache
 from components.web.repository import RepositoryMetrics, UserRepository, cache_key
 from components.web.seed import seed_user
 from components.web.storage import SqliteUserStore, open_store, parse_db_spec
@@ -88,6 +88,7 @@ def make_repository(store, cache):
         registry.counter("q_total", "q", ["kind"]),
         registry.counter("h_total", "h"),
         registry.counter("m_total", "m"),
+        registry.counter("e_total", "e"),
     )
     return UserRepository(store, cache, 60.0, metrics), metrics
 
@@ -129,3 +130,25 @@ async def test_no_cache_reads_the_database_every_time(store):
     for _ in range(3):
         await repo.get_json(1)
     assert metrics.db_reads.get() == 3 and metrics.cache_hits.get() == 0
+
+
+class BrokenCache(NoCache):
+    """A cache whose node is down: every call fails as a networked backend would."""
+
+    async def get(self, key):
+        raise CacheUnavailable("node down")
+
+    async def set(self, key, value, ttl_s):
+        raise CacheUnavailable("node down")
+
+    async def delete(self, key):
+        raise CacheUnavailable("node down")
+
+
+async def test_a_dead_cache_degrades_to_the_database_never_to_an_error(store):
+    await store.seed(3)
+    repo, metrics = make_repository(store, BrokenCache())
+    assert await repo.get_json(2) is not None
+    assert await repo.replace(2, seed_user(9))
+    assert metrics.db_reads.get() == 1 and metrics.db_writes.get() == 1
+    assert metrics.cache_errors.get() == 3  # get, set after the miss, delete after the write
