@@ -1,0 +1,176 @@
+"""From query bytes to reply bytes: the whole answering path, with no sockets.
+
+``Responder.respond(data, client, udp)`` is what the server calls for every datagram
+and every TCP frame. It composes the three layers below it:
+
+- ``protocol.parse_query``: a header we cannot read gets no reply (we could not echo
+  its ID); anything else malformed gets FORMERR;
+- the decisions about the query as a whole, in RFC order: unknown opcode -> NOTIMP
+  (RFC 1035 §4.1.1); EDNS version above 0 -> BADVERS (RFC 6891 §6.1.3); a class other
+  than IN, or a zone transfer -> REFUSED;
+- ``Catalog.lookup`` for the sections, with ``Geo`` answering the names that have
+  rules, located by the Client Subnet option (RFC 7871) or else the source address.
+
+Then the reply is encoded: the question echoed as the client sent it (its case kept),
+names compressed, an OPT record when the query had one (our payload size, the DO bit
+copied as RFC 3225 asks, the Client Subnet option returned with its scope). A UDP reply
+larger than the client can take (512 bytes without EDNS, else the smaller of its
+advertised size and ours) is replaced by an empty one with TC=1, which tells the client
+to ask again over TCP (RFC 1035 §4.2.1, RFC 7766); the TCP reply is complete.
+"""
+
+from __future__ import annotations
+
+from .geo import Geo, packed_address
+from .protocol import (
+    CLASS_IN,
+    FLAG_AA,
+    FLAG_QR,
+    FLAG_RD,
+    FLAG_TC,
+    MAX_MESSAGE_BYTES,
+    MAX_UDP_PLAIN_BYTES,
+    OPCODE_MASK,
+    OPTION_ECS,
+    FormatError,
+    HeaderError,
+    MessageWriter,
+    Opcode,
+    Query,
+    Rcode,
+    RRType,
+    encode_opt,
+    encode_option,
+    format_error_reply,
+    pack_header,
+    parse_query,
+    write_record,
+)
+from .zone import Answer, Catalog
+
+#: Our advertised EDNS payload: the DNS flag day 2020 value, safe from IP fragmentation.
+DEFAULT_UDP_PAYLOAD_BYTES = 1232
+
+
+class Reply:
+    """The reply bytes plus what the server counts in its metrics."""
+
+    __slots__ = ("wire", "qtype", "rcode", "region", "target", "truncated")
+
+    def __init__(self, wire: bytes, qtype: int, rcode: int, region: str | None = None,
+                 target: str | None = None, truncated: bool = False) -> None:  # fmt: skip
+        self.wire = wire
+        self.qtype = qtype
+        self.rcode = rcode
+        self.region = region
+        self.target = target
+        self.truncated = truncated
+
+
+class Responder:
+    def __init__(
+        self,
+        catalog: Catalog,
+        geo: Geo | None = None,
+        udp_payload: int = DEFAULT_UDP_PAYLOAD_BYTES,
+    ) -> None:
+        self.catalog = catalog
+        self.geo = geo
+        self.udp_payload = max(udp_payload, MAX_UDP_PLAIN_BYTES)
+
+    def respond(self, data: bytes, client: str | None, udp: bool) -> Reply | None:
+        """Answer one message; None means "send nothing" (unreadable header, a response).
+
+        ``client`` is the source address as text (geo rules use it when the query has no
+        Client Subnet option); it is converted only if a geo rule needs it.
+        """
+        try:
+            query = parse_query(data)
+        except HeaderError:
+            return None
+        except FormatError:
+            return Reply(format_error_reply(data), 0, Rcode.FORMERR)
+        if query.opcode != Opcode.QUERY:
+            return self._bare(query, Rcode.NOTIMP)
+        if query.edns and query.edns_version != 0:
+            return self._bare(query, Rcode.BADVERS)
+        qtype = query.qtype
+        if qtype == RRType.OPT:
+            return self._bare(query, Rcode.FORMERR)  # OPT is never a question (RFC 6891 §6.1.1)
+        if query.qclass != CLASS_IN or qtype in (RRType.AXFR, RRType.IXFR):
+            return self._bare(query, Rcode.REFUSED)
+
+        geo = self.geo
+        used: list = []
+        dynamic = None
+        if geo is not None:
+
+            def dynamic(name: bytes, rtype: int):
+                ecs = query.ecs
+                if ecs is None:
+                    address = packed_address(client) if client else None
+                elif ecs.source_prefix:
+                    address = ecs.address.packed
+                else:
+                    address = None  # RFC 7871 §7.1.2: /0 asks us not to use any address
+                found = geo.answer(name, address)
+                if found is None or found.rrset.rtype != rtype:
+                    return None
+                used.append(found)
+                return found.rrset
+
+        answer = self.catalog.lookup(query.qname, qtype, dynamic)
+        scope = used[-1].scope if used else 0
+        wire = self._encode(query, answer, scope)
+        limit = (min(query.edns_payload, self.udp_payload) if query.edns else MAX_UDP_PLAIN_BYTES
+                 ) if udp else MAX_MESSAGE_BYTES  # fmt: skip
+        region = used[-1].region if used else None
+        target = used[-1].target if used else None
+        if len(wire) > limit:
+            wire = self._encode(query, Answer(rcode=answer.rcode), scope, truncated=True,
+                                authoritative=answer.authoritative)  # fmt: skip
+            return Reply(wire, qtype, answer.rcode, region, target, truncated=True)
+        return Reply(wire, qtype, answer.rcode, region, target)
+
+    def _flags(self, query: Query, rcode: int, authoritative: bool, truncated: bool) -> int:
+        flags = FLAG_QR | (query.flags & (OPCODE_MASK | FLAG_RD)) | (rcode & 0xF)
+        if authoritative:
+            flags |= FLAG_AA
+        if truncated:
+            flags |= FLAG_TC
+        return flags
+
+    def _opt(self, query: Query, rcode: int, scope: int) -> bytes:
+        options = b""
+        if query.ecs is not None:
+            options = encode_option(OPTION_ECS, query.ecs.encode(scope))
+        return encode_opt(self.udp_payload, rcode, query.edns_do, options)
+
+    def _bare(self, query: Query, rcode: int) -> Reply:
+        """Header, question and (if the query had one) OPT: for the error rcodes."""
+        opt = self._opt(query, rcode, 0) if query.edns else b""
+        header = pack_header(query.id, self._flags(query, rcode, False, False),
+                             1 if query.question else 0, 0, 0, 1 if opt else 0)  # fmt: skip
+        return Reply(header + query.question + opt, query.qtype, rcode)
+
+    def _encode(self, query: Query, answer: Answer, scope: int, truncated: bool = False,
+                authoritative: bool | None = None) -> bytes:  # fmt: skip
+        writer = MessageWriter()
+        buf = writer.buf
+        aa = answer.authoritative if authoritative is None else authoritative
+        buf += pack_header(query.id, self._flags(query, answer.rcode, aa, truncated), 1, 0, 0, 0)
+        buf += query.question
+        writer.remember(query.question[:-4], 12)
+        counts = []
+        for section in (answer.answer, answer.authority, answer.additional):
+            count = 0
+            for rrset in section:
+                for rdata in rrset.rdatas:
+                    write_record(writer, rrset.name, rrset.rtype, rrset.ttl, rdata)
+                    count += 1
+            counts.append(count)
+        if query.edns:
+            buf += self._opt(query, answer.rcode, scope)
+            counts[2] += 1
+        buf[6:12] = pack_header(0, 0, 0, *counts)[6:]
+        return bytes(buf)
