@@ -131,7 +131,7 @@ class WebService(Service):
         )
         group.add_argument("--sqlite-synchronous", choices=SYNCHRONOUS_MODES, default="full",
                            help="SQLite fsync policy: full fsyncs every commit")  # fmt: skip
-        group.add_argument("--seed-users", type=_non_negative_int, default=0,
+        group.add_argument("--seed-users", type=_non_negative_int, default=1000,
                            help="make sure users 1..N exist (deterministic data)")  # fmt: skip
         group.add_argument("--cache", type=_cache_spec, default=DEFAULT_CACHE_SPEC,
                            help="cache: local:MB (in-process LRU) or none")  # fmt: skip

@@ -190,7 +190,7 @@ async def test_login_refusals(server, client, body, status):
 
 
 async def test_static_asset_carries_validators(server, client):
-    async with client.get(server.url() + "/static/style.css") as response:
+    async with client.get(server.url() + "/static/app.css") as response:
         assert response.status == 200
         assert response.content_type == "text/css"
         assert response.headers["Cache-Control"] == "public, max-age=3600"

@@ -94,5 +94,5 @@ def test_symlinks_leading_outside_the_root_are_refused(tmp_path):
 
 def test_the_packaged_default_assets_exist():
     files = StaticFiles()
-    for name in ("index.html", "style.css", "app.js", "logo.svg"):
+    for name in ("index.html", "app.css", "app.js", "logo.svg"):
         assert files.lookup(name) is not None, name
