@@ -1,0 +1,231 @@
+"""The users: an aiohttp client driving one target in a closed or an open loop.
+
+**Closed loop** (``users = N``): N simulated users, each sends a request, waits for the
+whole answer, thinks for ``think_ms``, and sends the next. The load adapts to the server:
+when it slows down, users wait, and fewer requests are sent. That models a fixed
+population of interactive users, and it is how most benchmark tools (wrk, ab) work. Its
+latency is measured from the moment each request is actually sent.
+
+**Open loop** (``rate = R``): requests are due at fixed times ``t_i = start + i / R``
+whatever the server does, as arrivals from a large population are. Latency is measured
+from the *due* time ``t_i``, not from when the request finally went out. This is what
+makes the figures safe from *coordinated omission* (Gil Tene, "How NOT to measure
+latency"): if the server stalls for one second, a closed-loop tool just stops sending,
+records one slow request per user and reports a fine p99; here every request that fell
+due during the stall waits for it and is recorded with that wait, so the stall shows in
+p99 and max as users would feel it. If the event loop itself falls behind, the delay is
+counted the same way.
+
+An open loop must not grow without bound when the server stops answering: at most
+``max_outstanding`` requests are in flight per worker; a request that falls due beyond
+that is not sent and is counted as a ``dropped`` error. Connections are pooled
+(``connections`` per worker for the open loop, one per user for the closed loop);
+waiting for a free connection is part of the measured latency.
+
+Each request kind is drawn from the profile's weights, its key from the key
+distribution; ``{seq}`` numbers are unique across ``--procs`` workers (``worker + i *
+workers``). The clock is ``time.monotonic`` (CLOCK_MONOTONIC on Linux, shared by all
+processes, so a parent can hand every worker the same start time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from bisect import bisect_right
+from itertools import accumulate
+
+import aiohttp
+from yarl import URL
+
+from .profile import Profile, RequestSpec
+from .results import Results
+
+__all__ = ["Engine", "MAX_BODY_READ_BYTES"]
+
+#: Answers are read whole up to this size; larger ones are streamed and discarded.
+MAX_BODY_READ_BYTES = 1 << 20
+_CHUNK_BYTES = 1 << 16
+#: In an open loop that has fallen behind, yield to the requests after this many sends.
+_BURST = 64
+
+
+def split_evenly(total: int, parts: int, index: int) -> int:
+    """Share ``index`` of ``total`` split into ``parts`` as evenly as possible."""
+    return total // parts + (1 if index < total % parts else 0)
+
+
+class Engine:
+    """Drives one target with one profile; ``run()`` returns the ``Results``.
+
+    With ``workers > 1`` this engine is worker ``worker`` of several processes and takes
+    its share of the users or of the rate.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        profile: Profile,
+        *,
+        seed: int | None = None,
+        worker: int = 0,
+        workers: int = 1,
+    ) -> None:
+        self.base = target.rstrip("/")
+        self.profile = profile
+        self.worker = worker
+        self.workers = workers
+        self.rng = random.Random(seed)
+        self.keys = profile.keys.sampler(self.rng)
+        self.specs = profile.requests
+        self._cum_weights = list(accumulate(r.weight for r in self.specs))
+        self._headers = {r.name: dict(r.headers) or None for r in self.specs}
+        self._seq = 0
+        self.results = Results()
+        self.outstanding = 0
+        self.stopping = asyncio.Event()
+        self._warm_end = 0.0
+        self._last_done = 0.0
+        if profile.users is not None:
+            self.users = split_evenly(profile.users, workers, worker)
+            self.connections = max(1, self.users)
+        else:
+            self.users = 0
+            self.connections = max(1, profile.connections // workers)
+            self.max_outstanding = max(1, profile.max_outstanding // workers)
+
+    # -- the run -----------------------------------------------------------------------
+    async def run(self, start_at: float | None = None) -> Results:
+        """Run the profile from ``start_at`` (a ``time.monotonic`` instant; default now).
+
+        Returns when the duration is over (or ``stopping`` is set) and every request in
+        flight has its answer or its error.
+        """
+        p = self.profile
+        start = time.monotonic() if start_at is None else start_at
+        self._warm_end = start + p.warmup_s
+        end = start + p.duration_s
+        connector = aiohttp.TCPConnector(limit=self.connections, limit_per_host=0)
+        timeout = aiohttp.ClientTimeout(total=p.timeout_s)
+        async with aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            headers={"User-Agent": "scalelab-loadgen"},
+        ) as session:
+            self.session = session
+            delay = start - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if p.users is not None:
+                await asyncio.gather(*(self._user(end) for _ in range(self.users)))
+            else:
+                await self._arrivals(start, end)
+        self.results.window_s = max(end, self._last_done) - self._warm_end
+        return self.results
+
+    def stop(self) -> None:
+        """End the run early (Ctrl-C): no new requests; in-flight ones finish."""
+        self.stopping.set()
+
+    async def _user(self, end: float) -> None:
+        think_s = self.profile.think_ms / 1000.0
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            if now >= end:
+                return
+            await self._request(self._pick(), now)
+            if think_s:
+                await asyncio.sleep(think_s)
+
+    async def _arrivals(self, start: float, end: float) -> None:
+        rate = self.profile.rate
+        assert rate is not None
+        interval_s = self.workers / rate
+        # Workers interleave their due times instead of all firing at once.
+        first = start + self.worker / rate
+        loop = asyncio.get_running_loop()
+        in_flight: set[asyncio.Task] = set()
+        i = 0
+        burst = 0
+        while not self.stopping.is_set():
+            due = first + i * interval_s
+            if due >= end:
+                break
+            i += 1
+            wait_s = due - time.monotonic()
+            if wait_s > 0:
+                burst = 0
+                await asyncio.sleep(wait_s)
+            else:
+                burst += 1
+                if burst >= _BURST:
+                    burst = 0
+                    await asyncio.sleep(0)
+            spec = self._pick()
+            if self.outstanding >= self.max_outstanding:
+                self.results.failure(spec.name, "dropped", due >= self._warm_end)
+                continue
+            self.outstanding += 1
+            task = loop.create_task(self._request(spec, due))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+        if in_flight:
+            # Each request ends by itself within timeout_s: its answer or its timeout.
+            await asyncio.gather(*list(in_flight))
+
+    def _pick(self) -> RequestSpec:
+        if len(self.specs) == 1:
+            return self.specs[0]
+        index = bisect_right(self._cum_weights, self.rng.random() * self._cum_weights[-1])
+        return self.specs[min(index, len(self.specs) - 1)]
+
+    def _values(self, spec: RequestSpec) -> dict[str, int]:
+        seq = self.worker + self._seq * self.workers
+        self._seq += 1
+        return {
+            "key": self.keys.next() if spec.uses_key else 0,
+            "seq": seq,
+            "rand": self.rng.getrandbits(31),
+        }
+
+    async def _request(self, spec: RequestSpec, due: float) -> None:
+        """Send one request due at ``due`` and record its answer or its failure."""
+        values = self._values(spec) if (spec.path.fields or spec.body) else {}
+        url = URL(self.base + spec.path.render(values), encoded=True)
+        data = spec.body.render(values).encode() if spec.body is not None else None
+        measured = due >= self._warm_end
+        error = None
+        status = 0
+        try:
+            async with self.session.request(
+                spec.method, url, data=data, headers=self._headers[spec.name]
+            ) as response:
+                status = response.status
+                length = response.content_length
+                if length is not None and length <= MAX_BODY_READ_BYTES:
+                    await response.read()
+                else:
+                    while await response.content.read(_CHUNK_BYTES):
+                        pass
+        except TimeoutError:
+            error = "timeout"
+        except aiohttp.ClientConnectorError:
+            error = "connect"
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError):
+            error = "disconnect"
+        except aiohttp.ClientResponseError:
+            error = "protocol"
+        except aiohttp.ClientError:
+            error = "other"
+        finally:
+            if self.users == 0:
+                self.outstanding -= 1
+        done = time.monotonic()
+        if done > self._last_done:
+            self._last_done = done
+        if error is None:
+            self.results.answer(spec.name, status, round((done - due) * 1_000_000), measured)
+        else:
+            self.results.failure(spec.name, error, measured)

@@ -1,0 +1,148 @@
+"""The report of a run: one JSON-able dict, and its rendering as text for a terminal.
+
+The dict is the contract (``--json FILE`` writes it, ``run_load`` returns it, the
+launcher's ``--report`` embeds it); the text is a view of it. Latencies are in
+milliseconds with the percentiles every figure of the journey uses (p50, p90, p99,
+p99.9, max), overall and per request kind; answers per status; errors per kind; and for
+each scraped component the tier figures (``loadgen.tier``).
+
+The progress line shows the *last second* only (its own histogram), because a
+cumulative p99 hides what is happening now: a stall that started five seconds ago
+barely moves a p99 over two minutes.
+"""
+
+from __future__ import annotations
+
+from .histogram import Histogram
+from .profile import Profile
+from .results import Results
+
+__all__ = ["build_report", "format_report", "format_progress"]
+
+_PERCENTILES = ("p50", "p90", "p99", "p99.9", "max")
+#: At most this many counter lines per component in the text report (all are in JSON).
+MAX_COUNTER_LINES = 20
+
+
+def build_report(
+    *,
+    target: str,
+    profile: Profile,
+    procs: int,
+    results: Results,
+    tier: dict[str, dict],
+    interrupted: bool = False,
+) -> dict:
+    window_s = results.window_s
+    requests = results.requests
+    errors = results.error_count
+    return {
+        "target": target,
+        "profile": profile.to_dict(),
+        "procs": procs,
+        "interrupted": interrupted,
+        "window_s": round(window_s, 3),
+        "requests": requests,
+        "throughput_rps": round(requests / window_s, 2) if window_s > 0 else 0.0,
+        "errors": {
+            "total": errors,
+            "ratio": round(errors / max(1, requests + results.failures), 6),
+            "by_kind": {e: sum(per.values()) for e, per in sorted(results.errors.items())},
+            "by_request": results.errors,
+        },
+        "warmup": {"requests": results.warmup_requests, "errors": results.warmup_errors},
+        "latency_ms": results.latency.summary_ms(),
+        "by_kind": {
+            kind: {
+                "requests": hist.count,
+                "latency_ms": hist.summary_ms(),
+                "status": {str(s): n for s, n in sorted(results.status.get(kind, {}).items())},
+            }
+            for kind, hist in sorted(results.by_kind.items())
+        },
+        "status": {str(s): n for s, n in results.status_totals().items()},
+        "tier": tier,
+        "histogram_us": results.latency.to_dict(),
+    }
+
+
+def _latency_row(label: str, summary: dict) -> str:
+    cells = "".join(f"{summary.get(p, 0.0):>10.2f}" for p in _PERCENTILES)
+    return f"  {label:<16}{summary.get('count', 0):>9}{cells}"
+
+
+def _labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+
+
+def format_report(report: dict) -> str:
+    p = report["profile"]
+    if p["mode"] == "closed":
+        load = f"closed loop, {p['users']} users, think {p['think_ms']:g} ms"
+    else:
+        load = f"open loop, {p['rate']:g} req/s"
+    lines = [
+        f"scalelab load  {report['target']}  profile {p['name']} ({load})  procs {report['procs']}",
+        f"duration {p['duration_s']:g} s, warm-up {p['warmup_s']:g} s excluded "
+        f"({report['warmup']['requests']} requests); measured window {report['window_s']:.2f} s"
+        + ("  [INTERRUPTED]" if report["interrupted"] else ""),
+        f"requests {report['requests']}  throughput {report['throughput_rps']:.1f} req/s  "
+        f"errors {report['errors']['total']} ({100 * report['errors']['ratio']:.2f} %)",
+        "",
+        f"  {'latency ms':<16}{'count':>9}" + "".join(f"{h:>10}" for h in _PERCENTILES),
+        _latency_row("all", report["latency_ms"]),
+    ]
+    for kind, entry in report["by_kind"].items():
+        lines.append(_latency_row(kind, entry["latency_ms"]))
+    if report["status"]:
+        statuses = "  ".join(f"{s}: {n}" for s, n in report["status"].items())
+        lines += ["", f"  status  {statuses}"]
+    if report["errors"]["total"]:
+        parts = []
+        for error, per in sorted(report["errors"]["by_request"].items()):
+            detail = ", ".join(f"{k} {n}" for k, n in sorted(per.items()))
+            parts.append(f"{error}: {sum(per.values())} ({detail})")
+        lines.append("  errors  " + "; ".join(parts))
+    for component, figures in report["tier"].items():
+        lines += ["", *format_tier(component, figures)]
+    return "\n".join(lines)
+
+
+def format_tier(component: str, figures: dict) -> list[str]:
+    if "error" in figures:
+        return [f"tier {component}: metrics unavailable ({figures['error']})"]
+    lines = [f"tier {component}  (over {figures['elapsed_s']:.2f} s between scrapes)"]
+    derived = figures.get("derived", {})
+    if "db_queries_per_s" in derived:
+        lines.append(f"  db queries/s      {derived['db_queries_per_s']:.1f}")
+    for prefix, ratio in derived.get("hit_ratio", {}).items():
+        lines.append(f"  hit ratio         {ratio:.3f}  ({prefix})")
+    counters = sorted(
+        (c for c in figures.get("counters", []) if c["delta"]), key=lambda c: -c["delta"]
+    )
+    for c in counters[:MAX_COUNTER_LINES]:
+        lines.append(
+            f"  {c['name'] + _labels(c['labels']):<60} +{c['delta']:<10g} {c['per_s']:>10.1f}/s"
+        )
+    if len(counters) > MAX_COUNTER_LINES:
+        lines.append(f"  ... {len(counters) - MAX_COUNTER_LINES} more counters in the JSON report")
+    for h in figures.get("histograms", []):
+        quantiles = ""
+        if h.get("p50") is not None and h.get("p99") is not None:
+            quantiles = f"  ~p50 {h['p50']:.4g}  ~p99 {h['p99']:.4g}"
+        lines.append(
+            f"  {h['name'] + _labels(h['labels']):<60} n={h['count']:g}  "
+            f"mean {h['mean']:.4g}{quantiles}"
+        )
+    return lines
+
+
+def format_progress(second: int, phase: str, interval: Histogram, errors_total: int) -> str:
+    """One line per second: the last second's rate and latency, errors so far."""
+    p = interval.percentiles((50.0, 99.0))
+    return (
+        f"[{second:>4d}s] {phase:<7} {interval.count:>8d} req/s  "
+        f"p50 {p[50.0] / 1000:>8.2f} ms  p99 {p[99.0] / 1000:>8.2f} ms  errors {errors_total}"
+    )

@@ -1,0 +1,166 @@
+"""run_load against a real aiohttp server: counts, stalls, errors, tier figures, --procs."""
+
+import io
+import json
+import socket
+
+import pytest
+
+from loadgen import LoadError, run_load
+from loadgen.profile import parse_profile
+
+GET_ONLY = parse_profile(
+    """
+    duration_s = 1.5
+    [[requests]]
+    name = "root"
+    path = "/"
+    """,
+    "get_only",
+)
+
+USERS = parse_profile(
+    """
+    duration_s = 1.5
+    [keys]
+    distribution = "zipf"
+    n = 100
+    [[requests]]
+    name = "get_user"
+    path = "/users/{key}"
+    weight = 9
+    [[requests]]
+    name = "put_user"
+    method = "PUT"
+    path = "/users/{key}"
+    [requests.body]
+    name = "u{key}"
+    """,
+    "users",
+)
+
+
+def quiet(**kwargs):
+    return {"progress": False, "out": io.StringIO(), **kwargs}
+
+
+def test_closed_loop_request_count_matches_the_servers_counter(server):
+    report = run_load(server.url, GET_ONLY, users=4, **quiet())
+    assert report["requests"] > 0 and report["errors"]["total"] == 0
+    assert report["requests"] == server.requests
+    assert report["status"] == {"200": server.requests}
+    assert report["latency_ms"]["count"] == report["requests"]
+
+
+def test_warmup_requests_are_counted_apart(server):
+    report = run_load(server.url, GET_ONLY, users=2, warmup_s=0.5, **quiet())
+    assert report["warmup"]["requests"] > 0
+    assert report["requests"] + report["warmup"]["requests"] == server.requests
+    assert 0.9 < report["window_s"] < 1.5
+
+
+def test_open_loop_shows_a_one_second_stall_in_p99_and_max(server):
+    # 200 req/s for 3 s; the server's whole event loop blocks for 1 s on request 150.
+    # Every request due during the stall waits for it: ~1/3 of all requests are late by
+    # up to 1 s, so p99 and max must show it (a closed loop would record one per user).
+    server.stall_after, server.stall_s = 150, 1.0
+    report = run_load(server.url, GET_ONLY, rate=200, duration_s=3, **quiet())
+    assert server.stalled
+    assert report["profile"]["mode"] == "open"
+    assert report["errors"]["total"] == 0
+    assert report["requests"] == 600 == server.requests
+    latency = report["latency_ms"]
+    assert latency["max"] >= 900
+    assert latency["p99"] >= 800
+    assert latency["p90"] >= 100  # not one slow request: a whole second of them
+
+
+def test_open_loop_bounds_requests_in_flight_and_counts_the_rest_as_dropped(server, tmp_path):
+    profile = tmp_path / "bounded.toml"
+    profile.write_text(
+        'rate = 200\nduration_s = 2\nmax_outstanding = 10\n[[requests]]\npath = "/"\n'
+    )
+    server.stall_after, server.stall_s = 20, 1.0
+    report = run_load(server.url, profile, **quiet())
+    dropped = report["errors"]["by_kind"].get("dropped", 0)
+    assert dropped > 100  # ~1 s at 200/s fell due while 10 were stuck
+    assert report["requests"] + dropped == 400
+    assert report["requests"] == server.requests
+
+
+def test_server_errors_are_counted_by_kind(server):
+    server.status = 503
+    report = run_load(server.url, GET_ONLY, users=2, duration_s=0.5, **quiet())
+    assert report["errors"]["by_kind"] == {"http_5xx": report["requests"]}
+    assert report["status"] == {"503": report["requests"]}
+
+
+def test_timeouts_are_counted_as_timeouts(server, tmp_path):
+    profile = tmp_path / "impatient.toml"
+    profile.write_text('users = 2\nduration_s = 1\ntimeout_s = 0.3\n[[requests]]\npath = "/"\n')
+    server.stall_after, server.stall_s = 10, 0.8
+    report = run_load(server.url, profile, **quiet())
+    assert report["errors"]["by_kind"].get("timeout", 0) >= 1
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again on return: nobody listens there
+
+
+def test_refused_connections_are_connect_errors():
+    port = closed_port()
+    report = run_load(f"http://127.0.0.1:{port}", GET_ONLY, rate=50, duration_s=0.5, **quiet())
+    assert report["requests"] == 0
+    assert report["errors"]["by_kind"] == {"connect": 25}
+
+
+def test_metrics_are_scraped_into_deltas_and_a_hit_ratio(server):
+    broken = f"http://127.0.0.1:{closed_port()}/metrics"
+    metrics = {"test": server.url + "/metrics", "broken": broken}
+    server.hits = 1000  # before the run: must not count in the deltas
+    report = run_load(server.url, USERS, users=4, metrics=metrics, **quiet())
+    tier = report["tier"]["test"]
+    counters = {c["name"]: c for c in tier["counters"]}
+    # The first scrape is before the first request, the second after the last answer.
+    assert counters["test_requests_total"]["delta"] == report["requests"]
+    assert counters["test_cache_hits_total"]["delta"] == server.hits - 1000
+    ratio = (server.hits - 1000) / (server.hits - 1000 + server.misses)
+    assert tier["derived"]["hit_ratio"]["test_cache"] == pytest.approx(ratio, abs=1e-4)
+    assert tier["derived"]["db_queries_per_s"] == pytest.approx(
+        server.db_queries / tier["elapsed_s"], rel=0.01
+    )
+    assert "Connect" in report["tier"]["broken"]["error"]  # a figure lost, not the run
+
+
+def test_json_report_and_text_report(server, tmp_path):
+    out = io.StringIO()
+    path = tmp_path / "report.json"
+    report = run_load(
+        server.url, USERS, users=2, duration_s=1.2, json_path=path, out=out, metrics={
+            "test": server.url + "/metrics"}
+    )  # fmt: skip
+    assert json.loads(path.read_text()) == json.loads(json.dumps(report))
+    text = out.getvalue()
+    assert "req/s" in text and "p99" in text  # the progress line
+    assert "get_user" in text and "put_user" in text and "hit ratio" in text
+
+
+def test_two_processes_merge_into_one_report(server):
+    report = run_load(server.url, USERS, users=4, procs=2, **quiet())
+    assert report["procs"] == 2
+    assert report["requests"] == server.requests > 0
+    assert sum(k["requests"] for k in report["by_kind"].values()) == report["requests"]
+    assert report["histogram_us"]["count"] == report["requests"]
+
+
+def test_bad_targets_are_refused():
+    for url in ("ftp://x", "127.0.0.1:80", "http://h/?q=1"):
+        with pytest.raises(LoadError):
+            run_load(url, GET_ONLY, **quiet())
+
+
+def test_more_processes_than_users_is_refused(server):
+    with pytest.raises(LoadError, match="split"):
+        run_load(server.url, GET_ONLY, users=1, procs=2, **quiet())
