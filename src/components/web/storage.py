@@ -13,9 +13,11 @@ SQLite is run the way a single-server deployment should run it:
 - ``synchronous=FULL`` by default: each commit fsyncs the WAL, so an acknowledged write
   survives a power cut, not only a crash of our process (``NORMAL`` is faster and
   survives ``kill -9`` but may lose the last commits on power loss);
-- one connection, driven by aiosqlite's worker thread, so the event loop never blocks on
-  disk; that thread serialises the queries, which is exactly SQLite's own model of one
-  writer at a time.
+- two connections, each driven by its own aiosqlite worker thread so the event loop
+  never blocks on disk: a *writer* (SQLite allows one writer at a time anyway) and a
+  *reader*. Under WAL a reader sees every transaction committed before its statement
+  began, so reads never wait behind a writer's fsync, and a read issued after a write
+  was acknowledged sees that write.
 
 The schema keeps the user's scalar fields in columns (what a relational schema would
 do) and the phone list as a JSON array. Seeding is idempotent: the ``meta`` table
@@ -94,8 +96,10 @@ def _row(user: dict) -> tuple:
 
 
 class SqliteUserStore(UserStore):
-    def __init__(self, db: aiosqlite.Connection, path: str) -> None:
-        self._db = db
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection,
+                 path: str) -> None:  # fmt: skip
+        self._db = writer
+        self._reader = reader
         self.path = path
 
     @classmethod
@@ -104,20 +108,25 @@ class SqliteUserStore(UserStore):
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}")
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
-        db = await aiosqlite.connect(path)
+        writer = await aiosqlite.connect(path)
+        reader = None
         try:
             # WAL is persistent in the file; asking again is a no-op after the first time.
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            await db.executescript(_SCHEMA)
-            await db.commit()
+            await writer.execute("PRAGMA journal_mode=WAL")
+            await writer.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            await writer.executescript(_SCHEMA)
+            await writer.commit()
+            reader = await aiosqlite.connect(path)
+            await reader.execute("PRAGMA query_only=ON")  # a bug here cannot write
         except BaseException:
-            await db.close()
+            await writer.close()
+            if reader is not None:
+                await reader.close()
             raise
-        return cls(db, path)
+        return cls(writer, reader, path)
 
     async def get(self, user_id: int) -> dict | None:
-        async with self._db.execute(
+        async with self._reader.execute(
             f"SELECT {_COLUMNS} FROM users WHERE id = ?", (user_id,)
         ) as cursor:
             row = await cursor.fetchone()
@@ -182,12 +191,13 @@ class SqliteUserStore(UserStore):
         return written
 
     async def count(self) -> int:
-        async with self._db.execute("SELECT count(*) FROM users") as cursor:
+        async with self._reader.execute("SELECT count(*) FROM users") as cursor:
             row = await cursor.fetchone()
         return row[0] if row else 0
 
     async def close(self) -> None:
         # Closing the last connection checkpoints the WAL into the main file.
+        await self._reader.close()
         await self._db.close()
 
 

@@ -152,3 +152,22 @@ async def test_a_dead_cache_degrades_to_the_database_never_to_an_error(store):
     assert await repo.replace(2, seed_user(9))
     assert metrics.db_reads.get() == 1 and metrics.db_writes.get() == 1
     assert metrics.cache_errors.get() == 3  # get, set after the miss, delete after the write
+
+
+async def test_reads_see_every_acknowledged_write_at_once(store):
+    # Reads use their own connection; WAL must still give read-after-write.
+    for round_number in range(20):
+        user = {**USER, "lastName": f"Round{round_number}"}
+        user_id = await store.create(user)
+        assert await store.get(user_id) == user
+        assert await store.replace(user_id, {**user, "firstName": "Again"})
+        assert (await store.get(user_id))["firstName"] == "Again"
+        assert await store.delete(user_id)
+        assert await store.get(user_id) is None
+
+
+async def test_the_read_connection_cannot_write(store):
+    import sqlite3
+
+    with pytest.raises(sqlite3.OperationalError):
+        await store._reader.execute("DELETE FROM users")
