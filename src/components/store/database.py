@@ -1,0 +1,365 @@
+"""The state machine: one SQLite file, batches applied in LSN order, reads on a second handle.
+
+SQLite does the SQL; this module decides *how* it is driven so that the redo log
+(``wal.py``) and the file can never disagree:
+
+- **One batch, one transaction, LSN inside.** ``apply(lsn, batch)`` runs the batch in one
+  ``BEGIN IMMEDIATE ... COMMIT`` and, in the same transaction, sets ``applied_lsn`` in the
+  ``_scalelab_meta`` table. After any crash the file's ``applied_lsn`` names exactly the
+  last batch it holds, so recovery replays the log records after it: none twice, none
+  missed. A batch whose statements all fail still commits its LSN.
+- **rqlite's two modes.** With ``?transaction`` the first error rolls the whole batch
+  back (results stop at the error). Without it each statement runs under its own
+  ``SAVEPOINT``: a failing one is undone alone and the rest commit, as in rqlite.
+- **User SQL is fenced by an authorizer.** Statements may not open or end transactions,
+  attach files, change pragmas, or touch ``_scalelab_meta``; the store owns those. On
+  the read handle every action that would write is denied, which is also how
+  ``/db/request`` tells reads from writes (``is_read``: compile under ``EXPLAIN``).
+- **Deterministic limits.** A runaway write (a recursive CTE that never ends) is cut by a
+  VM-instruction budget, not a timer, so a replica replaying it cuts it at the same
+  point. Reads are cut by a deadline.
+- **WAL mode, ``synchronous=NORMAL``.** Readers never block the writer. SQLite's own
+  commits are not fsynced; the redo log already was, and replay covers the difference.
+
+Values cross the API as JSON, so results are shaped here into neutral objects
+(``Rows``, ``Changes``, ``Failure``) and ``protocol.py`` renders them as rqlite does; blobs
+are base64 and a column's type is taken from its values (Python's sqlite3 does not expose
+the declared column types rqlite reports; ``integer``/``real``/``text``/``blob`` from the
+first non-null value is what pyrqlite needs to convert them). Everything here blocks: the server runs the write handle on one
+thread and the read handle on another.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .wal import Batch
+
+META_TABLE = "_scalelab_meta"
+#: Rows one statement may return; a bigger result is an error, not an out-of-memory.
+MAX_RESULT_ROWS = 100_000
+#: Write budget in SQLite VM instructions (checked every ``PROGRESS_STEP``): deterministic.
+WRITE_BUDGET_STEPS = 50_000_000
+PROGRESS_STEP = 1000
+READ_TIMEOUT_S = 5.0
+BUDGET_EXCEEDED = "statement exceeded the store's instruction budget"
+
+_READ_ACTIONS = frozenset(
+    {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+)
+_STORE_OWNED_ACTIONS = frozenset(
+    {sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_SAVEPOINT, sqlite3.SQLITE_ATTACH,
+     sqlite3.SQLITE_DETACH}
+)  # fmt: skip
+_TABLE_WRITES = frozenset(
+    {sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE,
+     sqlite3.SQLITE_DROP_TABLE, sqlite3.SQLITE_ALTER_TABLE, sqlite3.SQLITE_CREATE_INDEX,
+     sqlite3.SQLITE_CREATE_TRIGGER, sqlite3.SQLITE_DROP_INDEX}
+)  # fmt: skip
+#: Pragmas that take an argument and still only read (``PRAGMA table_info(t)``).
+_READ_PRAGMAS = frozenset(
+    {"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo",
+     "foreign_key_list", "foreign_key_check", "integrity_check", "quick_check"}
+)  # fmt: skip
+READ_ONLY_ERROR = "attempt to change database via query operation"
+
+
+@dataclass(slots=True)
+class Rows:
+    columns: list[str]
+    types: list[str]
+    values: list[list[Any]]
+    time: float = 0.0
+
+
+@dataclass(slots=True)
+class Changes:
+    last_insert_id: int
+    rows_affected: int
+    time: float = 0.0
+
+
+@dataclass(slots=True)
+class Failure:
+    error: str
+    time: float = 0.0
+
+
+Result = Rows | Changes | Failure
+
+
+@dataclass(slots=True)
+class _Guard:
+    """Authorizer state: on only while user SQL compiles, so the store's own
+    BEGIN/SAVEPOINT/meta updates pass."""
+
+    active: bool = False
+    read_only: bool = False
+    wrote: bool = False
+    denied: list[str] = field(default_factory=list)
+
+    def __call__(self, action, arg1, arg2, dbname, source):  # sqlite3 authorizer signature
+        if not self.active:
+            return sqlite3.SQLITE_OK
+        if self.read_only:
+            if action in _READ_ACTIONS:
+                return sqlite3.SQLITE_OK
+            if action == sqlite3.SQLITE_PRAGMA and (arg2 is None or arg1.lower() in _READ_PRAGMAS):
+                return sqlite3.SQLITE_OK
+            self.wrote = True
+            return sqlite3.SQLITE_DENY
+        if action in _STORE_OWNED_ACTIONS or action == sqlite3.SQLITE_PRAGMA and arg2 is not None:
+            self.denied.append("transaction control, ATTACH and pragma writes are the store's")
+            return sqlite3.SQLITE_DENY
+        if action in _TABLE_WRITES and arg1 and arg1.lower() == META_TABLE:
+            self.denied.append(f"{META_TABLE} belongs to the store")
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+
+class Database:
+    """The SQLite file of one node. ``apply`` on the writer thread, ``query`` on the reader."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._read_lock = threading.Lock()
+        self._open()
+
+    def _open(self) -> None:
+        w = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        w.execute("PRAGMA journal_mode=WAL")
+        w.execute("PRAGMA synchronous=NORMAL")
+        w.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (k TEXT PRIMARY KEY, v INTEGER)")
+        meta = dict(w.execute(f"SELECT k, v FROM {META_TABLE}").fetchall())
+        self.applied_lsn: int = meta.get("applied_lsn", 0)
+        self.applied_epoch: int = meta.get("applied_epoch", 0)
+        self._wguard = _Guard()
+        w.set_authorizer(self._wguard)
+        self._steps = 0
+        w.set_progress_handler(self._count_steps, PROGRESS_STEP)
+        self._w = w
+        r = sqlite3.connect(
+            f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
+        self._rguard = _Guard(read_only=True)
+        r.set_authorizer(self._rguard)
+        self._read_deadline = 0.0
+        r.set_progress_handler(self._read_expired, PROGRESS_STEP)
+        self._r = r
+
+    def _count_steps(self) -> int:
+        self._steps += 1
+        return 1 if self._steps > WRITE_BUDGET_STEPS // PROGRESS_STEP else 0
+
+    def _read_expired(self) -> int:
+        return 1 if time.monotonic() > self._read_deadline else 0
+
+    # -- writes -------------------------------------------------------------------------
+
+    def apply(self, lsn: int, epoch: int, batch: Batch) -> list[Result]:
+        """Run one logged batch in one transaction that also records ``lsn`` (and the
+        epoch of the primary that wrote it)."""
+        if lsn <= self.applied_lsn:
+            raise ValueError(f"lsn {lsn} already applied (at {self.applied_lsn})")
+        w = self._w
+        w.execute("BEGIN IMMEDIATE")
+        results: list[Result] = []
+        try:
+            for sql, params in batch.statements:
+                if not batch.transaction:
+                    w.execute("SAVEPOINT stmt")
+                result = self._run_user(w, self._wguard, sql, params)
+                if isinstance(result, Failure) and not w.in_transaction:
+                    # SQLite itself rolled the whole transaction back (interrupt, I/O
+                    # error): every earlier statement of the batch is undone too.
+                    result = self._rolled_back(results, result)
+                    w.execute("BEGIN IMMEDIATE")
+                    break
+                results.append(result)
+                if isinstance(result, Failure):
+                    if batch.transaction:
+                        w.execute("ROLLBACK")
+                        w.execute("BEGIN IMMEDIATE")
+                        break
+                    w.execute("ROLLBACK TO stmt")
+                if not batch.transaction:
+                    w.execute("RELEASE stmt")
+            w.execute(
+                f"INSERT OR REPLACE INTO {META_TABLE} (k, v) VALUES ('applied_lsn', ?), "
+                "('applied_epoch', ?)",
+                (lsn, epoch),
+            )
+            w.execute("COMMIT")
+        except BaseException:
+            if w.in_transaction:
+                w.execute("ROLLBACK")
+            raise
+        self.applied_lsn, self.applied_epoch = lsn, epoch
+        return results
+
+    def _rolled_back(self, results: list[Result], failure: Failure) -> Failure:
+        for i, earlier in enumerate(results):
+            if not isinstance(earlier, Failure):
+                results[i] = Failure(f"rolled back: {failure.error}", earlier.time)
+        results.append(failure)
+        return failure
+
+    def _run_user(self, conn: sqlite3.Connection, guard: _Guard, sql: str, params) -> Result:
+        started = time.perf_counter()
+        if _first_keyword(sql) in _TRANSACTION_KEYWORDS:
+            # The authorizer runs only when a statement is compiled, and the sqlite3
+            # module caches compiled statements: the store's own "COMMIT" would be reused
+            # unchecked. So transaction control is refused by its first keyword as well.
+            return Failure("not authorized: transactions are the store's (use ?transaction)")
+        guard.active, guard.wrote = True, False
+        guard.denied.clear()
+        self._steps = 0
+        cursor = None
+        try:
+            if isinstance(params, list):
+                params = tuple(params)
+            cursor = conn.execute(sql, params if params is not None else ())
+            guard.active = False
+            return self._shape(cursor, started)
+        except sqlite3.DatabaseError as exc:
+            message = str(exc)
+            if guard.read_only and guard.wrote:
+                message = READ_ONLY_ERROR
+            elif guard.denied:
+                message = f"{message}: {guard.denied[0]}"
+            elif message == "interrupted":
+                message = BUDGET_EXCEEDED if not guard.read_only else "query timed out"
+            return Failure(message, time.perf_counter() - started)
+        except (sqlite3.Error, OverflowError, ValueError, TypeError) as exc:
+            return Failure(str(exc), time.perf_counter() - started)
+        finally:
+            guard.active = False
+            if cursor is not None:
+                cursor.close()
+
+    def _shape(self, cursor: sqlite3.Cursor, started: float) -> Result:
+        if cursor.description is None:
+            return Changes(
+                cursor.lastrowid or 0, max(cursor.rowcount, 0), time.perf_counter() - started
+            )
+        columns = [d[0] for d in cursor.description]
+        values: list[list[Any]] = []
+        while True:
+            chunk = cursor.fetchmany(1024)
+            if not chunk:
+                break
+            values.extend(list(row) for row in chunk)
+            if len(values) > MAX_RESULT_ROWS:
+                return Failure(f"result exceeds {MAX_RESULT_ROWS} rows")
+        types = [""] * len(columns)
+        for c in range(len(columns)):
+            for row in values:
+                value = row[c]
+                if value is None:
+                    continue
+                types[c] = _storage_class(value)
+                break
+        if "blob" in types or any(isinstance(v, bytes) for row in values for v in row):
+            for row in values:
+                for c, value in enumerate(row):
+                    if isinstance(value, bytes):
+                        row[c] = base64.b64encode(value).decode()
+        return Rows(columns, types, values, time.perf_counter() - started)
+
+    # -- reads --------------------------------------------------------------------------
+
+    def query(self, statements: list[tuple[str, Any]], timeout_s: float = READ_TIMEOUT_S):
+        """Run read-only statements on one consistent snapshot (one read transaction)."""
+        with self._read_lock:
+            r = self._r
+            self._read_deadline = time.monotonic() + timeout_s
+            r.execute("BEGIN")
+            try:
+                return [self._run_user(r, self._rguard, sql, p) for sql, p in statements]
+            finally:
+                r.execute("ROLLBACK")
+
+    def is_read(self, sql: str, params: Any) -> bool:
+        """Does ``sql`` only read? Compiled (never run) under EXPLAIN with writes denied."""
+        with self._read_lock:
+            guard = self._rguard
+            self._read_deadline = time.monotonic() + READ_TIMEOUT_S
+            guard.active, guard.wrote = True, False
+            try:
+                if isinstance(params, list):
+                    params = tuple(params)
+                self._r.execute("EXPLAIN " + sql, params if params is not None else ()).close()
+            except (sqlite3.Error, OverflowError, ValueError, TypeError):
+                pass  # a broken statement: let the read path report its error
+            finally:
+                guard.active = False
+            return not guard.wrote
+
+    # -- files --------------------------------------------------------------------------
+
+    def backup(self, dest_path: str) -> tuple[int, int]:
+        """Write a consistent copy of the database to ``dest_path``; returns the
+        (lsn, epoch) it contains."""
+        src = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        dest = sqlite3.connect(dest_path)
+        try:
+            src.backup(dest)
+            meta = dict(dest.execute(f"SELECT k, v FROM {META_TABLE}").fetchall())
+        finally:
+            dest.close()
+            src.close()
+        return meta.get("applied_lsn", 0), meta.get("applied_epoch", 0)
+
+    def install(self, snapshot_path: str) -> int:
+        """Replace this database by a snapshot file (a replica resyncing); returns its LSN."""
+        with self._read_lock:
+            self.close()
+            for suffix in ("-wal", "-shm"):
+                if os.path.exists(self.path + suffix):
+                    os.unlink(self.path + suffix)
+            os.replace(snapshot_path, self.path)
+            self._open()
+        return self.applied_lsn
+
+    def close(self) -> None:
+        self._r.close()
+        self._w.close()
+
+
+_TRANSACTION_KEYWORDS = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"})
+
+
+def _first_keyword(sql: str) -> str:
+    """The statement's first word, after whitespace and comments, upper-cased."""
+    i, n = 0, len(sql)
+    while i < n:
+        if sql[i].isspace():
+            i += 1
+        elif sql.startswith("--", i):
+            j = sql.find("\n", i)
+            i = n if j < 0 else j + 1
+        elif sql.startswith("/*", i):
+            j = sql.find("*/", i + 2)
+            i = n if j < 0 else j + 2
+        else:
+            break
+    j = i
+    while j < n and sql[j].isalpha():
+        j += 1
+    return sql[i:j].upper()
+
+
+def _storage_class(value: Any) -> str:
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "real"
+    if isinstance(value, bytes):
+        return "blob"
+    return "text"

@@ -1,0 +1,874 @@
+"""The store's asyncio shell: rqlite's HTTP API over aiohttp.web, the log, SQLite, replication.
+
+Why aiohttp.web and not the shared HTTP/1.1 codec (``common/http1.py``): the store's
+requests are JSON documents whose cost is dominated by SQLite and by an fsync, not by
+header parsing; the store needs chunked streaming responses (replication, backups), an
+HTTP *client* (forwarding to the primary, following it as a replica) and request-body
+limits, all of which aiohttp provides in one well-tested package. The load balancer is
+where a hand-written codec earns its keep.
+
+Threads: the event loop never touches the disk. The redo log has one thread (appends,
+fsyncs, reads for replication, so they are serialised without locks), SQLite's write
+handle another (applying batches in LSN order), SQLite's read handle a third (queries,
+backups). ``commit.py`` moves batches between them.
+
+Routes (public port): ``/db/execute``, ``/db/query``, ``/db/request``, ``/db/backup``,
+``/status``, ``/readyz``, ``/nodes``, and the replication pair ``/_replication/stream``
+(a replica's long-lived GET: the primary's log records, then heartbeats) and
+``/_replication/ack``. Admin port: ``POST /admin/promote`` and ``POST /admin/repoint``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from components.common import Service
+from components.common.admin import json_response, read_json
+from components.common.cli import format_address, positive_float
+
+from . import protocol
+from .commit import CommitFailed, GroupCommitter, Overloaded
+from .database import Database, Rows
+from .protocol import BadRequest, Options
+from .replication import LogView, NeedSnapshot, Node, Refuse, Role, Stream
+from .rewrite import Rewriter
+from .wal import HEADER_BYTES, Batch, LogCorrupt, RedoLog, decode_record, encode_record
+
+#: How long a replica's stream may stay silent before the primary sends a heartbeat.
+HEARTBEAT_S = 0.25
+#: A replica that heard nothing for this long drops the connection and reconnects.
+STREAM_IDLE_TIMEOUT_S = 3.0
+RECONNECT_DELAY_S = 0.2
+#: Bytes of log per stream write.
+STREAM_CHUNK_BYTES = 256 * 1024
+#: Longest wait for ``min_lsn`` when the request names no ``timeout``.
+MIN_LSN_WAIT_S = 5.0
+FORWARD_TIMEOUT_S = 30.0
+FORWARDED_HEADER = "X-Scalelab-Forwarded"
+LSN_HEADER = "X-Scalelab-Lsn"
+READY_TEXT = "[+]node ok\n[+]leader ok\n[+]store ok\n"
+
+GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class StoreService(Service):
+    component = "store"
+    default_port = 4001
+    description = "SQLite behind rqlite's HTTP API, with a redo log, replicas and failover"
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("store")
+        group.add_argument("--join", default=None, metavar="HOST:PORT",
+                           help="start as a replica of the primary at this API address")  # fmt: skip
+        group.add_argument("--sync-replicas", type=int, default=0, metavar="K",
+                           help="acknowledge a write only after K replicas hold it durably")  # fmt: skip
+        group.add_argument("--sync-timeout", type=positive_float, default=5.0,
+                           help="seconds to wait for K replicas before answering anyway")  # fmt: skip
+        group.add_argument("--advertise", default=None, metavar="HOST:PORT",
+                           help="API address other nodes and redirects use (default: bound)")  # fmt: skip
+
+    @classmethod
+    def check_arguments(cls, parser, args) -> None:
+        if args.sync_replicas < 0:
+            parser.error("--sync-replicas must be >= 0")
+
+    # -- start and stop -----------------------------------------------------------------
+
+    async def start(self) -> dict[str, str]:
+        args = self.args
+        if args.data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="scalelab-store-")
+            data_dir = self._tmp.name
+            self.log.warning("no_data_dir", using=data_dir, note="state is lost on exit")
+        else:
+            data_dir = args.data_dir
+            os.makedirs(data_dir, exist_ok=True)
+        self.data_dir = data_dir
+        self.state_path = os.path.join(data_dir, "state.json")
+        self.state = _load_state(self.state_path)
+
+        self._log_pool = ThreadPoolExecutor(1, thread_name_prefix="store-log")
+        self._db_pool = ThreadPoolExecutor(1, thread_name_prefix="store-db")
+        self._read_pool = ThreadPoolExecutor(1, thread_name_prefix="store-read")
+        loop = asyncio.get_running_loop()
+        self.wal = await loop.run_in_executor(
+            self._log_pool, RedoLog, os.path.join(data_dir, "redo.log")
+        )
+        if self.wal.cut_on_open:
+            self.log.warning("log_tail_cut", reason=self.wal.cut_on_open)
+        self.db = await loop.run_in_executor(
+            self._db_pool, Database, os.path.join(data_dir, "store.sqlite")
+        )
+        replayed = await loop.run_in_executor(self._db_pool, self._recover)
+        self.log.info("recovered", replayed=replayed, applied_lsn=self.db.applied_lsn,
+                      log_last_lsn=self.wal.last_lsn, epoch=self.state["epoch"])  # fmt: skip
+
+        self._setup_metrics()
+        self.rewriter = Rewriter(time.time, secrets.randbits)
+        self.durable_lsn = self.wal.last_lsn
+        self._durable_changed = asyncio.Event()
+        self._applied_changed = asyncio.Event()
+        self._acked_changed = asyncio.Event()
+        self.committer = GroupCommitter(
+            self.wal, self.db, self._log_pool, self._db_pool,
+            on_group=self._on_group, on_applied=self._on_applied,
+        )  # fmt: skip
+        self.committer.start()
+        self.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5)
+        )
+        self._replica_task: asyncio.Task | None = None
+        self._streams: set[asyncio.Task] = set()
+
+        app = web.Application(client_max_size=protocol.MAX_BODY_BYTES)
+        app.router.add_post("/db/execute", self.handle_execute)
+        app.router.add_route("GET", "/db/query", self.handle_query)
+        app.router.add_route("POST", "/db/query", self.handle_query)
+        app.router.add_post("/db/request", self.handle_request)
+        app.router.add_get("/db/backup", self.handle_backup)
+        app.router.add_get("/status", self.handle_status)
+        app.router.add_get("/readyz", self.handle_readyz)
+        app.router.add_get("/nodes", self.handle_nodes)
+        app.router.add_get("/_replication/stream", self.handle_stream)
+        app.router.add_post("/_replication/ack", self.handle_ack)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, args.host, args.port, reuse_address=True)
+        await site.start()
+        bound = format_address(site._server.sockets[0].getsockname())  # type: ignore[union-attr]
+        self.api_addr = args.advertise or bound
+
+        if args.join:
+            role, primary = Role.REPLICA, args.join
+        else:
+            role = Role(self.state.get("role", "primary"))
+            primary = self.state.get("primary")
+        self.node = Node(args.name, self.api_addr, role, self.state["epoch"], primary)
+        await self._save_state()
+        if role is Role.REPLICA:
+            self._start_following()
+        self.runtime.admin.register("promote", self.admin_promote)
+        self.runtime.admin.register("repoint", self.admin_repoint)
+        self.runtime.admin.register("status", self.admin_status, method="GET")
+        return {"main": bound}
+
+    def _recover(self) -> int:
+        """Replay log records SQLite does not have yet (runs on the SQLite thread)."""
+        replayed = 0
+        for record in self.wal.records_after(self.db.applied_lsn):
+            from .wal import decode_batch
+
+            self.db.apply(record.lsn, record.epoch, decode_batch(record.payload))
+            replayed += 1
+        return replayed
+
+    async def drain(self) -> None:
+        await self._runner.shutdown()
+        await self.committer.close()
+
+    async def stop(self) -> None:
+        if self._replica_task is not None:
+            self._replica_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._replica_task
+        for task in list(self._streams):
+            task.cancel()
+        await self._runner.cleanup()
+        await self.committer.close()
+        await self.session.close()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._log_pool, self._sync_close_log)
+        await loop.run_in_executor(self._db_pool, self.db.close)
+        for pool in (self._log_pool, self._db_pool, self._read_pool):
+            pool.shutdown(wait=True)
+
+    def _sync_close_log(self) -> None:
+        self.wal.sync()
+        self.wal.close()
+
+    def health(self) -> tuple[bool, str]:
+        if self.committer.broken:
+            return False, self.committer.broken
+        return True, "ok"
+
+    # -- metrics ------------------------------------------------------------------------
+
+    def _setup_metrics(self) -> None:
+        m = self.metrics
+        self.m_executes = m.counter("scalelab_store_executes_total", "Write batches committed")
+        self.m_statements = m.counter(
+            "scalelab_store_statements_total", "Statements run, by kind", ["kind"]
+        )
+        self.m_stmt_write = self.m_statements.labels("write")
+        self.m_stmt_read = self.m_statements.labels("read")
+        self.m_queries = m.counter("scalelab_store_queries_total", "Read requests served")
+        self.m_errors = m.counter(
+            "scalelab_store_statement_errors_total", "Statements answered with an error"
+        )
+        self.m_fsyncs = m.counter("scalelab_store_fsyncs_total", "fsyncs of the redo log")
+        self.m_group = m.histogram(
+            "scalelab_store_group_commit_batches", "Batches made durable per fsync",
+            buckets=GROUP_BUCKETS,
+        )  # fmt: skip
+        self.m_write_s = m.histogram(
+            "scalelab_store_execute_duration_seconds", "Execute request latency"
+        )
+        self.m_query_s = m.histogram("scalelab_store_query_duration_seconds", "Query latency")
+        self.m_forwarded = m.counter(
+            "scalelab_store_forwarded_total", "Requests forwarded to the primary"
+        )
+        self.m_redirects = m.counter(
+            "scalelab_store_redirects_total", "Requests answered 301 to the primary"
+        )
+        self.m_semisync_timeouts = m.counter(
+            "scalelab_store_semisync_timeouts_total",
+            "Writes answered before --sync-replicas replicas acknowledged them",
+        )
+        self.m_snapshots = m.counter(
+            "scalelab_store_snapshots_installed_total", "Snapshots installed by this replica"
+        )
+        m.gauge("scalelab_store_applied_lsn", "Last LSN applied to SQLite").set_function(
+            lambda: self.db.applied_lsn
+        )
+        m.gauge("scalelab_store_log_bytes", "Size of the redo log").set_function(
+            lambda: self.wal.size
+        )
+        m.gauge("scalelab_store_epoch", "Current epoch").set_function(lambda: self.node.epoch)
+        m.gauge("scalelab_store_is_primary", "1 on the primary, 0 on a replica").set_function(
+            lambda: 1 if self.node.writable else 0
+        )
+        m.gauge(
+            "scalelab_store_replica_lag_records",
+            "On a replica: records the primary has that this node has not applied",
+        ).set_function(self._own_lag)
+        self.m_follower_lag = m.gauge(
+            "scalelab_store_replication_lag_records",
+            "On the primary: records each replica has not acknowledged",
+            ["replica"],
+        )
+
+    def _own_lag(self) -> int:
+        if self.node.role is Role.PRIMARY:
+            return 0
+        return max(0, self.node.primary_last_lsn - self.db.applied_lsn)
+
+    def _on_group(self, size: int, last_lsn: int) -> None:
+        self.m_fsyncs.inc()
+        self.m_group.observe(size)
+        self.durable_lsn = last_lsn
+        self._pulse("_durable_changed")
+
+    def _on_applied(self, lsn: int) -> None:
+        self._pulse("_applied_changed")
+
+    def _pulse(self, name: str) -> None:
+        """Wake every waiter on an event and arm a fresh one for the next change."""
+        event = getattr(self, name)
+        setattr(self, name, asyncio.Event())
+        event.set()
+
+    # -- the data API -------------------------------------------------------------------
+
+    async def handle_execute(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            options = protocol.parse_options(request.query_string)
+            statements = protocol.parse_statements(await request.read())
+        except BadRequest as exc:
+            return _text(str(exc), 400)
+        if not self.node.writable:
+            return await self._to_primary(request, options)
+        response = await self._write(statements, options, started)
+        self.m_write_s.observe(time.perf_counter() - started)
+        return response
+
+    async def _write(self, statements, options: Options, started: float) -> web.Response:
+        batch = Batch(
+            tuple((self.rewriter.rewrite(sql), params) for sql, params in statements),
+            options.transaction,
+        )
+        try:
+            lsn, results = await self.committer.submit(batch, self.node.epoch)
+        except Overloaded as exc:
+            return _json({"error": str(exc)}, 503)
+        except CommitFailed as exc:
+            return _json({"error": str(exc)}, 500)
+        await self._wait_replicas(lsn)
+        self.m_executes.inc()
+        self.m_stmt_write.inc(len(results))
+        self._count_errors(results)
+        body = protocol.results_body(results, options, time.perf_counter() - started, lsn)
+        return _json_bytes(body, headers={LSN_HEADER: str(lsn)})
+
+    async def _wait_replicas(self, lsn: int) -> None:
+        """Semi-synchronous commit: wait (bounded) for K replicas to hold ``lsn``."""
+        want = self.args.sync_replicas
+        if want <= 0:
+            return
+        deadline = time.monotonic() + self.args.sync_timeout
+        while self.node.acked_by(lsn) < want:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.m_semisync_timeouts.inc()
+                self.log.warning("semisync_timeout", lsn=lsn, wanted=want,
+                                 acked_by=self.node.acked_by(lsn))  # fmt: skip
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._acked_changed.wait(), remaining)
+
+    def _count_errors(self, results) -> None:
+        errors = sum(1 for r in results if protocol.is_failure(r))
+        if errors:
+            self.m_errors.inc(errors)
+
+    async def handle_query(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            options = protocol.parse_options(request.query_string)
+            if request.method == "GET" or options.q is not None:
+                statements = protocol.single_statement(options.q or "")
+            else:
+                statements = protocol.parse_statements(await request.read())
+        except BadRequest as exc:
+            return _text(str(exc), 400)
+        return await self._read(request, statements, options, started)
+
+    async def _read(self, request, statements, options: Options, started: float):
+        if options.level != "none" and not self.node.writable:
+            return await self._to_primary(request, options)
+        stale = options.level == "none" and options.freshness_s is not None
+        if stale and not self.node.fresh(time.monotonic(), options.freshness_s):
+            return _json({"error": "stale read"}, 200)
+        if options.min_lsn is not None and not await self._wait_applied(options):
+            return _json({"error": f"timed out waiting for lsn {options.min_lsn}"}, 503)
+        timeout = options.timeout_s or 5.0
+        loop = asyncio.get_running_loop()
+        results = await loop.run_in_executor(self._read_pool, self.db.query, statements, timeout)
+        self.m_queries.inc()
+        self.m_stmt_read.inc(len(results))
+        self._count_errors(results)
+        self.m_query_s.observe(time.perf_counter() - started)
+        body = protocol.results_body(results, options, time.perf_counter() - started)
+        return _json_bytes(body)
+
+    async def _wait_applied(self, options: Options) -> bool:
+        deadline = time.monotonic() + (options.timeout_s or MIN_LSN_WAIT_S)
+        while self.db.applied_lsn < (options.min_lsn or 0):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._applied_changed.wait(), remaining)
+        return True
+
+    async def handle_request(self, request: web.Request) -> web.StreamResponse:
+        """rqlite's unified endpoint: all reads go the read path, anything else is a write."""
+        started = time.perf_counter()
+        try:
+            options = protocol.parse_options(request.query_string)
+            statements = protocol.parse_statements(await request.read())
+        except BadRequest as exc:
+            return _text(str(exc), 400)
+        loop = asyncio.get_running_loop()
+        all_reads = await loop.run_in_executor(
+            self._read_pool, lambda: all(self.db.is_read(s, p) for s, p in statements)
+        )
+        if all_reads:
+            return await self._read(request, statements, options, started)
+        if not self.node.writable:
+            return await self._to_primary(request, options)
+        return await self._write(statements, options, started)
+
+    async def _to_primary(self, request: web.Request, options: Options) -> web.StreamResponse:
+        """A request only the primary may serve, on another node: redirect or forward.
+
+        rqlite (since 7.x) forwards transparently and answers 301 with ``?redirect``;
+        a request that was already forwarded once is never forwarded again.
+        """
+        primary = self.node.primary
+        if primary is None or request.headers.get(FORWARDED_HEADER):
+            return _json({"error": "leader not found"}, 503)
+        url = f"http://{primary}{request.path_qs}"
+        if options.redirect:
+            self.m_redirects.inc()
+            return web.Response(status=301, headers={"Location": url})
+        self.m_forwarded.inc()
+        headers = {FORWARDED_HEADER: self.node.name}
+        if "Content-Type" in request.headers:
+            headers["Content-Type"] = request.headers["Content-Type"]
+        try:
+            async with self.session.request(
+                request.method, url, data=await request.read(), headers=headers,
+                timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S),
+            ) as upstream:  # fmt: skip
+                body = await upstream.read()
+                out_headers = {}
+                if LSN_HEADER in upstream.headers:
+                    out_headers[LSN_HEADER] = upstream.headers[LSN_HEADER]
+                return web.Response(
+                    body=body, status=upstream.status, headers=out_headers,
+                    content_type=upstream.content_type,
+                )  # fmt: skip
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return _json({"error": f"leader not reachable: {exc}"}, 503)
+
+    async def handle_backup(self, request: web.Request) -> web.StreamResponse:
+        """``GET /db/backup``: a consistent SQLite file (also a replica's snapshot)."""
+        fd, path = tempfile.mkstemp(prefix="backup-", suffix=".sqlite", dir=self.data_dir)
+        os.close(fd)
+        try:
+            loop = asyncio.get_running_loop()
+            lsn, epoch = await loop.run_in_executor(self._read_pool, self.db.backup, path)
+            response = web.StreamResponse(
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    LSN_HEADER: str(lsn),
+                    "X-Scalelab-Epoch": str(epoch),
+                }  # fmt: skip
+            )
+            await response.prepare(request)
+            with open(path, "rb") as fh:
+                while chunk := fh.read(256 * 1024):
+                    await response.write(chunk)
+            await response.write_eof()
+            return response
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    # -- status -------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        node = self.node
+        is_primary = node.role is Role.PRIMARY
+        return {
+            "role": node.role.value,
+            "writable": node.writable,
+            "fenced_by": node.fenced_by,
+            "epoch": node.epoch,
+            "lsn": self.wal.last_lsn,
+            "durable_lsn": self.durable_lsn,
+            "applied_lsn": self.db.applied_lsn,
+            "primary": self.api_addr if is_primary else node.primary,
+            "name": node.name,
+            "api_addr": self.api_addr,
+            "last_contact_s_ago": None
+            if is_primary
+            else round(time.monotonic() - node.last_contact, 3),
+            "lag_records": self._own_lag(),
+            "sync_replicas": self.args.sync_replicas,
+            "replicas": [
+                {
+                    "name": f.name,
+                    "api_addr": f.api_addr,
+                    "acked_lsn": f.acked_lsn,
+                    "lag_records": max(0, self.durable_lsn - f.acked_lsn),
+                    "connected": f.connected,
+                }  # fmt: skip
+                for f in node.followers.values()
+            ],
+            "pending_writes": self.committer.depth,
+        }
+
+    async def handle_status(self, request: web.Request) -> web.Response:
+        """rqlite's ``/status`` keys where they have a meaning here, plus ``scalelab``."""
+        mine = self.status()
+        doc = {
+            "store": {
+                "node_id": self.node.name,
+                "dir": self.data_dir,
+                "leader": {"node_id": "", "addr": mine["primary"] or ""},
+                "raft": {
+                    "state": "Leader" if mine["role"] == "primary" else "Follower",
+                    "term": mine["epoch"],
+                    "applied_index": mine["applied_lsn"],
+                    "commit_index": mine["durable_lsn"],
+                    "last_log_index": mine["lsn"],
+                },
+                "sqlite3": {"path": self.db.path, "version": _sqlite_version()},
+            },
+            "http": {"bind_addr": self.api_addr},
+            "scalelab": mine,
+        }
+        options = protocol.parse_options(request.query_string)
+        return _json_bytes(protocol.dumps(doc, options.pretty))
+
+    async def handle_readyz(self, request: web.Request) -> web.Response:
+        if self.committer.broken:
+            return _text("[+]node ok\n[-]store broken\n", 503)
+        if self.node.writable:
+            return _text(READY_TEXT, 200)
+        if self.node.role is Role.REPLICA and self.node.fresh(
+            time.monotonic(), STREAM_IDLE_TIMEOUT_S
+        ):
+            return _text(READY_TEXT, 200)
+        return _text("[+]node ok\n[-]leader not contactable\n", 503)
+
+    async def handle_nodes(self, request: web.Request) -> web.Response:
+        """rqlite's ``/nodes`` map: id -> api_addr, addr, reachable, leader."""
+        node = self.node
+        nodes: dict[str, Any] = {
+            node.name: {
+                "api_addr": f"http://{self.api_addr}",
+                "addr": self.api_addr,
+                "reachable": True,
+                "leader": node.writable,
+            }  # fmt: skip
+        }
+        if node.role is Role.PRIMARY:
+            for f in node.followers.values():
+                nodes[f.name] = {"api_addr": f"http://{f.api_addr}", "addr": f.api_addr,
+                                 "reachable": f.connected, "leader": False}  # fmt: skip
+        elif node.primary:
+            nodes["primary"] = {
+                "api_addr": f"http://{node.primary}", "addr": node.primary,
+                "reachable": node.fresh(time.monotonic(), STREAM_IDLE_TIMEOUT_S),
+                "leader": True,
+            }  # fmt: skip
+        return _json(nodes)
+
+    # -- replication: the primary's side ------------------------------------------------
+
+    async def handle_stream(self, request: web.Request) -> web.StreamResponse:
+        q = request.query
+        try:
+            name, api = q["name"], q["api"]
+            epoch, last_lsn, last_epoch = int(q["epoch"]), int(q["last_lsn"]), int(q["last_epoch"])
+        except (KeyError, ValueError):
+            return _json({"error": "need name, api, epoch, last_lsn, last_epoch"}, 400)
+        loop = asyncio.get_running_loop()
+        theirs = await loop.run_in_executor(self._log_pool, self.wal.epoch_of, last_lsn)
+        view = LogView(
+            self.state["base_lsn"], self.state["base_epoch"], self.durable_lsn,
+            lambda lsn: theirs if lsn == last_lsn else None,
+        )  # fmt: skip
+        decision = self.node.do_subscribe(
+            name, api, epoch, last_lsn, last_epoch, view, time.monotonic()
+        )
+        if isinstance(decision, Refuse):
+            if self.node.fenced_by is not None:
+                self.log.warning("fenced", by_epoch=self.node.fenced_by, subscriber=name)
+            return _json({"error": decision.reason, "epoch": decision.epoch,
+                          "primary": decision.primary}, 409)  # fmt: skip
+        if isinstance(decision, NeedSnapshot):
+            self.log.info("replica_needs_snapshot", replica=name, reason=decision.reason)
+            return _json({"error": "snapshot required", "reason": decision.reason}, 410)
+        assert isinstance(decision, Stream)
+        self.log.info("replica_subscribed", replica=name, from_lsn=decision.from_lsn)
+        child = self.m_follower_lag.labels(name)
+        follower = self.node.followers[name]
+        child.set_function(lambda: max(0, self.durable_lsn - follower.acked_lsn))
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream",
+                                               "X-Scalelab-Epoch": str(self.node.epoch)})  # fmt: skip
+        await response.prepare(request)
+        task = asyncio.current_task()
+        assert task is not None
+        self._streams.add(task)
+        epoch_now = self.node.epoch
+        try:
+            await self._send_log(response, decision.from_lsn, epoch_now)
+        except (ConnectionError, asyncio.CancelledError, aiohttp.ClientError):
+            pass
+        finally:
+            self._streams.discard(task)
+            if self.node.followers.get(name) is follower:
+                self.node.do_disconnect(name)
+        return response
+
+    async def _send_log(self, response: web.StreamResponse, next_lsn: int, epoch: int) -> None:
+        loop = asyncio.get_running_loop()
+        await response.write(self._heartbeat(epoch))
+        while self.node.writable and self.node.epoch == epoch:
+            if next_lsn <= self.durable_lsn:
+                data, last = await loop.run_in_executor(
+                    self._log_pool, self.wal.read_from, next_lsn, STREAM_CHUNK_BYTES
+                )
+                if not data:  # not in the log (cut underneath us): let the replica resync
+                    return
+                await response.write(data)
+                next_lsn = last + 1
+                continue
+            changed = self._durable_changed
+            try:
+                await asyncio.wait_for(changed.wait(), HEARTBEAT_S)
+            except TimeoutError:
+                await response.write(self._heartbeat(epoch))
+
+    def _heartbeat(self, epoch: int) -> bytes:
+        """LSN 0 marks a heartbeat; its payload is the primary's durable LSN."""
+        return encode_record(epoch, 0, orjson.dumps({"last_lsn": self.durable_lsn}))
+
+    async def handle_ack(self, request: web.Request) -> web.Response:
+        try:
+            doc = orjson.loads(await request.read())
+            name, epoch, lsn = str(doc["name"]), int(doc["epoch"]), int(doc["lsn"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return _json({"error": "need name, epoch, lsn"}, 400)
+        accepted = self.node.do_ack(name, epoch, lsn, time.monotonic())
+        if accepted:
+            self._pulse("_acked_changed")
+        return _json({"accepted": accepted, "epoch": self.node.epoch})
+
+    # -- replication: the replica's side ------------------------------------------------
+
+    def _start_following(self) -> None:
+        if self._replica_task is None or self._replica_task.done():
+            self._replica_task = asyncio.ensure_future(self._follow())
+
+    async def _stop_following(self) -> None:
+        task, self._replica_task = self._replica_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+    async def _follow(self) -> None:
+        """Stream from the primary forever: reconnect, resync by snapshot when told to."""
+        while self.node.role is Role.REPLICA:
+            try:
+                await self._follow_once()
+            except asyncio.CancelledError:
+                raise
+            except (aiohttp.ClientError, TimeoutError, ConnectionError, LogCorrupt,
+                    ValueError, OSError) as exc:  # fmt: skip
+                self.log.info("replication_stream_lost", error=str(exc) or type(exc).__name__)
+            await asyncio.sleep(RECONNECT_DELAY_S)
+
+    async def _follow_once(self) -> None:
+        node = self.node
+        primary = node.primary
+        if primary is None:
+            return
+        loop = asyncio.get_running_loop()
+        last_lsn = self.committer.next_lsn - 1
+        last_epoch = await loop.run_in_executor(self._log_pool, self.wal.epoch_of, last_lsn)
+        if last_epoch is None:
+            last_epoch = (
+                self.db.applied_epoch if last_lsn == self.db.applied_lsn
+                else self.state["base_epoch"]
+            )  # fmt: skip
+        params = {"name": node.name, "api": self.api_addr, "epoch": str(node.epoch),
+                  "last_lsn": str(last_lsn), "last_epoch": str(last_epoch)}  # fmt: skip
+        url = f"http://{primary}/_replication/stream"
+        async with self.session.get(url, params=params) as response:
+            if response.status == 410:
+                await self._install_snapshot(primary, (await response.json())["reason"])
+                return
+            if response.status != 200:
+                doc = await response.json(content_type=None)
+                self.log.warning("subscription_refused", primary=primary, answer=doc)
+                if doc.get("primary"):
+                    node.primary = doc["primary"]
+                await asyncio.sleep(RECONNECT_DELAY_S * 4)
+                return
+            stream_epoch = int(response.headers.get("X-Scalelab-Epoch", "0"))
+            if not node.do_records(stream_epoch, time.monotonic()):
+                self.log.warning("stream_refused", stream_epoch=stream_epoch, epoch=node.epoch)
+                await asyncio.sleep(RECONNECT_DELAY_S * 4)
+                return
+            await self._save_state()
+            self.log.info("following", primary=primary, from_lsn=last_lsn + 1,
+                          epoch=stream_epoch)  # fmt: skip
+            await self._consume(response, stream_epoch)
+
+    async def _consume(self, response: aiohttp.ClientResponse, stream_epoch: int) -> None:
+        buffer = bytearray()
+        acker = _Acker(self)
+        try:
+            while True:
+                chunk = await asyncio.wait_for(response.content.readany(), STREAM_IDLE_TIMEOUT_S)
+                if not chunk:
+                    return
+                buffer += chunk
+                records, offset = [], 0
+                while True:
+                    record, end = decode_record(buffer, offset)
+                    if record is None:
+                        break
+                    offset = end
+                    if record.lsn == 0:
+                        last = orjson.loads(record.payload)["last_lsn"]
+                        self.node.do_heartbeat(record.epoch, last, time.monotonic())
+                    else:
+                        records.append(record)
+                del buffer[:offset]
+                if len(buffer) > HEADER_BYTES + (16 << 20):
+                    raise LogCorrupt("stream buffer overflow")
+                if records:
+                    if not self.node.do_records(stream_epoch, time.monotonic()):
+                        return
+                    self.node.primary_last_lsn = max(self.node.primary_last_lsn, records[-1].lsn)
+                    await self.committer.submit_records(records)
+                    acker.send(records[-1].lsn)
+        finally:
+            acker.close()
+
+    async def _install_snapshot(self, primary: str, reason: str) -> None:
+        """Replace the local database by the primary's, and empty the local log."""
+        self.log.warning("installing_snapshot", primary=primary, reason=reason)
+        path = os.path.join(self.data_dir, "snapshot.incoming")
+        async with self.session.get(f"http://{primary}/db/backup") as response:
+            if response.status != 200:
+                raise ValueError(f"backup from {primary} answered {response.status}")
+            epoch = int(response.headers.get("X-Scalelab-Epoch", "0"))
+            with open(path, "wb") as fh:
+                async for chunk in response.content.iter_chunked(256 * 1024):
+                    fh.write(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+        loop = asyncio.get_running_loop()
+        await self.committer.close()
+        lsn = await loop.run_in_executor(self._db_pool, self.db.install, path)
+        await loop.run_in_executor(self._log_pool, self.wal.reset)
+        self.state["base_lsn"], self.state["base_epoch"] = lsn, self.db.applied_epoch or epoch
+        await self._save_state()
+        self.committer = GroupCommitter(
+            self.wal, self.db, self._log_pool, self._db_pool,
+            on_group=self._on_group, on_applied=self._on_applied,
+        )  # fmt: skip
+        self.committer.start()
+        self.durable_lsn = lsn
+        self.m_snapshots.inc()
+        self.log.info("snapshot_installed", lsn=lsn)
+
+    # -- admin: promotion and repointing ------------------------------------------------
+
+    async def admin_promote(self, request: web.Request):
+        """``POST /admin/promote {"epoch": N?}``: become the primary at a higher epoch."""
+        body = await read_json(request)
+        epoch = body.get("epoch") if isinstance(body, dict) else None
+        if epoch is not None and not isinstance(epoch, int):
+            return json_response({"error": "epoch must be an integer"}, 400)
+        await self._stop_following()
+        try:
+            new_epoch = self.node.promote(epoch)
+        except ValueError as exc:
+            return json_response({"error": str(exc)}, 409)
+        await self._save_state()
+        self.durable_lsn = self.wal.last_lsn
+        self.log.warning("promoted", epoch=new_epoch, lsn=self.wal.last_lsn)
+        return self.status()
+
+    async def admin_repoint(self, request: web.Request):
+        """``POST /admin/repoint {"primary": "host:port", "epoch": N?}``: follow a primary."""
+        body = await read_json(request)
+        primary = body.get("primary") if isinstance(body, dict) else None
+        epoch = body.get("epoch") if isinstance(body, dict) else None
+        if not isinstance(primary, str) or ":" not in primary:
+            return json_response({"error": "primary must be 'host:port'"}, 400)
+        if epoch is not None and not isinstance(epoch, int):
+            return json_response({"error": "epoch must be an integer"}, 400)
+        await self._stop_following()
+        try:
+            self.node.repoint(primary, epoch)
+        except ValueError as exc:
+            return json_response({"error": str(exc)}, 409)
+        await self._save_state()
+        self.log.warning("repointed", primary=primary, epoch=self.node.epoch)
+        self._start_following()
+        return self.status()
+
+    async def admin_status(self, request: web.Request):
+        return self.status()
+
+    async def _save_state(self) -> None:
+        self.state.update(epoch=self.node.epoch, role=self.node.role.value,
+                          primary=self.node.primary)  # fmt: skip
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._log_pool, _write_state, self.state_path, dict(self.state))
+
+
+class _Acker:
+    """Sends the newest applied LSN to the primary; at most one ack in flight, so a fast
+    stream coalesces many records into one ack."""
+
+    def __init__(self, service: StoreService) -> None:
+        self.service = service
+        self.target = 0
+        self.sent = 0
+        self._task: asyncio.Task | None = None
+
+    def send(self, lsn: int) -> None:
+        self.target = max(self.target, lsn)
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        service = self.service
+        while self.sent < self.target and service.node.primary:
+            lsn = self.target
+            body = {"name": service.node.name, "epoch": service.node.epoch, "lsn": lsn}
+            try:
+                async with service.session.post(
+                    f"http://{service.node.primary}/_replication/ack", json=body,
+                    timeout=aiohttp.ClientTimeout(total=5),
+                ) as response:  # fmt: skip
+                    await response.read()
+            except (aiohttp.ClientError, TimeoutError):
+                return
+            self.sent = lsn
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+# -- small helpers ---------------------------------------------------------------------
+
+
+def _json(doc: Any, status: int = 200) -> web.Response:
+    return _json_bytes(orjson.dumps(doc), status)
+
+
+def _json_bytes(body: bytes, status: int = 200, headers: dict | None = None) -> web.Response:
+    return web.Response(body=body, status=status, content_type="application/json",
+                        headers=headers)  # fmt: skip
+
+
+def _text(text: str, status: int) -> web.Response:
+    return web.Response(text=text, status=status)
+
+
+def _sqlite_version() -> str:
+    import sqlite3
+
+    return sqlite3.sqlite_version
+
+
+def _load_state(path: str) -> dict[str, Any]:
+    state: dict[str, Any] = {"epoch": 1, "base_lsn": 0, "base_epoch": 0}
+    with contextlib.suppress(FileNotFoundError), open(path, "rb") as fh:
+        state.update(orjson.loads(fh.read()))
+    return state
+
+
+def _write_state(path: str, state: dict[str, Any]) -> None:
+    """Atomically replace the state file (write, fsync, rename, fsync the directory):
+    a promotion's epoch must survive a crash before the first write of that epoch."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(orjson.dumps(state))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+__all__ = ["StoreService", "Rows"]

@@ -1,0 +1,113 @@
+"""The SQLite state machine: one transaction per batch, the LSN inside it, rqlite's modes."""
+
+import sqlite3
+
+import pytest
+
+from components.store.database import (
+    BUDGET_EXCEEDED,
+    META_TABLE,
+    READ_ONLY_ERROR,
+    Changes,
+    Database,
+    Failure,
+    Rows,
+)
+from components.store.wal import Batch
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = Database(str(tmp_path / "s.sqlite"))
+    database.apply(1, 1, Batch((("CREATE TABLE t (id INTEGER PRIMARY KEY, v)", None),), False))
+    yield database
+    database.close()
+
+
+def count(db):
+    return db.query([("SELECT count(*) FROM t", None)])[0].values[0][0]
+
+
+def test_applied_lsn_and_epoch_are_committed_with_the_batch(db, tmp_path):
+    db.apply(2, 3, Batch((("INSERT INTO t(v) VALUES(1)", None),), False))
+    db.close()
+    reopened = Database(str(tmp_path / "s.sqlite"))
+    assert (reopened.applied_lsn, reopened.applied_epoch) == (2, 3)
+    assert count(reopened) == 1
+
+
+def test_without_transaction_a_failing_statement_is_undone_alone(db):
+    results = db.apply(2, 1, Batch((("INSERT INTO t(v) VALUES(1)", None),
+                                    ("INSERT INTO t(id) VALUES(1)", None),
+                                    ("INSERT INTO t(v) VALUES(3)", None)), False))  # fmt: skip
+    assert isinstance(results[1], Failure) and "UNIQUE" in results[1].error
+    assert [type(r) for r in results] == [Changes, Failure, Changes]
+    assert count(db) == 2
+
+
+def test_with_transaction_the_first_error_rolls_back_everything(db):
+    results = db.apply(2, 1, Batch((("INSERT INTO t(v) VALUES(1)", None),
+                                    ("INSERT INTO nope VALUES(1)", None),
+                                    ("INSERT INTO t(v) VALUES(3)", None)), True))  # fmt: skip
+    assert [type(r) for r in results] == [Changes, Failure]
+    assert count(db) == 0
+    assert db.applied_lsn == 2  # the failed batch still consumed its LSN
+
+
+def test_user_sql_cannot_control_transactions_or_touch_the_meta_table(db):
+    for sql in ("BEGIN", "COMMIT", "SAVEPOINT x", f"DELETE FROM {META_TABLE}",
+                "ATTACH 'x.db' AS x", "PRAGMA journal_mode=DELETE"):  # fmt: skip
+        (result,) = db.apply(db.applied_lsn + 1, 1, Batch(((sql, None),), False))
+        assert isinstance(result, Failure), sql
+        assert "not authorized" in result.error
+    assert db.query([(f"SELECT v FROM {META_TABLE} WHERE k='applied_lsn'", None)])[0].values
+
+
+def test_queries_refuse_writes_with_rqlites_message(db):
+    (result,) = db.query([("INSERT INTO t(v) VALUES(1)", None)])
+    assert result == Failure(READ_ONLY_ERROR, result.time)
+    assert count(db) == 0
+
+
+def test_is_read_classifies_without_running(db):
+    assert db.is_read("SELECT * FROM t WHERE id = ?", [1])
+    assert db.is_read("PRAGMA table_info(t)", None)
+    assert not db.is_read("INSERT INTO t(v) VALUES(1)", None)
+    assert not db.is_read("CREATE TABLE u (a)", None)
+    assert count(db) == 0
+
+
+def test_blobs_are_base64_and_types_come_from_values(db):
+    db.apply(2, 1, Batch((("INSERT INTO t(v) VALUES(x'0001ff')", None),), False))
+    (rows,) = db.query([("SELECT id, v, 1.5, NULL FROM t", None)])
+    assert rows == Rows(["id", "v", "1.5", "NULL"], ["integer", "blob", "real", ""],
+                        [[1, "AAH/", 1.5, None]], rows.time)  # fmt: skip
+
+
+def test_a_runaway_write_is_cut_by_a_deterministic_budget(db):
+    loop = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) INSERT INTO t(v) SELECT x FROM c"
+    (result,) = db.apply(2, 1, Batch(((loop, None),), False))
+    assert result.error == BUDGET_EXCEEDED
+    assert count(db) == 0 and db.applied_lsn == 2
+
+
+def test_a_runaway_read_times_out(db):
+    loop = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c"
+    (result,) = db.query([(loop, None)], timeout_s=0.05)
+    assert result.error == "query timed out"
+
+
+def test_an_lsn_cannot_be_applied_twice(db):
+    with pytest.raises(ValueError):
+        db.apply(1, 1, Batch((("SELECT 1", None),), False))
+
+
+def test_backup_and_install_carry_the_lsn(db, tmp_path):
+    db.apply(2, 4, Batch((("INSERT INTO t(v) VALUES('x')", None),), False))
+    assert db.backup(str(tmp_path / "copy.sqlite")) == (2, 4)
+    other = Database(str(tmp_path / "other.sqlite"))
+    assert other.install(str(tmp_path / "copy.sqlite")) == 2
+    assert other.applied_epoch == 4 and count(other) == 1
+    assert sqlite3.connect(str(tmp_path / "other.sqlite")).execute(
+        "SELECT v FROM t"
+    ).fetchone() == ("x",)

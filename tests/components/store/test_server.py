@@ -1,0 +1,180 @@
+"""A real store process driven by pyrqlite (its DB-API) and by plain HTTP, as curl would."""
+
+import json
+
+import pyrqlite.dbapi2 as dbapi2
+import pytest
+
+import harness
+
+
+def connect(proc):
+    host, port = proc.address()
+    return dbapi2.connect(host=host, port=port)
+
+
+def post(proc, path, statements, headers=None):
+    return harness.http("POST", proc.url() + path, json.dumps(statements).encode(),
+                        {"Content-Type": "application/json", **(headers or {})})  # fmt: skip
+
+
+def query(proc, sql, qs=""):
+    from urllib.parse import quote
+
+    status, headers, body = harness.http("GET", f"{proc.url()}/db/query?q={quote(sql)}{qs}")
+    return status, json.loads(body) if body[:1] in b"[{" else body
+
+
+def test_pyrqlite_creates_inserts_and_selects_with_parameters(store):
+    conn = connect(store())
+    cursor = conn.cursor()
+    cursor.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, score REAL)")
+    cursor.execute("INSERT INTO users(name, score) VALUES(?, ?)", ("fiona", 1.5))
+    assert cursor.lastrowid == 1
+    cursor.execute(
+        "INSERT INTO users(name, score) VALUES(:name, :score)", {"name": "o'hara", "score": 2}
+    )
+    cursor.executemany("INSERT INTO users(name) VALUES(?)", [("a",), ("b",)])
+    cursor.execute("SELECT id, name, score FROM users ORDER BY id")
+    rows = cursor.fetchall()
+    assert [tuple(r.values()) if hasattr(r, "values") else tuple(r) for r in rows][:2] == [
+        (1, "fiona", 1.5), (2, "o'hara", 2.0),
+    ]  # fmt: skip
+    assert len(rows) == 4
+    assert [d[0] for d in cursor.description] == ["id", "name", "score"]
+    cursor.execute("UPDATE users SET score = 0 WHERE id > 2")
+    assert cursor.rowcount == 2
+    conn.close()
+
+
+def test_pyrqlite_sees_sql_errors_and_the_node_keeps_serving(store):
+    proc = store()
+    conn = connect(proc)
+    cursor = conn.cursor()
+    with pytest.raises(dbapi2.Error, match="no such table"):
+        cursor.execute("SELECT * FROM missing")
+    with pytest.raises(dbapi2.Error, match="syntax error"):
+        cursor.execute("INSERT INTO nonsense gibberish")
+    cursor.execute("SELECT 1 + 1")
+    assert cursor.fetchone()[0] == 2
+    assert proc.alive()
+
+
+def test_blobs_round_trip_through_pyrqlite(store):
+    conn = connect(store())
+    cursor = conn.cursor()
+    cursor.execute("CREATE TABLE b (v BLOB)")
+    cursor.execute("INSERT INTO b VALUES(?)", (b"\x00\x01\xff",))
+    cursor.execute("SELECT v FROM b")
+    assert cursor.fetchone()[0] == b"\x00\x01\xff"
+
+
+def test_execute_without_transaction_keeps_the_good_statements(store):
+    proc = store()
+    post(proc, "/db/execute", ["CREATE TABLE t (id INTEGER PRIMARY KEY)"])
+    status, headers, body = post(proc, "/db/execute", [
+        "INSERT INTO t VALUES(1)", "INSERT INTO t VALUES(1)", "INSERT INTO t VALUES(2)"])  # fmt: skip
+    assert status == 200
+    results = json.loads(body)["results"]
+    assert results[0] == {"last_insert_id": 1, "rows_affected": 1}
+    assert "UNIQUE constraint failed" in results[1]["error"]
+    assert int(headers["X-Scalelab-Lsn"]) == 2
+    assert query(proc, "SELECT count(*) FROM t")[1]["results"][0]["values"] == [[2]]
+
+
+def test_execute_with_transaction_is_all_or_nothing(store):
+    proc = store()
+    post(proc, "/db/execute", ["CREATE TABLE t (id INTEGER PRIMARY KEY)"])
+    status, _, body = post(proc, "/db/execute?transaction", [
+        "INSERT INTO t VALUES(1)", "INSERT INTO t VALUES(1)", "INSERT INTO t VALUES(2)"])  # fmt: skip
+    results = json.loads(body)["results"]
+    assert len(results) == 2 and "error" in results[1]
+    assert "values" not in query(proc, "SELECT * FROM t")[1]["results"][0]
+
+
+def test_query_levels_associative_timings_and_writes_refused(store):
+    proc = store()
+    post(proc, "/db/execute", ["CREATE TABLE t (a, b)", ["INSERT INTO t VALUES(?, ?)", 1, "x"]])
+    status, doc = query(proc, "SELECT a, b FROM t", "&associative&timings&level=strong")
+    assert status == 200
+    assert doc["results"][0]["rows"] == [{"a": 1, "b": "x"}]
+    assert "time" in doc and "time" in doc["results"][0]
+    _, doc = query(proc, "DELETE FROM t", "&level=none")
+    assert doc["results"][0] == {"error": "attempt to change database via query operation"}
+    status, _, body = post(proc, "/db/query?level=weak", [["SELECT b FROM t WHERE a = ?", 1]])
+    assert json.loads(body)["results"][0]["values"] == [["x"]]
+
+
+def test_unified_request_endpoint_mixes_reads_and_writes(store):
+    proc = store()
+    post(proc, "/db/execute", ["CREATE TABLE t (a)"])
+    _, _, body = post(proc, "/db/request", ["INSERT INTO t VALUES(5)", "SELECT a FROM t"])
+    assert json.loads(body)["results"] == [
+        {"last_insert_id": 1, "rows_affected": 1},
+        {"columns": ["a"], "types": ["integer"], "values": [[5]]},
+    ]
+    _, _, body = post(proc, "/db/request", ["SELECT count(*) FROM t"])
+    assert json.loads(body)["results"][0]["values"] == [[1]]
+
+
+def test_bad_requests_are_400_and_bodies_are_bounded(store):
+    proc = store()
+    status, _, body = harness.http("POST", proc.url() + "/db/execute", b"not json")
+    assert status == 400 and b"invalid JSON" in body
+    too_many = ["SELECT 1"] * 1001
+    assert post(proc, "/db/execute", too_many)[0] == 400
+    huge = b'["' + b"x" * (5 * 1024 * 1024) + b'"]'
+    assert harness.http("POST", proc.url() + "/db/execute", huge)[0] == 413
+    assert harness.http("GET", proc.url() + "/db/query")[0] == 400
+    assert harness.http("GET", proc.url() + "/db/query?q=SELECT+1&freshness=forever")[0] == 400
+
+
+def test_nondeterministic_functions_are_logged_as_values(store, tmp_path):
+    proc = store()
+    post(
+        proc,
+        "/db/execute",
+        ["CREATE TABLE t (r, at)", "INSERT INTO t VALUES(random(), datetime('now'))"],
+    )
+    proc.stop()
+    log = (tmp_path / "s1" / "redo.log").read_bytes()
+    assert b"random()" not in log and b"'now'" not in log
+
+
+def test_status_readyz_nodes_and_backup(store, tmp_path):
+    proc = store()
+    post(proc, "/db/execute", ["CREATE TABLE t (a)", "INSERT INTO t VALUES(1)"])
+    status, _, body = harness.http("GET", proc.url() + "/status")
+    mine = json.loads(body)["scalelab"]
+    assert (mine["role"], mine["epoch"], mine["applied_lsn"]) == ("primary", 1, 1)
+    assert json.loads(body)["store"]["raft"]["state"] == "Leader"
+    assert harness.http("GET", proc.url() + "/readyz")[0] == 200
+    nodes = json.loads(harness.http("GET", proc.url() + "/nodes")[2])
+    assert nodes["s1"]["leader"] is True
+    status, headers, data = harness.http("GET", proc.url() + "/db/backup")
+    assert status == 200 and data.startswith(b"SQLite format 3\x00")
+    import sqlite3
+
+    (tmp_path / "copy.sqlite").write_bytes(data)
+    assert sqlite3.connect(tmp_path / "copy.sqlite").execute("SELECT a FROM t").fetchall() == [(1,)]
+
+
+def test_metrics_count_executes_queries_and_fsyncs(store):
+    proc = store()
+    post(proc, "/db/execute", ["CREATE TABLE t (a)"])
+    query(proc, "SELECT * FROM t")
+    text = harness.http("GET", proc.url("admin") + "/metrics")[2].decode()
+    assert "scalelab_store_executes_total 1" in text
+    assert "scalelab_store_queries_total 1" in text
+    assert "scalelab_store_fsyncs_total 1" in text
+    assert "scalelab_store_group_commit_batches_count 1" in text
+
+
+def test_restart_recovers_every_write(store, tmp_path):
+    proc = store()
+    post(proc, "/db/execute", ["CREATE TABLE t (a)"])
+    for i in range(20):
+        post(proc, "/db/execute", [["INSERT INTO t VALUES(?)", i]])
+    proc.stop()
+    again = store()
+    assert query(again, "SELECT count(*) FROM t")[1]["results"][0]["values"] == [[20]]
