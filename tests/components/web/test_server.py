@@ -178,6 +178,24 @@ async def test_a_forged_session_cookie_is_401(server, client):
         assert response.status == 401
 
 
+async def test_sessions_are_bounded_oldest_dropped_first(spawn):
+    proc = spawn("web", "--seed-users", "3", "--max-sessions", "2")
+    clients = [aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) for _ in range(3)]
+    try:
+        for user_id, session in enumerate(clients, start=1):
+            async with session.post(proc.url() + "/login", json={"id": user_id}) as response:
+                assert response.status == 200
+        statuses = []
+        for session in clients:
+            async with session.get(proc.url() + "/me") as response:
+                statuses.append(response.status)
+        assert statuses == [401, 200, 200]
+        assert metric(proc, "scalelab_web_sessions") == 2
+    finally:
+        for session in clients:
+            await session.close()
+
+
 @pytest.mark.parametrize(("body", "status"), [({"id": 999999}, 401), ({}, 422),
                                               ({"id": "3"}, 422)])  # fmt: skip
 async def test_login_refusals(server, client, body, status):
@@ -414,7 +432,16 @@ async def test_without_db_or_data_dir_a_temporary_database_is_removed_at_stop(sp
     assert not db_path.exists()
 
 
-@pytest.mark.parametrize("flags", [("--db", "mysql:x"), ("--cache", "local:0"),
+def test_an_unusable_database_fails_the_start_cleanly(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(harness.process.StartError) as error:
+        harness.start("web", "--db", f"sqlite:{blocker}/app.db", log_path=tmp_path / "web.log")
+    assert "exited with code 1" in str(error.value)
+    assert "start_failed" in str(error.value) and "Traceback" not in str(error.value)
+
+
+@pytest.mark.parametrize("flags", [("--static-dir", "/no/such/dir"), ("--db", "mysql:x"), ("--cache", "local:0"),
                                    ("--service-mode", "nap"), ("--seed-users", "-1")])  # fmt: skip
 def test_bad_flags_exit_two(flags):
     import subprocess
