@@ -20,9 +20,12 @@ What it does, in the order a run sees it:
    SIGTERM, then SIGKILL if it has not drained within its drain timeout plus a grace.
 
 Orphans: ``process.start`` makes the kernel SIGKILL every child when the launcher dies
-(``PR_SET_PDEATHSIG``), so even ``kill -9`` of the launcher leaves nothing behind. The
-signal follows the *thread* that started the child, so a launcher must start and
-restart components from one long-lived thread (the main thread, in ``scalelab run``).
+(``PR_SET_PDEATHSIG``), so even ``kill -9`` of the launcher leaves nothing behind. That
+signal follows the *thread* that forked the child, not the process (prctl(2)): a
+component restarted from a short-lived thread, a fault scenario's say, would be killed
+the moment that thread ends. So every child is started by one spawner thread that lives
+as long as the launcher, whichever thread asks; and a lock makes the fault methods safe
+to call from a scenario thread while the main thread runs the load.
 
 Faults: a run of the journey is about what happens when a box fails. ``kill`` (SIGKILL,
 a crash), ``stop`` (SIGTERM, a planned shutdown), ``pause``/``resume``
@@ -36,10 +39,13 @@ same timeline as the latency they cause.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
+import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -138,6 +144,17 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def _locked(method):
+    """Run a launcher method under its lock: faults may come from a scenario thread."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class Launcher:
     """Runs a ``Topology``: start, watch, fault injection, stop. Use it as a context manager.
 
@@ -168,6 +185,9 @@ class Launcher:
         self.instances: dict[str, Instance] = {}
         self.events: deque[dict] = deque(maxlen=MAX_EVENTS)
         self.started_at = time.time()
+        self._lock = threading.RLock()
+        # The one thread that forks children; see the module docstring on PDEATHSIG.
+        self._spawner = ThreadPoolExecutor(1, thread_name_prefix="launcher-spawner")
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -175,7 +195,14 @@ class Launcher:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self.stop_all()
+        self.close()
+
+    def close(self) -> None:
+        """Stop every component, then the spawner thread."""
+        try:
+            self.stop_all()
+        finally:
+            self._spawner.shutdown(wait=True)
 
     def start(self) -> None:
         """Start every component in declaration order; all or nothing."""
@@ -189,6 +216,7 @@ class Launcher:
             raise
         self._record("topology_ready", stage=self.topology.stage)
 
+    @_locked
     def add(self, spec: Component) -> Instance:
         """Start one more component (also used to grow a running topology)."""
         check_component(spec, self.instances)
@@ -209,16 +237,18 @@ class Launcher:
         return instance
 
     def _spawn(self, spec: Component, flags: list[str], log_path: Path) -> ComponentProcess:
+        future = self._spawner.submit(
+            process.start,
+            spec.component,
+            *flags,
+            name=spec.name,
+            log_path=log_path,
+            env=dict(spec.env),
+            ready_timeout_s=self.ready_timeout_s,
+            module=spec.module,
+        )
         try:
-            return process.start(
-                spec.component,
-                *flags,
-                name=spec.name,
-                log_path=log_path,
-                env=dict(spec.env),
-                ready_timeout_s=self.ready_timeout_s,
-                module=spec.module,
-            )
+            return future.result()
         except StartError as error:
             self._record("start_failed", name=spec.name, error=str(error).splitlines()[0])
             raise StartError(
@@ -226,7 +256,14 @@ class Launcher:
                 f"({spec.module or 'components.' + spec.component}): {error}\n"
                 f"(full log: {log_path})"
             ) from None
+        except BaseException:
+            # Interrupted (Ctrl-C) while the child was starting: it is not tracked yet,
+            # so it must not be left to run until the launcher exits.
+            with contextlib.suppress(BaseException):
+                future.result(self.ready_timeout_s + 5).kill()
+            raise
 
+    @_locked
     def stop_all(self) -> None:
         """Stop every live component in reverse start order. Idempotent.
 
@@ -303,6 +340,7 @@ class Launcher:
 
     # -- faults ------------------------------------------------------------------------
 
+    @_locked
     def kill(self, name: str) -> int:
         """SIGKILL: a crash. No drain, no flush; returns the exit code (-9)."""
         instance = self[name]
@@ -311,10 +349,12 @@ class Launcher:
         self._record("killed", name=name, exit_code=code)
         return code
 
+    @_locked
     def stop(self, name: str) -> int:
         """SIGTERM: a planned shutdown; the component drains, then SIGKILL if it must."""
         return self._stop_one(self[name])
 
+    @_locked
     def pause(self, name: str) -> None:
         """SIGSTOP: alive, holding its ports and connections, answering nothing."""
         instance = self._live(name)
@@ -323,6 +363,7 @@ class Launcher:
         instance.state = PAUSED
         self._record("paused", name=name)
 
+    @_locked
     def resume(self, name: str) -> None:
         """SIGCONT: a paused component carries on where it stopped."""
         instance = self._live(name)
@@ -331,6 +372,7 @@ class Launcher:
         instance.state = RUNNING
         self._record("resumed", name=name)
 
+    @_locked
     def restart(self, name: str, *, hard: bool = False) -> Instance:
         """Stop (SIGTERM, or SIGKILL when ``hard``) if alive, then start again.
 
@@ -374,6 +416,7 @@ class Launcher:
 
     # -- watching ----------------------------------------------------------------------
 
+    @_locked
     def check(self) -> list[Instance]:
         """Notice components that died on their own since the last look; returns them."""
         died = []

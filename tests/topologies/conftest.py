@@ -24,4 +24,4 @@ def launch(tmp_path):
     yield _launch
     for launcher in made:
         with contextlib.suppress(Exception):
-            launcher.stop_all()
+            launcher.close()

@@ -20,7 +20,7 @@ from topologies import cli
 from topologies.launcher import pid_alive
 from topologies.process import child_env
 
-ECHO_NAMES = ["echo-1", "echo-2", "relay"]
+ECHO_NAMES = ["echo-1", "relay"]
 
 
 def read_registry(run_dir: Path, names=ECHO_NAMES) -> dict | None:
@@ -82,7 +82,8 @@ def scalelab(tmp_path):
 
 def start_echo_stage(scalelab, tmp_path):
     run_dir = tmp_path / "run"
-    proc = scalelab("run", str(ECHO_STAGE), "--run-dir", str(run_dir), "--drain-timeout", "3")
+    proc = scalelab("run", str(ECHO_STAGE), "--run-dir", str(run_dir), "--drain-timeout", "3",
+                    "--echoes", "1")  # fmt: skip
     registry = harness.wait_until_sync(lambda: read_registry(run_dir) or proc.popen.poll() is not None,
                                        timeout_s=20, what="echo stage up")  # fmt: skip
     assert registry is not True, proc.stderr

@@ -4,12 +4,21 @@ import json
 import os
 import signal
 import socket
+import threading
 
 import pytest
 from topology_helpers import ENV, echo_round_trip, echo_topology, wait_all_dead
 
 import harness
-from topologies.launcher import EXITED, KILLED, PAUSED, RUNNING, pid_alive, process_state
+from topologies.launcher import (
+    EXITED,
+    KILLED,
+    PAUSED,
+    RUNNING,
+    Launcher,
+    pid_alive,
+    process_state,
+)
 from topologies.process import StartError
 from topologies.topology import Component, Topology
 
@@ -18,9 +27,16 @@ def registry(launcher) -> dict:
     return json.loads((launcher.run_dir / "endpoints.json").read_text())
 
 
-def test_start_wires_references_to_the_real_addresses(launch):
-    launcher = launch(echo_topology())
-    launcher.start()
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One running echo stage for the tests that only look (it saves process starts)."""
+    with Launcher(echo_topology(), tmp_path_factory.mktemp("shared") / "run") as launcher:
+        launcher.start()
+        yield launcher
+
+
+def test_start_wires_references_to_the_real_addresses(shared):
+    launcher = shared
     echo_address = launcher.address("echo-1")
     assert "--upstream" in launcher["relay"].proc.argv
     assert launcher["relay"].flags[launcher["relay"].flags.index("--upstream") + 1] == echo_address
@@ -31,9 +47,8 @@ def test_start_wires_references_to_the_real_addresses(launch):
     assert launcher.entry_url == "http://" + launcher.address("relay")
 
 
-def test_registry_table_logs_and_data_dirs(launch):
-    launcher = launch(echo_topology())
-    launcher.start()
+def test_registry_table_logs_and_data_dirs(shared):
+    launcher = shared
     written = registry(launcher)
     assert list(written["components"]) == ["echo-1", "echo-2", "relay"]
     for name, entry in written["components"].items():
@@ -133,7 +148,7 @@ def test_stopping_a_paused_component_still_drains(launch):
 
 
 def test_restart_keeps_ports_so_wired_components_find_it_again(launch):
-    launcher = launch(echo_topology())
+    launcher = launch(echo_topology(echoes=1))
     launcher.start()
     before = dict(launcher["echo-1"].listen)
     old_pid = launcher["echo-1"].proc.pid
@@ -146,9 +161,9 @@ def test_restart_keeps_ports_so_wired_components_find_it_again(launch):
     # The relay was started with the old address; it still reaches echo-1.
     assert echo_round_trip(launcher.address("relay"), b"again") == b"again\n"
     # Graceful restart of a component that was killed before works the same way.
-    launcher.kill("echo-2")
-    launcher.restart("echo-2")
-    assert echo_round_trip(launcher.address("echo-2")) == b"hello\n"
+    launcher.kill("relay")
+    launcher.restart("relay")
+    assert echo_round_trip(launcher.address("relay")) == b"hello\n"
     events = [e["event"] for e in launcher.events]
     assert events.count("restarted") == 2
 
@@ -165,18 +180,17 @@ def test_check_notices_a_component_that_died_on_its_own(launch, capsys):
 
 
 def test_add_grows_a_running_topology(launch):
-    launcher = launch(echo_topology())
+    launcher = launch(echo_topology(echoes=1))
     launcher.start()
-    relay = Component("relay-2", "relay", "--upstream {echo-2}", module="relay_service", env=ENV)
+    relay = Component("relay-2", "relay", "--upstream {echo-1}", module="relay_service", env=ENV)
     launcher.add(relay)
     assert echo_round_trip(launcher.address("relay-2")) == b"hello\n"
     assert "relay-2" in registry(launcher)["components"]
 
 
-def test_unknown_name_says_which_names_exist(launch):
-    launcher = launch(echo_topology(echoes=1))
-    launcher.start()
-    with pytest.raises(KeyError, match="have: echo-1, relay"):
+def test_unknown_name_says_which_names_exist(shared):
+    launcher = shared
+    with pytest.raises(KeyError, match="have: echo-1, echo-2, relay"):
         launcher.kill("web-1")
 
 
@@ -185,3 +199,19 @@ def test_no_child_survives_the_end_of_the_with_block(launch):
         launcher.start()
         pids = [i.proc.pid for i in launcher.instances.values()]
     wait_all_dead(pids)
+
+
+def test_restart_from_a_thread_that_then_ends_does_not_kill_the_component(launch):
+    # PR_SET_PDEATHSIG fires when the *thread* that forked the child ends: a scenario
+    # thread restarting a component must not take it down when it finishes.
+    launcher = launch(echo_topology(echoes=1))
+    launcher.start()
+    worker = threading.Thread(target=launcher.restart, args=("echo-1",), kwargs={"hard": True})
+    worker.start()
+    worker.join()
+    # join() returns before the OS thread is gone; wait for the kernel to retire it.
+    harness.wait_until_sync(lambda: not os.path.exists(f"/proc/self/task/{worker.native_id}"),
+                            what="thread gone")  # fmt: skip
+    assert launcher["echo-1"].restarts == 1
+    assert echo_round_trip(launcher.address("echo-1")) == b"hello\n"
+    assert pid_alive(launcher["echo-1"].proc.pid)
