@@ -1,0 +1,157 @@
+"""What a reverse proxy changes in a message on its way through (sans-IO).
+
+HTTP/1.1 is hop-by-hop in its framing and end-to-end in its meaning. The codec
+(``components.common.http1``) reads the framing; this module writes the head for the
+next hop, following RFC 9110 §7.6:
+
+- hop-by-hop fields are removed (§7.6.1): ``Connection`` and every field it names,
+  plus ``Keep-Alive``, ``Proxy-Connection``, ``TE``, ``Trailer``, ``Transfer-Encoding``
+  and ``Upgrade`` (we do not tunnel upgrades);
+- the body is re-framed for the next hop: a single normalised ``Content-Length`` (never a
+  list, never alongside ``Transfer-Encoding``: that ambiguity is how requests get
+  smuggled), or ``Transfer-Encoding: chunked`` when the length is not known;
+- ``Via`` records the hop (§7.6.3) with the protocol version received;
+- the client's address is appended to ``X-Forwarded-For`` and ``Forwarded``
+  (RFC 7239) and ``X-Forwarded-Proto`` is set, so the backend learns who asked; the
+  balancer overwrites ``X-Forwarded-Proto`` rather than trust a client's claim.
+
+Requests always go to backends as HTTP/1.1 on persistent connections, whatever the
+client spoke; responses go back as HTTP/1.1, which RFC 9110 §2.5 allows even to a 1.0
+client, provided we then use no chunking towards it (§7.1 of RFC 9112 is 1.1-only) and
+close where its body has no length.
+"""
+
+from __future__ import annotations
+
+from components.common.http1 import Request, Response, serialize_request_head
+
+#: RFC 9110 §7.6.1 plus the non-standard ``Proxy-Connection`` and ``Keep-Alive``.
+HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+     b"transfer-encoding", b"upgrade"}
+)  # fmt: skip
+#: Fields we always replace with our own value.
+_REPLACED = frozenset({b"content-length", b"x-forwarded-proto"})
+
+#: How a body travels on the next hop.
+LENGTH = "length"
+CHUNKED = "chunked"
+CLOSE = "close"
+NONE = "none"
+
+#: Methods RFC 9110 §9.2.2 calls idempotent: safe to send twice, so safe to retry.
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
+
+def _forwarded_node(client_ip: str) -> bytes:
+    # RFC 7239 §6: IPv6 addresses are bracketed and the value then quoted.
+    if ":" in client_ip:
+        return b'"[%s]"' % client_ip.encode()
+    return client_ip.encode()
+
+
+def backend_request_head(
+    request: Request,
+    client_ip: str,
+    via_name: bytes,
+    backend_host: bytes,
+    proto: bytes = b"http",
+) -> bytes:
+    """The head to send a backend for ``request`` from ``client_ip``."""
+    drop = HOP_BY_HOP | request.connection if request.connection else HOP_BY_HOP
+    headers = []
+    append = headers.append
+    xff = None
+    has_host = False
+    for name, value in request.headers:
+        lname = name.lower()
+        if lname in drop or lname in _REPLACED:
+            continue
+        if lname == b"x-forwarded-for":
+            xff = value if xff is None else xff + b", " + value
+            continue
+        if lname == b"host":
+            has_host = True
+        append((name, value))
+    if not has_host:
+        # An HTTP/1.0 request may lack Host; the next hop speaks 1.1, which requires one.
+        append((b"Host", backend_host))
+    ip = client_ip.encode()
+    append((b"X-Forwarded-For", ip if xff is None else xff + b", " + ip))
+    append((b"X-Forwarded-Proto", proto))
+    append((b"Forwarded", b"for=%s;proto=%s" % (_forwarded_node(client_ip), proto)))
+    append((b"Via", b"%s %s" % (request.version, via_name)))
+    if request.framing == CHUNKED:
+        append((b"Transfer-Encoding", b"chunked"))
+    elif request.framing == LENGTH:
+        append((b"Content-Length", b"%d" % request.content_length))
+    return serialize_request_head(request.method, request.target, headers)
+
+
+def client_response_head(
+    response: Response,
+    *,
+    client_version: bytes,
+    keep_alive: bool,
+    via_name: bytes,
+    set_cookie: bytes | None = None,
+) -> tuple[bytes, str, bool]:
+    """The head to send the client, how its body travels, and whether to keep alive."""
+    drop = HOP_BY_HOP | response.connection if response.connection else HOP_BY_HOP
+    headers = []
+    append = headers.append
+    had_length = False
+    for name, value in response.headers:
+        lname = name.lower()
+        if lname in drop:
+            continue
+        if lname == b"content-length":
+            had_length = True
+            continue
+        append((name, value))
+    append((b"Via", b"%s %s" % (response.version, via_name)))
+    if set_cookie is not None:
+        append((b"Set-Cookie", set_cookie))
+    framing = response.framing
+    if framing == LENGTH:
+        mode = LENGTH
+        append((b"Content-Length", b"%d" % response.content_length))
+    elif framing == NONE:
+        mode = NONE
+        if had_length and response.status != 204:
+            # HEAD and 304 keep the length of the representation they describe.
+            append((b"Content-Length", b"%d" % response.content_length))
+    elif client_version == b"1.1":
+        # A chunked or close-delimited body goes to a 1.1 client chunked, so the client
+        # keeps its connection even when the backend did not know the length.
+        mode = CHUNKED
+        append((b"Transfer-Encoding", b"chunked"))
+    else:
+        mode = CLOSE
+        keep_alive = False
+    if not keep_alive:
+        append((b"Connection", b"close"))
+    elif client_version == b"1.0":
+        append((b"Connection", b"keep-alive"))
+    status_line = b"HTTP/1.1 %d %s\r\n" % (response.status, response.reason)
+    fields = b"".join([name + b": " + value + b"\r\n" for name, value in headers])
+    return status_line + fields + b"\r\n", mode, keep_alive
+
+
+def interim_response_head(response: Response) -> bytes:
+    """A 1xx (100 Continue, 103 Early Hints) passed on to a 1.1 client, hop fields dropped."""
+    fields = b"".join(
+        [n + b": " + v + b"\r\n" for n, v in response.headers if n.lower() not in HOP_BY_HOP]
+    )
+    return b"HTTP/1.1 %d %s\r\n%s\r\n" % (response.status, response.reason, fields)
+
+
+def cookie_value(request: Request, name: bytes) -> str | None:
+    """The value of cookie ``name`` in the request's Cookie fields (RFC 6265 §5.4)."""
+    for key, value in request.headers:
+        if len(key) == 6 and key.lower() == b"cookie":
+            for pair in value.split(b";"):
+                k, eq, v = pair.strip().partition(b"=")
+                if eq and k == name:
+                    return v.decode("latin-1")
+    return None

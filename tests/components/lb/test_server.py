@@ -1,0 +1,486 @@
+"""The load balancer as a real process in front of real backend processes.
+
+Clients are the real ones the issue names: curl, aiohttp, and raw sockets where the test
+is about exact bytes (pipelining, smuggling). Backends are ``backend_service.py``, a
+small aiohttp server run through the component runtime, so ``kill -9`` is a real death.
+Two backends and one balancer are shared by the module; tests that need their own flags
+or kill something start their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+import harness
+from components.common.http1 import NEED_DATA, Data, Parser, Response
+
+HERE = Path(__file__).resolve().parent
+BACKEND_ENV = {"PYTHONPATH": str(HERE)}
+FAST_HEALTH = ("--health-interval", "0.2", "--rise", "1", "--fall", "2")
+
+
+def start_backend(name: str):
+    return harness.start("testbackend", module="backend_service", env=BACKEND_ENV, name=name)
+
+
+def start_lb(*backends, flags=()):
+    args = []
+    for backend in backends:
+        args += ["--backend", backend.listen["main"]]
+    return harness.start("lb", *args, *flags)
+
+
+@pytest.fixture(scope="module")
+def backends():
+    procs = [start_backend("b1"), start_backend("b2")]
+    yield procs
+    for proc in procs:
+        proc.stop(timeout_s=5)
+
+
+@pytest.fixture(scope="module")
+def lb(backends):
+    proc = start_lb(*backends, flags=("--health-interval", "0"))
+    yield proc
+    proc.stop(timeout_s=5)
+
+
+def stats(backend) -> dict:
+    status, _, body = harness.http("GET", backend.url() + "/_stats")
+    assert status == 200
+    return json.loads(body)
+
+
+def raw_exchange(address, payload: bytes, timeout_s: float = 5.0) -> tuple[bytes, bool]:
+    """Send bytes, read until the server closes or goes quiet; (reply, closed_by_server)."""
+    with socket.create_connection(address, timeout=timeout_s) as conn:
+        conn.sendall(payload)
+        received = b""
+        conn.settimeout(1.0)
+        while True:
+            try:
+                piece = conn.recv(65536)
+            except TimeoutError:
+                return received, False
+            if not piece:
+                return received, True
+            received += piece
+
+
+def parse_responses(reply: bytes, count: int) -> list[tuple[int, bytes]]:
+    """(status, body) of each response in ``reply``, read with our own codec."""
+    parser = Parser(response=True)
+    for _ in range(count):
+        parser.expect_response(b"GET")
+    parser.feed(reply)
+    parser.feed_eof()
+    answers = []
+    while (event := parser.next_event()) is not NEED_DATA:
+        if type(event) is Response:
+            answers.append([event.status, b""])
+        elif type(event) is Data:
+            answers[-1][1] += event.data
+    return [tuple(a) for a in answers]
+
+
+def curl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["curl", "-sS", "--max-time", "10", *args], capture_output=True, timeout=20
+    )
+
+
+# -- the basics through real clients -----------------------------------------------------------
+
+
+async def test_round_robin_alternates_exactly_between_backends(lb):
+    async with aiohttp.ClientSession() as session:
+        names = []
+        for _ in range(6):
+            async with session.get(lb.url() + "/whoami") as response:
+                assert response.status == 200
+                names.append(await response.text())
+    assert names[0] != names[1]
+    assert names == [names[0], names[1]] * 3
+
+
+async def test_backend_sees_forwarding_headers_and_no_hop_by_hop(lb):
+    async with aiohttp.ClientSession() as session:
+        headers = {"Connection": "keep-alive, X-Private", "X-Private": "1", "Keep-Alive": "9"}
+        async with session.get(lb.url() + "/headers", headers=headers) as response:
+            seen = {k.lower(): v for k, v in (await response.json())["headers"]}
+            assert response.headers["Via"] == "1.1 lb"
+    assert seen["x-forwarded-for"] == "127.0.0.1"
+    assert seen["x-forwarded-proto"] == "http"
+    assert seen["forwarded"] == "for=127.0.0.1;proto=http"
+    assert seen["via"] == "1.1 lb"
+    assert "x-private" not in seen and "keep-alive" not in seen
+
+
+async def test_post_body_round_trips_with_aiohttp(lb):
+    body = os.urandom(300_000)
+    async with aiohttp.ClientSession() as session, session.post(lb.url() + "/echo", data=body) as r:
+        assert r.status == 200
+        assert await r.read() == body
+
+
+async def test_chunked_upload_from_an_async_generator(lb):
+    pieces = [os.urandom(n) for n in (1, 1000, 70_000, 5)]
+
+    async def gen():
+        for piece in pieces:
+            yield piece
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(lb.url() + "/echo", data=gen()) as r,
+    ):
+        assert r.status == 200
+        seen = json.loads(r.headers["X-Seen-Headers"])
+        assert seen.get("Transfer-Encoding") == "chunked"
+        assert await r.read() == b"".join(pieces)
+
+
+def test_curl_keep_alive_reuses_one_connection(lb):
+    result = curl("-v", lb.url() + "/whoami", lb.url() + "/whoami", lb.url() + "/whoami")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count(b"Re-using existing connection") == 2
+    assert result.stdout.count(b"b") == 3
+
+
+def test_curl_head_has_headers_and_no_body(lb):
+    result = curl("-I", lb.url() + "/whoami")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Content-Length: 2\r\n" in result.stdout
+
+
+def test_curl_chunked_download_and_upload(lb, tmp_path):
+    result = curl(lb.url() + "/stream?mb=3")
+    assert result.returncode == 0 and len(result.stdout) == 3 << 20
+    upload = tmp_path / "up.bin"
+    upload.write_bytes(os.urandom(200_000))
+    result = curl(
+        "-H", "Transfer-Encoding: chunked", "--data-binary", f"@{upload}", lb.url() + "/echo"
+    )
+    assert result.returncode == 0 and result.stdout == upload.read_bytes()
+
+
+def test_curl_expect_100_continue(lb, tmp_path):
+    upload = tmp_path / "up.bin"
+    upload.write_bytes(b"z" * 5000)
+    result = curl(
+        "-v", "-H", "Expect: 100-continue", "--data-binary", f"@{upload}", lb.url() + "/echo"
+    )
+    assert result.returncode == 0, result.stderr
+    assert b"HTTP/1.1 100 Continue" in result.stderr
+    assert result.stdout == upload.read_bytes()
+
+
+def test_conditional_get_304_passes_through(lb):
+    status, headers, body = harness.http(
+        "GET", lb.url() + "/etag", headers={"If-None-Match": '"v1"'}
+    )
+    assert status == 304 and body == b""
+    assert headers["ETag"] == '"v1"'
+
+
+def test_pipelined_requests_are_answered_in_order(lb):
+    payload = (
+        b"".join(
+            b"GET /%s HTTP/1.1\r\nHost: x\r\n\r\n" % path
+            for path in (b"whoami", b"etag", b"whoami")
+        )
+        + b"GET /status/404 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    reply, closed = raw_exchange(lb.address(), payload)
+    assert closed
+    answers = parse_responses(reply, 4)
+    assert [status for status, _ in answers] == [200, 200, 200, 404]
+    assert answers[1][1] == b"versioned"
+    # Round robin over two backends: the first and third went to the same one.
+    assert answers[0][1] == answers[2][1] and answers[0][1] in (b"b1", b"b2")
+
+
+def test_metrics_count_requests_per_backend_and_status(lb, backends):
+    harness.http("GET", lb.url() + "/status/418")
+    _, _, text = harness.http("GET", lb.url("admin") + "/metrics")
+    text = text.decode()
+    assert 'scalelab_lb_requests_total{backend="' in text
+    assert ',status="418"} 1' in text
+    assert "scalelab_lb_request_duration_seconds_bucket{backend=" in text
+    for backend in backends:
+        assert f'scalelab_lb_backend_up{{backend="{backend.listen["main"]}"}} 1' in text
+
+
+def test_admin_lists_backends(lb, backends):
+    status, _, body = harness.http("GET", lb.url("admin") + "/admin/backends")
+    assert status == 200
+    listing = json.loads(body)
+    assert listing["algorithm"] == "round_robin"
+    assert {b["address"] for b in listing["backends"]} == {b.listen["main"] for b in backends}
+    assert all(b["state"] == "up" and b["healthy"] for b in listing["backends"])
+
+
+# -- request smuggling and bad framing: refused, closed, nothing forwarded ---------------------
+
+SMUGGLING = {
+    "cl_te": (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    "te_cl": (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n5c\r\n", 400),
+    "two_cl": (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 44\r\n\r\n", 400),
+    "te_obfuscated": (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n", 501),
+    "te_tab_prefix": (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\tchunked, identity\r\n\r\n", 501),
+    "space_colon": (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n", 400),
+    "obs_fold_te": (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n chunked\r\n\r\n", 400),
+    "bare_cr": (b"GET /whoami HTTP/1.1\r\nHost: x\rGET /whoami HTTP/1.1\r\n\r\n", 400),
+    "nul": (b"GET /whoami HTTP/1.1\r\nHost: x\x00\r\n\r\n", 400),
+    "bad_chunk": (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0x0\r\n\r\n", 400),
+    "long_line": (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    "many_fields": (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * 101 + b"\r\n", 431),
+}  # fmt: skip
+HIDDEN = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("name", sorted(SMUGGLING))
+def test_smuggling_attempt_is_refused_closed_and_not_forwarded(lb, backends, name):
+    payload, status = SMUGGLING[name]
+    before = [stats(b)["seen"] for b in backends]
+    reply, closed = raw_exchange(lb.address(), payload + HIDDEN)
+    assert reply.startswith(b"HTTP/1.1 %d " % status), reply[:200]
+    assert b"Connection: close\r\n" in reply
+    assert closed
+    after = [stats(b)["seen"] for b in backends]
+    assert after == before  # the backends received nothing at all, hidden request included
+
+
+def test_bad_chunk_mid_body_cuts_the_exchange_and_forwards_no_hidden_request(lb, backends):
+    before = sum(stats(b)["count"] for b in backends)
+    with socket.create_connection(lb.address(), timeout=5) as conn:
+        conn.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+        )
+        # The head and first chunk are valid, so they are already on their way to a backend.
+        harness.wait_until_sync(lambda: sum(stats(b)["count"] for b in backends) == before + 1)
+        conn.sendall(b"zz\r\n" + HIDDEN)
+        reply = b""
+        while piece := conn.recv(65536):
+            reply += piece
+    assert reply.startswith(b"HTTP/1.1 400 ")  # no response byte had gone out yet
+    seen = [path for b in backends for path in stats(b)["seen"]]
+    assert "GET /smuggled" not in seen
+    assert sum(stats(b)["count"] for b in backends) == before + 1
+
+
+# -- failures, timeouts and limits ----------------------------------------------------------
+
+
+def test_no_backend_gives_503_with_a_short_body(spawn):
+    proc = spawn("lb", "--health-interval", "0")
+    status, headers, body = harness.http("GET", proc.url() + "/")
+    assert status == 503 and body == b"no healthy backend\n"
+
+
+def test_slow_backend_gives_504(spawn, backends):
+    proc = spawn("lb", "--backend", backends[0].listen["main"], "--health-interval", "0",
+                 "--first-byte-timeout", "0.5")  # fmt: skip
+    status, _, body = harness.http("GET", proc.url() + "/slow?s=3")
+    assert status == 504 and b"timed out" in body
+
+
+def test_connection_refused_is_retried_on_another_backend(spawn, backends):
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead_address = f"127.0.0.1:{dead.getsockname()[1]}"
+    dead.close()  # nothing listens there now: connects are refused
+    proc = spawn("lb", "--backend", dead_address, "--backend", backends[0].listen["main"],
+                 "--health-interval", "0", "--max-fails", "100")  # fmt: skip
+    for _ in range(4):
+        status, _, body = harness.http("POST", proc.url() + "/echo", body=b"payload")
+        assert (status, body) == (200, b"payload")
+    _, _, text = harness.http("GET", proc.url("admin") + "/metrics")
+    assert b"scalelab_lb_retries_total 2" in text
+    assert (
+        f'scalelab_lb_backend_errors_total{{backend="{dead_address}",kind="connect"}} 2'.encode()
+        in text
+    )
+
+
+def test_max_connections_refuses_the_extra_client(spawn, backends):
+    proc = spawn("lb", "--backend", backends[0].listen["main"], "--health-interval", "0",
+                 "--max-connections", "1")  # fmt: skip
+    with socket.create_connection(proc.address(), timeout=5) as first:
+        first.sendall(b"GET /whoami HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert first.recv(4096).startswith(b"HTTP/1.1 200")
+        reply, closed = raw_exchange(proc.address(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 503") and closed
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_100_mb_streamed_to_a_slow_reader_keeps_proxy_memory_bounded(lb):
+    baseline = rss_kib(lb.pid)
+    peak = baseline
+    total = 0
+    with socket.socket() as conn:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        conn.settimeout(10)
+        conn.connect(lb.address())
+        conn.sendall(b"GET /stream?mb=100 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        next_sample = 0
+        while True:
+            piece = conn.recv(16384)  # small reads: the client is the bottleneck
+            if not piece:
+                break
+            total += len(piece)
+            if total >= next_sample:
+                peak = max(peak, rss_kib(lb.pid))
+                next_sample += 4 << 20
+    assert (100 << 20) < total < (100 << 20) + 100_000  # body, chunk framing and the head
+    # Without backpressure the proxy would buffer most of the 100 MiB; allow 30 MiB slack.
+    assert peak - baseline < 30 * 1024, (baseline, peak)
+
+
+# -- health and the live pool -------------------------------------------------------------------
+
+
+async def hammer(url: str, stop: asyncio.Event, results: list) -> None:
+    async with aiohttp.ClientSession() as session:
+        while not stop.is_set():
+            try:
+                async with session.get(url) as response:
+                    results.append((response.status, await response.text()))
+            except aiohttp.ClientError as error:
+                results.append((0, repr(error)))
+
+
+async def test_killed_backend_is_routed_around_with_no_get_errors(spawn, backends):
+    victim = start_backend("victim")
+    try:
+        proc = spawn("lb", "--backend", victim.listen["main"], "--backend",
+                     backends[0].listen["main"], *FAST_HEALTH)  # fmt: skip
+        stop, results = asyncio.Event(), []
+        tasks = [
+            asyncio.ensure_future(hammer(proc.url() + "/whoami", stop, results)) for _ in range(4)
+        ]
+        await harness.wait_until(lambda: sum(1 for r in results if r[1] == "victim") >= 10)
+        victim.kill()
+        killed_at = len(results)
+        await harness.wait_until(lambda: len(results) >= killed_at + 200, what="load after kill")
+        stop.set()
+        await asyncio.gather(*tasks)
+    finally:
+        victim.kill()
+    errors = [r for r in results if r[0] != 200]
+    assert errors == []  # connect refused and resets are retried for GETs
+    assert all(r[1] == "b1" for r in results[killed_at + 20 :])
+    status, _, body = harness.http("GET", proc.url("admin") + "/admin/backends")
+    states = {b["address"]: b["state"] for b in json.loads(body)["backends"]}
+    await harness.wait_until(
+        lambda: b'"state":"down"' in harness.http("GET", proc.url("admin") + "/admin/backends")[2],
+        what="active checks mark the victim down",
+    )
+    assert states[backends[0].listen["main"]] == "up"
+
+
+def test_sick_backend_is_taken_out_by_active_checks_and_recovers(spawn):
+    sick = start_backend("sick")
+    try:
+        proc = spawn("lb", "--backend", sick.listen["main"], *FAST_HEALTH)
+        assert harness.http("GET", proc.url() + "/whoami")[0] == 200
+        harness.http("POST", sick.url() + "/_sick")
+        harness.wait_until_sync(
+            lambda: harness.http("GET", proc.url() + "/whoami")[0] == 503,
+            what="sick backend taken out",
+        )
+        _, _, text = harness.http("GET", proc.url("admin") + "/metrics")
+        assert f'scalelab_lb_backend_up{{backend="{sick.listen["main"]}"}} 0'.encode() in text
+    finally:
+        sick.kill()
+
+
+async def test_add_drain_and_remove_live_under_load_lose_no_request(spawn, backends):
+    proc = spawn("lb", "--backend", backends[0].listen["main"], "--health-interval", "0")
+    admin = proc.url("admin") + "/admin/backends"
+    stop, results = asyncio.Event(), []
+    tasks = [asyncio.ensure_future(hammer(proc.url() + "/whoami", stop, results)) for _ in range(4)]
+    try:
+        await harness.wait_until(lambda: len(results) >= 20)
+        body = json.dumps({"address": backends[1].listen["main"], "weight": 1}).encode()
+        assert (await asyncio.to_thread(harness.http, "POST", admin, body))[0] == 201
+        await harness.wait_until(lambda: any(r[1] == "b2" for r in results), what="b2 used")
+        first = backends[0].listen["main"]
+        status, _, reply = await asyncio.to_thread(harness.http, "POST", f"{admin}/{first}/drain")
+        assert status == 200 and json.loads(reply)["state"] == "draining"
+        drained_at = len(results)
+        await harness.wait_until(lambda: len(results) >= drained_at + 50)
+        assert all(r[1] == "b2" for r in results[drained_at + 8 :])
+        status, _, _ = await asyncio.to_thread(harness.http, "DELETE", f"{admin}/{first}")
+        assert status == 200
+        removed_at = len(results)
+        await harness.wait_until(lambda: len(results) >= removed_at + 20)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    assert [r for r in results if r[0] != 200] == []
+    listing = json.loads(harness.http("GET", admin)[2])
+    assert [b["address"] for b in listing["backends"]] == [backends[1].listen["main"]]
+    assert harness.http("DELETE", f"{admin}/{first}")[0] == 404
+
+
+def test_bad_admin_add_is_400(lb):
+    status, _, body = harness.http(
+        "POST", lb.url("admin") + "/admin/backends", b'{"address": "nope"}'
+    )
+    assert status == 400 and b"HOST:PORT" in body
+
+
+# -- stickiness through real clients ---------------------------------------------------------
+
+
+async def test_cookie_algorithm_keeps_a_client_on_one_backend(spawn, backends):
+    proc = spawn("lb", *sum((["--backend", b.listen["main"]] for b in backends), []),
+                 "--algorithm", "cookie", "--health-interval", "0")  # fmt: skip
+    seen_by_client = []
+    for _ in range(2):
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+            names = []
+            for _ in range(5):
+                async with session.get(proc.url() + "/whoami") as response:
+                    names.append(await response.text())
+            assert len(set(names)) == 1
+            seen_by_client.append(names[0])
+    assert seen_by_client[0] != seen_by_client[1]  # new clients are still spread
+
+
+def test_ip_hash_keeps_a_client_on_one_backend(spawn, backends):
+    proc = spawn("lb", *sum((["--backend", b.listen["main"]] for b in backends), []),
+                 "--algorithm", "ip_hash", "--health-interval", "0")  # fmt: skip
+    names = {harness.http("GET", proc.url() + "/whoami")[2] for _ in range(6)}
+    assert len(names) == 1
+
+
+def test_least_conn_sends_new_requests_to_the_idle_backend(spawn, backends):
+    proc = spawn("lb", *sum((["--backend", b.listen["main"]] for b in backends), []),
+                 "--algorithm", "least_conn", "--health-interval", "0")  # fmt: skip
+    with socket.create_connection(proc.address(), timeout=10) as slow:
+        slow.sendall(b"GET /slow?s=1.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        harness.wait_until_sync(
+            lambda: b"active_connections" in harness.http("GET", proc.url("admin") + "/metrics")[2]
+            and any(b["active"] == 1 for b in json.loads(
+                harness.http("GET", proc.url("admin") + "/admin/backends")[2])["backends"]),
+        )  # fmt: skip
+        names = {harness.http("GET", proc.url() + "/whoami")[2] for _ in range(4)}
+        assert len(names) == 1
+        assert slow.recv(4096).endswith(b"slow " + (b"b1" if names == {b"b2"} else b"b2"))
