@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import uuid
 
 import aiomcache
@@ -352,29 +351,3 @@ def test_connection_limit_refuses_the_extra_client(spawn):
         fourth.close()
     finally:
         first.close()
-
-
-def test_client_that_never_reads_does_not_grow_server_memory(server, key):
-    # Ask for a large value over and over without reading: the server must stop
-    # reading from us (pause) rather than buffer replies without bound.
-    mc = Client(server.address(), timeout=5)
-    mc.set(key, b"x" * 500_000, noreply=False)
-    mc.close()
-    conn = socket.create_connection(server.address(), timeout=5)
-    conn.setblocking(False)
-    sent = 0
-    request = b"get " + key.encode() + b"\r\n"
-    stop = threading.Event()
-    try:
-        while sent < 2000 and not stop.is_set():
-            try:
-                conn.send(request)
-                sent += 1
-            except BlockingIOError:
-                break
-        # The server is still healthy and serving others.
-        other = Client(server.address(), timeout=5)
-        assert other.version().startswith(b"1.6")
-        other.close()
-    finally:
-        conn.close()
