@@ -13,8 +13,10 @@ import yarl
 from prometheus_client.parser import text_string_to_metric_families
 
 import harness
+from components.common.runner import parse_args
 from components.web.protocol import encode_user
 from components.web.seed import seed_user
+from components.web.server import WebService
 
 SEED = 200
 NEW_USER = {
@@ -301,7 +303,7 @@ async def test_requests_are_counted_by_route_pattern_not_raw_path(server, client
 
 async def test_over_capacity_is_503_with_retry_after(spawn, client):
     proc = spawn("web", "--seed-users", "3", "--max-concurrency", "1", "--max-queue", "1",
-                 "--service-time-ms", "1500", "--retry-after-s", "2")  # fmt: skip
+                 "--service-time-ms", "1000", "--retry-after-s", "2")  # fmt: skip
     url = proc.url() + "/users/1"
 
     async def get():
@@ -441,15 +443,20 @@ def test_an_unusable_database_fails_the_start_cleanly(tmp_path):
     assert "start_failed" in str(error.value) and "Traceback" not in str(error.value)
 
 
-@pytest.mark.parametrize("flags", [("--static-dir", "/no/such/dir"), ("--db", "mysql:x"), ("--cache", "local:0"),
-                                   ("--service-mode", "nap"), ("--seed-users", "-1")])  # fmt: skip
-def test_bad_flags_exit_two(flags):
-    import subprocess
-    import sys
+@pytest.mark.parametrize(
+    "flags",
+    [("--static-dir", "/no/such/dir"), ("--db", "mysql:x"), ("--cache", "local:0"),
+     ("--service-mode", "nap"), ("--seed-users", "-1"), ("--session-ttl-s", "0")],
+)  # fmt: skip
+def test_bad_flags_exit_two_with_usage(flags, capsys):
+    # In-process: the contract suite already proves a real process exits 2 on a bad flag.
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(WebService, list(flags))
+    assert exit_info.value.code == 2
+    assert "usage:" in capsys.readouterr().err
 
-    from topologies.process import child_env
 
-    result = subprocess.run([sys.executable, "-m", "components.web", *flags],
-                            capture_output=True, timeout=30, env=child_env())  # fmt: skip
-    assert result.returncode == 2
-    assert b"usage:" in result.stderr
+def test_the_documented_command_line_parses():
+    args = parse_args(WebService, ["--db", "sqlite:/path/app.db", "--cache", "local:64",
+                                   "--seed-users", "1000"])  # fmt: skip
+    assert (args.port, args.admin_port, args.db) == (8000, 18000, "sqlite:/path/app.db")
