@@ -158,6 +158,8 @@ def new_run_dir(stage: str, base: Path = RUNS_DIR) -> Path:
 
 def run_command(args: argparse.Namespace, stage: ModuleType, parser) -> int:
     out = sys.stdout
+    if args.report is not None and not args.load:
+        parser.error("--report needs --load (the report is the load generator's)")
     try:
         topology = stage.topology(args)
     except TopologyError as error:

@@ -19,14 +19,25 @@ import argparse
 from .topology import Component, Topology
 
 
+def count(text: str) -> int:
+    """A whole number >= 0, for argparse."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
+    return value
+
+
 def add_arguments(parser) -> None:
-    parser.add_argument("--seed-users", type=int, default=1000, help="users in the database")
+    parser.add_argument("--seed-users", type=count, default=1000, help="users in the database")
     parser.add_argument(
-        "--cache-mb", type=int, default=64, help="in-process cache size (0: no cache)"
+        "--cache-mb", type=count, default=64, help="in-process cache size (0: no cache)"
     )
     parser.add_argument("--service-time-ms", type=float, default=None,
                         help="emulated work per request")  # fmt: skip
-    parser.add_argument("--max-concurrency", type=int, default=None,
+    parser.add_argument("--max-concurrency", type=count, default=None,
                         help="requests served at once; beyond it a bounded queue, then 503")  # fmt: skip
 
 

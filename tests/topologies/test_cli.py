@@ -109,7 +109,9 @@ def test_stages_lists_the_first_stage(capsys):
         (["run", "single_server", "--duration", "-1"], "must be > 0"),
         (["run", "single_server", "--procs", "0"], "must be >= 1"),
         (["run", "single_server", "--bogus"], "unrecognized arguments: --bogus"),
+        (["run", "single_server", "--seed-users", "-5"], "must be >= 0"),
         (["run", "missing_file.py"], "no topology file"),
+        (["run", "single_server", "--report", "r.json"], "--report needs --load"),
     ],
 )
 def test_bad_arguments_exit_2_with_usage(capsys, argv, complaint):

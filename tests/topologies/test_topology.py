@@ -96,3 +96,30 @@ def test_entry_and_scrape_must_name_components():
 def test_entry_may_name_a_role():
     topology = Topology("t", [Component("web-1", "web")], entry="web-1.admin")
     assert topology.entry == "web-1.admin"
+
+
+def _single_server(*argv):
+    import argparse
+
+    from topologies import single_server
+
+    parser = argparse.ArgumentParser()
+    single_server.add_arguments(parser)
+    return single_server.topology(parser.parse_args(list(argv)))
+
+
+def test_single_server_is_one_web_server_with_sqlite_and_a_local_cache():
+    topology = _single_server()
+    (web,) = topology.components
+    assert (web.name, web.component) == ("web-1", "web")
+    assert web.argv == ("--db", "sqlite:{data}/app.db", "--cache", "local:64",
+                        "--seed-users", "1000")  # fmt: skip
+    assert topology.entry == "web-1" and topology.scraped == ["web-1"]
+
+
+def test_single_server_passes_capacity_emulation_and_can_drop_the_cache():
+    (web,) = _single_server("--service-time-ms", "2.5", "--max-concurrency", "8",
+                            "--cache-mb", "0").components  # fmt: skip
+    argv = " ".join(web.argv)
+    assert "--cache none" in argv
+    assert "--service-time-ms 2.5" in argv and "--max-concurrency 8" in argv
