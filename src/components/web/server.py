@@ -136,7 +136,7 @@ class WebService(Service):
         group.add_argument("--cache", type=_cache_spec, default=DEFAULT_CACHE_SPEC,
                            help="cache: local:MB (in-process LRU) or none")  # fmt: skip
         group.add_argument("--cache-ttl-s", type=_non_negative_float, default=60.0,
-                           help="TTL of cached user documents")  # fmt: skip
+                           help="TTL of cached user documents (0: cache nothing)")  # fmt: skip
         group.add_argument("--max-body-bytes", type=_non_negative_int,
                            default=DEFAULT_MAX_BODY_BYTES, help="largest request body (413 above)")  # fmt: skip
         group.add_argument("--session-ttl-s", type=_non_negative_float, default=3600.0,
@@ -452,7 +452,9 @@ class WebService(Service):
         if is_not_modified(request.headers.get("If-None-Match"),
                            request.headers.get("If-Modified-Since"), asset.etag, asset.mtime_s):  # fmt: skip
             return web.Response(status=304, headers=headers)
-        return web.Response(body=asset.content, content_type=asset.content_type, headers=headers)
+        charset = "utf-8" if asset.content_type.startswith("text/") else None
+        return web.Response(body=asset.content, content_type=asset.content_type,
+                            charset=charset, headers=headers)  # fmt: skip
 
     async def index(self, request: web.Request) -> web.Response:
         return web.Response(status=302, headers={"Location": "/static/index.html"})

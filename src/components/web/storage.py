@@ -19,6 +19,12 @@ SQLite is run the way a single-server deployment should run it:
   began, so reads never wait behind a writer's fsync, and a read issued after a write
   was acknowledged sees that write.
 
+How later backends fit without touching a handler: a replicated store that offers
+read-your-writes needs to know, on a read, the log position of the reader's last write.
+That is request context, not a parameter of ``get``: the middleware in ``server.py`` is
+the place to carry it (a cookie read into a ``contextvars.ContextVar`` that the backend
+consults, and set again from the position the backend reports after a write).
+
 The schema keeps the user's scalar fields in columns (what a relational schema would
 do) and the phone list as a JSON array. Seeding is idempotent: the ``meta`` table
 remembers how many seed users were written, so a restart with the same ``--seed-users``
