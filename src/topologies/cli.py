@@ -3,7 +3,7 @@
 ::
 
     scalelab run STAGE [--load PROFILE] [--duration S] [--report FILE] [--run-dir DIR]
-                       [--procs N] [--drain-timeout S] [stage flags]
+                       [--procs N] [--drain-timeout S] [--ready-timeout S] [stage flags]
     scalelab load URL --profile P [...]      # the load generator alone, any HTTP server
     scalelab stages
 
@@ -27,7 +27,7 @@ from types import ModuleType
 
 from . import stages
 from .launcher import DRAIN_TIMEOUT_S, Launcher, install_signal_handlers
-from .process import StartError
+from .process import READY_TIMEOUT_S, StartError
 from .topology import TopologyError
 
 EXIT_OK = 0
@@ -83,6 +83,8 @@ def build_parser(stage: ModuleType | None = None):
                      help="load generator processes")  # fmt: skip
     run.add_argument("--drain-timeout", type=positive_float, default=DRAIN_TIMEOUT_S,
                      metavar="S", help="each component's drain time before SIGKILL")  # fmt: skip
+    run.add_argument("--ready-timeout", type=positive_float, default=READY_TIMEOUT_S,
+                     metavar="S", help="how long each component may take to be ready")  # fmt: skip
     if stage is not None:
         stages.add_arguments(stage, run)
     commands.add_parser(
@@ -180,7 +182,8 @@ def run_command(args: argparse.Namespace, stage: ModuleType, parser) -> int:
             return EXIT_FAILED
     run_dir = args.run_dir or new_run_dir(topology.stage)
     install_signal_handlers()
-    launcher = Launcher(topology, run_dir, drain_timeout_s=args.drain_timeout, out=out)
+    launcher = Launcher(topology, run_dir, drain_timeout_s=args.drain_timeout,
+                        ready_timeout_s=args.ready_timeout, out=out)  # fmt: skip
     try:
         with launcher:
             print(f"starting {topology.stage} ...", file=out, flush=True)

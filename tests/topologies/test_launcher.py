@@ -1,5 +1,6 @@
 """The launcher against real processes: start and wiring, failed starts, stop, faults."""
 
+import io
 import json
 import os
 import signal
@@ -177,6 +178,18 @@ def test_check_notices_a_component_that_died_on_its_own(launch, capsys):
     assert launcher["echo-1"].state == EXITED
     assert registry(launcher)["components"]["echo-1"]["state"] == EXITED
     assert launcher.check() == []  # reported once
+
+
+def test_watch_returns_once_nothing_is_left_running(launch):
+    out = io.StringIO()
+    launcher = launch(Topology("t", [Component("echo-1", "echo", module="echo_service", env=ENV)],
+                               entry="echo-1"), out=out)  # fmt: skip
+    launcher.start()
+    os.kill(launcher["echo-1"].proc.pid, signal.SIGKILL)
+    launcher.watch()  # no timeout: it must notice by itself
+    text = out.getvalue()
+    assert "echo-1 exited unexpectedly (code -9)" in text
+    assert "no component left running" in text
 
 
 def test_add_grows_a_running_topology(launch):
