@@ -120,6 +120,11 @@ class GroupCommitter:
         if last is not None:
             await last
 
+    async def flush(self) -> None:
+        """Wait until everything submitted so far is durable and applied."""
+        while (self._pending or self.db.applied_lsn < self.next_lsn - 1) and not self.broken:
+            await asyncio.sleep(0.002)
+
     async def close(self) -> None:
         """Finish what is queued, then stop the stages."""
         while self._pending and not self.broken:

@@ -753,6 +753,7 @@ class StoreService(Service):
         if epoch is not None and not isinstance(epoch, int):
             return json_response({"error": "epoch must be an integer"}, 400)
         await self._stop_following()
+        await self.committer.flush()  # records already received are applied before writes
         try:
             new_epoch = self.node.promote(epoch)
         except ValueError as exc:

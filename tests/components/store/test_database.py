@@ -4,6 +4,7 @@ import sqlite3
 
 import pytest
 
+from components.store import database
 from components.store.database import (
     BUDGET_EXCEEDED,
     META_TABLE,
@@ -84,7 +85,8 @@ def test_blobs_are_base64_and_types_come_from_values(db):
                         [[1, "AAH/", 1.5, None]], rows.time)  # fmt: skip
 
 
-def test_a_runaway_write_is_cut_by_a_deterministic_budget(db):
+def test_a_runaway_write_is_cut_by_a_deterministic_budget(db, monkeypatch):
+    monkeypatch.setattr(database, "WRITE_BUDGET_STEPS", 500_000)  # keep the test quick
     loop = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) INSERT INTO t(v) SELECT x FROM c"
     (result,) = db.apply(2, 1, Batch(((loop, None),), False))
     assert result.error == BUDGET_EXCEEDED

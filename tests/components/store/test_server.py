@@ -8,6 +8,15 @@ import pytest
 import harness
 
 
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    """One store process shared by the tests that only need *a* node (each uses its own
+    tables): a process start costs a second on a busy 2-core machine."""
+    proc = harness.start("store", "--data-dir", str(tmp_path_factory.mktemp("shared")))
+    yield proc
+    proc.stop(timeout_s=5)
+
+
 def connect(proc):
     host, port = proc.address()
     return dbapi2.connect(host=host, port=port)
@@ -25,8 +34,8 @@ def query(proc, sql, qs=""):
     return status, json.loads(body) if body[:1] in b"[{" else body
 
 
-def test_pyrqlite_creates_inserts_and_selects_with_parameters(store):
-    conn = connect(store())
+def test_pyrqlite_creates_inserts_and_selects_with_parameters(node):
+    conn = connect(node)
     cursor = conn.cursor()
     cursor.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, score REAL)")
     cursor.execute("INSERT INTO users(name, score) VALUES(?, ?)", ("fiona", 1.5))
@@ -47,8 +56,8 @@ def test_pyrqlite_creates_inserts_and_selects_with_parameters(store):
     conn.close()
 
 
-def test_pyrqlite_sees_sql_errors_and_the_node_keeps_serving(store):
-    proc = store()
+def test_pyrqlite_sees_sql_errors_and_the_node_keeps_serving(node):
+    proc = node
     conn = connect(proc)
     cursor = conn.cursor()
     with pytest.raises(dbapi2.Error, match="no such table"):
@@ -60,8 +69,8 @@ def test_pyrqlite_sees_sql_errors_and_the_node_keeps_serving(store):
     assert proc.alive()
 
 
-def test_blobs_round_trip_through_pyrqlite(store):
-    conn = connect(store())
+def test_blobs_round_trip_through_pyrqlite(node):
+    conn = connect(node)
     cursor = conn.cursor()
     cursor.execute("CREATE TABLE b (v BLOB)")
     cursor.execute("INSERT INTO b VALUES(?)", (b"\x00\x01\xff",))
@@ -69,64 +78,60 @@ def test_blobs_round_trip_through_pyrqlite(store):
     assert cursor.fetchone()[0] == b"\x00\x01\xff"
 
 
-def test_execute_without_transaction_keeps_the_good_statements(store):
-    proc = store()
-    post(proc, "/db/execute", ["CREATE TABLE t (id INTEGER PRIMARY KEY)"])
-    status, headers, body = post(proc, "/db/execute", [
-        "INSERT INTO t VALUES(1)", "INSERT INTO t VALUES(1)", "INSERT INTO t VALUES(2)"])  # fmt: skip
+def test_execute_without_transaction_keeps_the_good_statements(node):
+    post(node, "/db/execute", ["CREATE TABLE notx (id INTEGER PRIMARY KEY)"])
+    status, headers, body = post(node, "/db/execute", [
+        "INSERT INTO notx VALUES(1)", "INSERT INTO notx VALUES(1)", "INSERT INTO notx VALUES(2)"])  # fmt: skip
     assert status == 200
     results = json.loads(body)["results"]
     assert results[0] == {"last_insert_id": 1, "rows_affected": 1}
     assert "UNIQUE constraint failed" in results[1]["error"]
-    assert int(headers["X-Scalelab-Lsn"]) == 2
-    assert query(proc, "SELECT count(*) FROM t")[1]["results"][0]["values"] == [[2]]
+    assert results[2] == {"last_insert_id": 2, "rows_affected": 1}
+    assert int(headers["X-Scalelab-Lsn"]) > 1
+    assert query(node, "SELECT count(*) FROM notx")[1]["results"][0]["values"] == [[2]]
 
 
-def test_execute_with_transaction_is_all_or_nothing(store):
-    proc = store()
-    post(proc, "/db/execute", ["CREATE TABLE t (id INTEGER PRIMARY KEY)"])
-    status, _, body = post(proc, "/db/execute?transaction", [
-        "INSERT INTO t VALUES(1)", "INSERT INTO t VALUES(1)", "INSERT INTO t VALUES(2)"])  # fmt: skip
+def test_execute_with_transaction_is_all_or_nothing(node):
+    post(node, "/db/execute", ["CREATE TABLE tx (id INTEGER PRIMARY KEY)"])
+    status, _, body = post(node, "/db/execute?transaction", [
+        "INSERT INTO tx VALUES(1)", "INSERT INTO tx VALUES(1)", "INSERT INTO tx VALUES(2)"])  # fmt: skip
     results = json.loads(body)["results"]
     assert len(results) == 2 and "error" in results[1]
-    assert "values" not in query(proc, "SELECT * FROM t")[1]["results"][0]
+    assert "values" not in query(node, "SELECT * FROM tx")[1]["results"][0]
 
 
-def test_query_levels_associative_timings_and_writes_refused(store):
-    proc = store()
-    post(proc, "/db/execute", ["CREATE TABLE t (a, b)", ["INSERT INTO t VALUES(?, ?)", 1, "x"]])
-    status, doc = query(proc, "SELECT a, b FROM t", "&associative&timings&level=strong")
+def test_query_levels_associative_timings_and_writes_refused(node):
+    post(node, "/db/execute", ["CREATE TABLE lv (a, b)", ["INSERT INTO lv VALUES(?, ?)", 1, "x"]])
+    status, doc = query(node, "SELECT a, b FROM lv", "&associative&timings&level=strong")
     assert status == 200
     assert doc["results"][0]["rows"] == [{"a": 1, "b": "x"}]
     assert "time" in doc and "time" in doc["results"][0]
-    _, doc = query(proc, "DELETE FROM t", "&level=none")
+    _, doc = query(node, "DELETE FROM lv", "&level=none")
     assert doc["results"][0] == {"error": "attempt to change database via query operation"}
-    status, _, body = post(proc, "/db/query?level=weak", [["SELECT b FROM t WHERE a = ?", 1]])
+    status, _, body = post(node, "/db/query?level=weak", [["SELECT b FROM lv WHERE a = ?", 1]])
     assert json.loads(body)["results"][0]["values"] == [["x"]]
 
 
-def test_unified_request_endpoint_mixes_reads_and_writes(store):
-    proc = store()
-    post(proc, "/db/execute", ["CREATE TABLE t (a)"])
-    _, _, body = post(proc, "/db/request", ["INSERT INTO t VALUES(5)", "SELECT a FROM t"])
-    assert json.loads(body)["results"] == [
-        {"last_insert_id": 1, "rows_affected": 1},
-        {"columns": ["a"], "types": ["integer"], "values": [[5]]},
-    ]
-    _, _, body = post(proc, "/db/request", ["SELECT count(*) FROM t"])
+def test_unified_request_endpoint_mixes_reads_and_writes(node):
+    post(node, "/db/execute", ["CREATE TABLE uni (a)"])
+    _, _, body = post(node, "/db/request", ["INSERT INTO uni VALUES(5)", "SELECT a FROM uni"])
+    results = json.loads(body)["results"]
+    assert results[0]["rows_affected"] == 1
+    assert results[1] == {"columns": ["a"], "types": ["integer"], "values": [[5]]}
+    _, _, body = post(node, "/db/request", ["SELECT count(*) FROM uni"])
     assert json.loads(body)["results"][0]["values"] == [[1]]
 
 
-def test_bad_requests_are_400_and_bodies_are_bounded(store):
-    proc = store()
-    status, _, body = harness.http("POST", proc.url() + "/db/execute", b"not json")
+def test_bad_requests_are_400_and_bodies_are_bounded(node):
+    status, _, body = harness.http("POST", node.url() + "/db/execute", b"not json")
     assert status == 400 and b"invalid JSON" in body
     too_many = ["SELECT 1"] * 1001
-    assert post(proc, "/db/execute", too_many)[0] == 400
+    assert post(node, "/db/execute", too_many)[0] == 400
     huge = b'["' + b"x" * (5 * 1024 * 1024) + b'"]'
-    assert harness.http("POST", proc.url() + "/db/execute", huge)[0] == 413
-    assert harness.http("GET", proc.url() + "/db/query")[0] == 400
-    assert harness.http("GET", proc.url() + "/db/query?q=SELECT+1&freshness=forever")[0] == 400
+    assert harness.http("POST", node.url() + "/db/execute", huge)[0] == 413
+    assert harness.http("GET", node.url() + "/db/query")[0] == 400
+    assert harness.http("GET", node.url() + "/db/query?q=SELECT+1&freshness=forever")[0] == 400
+    assert node.alive()
 
 
 def test_nondeterministic_functions_are_logged_as_values(store, tmp_path):
@@ -160,7 +165,7 @@ def test_status_readyz_nodes_and_backup(store, tmp_path):
 
 
 def test_metrics_count_executes_queries_and_fsyncs(store):
-    proc = store()
+    proc = store("metrics")
     post(proc, "/db/execute", ["CREATE TABLE t (a)"])
     query(proc, "SELECT * FROM t")
     text = harness.http("GET", proc.url("admin") + "/metrics")[2].decode()

@@ -1,0 +1,159 @@
+"""Real primary and replica processes: streaming, reads, forwarding, catch-up, failover."""
+
+import asyncio
+import http.client
+import json
+from urllib.parse import quote
+
+import aiohttp
+import pyrqlite.dbapi2 as dbapi2
+
+import harness
+
+
+def execute(proc, statements, qs=""):
+    status, headers, body = harness.http(
+        "POST", f"{proc.url()}/db/execute{qs}", json.dumps(statements).encode(),
+        {"Content-Type": "application/json"},
+    )  # fmt: skip
+    return status, headers, json.loads(body)
+
+
+def count(proc, table="t", qs="&level=none"):
+    status, _, body = harness.http(
+        "GET", f"{proc.url()}/db/query?q={quote(f'SELECT count(*) FROM {table}')}{qs}"
+    )
+    assert status == 200, body
+    return json.loads(body)["results"][0]["values"][0][0]
+
+
+def status(proc):
+    return json.loads(harness.http("GET", proc.url() + "/status")[2])["scalelab"]
+
+
+def admin(proc, op, body=None):
+    code, _, reply = harness.http("POST", f"{proc.url('admin')}/admin/{op}",
+                                  json.dumps(body or {}).encode())  # fmt: skip
+    assert code == 200, reply
+    return json.loads(reply)
+
+
+def caught_up(replica, lsn):
+    return lambda: status(replica)["applied_lsn"] >= lsn
+
+
+def test_replica_streams_the_log_serves_reads_and_forwards_writes(store):
+    primary = store("p")
+    replica = store("r", "--join", primary.listen["main"])
+    _, headers, _ = execute(
+        primary, ["CREATE TABLE t (a)"] + [["INSERT INTO t VALUES(?)", i] for i in range(10)]
+    )
+    lsn = int(headers["X-Scalelab-Lsn"])
+    harness.wait_until_sync(caught_up(replica, lsn), what="replica caught up")
+    assert count(replica) == 10
+
+    # read-your-writes on a replica: min_lsn waits until the replica has applied the write
+    _, headers, _ = execute(primary, [["INSERT INTO t VALUES(?)", 10]])
+    assert count(replica, qs=f"&level=none&min_lsn={headers['X-Scalelab-Lsn']}") == 11
+
+    # a write sent to the replica is forwarded (rqlite >= 7), or 301 with ?redirect
+    code, headers, body = execute(replica, [["INSERT INTO t VALUES(?)", 11]])
+    assert code == 200 and body["results"][0]["rows_affected"] == 1
+    host, port = replica.address()
+    conn = http.client.HTTPConnection(host, port, timeout=5)
+    conn.request("POST", "/db/execute?redirect", b'["INSERT INTO t VALUES(12)"]')
+    response = conn.getresponse()
+    assert response.status == 301
+    assert response.getheader("Location") == f"http://{primary.listen['main']}/db/execute?redirect"
+    conn.close()
+
+    # pyrqlite against the replica works unchanged (its writes and weak reads go to the primary)
+    cursor = dbapi2.connect(host=host, port=port).cursor()
+    cursor.execute("INSERT INTO t VALUES(?)", (13,))
+    cursor.execute("SELECT count(*) FROM t")
+    assert cursor.fetchone()[0] == 13
+
+    # the primary reports the replica and its lag; the replica reports its primary
+    mine = status(primary)
+    assert [r["name"] for r in mine["replicas"]] == ["r"]
+    theirs = status(replica)
+    assert (theirs["role"], theirs["primary"]) == ("replica", primary.listen["main"])
+    metrics = harness.http("GET", primary.url("admin") + "/metrics")[2].decode()
+    assert 'scalelab_store_replication_lag_records{replica="r"}' in metrics
+    nodes = json.loads(harness.http("GET", replica.url() + "/nodes")[2])
+    assert nodes["primary"]["leader"] is True
+
+    # a replica that was stopped catches up from its own LSN when it comes back
+    replica.stop()
+    _, headers, _ = execute(primary, [["INSERT INTO t VALUES(?)", i] for i in range(100, 150)])
+    replica = store("r", "--join", primary.listen["main"])
+    harness.wait_until_sync(caught_up(replica, int(headers["X-Scalelab-Lsn"])), what="catch-up")
+    assert count(replica) == 63
+    assert "installing_snapshot" not in replica.log_tail(200)
+
+
+def test_promotion_fences_the_old_primary_which_resyncs_by_snapshot(store):
+    primary = store("p")
+    replica = store("r", "--join", primary.listen["main"])
+    _, headers, _ = execute(primary, ["CREATE TABLE t (a)", "INSERT INTO t VALUES(1)"])
+    harness.wait_until_sync(caught_up(replica, int(headers["X-Scalelab-Lsn"])))
+    replica.stop()
+    # Writes only the old primary will ever have: its divergent suffix.
+    execute(primary, [["INSERT INTO t VALUES(?)", i] for i in range(2, 6)])
+    execute(primary, ["INSERT INTO t VALUES(6)"])
+    primary.kill()
+
+    replica = store("r", "--join", primary.listen["main"])
+    promoted = admin(replica, "promote")
+    assert (promoted["role"], promoted["epoch"]) == ("primary", 2)
+    assert execute(replica, ["INSERT INTO t VALUES(100)"])[0] == 200
+
+    old = store("p", "--join", replica.listen["main"])
+    harness.wait_until_sync(lambda: status(old)["applied_lsn"] >= status(replica)["lsn"]
+                            and status(old)["epoch"] == 2, what="old primary resynced")  # fmt: skip
+    assert count(old) == 2  # rows 1 and 100: the divergent 2..6 are gone
+    assert "installing_snapshot" in old.log_tail(200)
+    assert status(old)["role"] == "replica"
+
+
+def test_a_deposed_primary_stops_taking_writes_when_it_meets_the_new_epoch(store):
+    primary = store("p")
+    other = store("q")
+    admin(other, "promote")  # epoch 2, a primary of its own (a split brain in the making)
+    # q subscribes to p with epoch 2: p learns it has been deposed and refuses writes.
+    admin(other, "repoint", {"primary": primary.listen["main"]})
+    harness.wait_until_sync(lambda: status(primary)["fenced_by"] == 2, what="fenced")
+    code, _, body = execute(primary, ["CREATE TABLE t (a)"])
+    assert code == 503 and body == {"error": "leader not found"}
+
+
+async def test_semi_sync_writes_survive_promotion_under_load(store):
+    primary = store("p", "--sync-replicas", "1")
+    replica = store("r", "--join", primary.listen["main"])
+    execute(primary, ["CREATE TABLE t (k INTEGER PRIMARY KEY)"])
+    acked: set[int] = set()
+    stop = asyncio.Event()
+
+    async def writer(session, client):
+        seq = 0
+        while not stop.is_set():
+            seq += 1
+            key = client * 1_000_000 + seq
+            try:
+                async with session.post(f"{primary.url()}/db/execute",
+                                        json=[["INSERT INTO t VALUES(?)", key]]) as resp:  # fmt: skip
+                    if resp.status == 200:
+                        acked.add(key)
+            except (TimeoutError, aiohttp.ClientError):
+                return
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        tasks = [asyncio.ensure_future(writer(session, c)) for c in range(8)]
+        await harness.wait_until(lambda: len(acked) >= 200, what="acknowledged writes")
+        primary.kill()
+        stop.set()
+        await asyncio.gather(*tasks)
+    admin(replica, "promote")
+    status_code, _, body = harness.http("GET", f"{replica.url()}/db/query?q=SELECT+k+FROM+t")
+    present = {row[0] for row in json.loads(body)["results"][0].get("values", [])}
+    assert acked <= present, f"{len(acked - present)} acknowledged writes lost"
