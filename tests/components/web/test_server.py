@@ -325,6 +325,30 @@ async def test_over_capacity_is_503_with_retry_after(spawn, client):
         assert response.status == 200
 
 
+async def test_connections_beyond_the_bound_get_503_and_close(spawn, client):
+    import socket
+
+    proc = spawn("web", "--seed-users", "2", "--max-connections", "2")
+    held = [socket.create_connection(proc.address(), timeout=5) for _ in range(2)]
+    try:
+        await harness.wait_until(lambda: metric(proc, "scalelab_web_connections") == 2,
+                                 what="two connections open")  # fmt: skip
+        extra = socket.create_connection(proc.address(), timeout=5)
+        reply = await asyncio.to_thread(extra.recv, 4096)
+        extra.close()
+        assert reply.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+        assert b"Retry-After: 1" in reply
+        assert metric(proc, "scalelab_web_refused_connections_total") == 1
+        held.pop().close()
+        await harness.wait_until(lambda: metric(proc, "scalelab_web_connections") == 1,
+                                 what="a connection freed")  # fmt: skip
+        async with client.get(proc.url() + "/users/2") as response:
+            assert response.status == 200
+    finally:
+        for sock in held:
+            sock.close()
+
+
 async def test_restart_keeps_written_data(spawn, client, tmp_path):
     flags = ("--db", f"sqlite:{tmp_path / 'app.db'}", "--seed-users", "20")
     proc = spawn("web", *flags)
