@@ -8,8 +8,11 @@ import asyncio
 import signal
 
 import aiohttp
+import orjson
 import pytest
 import yarl
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 import harness
@@ -484,3 +487,48 @@ def test_the_documented_command_line_parses():
     args = parse_args(WebService, ["--db", "sqlite:/path/app.db", "--cache", "local:64",
                                    "--seed-users", "1000"])  # fmt: skip
     assert (args.port, args.admin_port, args.db) == (8000, 18000, "sqlite:/path/app.db")
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "firstName",
+                    "lastName",
+                    "address",
+                    "phoneNumbers",
+                    "id",
+                    "city",
+                    "type",
+                    "number",
+                    "x",
+                ]
+            ),
+            children,
+            max_size=5,
+        )
+    ),  # fmt: skip
+    max_leaves=15,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=st.one_of(json_values.map(orjson.dumps), st.binary(max_size=200)),
+       path=st.sampled_from(["/users", "/users/3", "/login"]))  # fmt: skip
+def test_arbitrary_bodies_get_a_clear_4xx_or_success_never_a_500(server, body, path):
+    method = "PUT" if path == "/users/3" else "POST"
+    status, headers, reply = harness.http(method, server.url() + path, body,
+                                          {"Content-Type": "application/json"})  # fmt: skip
+    assert status in (200, 201, 400, 401, 413, 422), (status, reply)
+    assert headers["Content-Type"].startswith("application/json")
+    if status >= 400:
+        assert "error" in orjson.loads(reply)
