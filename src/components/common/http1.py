@@ -203,7 +203,7 @@ class Parser:
     alive, or after a ``ProtocolError``, the parser is closed and ignores further bytes.
     """
 
-    __slots__ = ("response", "_buf", "_state", "_remaining", "_methods", "_keep_alive",
+    __slots__ = ("response", "_buf", "_pos", "_state", "_remaining", "_methods", "_keep_alive",
                  "_eof", "max_start_line", "max_head", "max_fields")  # fmt: skip
 
     def __init__(
@@ -215,7 +215,10 @@ class Parser:
         max_fields: int = MAX_FIELDS,
     ) -> None:
         self.response = response
+        # Unconsumed input is ``_buf[_pos:]``. Moving ``_pos`` instead of slicing the
+        # buffer keeps a burst of pipelined messages linear, not quadratic, to parse.
         self._buf = b""
+        self._pos = 0
         self._state = _HEAD
         self._remaining = 0
         self._methods: deque[bytes] = deque()
@@ -229,7 +232,9 @@ class Parser:
 
     def feed(self, data: bytes) -> None:
         if self._state != _CLOSED and data:
-            self._buf = self._buf + data if self._buf else data
+            buf, pos = self._buf, self._pos
+            self._buf = data if pos >= len(buf) else buf[pos:] + data
+            self._pos = 0
 
     def feed_eof(self) -> None:
         """The peer closed its side; ends a close-delimited body, else truncates."""
@@ -242,7 +247,7 @@ class Parser:
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as events (for read backpressure)."""
-        return len(self._buf)
+        return len(self._buf) - self._pos
 
     @property
     def closed(self) -> bool:
@@ -251,7 +256,7 @@ class Parser:
     @property
     def idle(self) -> bool:
         """Between messages with nothing buffered: the connection may be reused."""
-        return self._state == _HEAD and not self._buf and not self._methods
+        return self._state == _HEAD and self._pos >= len(self._buf) and not self._methods
 
     @property
     def in_message(self) -> bool:
@@ -284,6 +289,7 @@ class Parser:
     def _fail(self, status: int, detail: str) -> ProtocolError:
         self._state = _CLOSED
         self._buf = b""
+        self._pos = 0
         return ProtocolError(status, detail)
 
     def _end_message(self, trailers: Headers) -> EndOfMessage:
@@ -294,6 +300,7 @@ class Parser:
         else:
             self._state = _CLOSED
             self._buf = b""
+            self._pos = 0
         return EndOfMessage(trailers)
 
     def _truncated(self):
@@ -304,28 +311,33 @@ class Parser:
     # -- head --------------------------------------------------------------------------
 
     def _head(self):
-        buf = self._buf
+        buf, pos = self._buf, self._pos
         # RFC 9112 §2.2: a server SHOULD ignore at least one empty line before a request.
-        if buf[:2] == b"\r\n" and not self.response:
-            pairs = (len(buf) - len(buf.lstrip(b"\r\n"))) // 2
-            if buf[: 2 * pairs] == b"\r\n" * pairs:
-                buf = self._buf = buf[2 * pairs :]
-        end = buf.find(b"\r\n\r\n")
+        if not self.response and buf.startswith(b"\r\n", pos):
+            rest = buf[pos:]
+            pairs = (len(rest) - len(rest.lstrip(b"\r\n"))) // 2
+            if rest[: 2 * pairs] == b"\r\n" * pairs:
+                pos = self._pos = pos + 2 * pairs
+        end = buf.find(b"\r\n\r\n", pos)
         if end < 0:
-            if not buf:
+            available = len(buf) - pos
+            if not available:
+                self._buf, self._pos = b"", 0
                 if self._eof:
                     self._state = _CLOSED
                 return NEED_DATA
-            line_end = buf.find(b"\r\n")
-            if (line_end < 0 and len(buf) > self.max_start_line) or line_end > self.max_start_line:
+            line_end = buf.find(b"\r\n", pos)
+            if (line_end < 0 and available > self.max_start_line) or (
+                line_end - pos > self.max_start_line
+            ):
                 raise self._fail(414 if not self.response else 502, "start line too long")
-            if len(buf) > self.max_head:
+            if available > self.max_head:
                 raise self._fail(431 if not self.response else 502, "header section too large")
             return self._truncated()
-        if end + 4 > self.max_head:
+        if end + 4 - pos > self.max_head:
             raise self._fail(431 if not self.response else 502, "header section too large")
-        head = buf[:end]
-        self._buf = buf[end + 4 :]
+        head = buf[pos:end]
+        self._pos = end + 4
         lines = head.split(b"\r\n")
         start = lines[0]
         if len(start) > self.max_start_line:
@@ -337,18 +349,19 @@ class Parser:
         # What is left is exactly the CRLF separators unless a bare CR or LF hides inside.
         if head.translate(None, _HEAD_OK) != b"\r\n" * (len(lines) - 1):
             raise self._fail(self._bad, "control byte (CR, LF, NUL, ...) in head")
+        del lines[0]
         try:
-            headers = _parse_fields(lines, 1)
+            headers, special = _parse_fields(lines)
             if self.response:
-                message = self._response_head(start, headers)
+                message = self._response_head(start, headers, special)
             else:
-                message = self._request_head(start, headers)
+                message = self._request_head(start, headers, special)
         except ProtocolError as error:
             # A bad response is the backend's fault: the client hears 502, whatever rule.
             raise self._fail(502 if self.response else error.status, error.detail) from None
         return message
 
-    def _request_head(self, start: bytes, headers: Headers) -> Request:
+    def _request_head(self, start: bytes, headers: Headers, special: Headers) -> Request:
         parts = start.split(b" ")
         if len(parts) != 3:
             raise ProtocolError(400, "malformed request line")
@@ -359,11 +372,10 @@ class Parser:
             raise ProtocolError(400, "empty request target")
         version = _version(version_text, 400)
         request = Request(version, headers, method=method, target=target)
-        _connection_semantics(request, headers)
+        _connection_semantics(request, special)
         hosts = 0
         te = cl = None
-        for name, value in headers:
-            lname = name.lower()
+        for lname, value in special:
             if lname == b"content-length":
                 cl = _content_length(cl, value, 400)
             elif lname == b"transfer-encoding":
@@ -393,7 +405,7 @@ class Parser:
         self._keep_alive = request.keep_alive
         return request
 
-    def _response_head(self, start: bytes, headers: Headers) -> Response:
+    def _response_head(self, start: bytes, headers: Headers, special: Headers) -> Response:
         if not self._methods:
             raise ProtocolError(502, "response without a request")
         parts = start.split(b" ", 2)
@@ -406,7 +418,7 @@ class Parser:
         status = int(code)
         reason = parts[2] if len(parts) == 3 else b""
         response = Response(version, headers, status=status, reason=reason)
-        _connection_semantics(response, headers)
+        _connection_semantics(response, special)
         method = self._methods[0]
         if status < 200:
             # §6.3 item 1: interim responses have no body and do not end the exchange.
@@ -416,8 +428,7 @@ class Parser:
             response.keep_alive = True
             return response
         te = cl = None
-        for name, value in headers:
-            lname = name.lower()
+        for lname, value in special:
             if lname == b"content-length":
                 cl = _content_length(cl, value, 502)
             elif lname == b"transfer-encoding":
@@ -449,43 +460,42 @@ class Parser:
 
     # -- bodies ------------------------------------------------------------------------
 
+    def _take(self, remaining: int) -> bytes:
+        """Up to ``remaining`` body bytes from the buffer, without a copy when possible."""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos <= remaining:
+            self._buf, self._pos = b"", 0
+            return buf[pos:] if pos else buf
+        self._pos = pos + remaining
+        return buf[pos : pos + remaining]
+
     def _body_length(self):
-        buf = self._buf
-        if not buf:
+        if self._pos >= len(self._buf):
             return self._truncated()
-        remaining = self._remaining
-        if len(buf) <= remaining:
-            self._buf = b""
-            piece = buf
-        else:
-            piece = buf[:remaining]
-            self._buf = buf[remaining:]
-        remaining -= len(piece)
-        self._remaining = remaining
-        if not remaining:
+        piece = self._take(self._remaining)
+        self._remaining -= len(piece)
+        if not self._remaining:
             self._state = _END
         return Data(piece)
 
     def _body_close(self):
-        buf = self._buf
-        if buf:
-            self._buf = b""
-            return Data(buf)
+        if self._pos < len(self._buf):
+            return Data(self._take(len(self._buf)))
         if self._eof:
             return self._end_message([])
         return NEED_DATA
 
     def _chunk_size(self):
-        buf = self._buf
-        end = buf.find(b"\r\n")
+        buf, pos = self._buf, self._pos
+        end = buf.find(b"\r\n", pos)
         if end < 0:
-            if len(buf) > MAX_CHUNK_LINE_BYTES:
+            if len(buf) - pos > MAX_CHUNK_LINE_BYTES:
                 raise self._fail(self._bad, "chunk-size line too long")
             return self._truncated()
-        if end > MAX_CHUNK_LINE_BYTES:
+        if end - pos > MAX_CHUNK_LINE_BYTES:
             raise self._fail(self._bad, "chunk-size line too long")
-        line = buf[:end]
-        self._buf = buf[end + 2 :]
+        line = buf[pos:end]
+        self._pos = end + 2
         # §7.1: chunk-size [ chunk-ext ]; extensions are ignored, but must be clean bytes.
         size_text, _, ext = line.partition(b";")
         size_text = size_text.rstrip(_OWS)
@@ -505,55 +515,47 @@ class Parser:
         return self._trailers()
 
     def _chunk_data(self):
-        buf = self._buf
-        if not buf:
+        if self._pos >= len(self._buf):
             return self._truncated()
-        remaining = self._remaining
-        if len(buf) <= remaining:
-            self._buf = b""
-            piece = buf
-        else:
-            piece = buf[:remaining]
-            self._buf = buf[remaining:]
-        remaining -= len(piece)
-        self._remaining = remaining
-        if not remaining:
+        piece = self._take(self._remaining)
+        self._remaining -= len(piece)
+        if not self._remaining:
             self._state = _CHUNK_END
         return Data(piece)
 
     def _chunk_end(self):
-        buf = self._buf
-        if len(buf) < 2:
-            if buf and buf != b"\r":
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < 2:
+            if len(buf) > pos and buf[pos] != 13:  # anything but the CR of CRLF
                 raise self._fail(self._bad, "chunk data not followed by CRLF")
             return self._truncated()
-        if buf[:2] != b"\r\n":
+        if not buf.startswith(b"\r\n", pos):
             raise self._fail(self._bad, "chunk data not followed by CRLF")
-        self._buf = buf[2:]
+        self._pos = pos + 2
         self._state = _CHUNK_SIZE
         return self._chunk_size()
 
     def _trailers(self):
-        buf = self._buf
-        if buf[:2] == b"\r\n":
-            self._buf = buf[2:]
+        buf, pos = self._buf, self._pos
+        if buf.startswith(b"\r\n", pos):
+            self._pos = pos + 2
             return self._end_message([])
-        end = buf.find(b"\r\n\r\n")
+        end = buf.find(b"\r\n\r\n", pos)
         if end < 0:
-            if len(buf) > self.max_head:
+            if len(buf) - pos > self.max_head:
                 raise self._fail(431 if not self.response else 502, "trailer section too large")
             return self._truncated()
-        if end + 4 > self.max_head:
+        if end + 4 - pos > self.max_head:
             raise self._fail(431 if not self.response else 502, "trailer section too large")
-        block = buf[:end]
-        self._buf = buf[end + 4 :]
+        block = buf[pos:end]
+        self._pos = end + 4
         lines = block.split(b"\r\n")
         if block.translate(None, _HEAD_OK) != b"\r\n" * (len(lines) - 1):
             raise self._fail(self._bad, "control byte in trailers")
         if len(lines) > self.max_fields:
             raise self._fail(431 if not self.response else 502, "too many trailer fields")
         try:
-            trailers = _parse_fields(lines, 0)
+            trailers = _parse_fields(lines)[0]
         except ProtocolError as error:
             raise self._fail(self._bad, error.detail) from None
         return self._end_message(trailers)
@@ -566,23 +568,39 @@ class Parser:
 # -- field helpers -------------------------------------------------------------------------
 
 
-def _parse_fields(lines: list[bytes], first: int) -> Headers:
+#: The fields whose meaning is framing or connection management, which the parser acts on.
+_SPECIAL = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"})
+_SPECIAL_LENGTHS = frozenset(len(name) for name in _SPECIAL)
+
+
+def _parse_fields(lines: list[bytes]) -> tuple[Headers, Headers]:
+    """All fields, and (lowercased name, value) for the few in ``_SPECIAL``, in one pass."""
     headers: Headers = []
+    special: Headers = []
     append = headers.append
-    for i in range(first, len(lines)):
-        line = lines[i]
-        if line[:1] in (b" ", b"\t"):
-            # §5.2: a line starting with whitespace continues the previous one (obs-fold);
-            # a proxy that unfolds it differently from the server is a smuggling vector.
-            raise ProtocolError(400, "obs-fold line folding is not accepted")
+    for line in lines:
         name, colon, value = line.partition(b":")
-        if not colon:
-            raise ProtocolError(400, "field line without a colon")
         # §5.1: whitespace between name and colon MUST be rejected; it fails the token check.
-        if not name or name.translate(None, _TCHAR):
-            raise ProtocolError(400, "invalid field name")
-        append((name, value.strip(_OWS)))
-    return headers
+        if not colon or not name or name.translate(None, _TCHAR):
+            raise _field_error(line)
+        value = value.strip(_OWS)
+        append((name, value))
+        # Lowercasing only names of the right length keeps the common case to one len().
+        if len(name) in _SPECIAL_LENGTHS:
+            lname = name.lower()
+            if lname in _SPECIAL:
+                special.append((lname, value))
+    return headers, special
+
+
+def _field_error(line: bytes) -> ProtocolError:
+    if line[:1] in (b" ", b"\t"):
+        # §5.2: a line starting with whitespace continues the previous one (obs-fold);
+        # a proxy that unfolds it differently from the server is a smuggling vector.
+        return ProtocolError(400, "obs-fold line folding is not accepted")
+    if b":" not in line:
+        return ProtocolError(400, "field line without a colon")
+    return ProtocolError(400, "invalid field name")
 
 
 def _version(text: bytes, bad: int) -> bytes:
@@ -601,10 +619,10 @@ def _version(text: bytes, bad: int) -> bytes:
     raise ProtocolError(bad, "malformed HTTP version")
 
 
-def _connection_semantics(message: _Head, headers: Headers) -> None:
+def _connection_semantics(message: _Head, special: Headers) -> None:
     tokens: set[bytes] = set()
-    for name, value in headers:
-        if len(name) == 10 and name.lower() == b"connection":
+    for name, value in special:
+        if name == b"connection":
             for token in value.split(b","):
                 token = token.strip(_OWS).lower()
                 if token:
