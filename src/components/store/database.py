@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -132,6 +133,12 @@ class Database:
         self._open()
 
     def _open(self) -> None:
+        # The authorizer only sees statements when they are compiled, and sqlite3 caches
+        # compiled statements by their text. Were a client to send the exact text of one
+        # of the store's own statements (its meta update, say), the cached, unchecked
+        # statement would run. So the store's statements end in a comment with a random
+        # tag no client can guess, which makes their texts, and cache keys, unique.
+        self._tag = f" -- store {secrets.token_hex(8)}"
         w = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         w.execute("PRAGMA journal_mode=WAL")
         w.execute("PRAGMA synchronous=NORMAL")
@@ -168,37 +175,37 @@ class Database:
         if lsn <= self.applied_lsn:
             raise ValueError(f"lsn {lsn} already applied (at {self.applied_lsn})")
         w = self._w
-        w.execute("BEGIN IMMEDIATE")
+        w.execute("BEGIN IMMEDIATE" + self._tag)
         results: list[Result] = []
         try:
             for sql, params in batch.statements:
                 if not batch.transaction:
-                    w.execute("SAVEPOINT stmt")
+                    w.execute("SAVEPOINT stmt" + self._tag)
                 result = self._run_user(w, self._wguard, sql, params)
                 if isinstance(result, Failure) and not w.in_transaction:
                     # SQLite itself rolled the whole transaction back (interrupt, I/O
                     # error): every earlier statement of the batch is undone too.
                     result = self._rolled_back(results, result)
-                    w.execute("BEGIN IMMEDIATE")
+                    w.execute("BEGIN IMMEDIATE" + self._tag)
                     break
                 results.append(result)
                 if isinstance(result, Failure):
                     if batch.transaction:
-                        w.execute("ROLLBACK")
-                        w.execute("BEGIN IMMEDIATE")
+                        w.execute("ROLLBACK" + self._tag)
+                        w.execute("BEGIN IMMEDIATE" + self._tag)
                         break
-                    w.execute("ROLLBACK TO stmt")
+                    w.execute("ROLLBACK TO stmt" + self._tag)
                 if not batch.transaction:
-                    w.execute("RELEASE stmt")
+                    w.execute("RELEASE stmt" + self._tag)
             w.execute(
                 f"INSERT OR REPLACE INTO {META_TABLE} (k, v) VALUES ('applied_lsn', ?), "
-                "('applied_epoch', ?)",
+                "('applied_epoch', ?)" + self._tag,
                 (lsn, epoch),
             )
-            w.execute("COMMIT")
+            w.execute("COMMIT" + self._tag)
         except BaseException:
             if w.in_transaction:
-                w.execute("ROLLBACK")
+                w.execute("ROLLBACK" + self._tag)
             raise
         self.applied_lsn, self.applied_epoch = lsn, epoch
         return results
@@ -272,6 +279,20 @@ class Database:
                         row[c] = base64.b64encode(value).decode()
         return Rows(columns, types, values, time.perf_counter() - started)
 
+    def checkpoint(self) -> tuple[int, int] | None:
+        """Copy SQLite's WAL into the database file and fsync it (``synchronous=NORMAL``
+        syncs on checkpoint), so everything up to the returned (lsn, epoch) is durable
+        in SQLite itself and the redo log may forget it. Runs on the writer thread, so no
+        batch is half-applied meanwhile."""
+        busy, _, _ = self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)" + self._tag).fetchone()
+        if busy:
+            # A reader on an old snapshot blocked the WAL's reset; FULL waits (up to the
+            # busy timeout) for readers to move on, then copies every frame.
+            busy, _, _ = self._w.execute("PRAGMA wal_checkpoint(FULL)" + self._tag).fetchone()
+        if busy:
+            return None
+        return self.applied_lsn, self.applied_epoch
+
     # -- reads --------------------------------------------------------------------------
 
     def query(self, statements: list[tuple[str, Any]], timeout_s: float = READ_TIMEOUT_S):
@@ -279,11 +300,11 @@ class Database:
         with self._read_lock:
             r = self._r
             self._read_deadline = time.monotonic() + timeout_s
-            r.execute("BEGIN")
+            r.execute("BEGIN" + self._tag)
             try:
                 return [self._run_user(r, self._rguard, sql, p) for sql, p in statements]
             finally:
-                r.execute("ROLLBACK")
+                r.execute("ROLLBACK" + self._tag)
 
     def is_read(self, sql: str, params: Any) -> bool:
         """Does ``sql`` only read? Compiled (never run) under EXPLAIN with writes denied."""

@@ -77,6 +77,8 @@ class StoreService(Service):
                            help="acknowledge a write only after K replicas hold it durably")  # fmt: skip
         group.add_argument("--sync-timeout", type=positive_float, default=5.0,
                            help="seconds to wait for K replicas before answering anyway")  # fmt: skip
+        group.add_argument("--log-max-bytes", type=int, default=64 << 20,
+                           help="checkpoint SQLite and compact the redo log beyond this size")  # fmt: skip
         group.add_argument("--advertise", default=None, metavar="HOST:PORT",
                            help="API address other nodes and redirects use (default: bound)")  # fmt: skip
 
@@ -84,6 +86,8 @@ class StoreService(Service):
     def check_arguments(cls, parser, args) -> None:
         if args.sync_replicas < 0:
             parser.error("--sync-replicas must be >= 0")
+        if args.log_max_bytes < 4096:
+            parser.error("--log-max-bytes must be >= 4096")
 
     # -- start and stop -----------------------------------------------------------------
 
@@ -118,7 +122,7 @@ class StoreService(Service):
 
         self._setup_metrics()
         self.rewriter = Rewriter(time.time, secrets.randbits)
-        self.durable_lsn = self.wal.last_lsn
+        self.durable_lsn = max(self.wal.last_lsn, self.db.applied_lsn)
         self._durable_changed = asyncio.Event()
         self._applied_changed = asyncio.Event()
         self._acked_changed = asyncio.Event()
@@ -132,6 +136,7 @@ class StoreService(Service):
         )
         self._replica_task: asyncio.Task | None = None
         self._streams: set[asyncio.Task] = set()
+        self._checkpoint_task: asyncio.Task | None = None
 
         app = web.Application(client_max_size=protocol.MAX_BODY_BYTES)
         app.router.add_post("/db/execute", self.handle_execute)
@@ -163,6 +168,7 @@ class StoreService(Service):
         self.runtime.admin.register("promote", self.admin_promote)
         self.runtime.admin.register("repoint", self.admin_repoint)
         self.runtime.admin.register("status", self.admin_status, method="GET")
+        self.runtime.admin.register("checkpoint", self.admin_checkpoint)
         return {"main": bound}
 
     def _recover(self) -> int:
@@ -237,6 +243,9 @@ class StoreService(Service):
             "scalelab_store_semisync_timeouts_total",
             "Writes answered before --sync-replicas replicas acknowledged them",
         )
+        self.m_checkpoints = m.counter(
+            "scalelab_store_checkpoints_total", "Checkpoints that compacted the redo log"
+        )
         self.m_snapshots = m.counter(
             "scalelab_store_snapshots_installed_total", "Snapshots installed by this replica"
         )
@@ -273,6 +282,45 @@ class StoreService(Service):
 
     def _on_applied(self, lsn: int) -> None:
         self._pulse("_applied_changed")
+        if self.wal.size > self.args.log_max_bytes and (
+            self._checkpoint_task is None or self._checkpoint_task.done()
+        ):
+            self._checkpoint_task = asyncio.ensure_future(self.checkpoint())
+
+    async def checkpoint(self) -> dict[str, Any]:
+        """Make SQLite durable on its own, then drop the log records it covers.
+
+        Records a connected replica has not acknowledged yet are kept, so streaming
+        replicas never fall off the log because of a checkpoint; a replica that is away
+        and behind the new start of the log installs a snapshot when it returns.
+        """
+        loop = asyncio.get_running_loop()
+        point = await loop.run_in_executor(self._db_pool, self.db.checkpoint)
+        if point is None:
+            self.log.warning("checkpoint_busy")
+            return {"compacted": 0}
+        upto, _ = point
+        if self.node.role is Role.PRIMARY:
+            for follower in self.node.followers.values():
+                if follower.connected:
+                    upto = min(upto, follower.acked_lsn)
+        upto = min(upto, self.wal.last_lsn - 1)  # keep the last record: its epoch is asked for
+        if upto < self.wal.first_lsn:
+            return {"compacted": 0}
+        epoch = await loop.run_in_executor(self._log_pool, self.wal.epoch_of, upto)
+        # The new start of the log is recorded before the log is cut: a crash between the
+        # two leaves a longer log than the state says, which is safe; the reverse is not.
+        self.state["base_lsn"], self.state["base_epoch"] = upto, epoch or 0
+        await self._save_state()
+        dropped = await loop.run_in_executor(self._log_pool, self.wal.compact, upto)
+        self.m_checkpoints.inc()
+        self.log.info("checkpoint", compacted_records=dropped, log_starts_after=upto,
+                      log_bytes=self.wal.size)  # fmt: skip
+        return {"compacted": dropped, "log_starts_after": upto, "log_bytes": self.wal.size}
+
+    async def admin_checkpoint(self, request: web.Request):
+        """``POST /admin/checkpoint``: checkpoint and compact now."""
+        return await self.checkpoint()
 
     def _pulse(self, name: str) -> None:
         """Wake every waiter on an event and arm a fresh one for the next change."""
@@ -459,7 +507,7 @@ class StoreService(Service):
             "writable": node.writable,
             "fenced_by": node.fenced_by,
             "epoch": node.epoch,
-            "lsn": self.wal.last_lsn,
+            "lsn": self.committer.next_lsn - 1,
             "durable_lsn": self.durable_lsn,
             "applied_lsn": self.db.applied_lsn,
             "primary": self.api_addr if is_primary else node.primary,
@@ -567,6 +615,9 @@ class StoreService(Service):
             self.log.info("replica_needs_snapshot", replica=name, reason=decision.reason)
             return _json({"error": "snapshot required", "reason": decision.reason}, 410)
         assert isinstance(decision, Stream)
+        if self.wal.first_lsn and decision.from_lsn < self.wal.first_lsn:
+            self.node.do_disconnect(name)
+            return _json({"error": "snapshot required", "reason": "log compacted"}, 410)
         self.log.info("replica_subscribed", replica=name, from_lsn=decision.from_lsn)
         child = self.m_follower_lag.labels(name)
         follower = self.node.followers[name]
@@ -759,8 +810,8 @@ class StoreService(Service):
         except ValueError as exc:
             return json_response({"error": str(exc)}, 409)
         await self._save_state()
-        self.durable_lsn = self.wal.last_lsn
-        self.log.warning("promoted", epoch=new_epoch, lsn=self.wal.last_lsn)
+        self.durable_lsn = self.committer.next_lsn - 1
+        self.log.warning("promoted", epoch=new_epoch, lsn=self.durable_lsn)
         return self.status()
 
     async def admin_repoint(self, request: web.Request):

@@ -113,3 +113,17 @@ def test_backup_and_install_carry_the_lsn(db, tmp_path):
     assert sqlite3.connect(str(tmp_path / "other.sqlite")).execute(
         "SELECT v FROM t"
     ).fetchone() == ("x",)
+
+
+def test_the_stores_own_statement_texts_cannot_be_replayed_by_a_client(db):
+    # Without the random tag this exact text would hit sqlite3's statement cache, compiled
+    # earlier by the store with the authorizer off.
+    sql = f"INSERT OR REPLACE INTO {META_TABLE} (k, v) VALUES ('applied_lsn', ?), ('applied_epoch', ?)"
+    (result,) = db.apply(2, 1, Batch(((sql, [999, 9]),), False))
+    assert isinstance(result, Failure)
+    assert db.applied_lsn == 2
+
+
+def test_checkpoint_returns_the_durable_position(db):
+    db.apply(2, 5, Batch((("INSERT INTO t(v) VALUES(1)", None),), False))
+    assert db.checkpoint() == (2, 5)

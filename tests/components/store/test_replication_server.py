@@ -157,3 +157,31 @@ async def test_semi_sync_writes_survive_promotion_under_load(store):
     status_code, _, body = harness.http("GET", f"{replica.url()}/db/query?q=SELECT+k+FROM+t")
     present = {row[0] for row in json.loads(body)["results"][0].get("values", [])}
     assert acked <= present, f"{len(acked - present)} acknowledged writes lost"
+
+
+def test_checkpoints_bound_the_log_and_a_replica_left_behind_installs_a_snapshot(store):
+    primary = store("p", "--log-max-bytes", "4096")
+    replica = store("r", "--join", primary.listen["main"])
+    _, headers, _ = execute(primary, ["CREATE TABLE t (a, pad)"])
+    harness.wait_until_sync(caught_up(replica, int(headers["X-Scalelab-Lsn"])))
+    replica.stop()
+    for i in range(40):
+        _, headers, _ = execute(primary, [["INSERT INTO t VALUES(?, ?)", i, "x" * 200]])
+    admin(primary, "checkpoint")
+    metrics = harness.http("GET", primary.url("admin") + "/metrics")[2].decode()
+    log_bytes = next(int(float(line.split()[1])) for line in metrics.splitlines()
+                     if line.startswith("scalelab_store_log_bytes "))  # fmt: skip
+    assert log_bytes < 4096 + 1024
+    assert "scalelab_store_checkpoints_total 0" not in metrics
+
+    replica = store("r", "--join", primary.listen["main"])
+    harness.wait_until_sync(caught_up(replica, int(headers["X-Scalelab-Lsn"])), what="resync")
+    assert "installing_snapshot" in replica.log_tail(200)
+    assert count(replica) == 40
+    _, headers, _ = execute(primary, ["INSERT INTO t VALUES(99, '')"])
+    harness.wait_until_sync(caught_up(replica, int(headers["X-Scalelab-Lsn"])), what="streaming")
+
+    # the compacted primary still recovers everything after a restart
+    primary.stop()
+    primary = store("p", "--log-max-bytes", "4096")
+    assert count(primary) == 41
