@@ -337,6 +337,23 @@ class Database:
             src.close()
         return meta.get("applied_lsn", 0), meta.get("applied_epoch", 0)
 
+    def dump_sql(self) -> str:
+        """The database as a SQL script (``/db/backup?fmt=sql``), without the meta table."""
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            return "\n".join(line for line in conn.iterdump() if META_TABLE not in line) + "\n"
+        finally:
+            conn.close()
+
+    @staticmethod
+    def file_to_sql(path: str) -> str:
+        """A SQLite file (an upload to ``/db/load``) as a SQL script."""
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return "\n".join(conn.iterdump()) + "\n"
+        finally:
+            conn.close()
+
     def install(self, snapshot_path: str) -> int:
         """Replace this database by a snapshot file (a replica resyncing); returns its LSN."""
         with self._read_lock:

@@ -23,6 +23,11 @@ write with that LSN (read-your-writes across replicas); every write answer carri
 LSN in the ``X-Scalelab-Lsn`` header (rqlite's ``raft_index`` has the same role and is in
 the body when ``?raft_index`` is asked for).
 
+``/db/load`` takes a SQL dump (or a SQLite file, converted by the server) and
+``split_sql`` cuts it into statements that run as one logged transaction. ``?queue``
+answers at once with a ``sequence_number`` and commits in the background (rqlite's
+queued writes); ``&wait`` makes it wait for the commit.
+
 Bounds: ``MAX_STATEMENTS`` per request and ``MAX_SQL_BYTES`` per statement; the body
 size limit is the server's (``MAX_BODY_BYTES``, enforced before parsing).
 """
@@ -65,6 +70,8 @@ class Options:
     associative: bool = False
     redirect: bool = False
     raft_index: bool = False
+    queue: bool = False
+    wait: bool = False
     level: str = "weak"
     freshness_s: float | None = None
     timeout_s: float | None = None
@@ -101,6 +108,8 @@ def parse_options(query_string: str) -> Options:
         associative=flag("associative"),
         redirect=flag("redirect"),
         raft_index=flag("raft_index"),
+        queue=flag("queue"),
+        wait=flag("wait"),
         level=level,
         freshness_s=parse_duration(values["freshness"]) if values.get("freshness") else None,
         timeout_s=parse_duration(values["timeout"]) if values.get("timeout") else None,
@@ -195,6 +204,46 @@ def _param(value: Any, index: int) -> Any:
     if value is None or isinstance(value, int | float | str):
         return int(value) if isinstance(value, bool) else value
     raise BadRequest(f"statement {index}: parameters must be numbers, strings, booleans or null")
+
+
+# -- /db/load: a SQL dump as statements -------------------------------------------------
+
+#: Statements of a dump that the store manages itself and skips on load.
+_DUMP_SKIP_PREFIXES = ("BEGIN", "COMMIT", "END", "ROLLBACK", "PRAGMA")
+
+
+def split_sql(text: str, skip_table: str) -> list[Statement]:
+    """Split a SQL script (``sqlite3 .dump``, ``/db/backup?fmt=sql``) into statements.
+
+    A ``;`` ends a statement only where SQLite agrees it is complete
+    (``sqlite3.complete_statement``), so semicolons inside strings and triggers are kept.
+    The dump's own transaction control and pragmas are dropped (the load runs as one
+    logged transaction), as are statements about ``skip_table`` (the store's meta table).
+    """
+    import sqlite3
+
+    statements: list[Statement] = []
+    pending = ""
+    for piece in text.split(";"):
+        pending += piece + ";"
+        if not sqlite3.complete_statement(pending):
+            continue
+        sql = pending.strip()
+        pending = ""
+        if sql == ";":
+            continue
+        head = sql.lstrip().upper()
+        if head.startswith(_DUMP_SKIP_PREFIXES) or skip_table in sql:
+            continue
+        statements.append((sql, None))
+        if len(statements) > MAX_LOAD_STATEMENTS:
+            raise BadRequest(f"dump has more than {MAX_LOAD_STATEMENTS} statements")
+    if pending.strip(" \t\r\n;"):
+        raise BadRequest("dump ends inside an incomplete statement")
+    return statements
+
+
+MAX_LOAD_STATEMENTS = 1_000_000
 
 
 # -- answers ---------------------------------------------------------------------------

@@ -23,8 +23,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import secrets
+import sqlite3
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +42,7 @@ from components.common.cli import format_address, positive_float
 
 from . import protocol
 from .commit import CommitFailed, GroupCommitter, Overloaded
-from .database import Database, Rows
+from .database import META_TABLE, Changes, Database
 from .protocol import BadRequest, Options
 from .replication import LogView, NeedSnapshot, Node, Refuse, Role, Stream
 from .rewrite import Rewriter
@@ -55,6 +57,8 @@ RECONNECT_DELAY_S = 0.2
 STREAM_CHUNK_BYTES = 256 * 1024
 #: Longest wait for ``min_lsn`` when the request names no ``timeout``.
 MIN_LSN_WAIT_S = 5.0
+#: Queued (``?queue``) writes waiting at most before new ones are refused.
+MAX_QUEUED_WRITES = 5000
 FORWARD_TIMEOUT_S = 30.0
 FORWARDED_HEADER = "X-Scalelab-Forwarded"
 LSN_HEADER = "X-Scalelab-Lsn"
@@ -137,6 +141,8 @@ class StoreService(Service):
         self._replica_task: asyncio.Task | None = None
         self._streams: set[asyncio.Task] = set()
         self._checkpoint_task: asyncio.Task | None = None
+        self._queue_seq = 0
+        self._queued: set[asyncio.Task] = set()
 
         app = web.Application(client_max_size=protocol.MAX_BODY_BYTES)
         app.router.add_post("/db/execute", self.handle_execute)
@@ -144,6 +150,7 @@ class StoreService(Service):
         app.router.add_route("POST", "/db/query", self.handle_query)
         app.router.add_post("/db/request", self.handle_request)
         app.router.add_get("/db/backup", self.handle_backup)
+        app.router.add_post("/db/load", self.handle_load)
         app.router.add_get("/status", self.handle_status)
         app.router.add_get("/readyz", self.handle_readyz)
         app.router.add_get("/nodes", self.handle_nodes)
@@ -182,7 +189,11 @@ class StoreService(Service):
         return replayed
 
     async def drain(self) -> None:
+        for task in list(self._streams):
+            task.cancel()
         await self._runner.shutdown()
+        if self._queued:
+            await asyncio.gather(*list(self._queued), return_exceptions=True)
         await self.committer.close()
 
     async def stop(self) -> None:
@@ -339,9 +350,23 @@ class StoreService(Service):
             return _text(str(exc), 400)
         if not self.node.writable:
             return await self._to_primary(request, options)
+        if options.queue and not options.wait:
+            return self._enqueue(statements, options)
         response = await self._write(statements, options, started)
         self.m_write_s.observe(time.perf_counter() - started)
         return response
+
+    def _enqueue(self, statements, options: Options) -> web.Response:
+        """rqlite's queued write: answer now with a sequence number, commit in the
+        background. Not durable when answered: the client traded that for latency."""
+        if self.committer.depth >= MAX_QUEUED_WRITES:
+            return _json({"error": "write queue full"}, 503)
+        self._queue_seq += 1
+        task = asyncio.ensure_future(self._write(statements, options, time.perf_counter()))
+        self._queued.add(task)
+        task.add_done_callback(self._queued.discard)
+        body = {"results": [], "sequence_number": self._queue_seq}
+        return _json_bytes(protocol.dumps(body, options.pretty))
 
     async def _write(self, statements, options: Options, started: float) -> web.Response:
         batch = Batch(
@@ -473,8 +498,69 @@ class StoreService(Service):
         except (aiohttp.ClientError, TimeoutError) as exc:
             return _json({"error": f"leader not reachable: {exc}"}, 503)
 
+    async def handle_load(self, request: web.Request) -> web.StreamResponse:
+        """``POST /db/load``: a SQL dump, or a SQLite file, loaded as one logged
+        transaction, so replicas receive it like any other write."""
+        started = time.perf_counter()
+        try:
+            options = protocol.parse_options(request.query_string)
+        except BadRequest as exc:
+            return _text(str(exc), 400)
+        if not self.node.writable:
+            return await self._to_primary(request, options)
+        body = await request.read()
+        loop = asyncio.get_running_loop()
+        if body.startswith(b"SQLite format 3\x00"):
+            fd, path = tempfile.mkstemp(prefix="load-", suffix=".sqlite", dir=self.data_dir)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(body)
+                text = await loop.run_in_executor(self._read_pool, Database.file_to_sql, path)
+            except sqlite3.DatabaseError as exc:
+                return _text(f"not a loadable SQLite file: {exc}", 400)
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        else:
+            try:
+                text = body.decode()
+            except UnicodeDecodeError:
+                return _text("a SQL dump must be UTF-8 text", 400)
+        try:
+            statements = protocol.split_sql(text, META_TABLE)
+        except BadRequest as exc:
+            return _text(str(exc), 400)
+        if not statements:
+            return _text("nothing to load", 400)
+        load_options = dataclasses.replace(options, transaction=True)
+        try:
+            lsn, results = await self.committer.submit(
+                Batch(tuple(statements), True), self.node.epoch
+            )
+        except Overloaded as exc:
+            return _json({"error": str(exc)}, 503)
+        except CommitFailed as exc:
+            return _json({"error": str(exc)}, 500)
+        except ValueError as exc:  # the batch is over the log's record limit
+            return _text(str(exc), 413)
+        await self._wait_replicas(lsn)
+        self._count_errors(results)
+        failure = next((r for r in results if protocol.is_failure(r)), None)
+        summary = failure or Changes(
+            next((r.last_insert_id for r in reversed(results) if isinstance(r, Changes)), 0),
+            sum(r.rows_affected for r in results if isinstance(r, Changes)),
+            time.perf_counter() - started,
+        )
+        body = protocol.results_body([summary], load_options, time.perf_counter() - started, lsn)
+        return _json_bytes(body, headers={LSN_HEADER: str(lsn)})
+
     async def handle_backup(self, request: web.Request) -> web.StreamResponse:
-        """``GET /db/backup``: a consistent SQLite file (also a replica's snapshot)."""
+        """``GET /db/backup``: a consistent SQLite file (also a replica's snapshot);
+        ``?fmt=sql`` gives a SQL script instead, as rqlite does."""
+        if request.query.get("fmt") == "sql":
+            loop = asyncio.get_running_loop()
+            text = await loop.run_in_executor(self._read_pool, self.db.dump_sql)
+            return web.Response(text=text, content_type="text/plain")
         fd, path = tempfile.mkstemp(prefix="backup-", suffix=".sqlite", dir=self.data_dir)
         os.close(fd)
         try:
@@ -895,8 +981,6 @@ def _text(text: str, status: int) -> web.Response:
 
 
 def _sqlite_version() -> str:
-    import sqlite3
-
     return sqlite3.sqlite_version
 
 
@@ -923,4 +1007,4 @@ def _write_state(path: str, state: dict[str, Any]) -> None:
         os.close(fd)
 
 
-__all__ = ["StoreService", "Rows"]
+__all__ = ["StoreService"]

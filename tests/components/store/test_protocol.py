@@ -104,3 +104,23 @@ def test_associative_timings_and_raft_index():
 def test_pretty_indents_four_spaces():
     body = protocol.results_body([Changes(1, 1)], Options(pretty=True), 0)
     assert body.startswith(b'{\n    "results": [\n        {\n            "last_insert_id": 1,')
+
+
+def test_split_sql_keeps_semicolons_in_strings_and_triggers_and_drops_dump_wrappers():
+    dump = (
+        "PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\n"
+        "CREATE TABLE t (a);\nINSERT INTO t VALUES('x;y');INSERT INTO t VALUES(2);\n"
+        "CREATE TRIGGER tr AFTER INSERT ON t BEGIN UPDATE t SET a = a; END;\n"
+        'INSERT INTO "_meta" VALUES(1);\nCOMMIT;\n'
+    )
+    assert [sql for sql, _ in protocol.split_sql(dump, "_meta")] == [
+        "CREATE TABLE t (a);",
+        "INSERT INTO t VALUES('x;y');",
+        "INSERT INTO t VALUES(2);",
+        "CREATE TRIGGER tr AFTER INSERT ON t BEGIN UPDATE t SET a = a; END;",
+    ]
+
+
+def test_split_sql_refuses_an_unterminated_statement():
+    with pytest.raises(BadRequest):
+        protocol.split_sql("INSERT INTO t VALUES('open", "_meta")

@@ -183,3 +183,41 @@ def test_restart_recovers_every_write(store, tmp_path):
     proc.stop()
     again = store()
     assert query(again, "SELECT count(*) FROM t")[1]["results"][0]["values"] == [[20]]
+
+
+def test_backup_as_sql_loads_into_another_node(node, store):
+    post(node, "/db/execute", ["CREATE TABLE dumped (id INTEGER PRIMARY KEY, v TEXT)",
+                               "INSERT INTO dumped(v) VALUES('semi;colon')",
+                               "INSERT INTO dumped(v) VALUES('it''s')"])  # fmt: skip
+    status, _, dump = harness.http("GET", node.url() + "/db/backup?fmt=sql")
+    assert status == 200 and b"semi;colon" in dump and b"_scalelab_meta" not in dump
+    other = store("loaded")
+    status, headers, body = harness.http("POST", other.url() + "/db/load", dump,
+                                         {"Content-Type": "text/plain"})  # fmt: skip
+    assert status == 200, body
+    assert "error" not in json.loads(body)["results"][0]
+    _, doc = query(other, "SELECT v FROM dumped ORDER BY id")
+    assert doc["results"][0]["values"] == [["semi;colon"], ["it's"]]
+    # A SQLite file is accepted too; this one holds the same tables again, so its load
+    # fails as one transaction and changes nothing.
+    _, _, file_bytes = harness.http("GET", node.url() + "/db/backup")
+    status, _, body = harness.http("POST", other.url() + "/db/load", file_bytes,
+                                   {"Content-Type": "application/octet-stream"})  # fmt: skip
+    assert status == 200 and "already exists" in json.loads(body)["results"][0]["error"]
+    assert query(other, "SELECT count(*) FROM dumped")[1]["results"][0]["values"] == [[2]]
+    assert harness.http("POST", other.url() + "/db/load", b"SELECT 'unterminated")[0] == 400
+
+
+def test_queued_writes_answer_with_a_sequence_number_and_commit_later(node):
+    post(node, "/db/execute", ["CREATE TABLE queued (a)"])
+    status, _, body = post(node, "/db/execute?queue", [["INSERT INTO queued VALUES(?)", 1]])
+    doc = json.loads(body)
+    assert status == 200 and doc["results"] == [] and doc["sequence_number"] >= 1
+    harness.wait_until_sync(
+        lambda: query(node, "SELECT count(*) FROM queued")[1]["results"][0]["values"] == [[1]],
+        what="queued write committed",
+    )
+    cursor = connect(node).cursor()
+    cursor.execute("INSERT INTO queued VALUES(?)", (2,), queue=True, wait=True)
+    cursor.execute("SELECT count(*) FROM queued")
+    assert cursor.fetchone()[0] == 2
