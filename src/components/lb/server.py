@@ -256,6 +256,7 @@ class ClientConnection(asyncio.Protocol):
         self.advancing = False
         self.head_pending = False
         self.lingering = False
+        self.write_paused = False
 
     # -- connection lifecycle ----------------------------------------------------------
 
@@ -305,12 +306,17 @@ class ClientConnection(asyncio.Protocol):
     # reading the backend. The backend's is full (or too much is pipelined): stop reading
     # the client. ``paused_by`` remembers why, so one reason's end does not undo another.
     def pause_writing(self) -> None:
+        self.write_paused = True
         if self.conn is not None and self.conn.transport is not None:
             self.conn.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         if self.conn is not None and self.conn.transport is not None:
             self.conn.transport.resume_reading()
+        elif self.pulling and not self.advancing:
+            # A pipelined request was held back while the client was not reading.
+            self.advance()
 
     def pause_reading_for(self, reason: str) -> None:
         if not self.paused_by and not self.closing:
@@ -363,6 +369,10 @@ class ClientConnection(asyncio.Protocol):
 
     def pull(self, parser: Parser, out: list[bytes]) -> None:
         while self.pulling and not self.closing:
+            if self.write_paused and self.request is None:
+                # The client is not reading its answers: take no new request from it (so
+                # pipelining cannot pile responses up here); resume_writing resumes.
+                break
             try:
                 event = parser.next_event()
             except ProtocolError as error:
@@ -450,7 +460,12 @@ class ClientConnection(asyncio.Protocol):
         cookie = None
         if proxy.balancer.algorithm == "cookie":
             cookie = protocol.cookie_value(self.request, COOKIE_NAME)
-        backend = proxy.balancer.pick(proxy.now(), self.peer, cookie, exclude)
+        now = proxy.now()
+        backend = proxy.balancer.pick(now, self.peer, cookie, exclude)
+        if backend is None and exclude is not None and exclude.eligible(now):
+            # A retry with nowhere else to go: the same backend, on a fresh connection
+            # (the usual failure is a pooled connection the backend had just closed).
+            backend = exclude
         if backend is None:
             proxy.rejected.labels(reason="no_backend").inc()
             self.local_reply(503, "no healthy backend")
@@ -460,7 +475,7 @@ class ClientConnection(asyncio.Protocol):
         self.head = protocol.backend_request_head(
             self.request, self.peer, proxy.via_name, backend.address.encode()
         )
-        conn = proxy.pool.take(backend)
+        conn = proxy.pool.take(backend) if exclude is None else None
         if conn is not None:
             self.attach(conn)
         else:
@@ -494,6 +509,8 @@ class ClientConnection(asyncio.Protocol):
         self.conn = conn
         conn.client = self
         conn.response = None
+        if self.write_paused:
+            conn.transport.pause_reading()
         conn.parser.expect_response(self.request.method)
         self.phase = _WAITING
         self.deadline = proxy.now() + proxy.args.first_byte_timeout
@@ -553,8 +570,11 @@ class ClientConnection(asyncio.Protocol):
             conn.close()
         if self.keep_alive:
             self.next_request()
-        else:
+        elif self.request_complete:
             self.close()
+        else:
+            # The backend answered early; the client may still be sending the body.
+            self.linger_close()
 
     def next_request(self) -> None:
         self.request = None

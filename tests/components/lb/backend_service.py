@@ -12,6 +12,8 @@ so tests get a ready line, port 0 and a real ``kill -9``. Routes:
 - ``GET /etag``: an ETag, 304 when ``If-None-Match`` matches;
 - ``GET /slow?s=S``: answers after S seconds;
 - ``GET /status/{code}``: an empty answer with that status;
+- ``* /reset?on=NAME``: the server named NAME resets the connection without answering;
+  others answer 200 with their name;
 - ``GET /_stats``: how many requests this server has seen, and their paths.
 """
 
@@ -48,6 +50,7 @@ class TestBackend(Service):
         app.router.add_get("/slow", self.slow)
         app.router.add_get("/status/{code}", self.status)
         app.router.add_get("/_stats", self.stats)
+        app.router.add_route("*", "/reset", self.reset)
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.args.host, self.args.port)
@@ -110,6 +113,13 @@ class TestBackend(Service):
 
     async def status(self, request):
         return web.Response(status=int(request.match_info["code"]))
+
+    async def reset(self, request):
+        if request.query.get("on") == self.args.name:
+            request.transport.abort()
+            raise asyncio.CancelledError  # nothing more to say on this connection
+        await request.read()
+        return web.Response(text=self.args.name)
 
     async def stats(self, request):
         return web.json_response({"count": len(self.seen), "seen": self.seen})

@@ -10,10 +10,12 @@ or kill something start their own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import aiohttp
@@ -350,6 +352,56 @@ def test_100_mb_streamed_to_a_slow_reader_keeps_proxy_memory_bounded(lb):
     assert (100 << 20) < total < (100 << 20) + 100_000  # body, chunk framing and the head
     # Without backpressure the proxy would buffer most of the 100 MiB; allow 30 MiB slack.
     assert peak - baseline < 30 * 1024, (baseline, peak)
+
+
+def test_pipelining_client_that_never_reads_is_not_buffered(lb, backends):
+    before = sum(stats(b)["count"] for b in backends)
+    baseline = rss_kib(lb.pid)
+    requests = 40
+    with socket.socket() as conn:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        conn.settimeout(10)
+        conn.connect(lb.address())
+        conn.sendall(b"GET /stream?mb=2 HTTP/1.1\r\nHost: x\r\n\r\n" * requests)
+        harness.wait_until_sync(lambda: sum(stats(b)["count"] for b in backends) > before)
+        # Negative property, so observe for a while: with the client not reading, the
+        # proxy takes no further requests once its buffers towards the client are full.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            taken = sum(stats(b)["count"] for b in backends) - before
+            assert taken < requests / 2
+            assert rss_kib(lb.pid) - baseline < 30 * 1024
+        # Now read everything: every answer arrives, complete and in order.
+        received = bytearray()
+        while len(received) < requests * (2 << 20):
+            piece = conn.recv(1 << 20)
+            assert piece
+            received += piece
+        conn.settimeout(0.5)
+        with contextlib.suppress(TimeoutError):
+            while piece := conn.recv(1 << 20):
+                received += piece
+    answers = parse_responses(bytes(received), requests)
+    assert [status for status, _ in answers] == [200] * requests
+    assert all(len(body) == 2 << 20 for _, body in answers)
+
+
+def test_reset_before_any_byte_retries_idempotent_requests_only(spawn, backends):
+    # --max-fails 0: passive ejection off, so the resetting backend stays in rotation.
+    proc = spawn("lb", *sum((["--backend", b.listen["main"]] for b in backends), []),
+                 "--health-interval", "0", "--max-fails", "0")  # fmt: skip
+    b1 = next(b for b in backends if b.name == "b1")
+    for _ in range(4):
+        status, _, body = harness.http("GET", proc.url() + "/reset?on=b1")
+        assert (status, body) == (200, b"b2")  # half of them were reset by b1, then retried
+    _, _, text = harness.http("GET", proc.url("admin") + "/metrics")
+    assert b"scalelab_lb_retries_total 2" in text
+    seen_before = stats(b1)["count"]
+    answers = [harness.http("POST", proc.url() + "/reset?on=b1", body=b"x") for _ in range(4)]
+    # Round robin alternates: b2 answers two, b1 resets two, and a POST is never resent.
+    assert sorted(status for status, _, _ in answers) == [200, 200, 502, 502]
+    assert stats(b1)["count"] - seen_before == 2
+    assert all(body == b"backend reset error\n" for status, _, body in answers if status == 502)
 
 
 # -- health and the live pool -------------------------------------------------------------------
