@@ -80,6 +80,7 @@ class GroupCommitter:
         self.next_lsn = max(log.last_lsn, db.applied_lsn) + 1
         self.broken: str | None = None
         self._tasks: list[asyncio.Task] = []
+        self._closed = False
 
     def start(self) -> None:
         self._tasks = [
@@ -106,19 +107,22 @@ class GroupCommitter:
         """Log, fsync and apply records received from the primary (a replica's path)."""
         if self.broken:
             raise CommitFailed(self.broken)
-        last = None
+        futures = []
         for record in records:
             if record.lsn != self.next_lsn:
                 raise ValueError(f"record lsn {record.lsn}, expected {self.next_lsn}")
+            batch = decode_batch(record.payload)  # raises LogCorrupt before anything queues
             future = asyncio.get_running_loop().create_future()
-            entry = _Entry(decode_batch(record.payload), future, record.epoch, record.lsn)
+            entry = _Entry(batch, future, record.epoch, record.lsn)
             entry.frame = encode_record(record.epoch, record.lsn, record.payload)
             self._pending.append(entry)
             self.next_lsn += 1
-            last = future
+            futures.append(future)
         self._wake.set()
-        if last is not None:
-            await last
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def flush(self) -> None:
         """Wait until everything submitted so far is durable and applied."""
@@ -126,9 +130,11 @@ class GroupCommitter:
             await asyncio.sleep(0.002)
 
     async def close(self) -> None:
-        """Finish what is queued, then stop the stages."""
-        while self._pending and not self.broken:
-            await asyncio.sleep(0.005)
+        """Finish what is queued, then stop the stages (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.flush()
         await self._apply_queue.put(None)
         for task in self._tasks:
             task.cancel()

@@ -52,7 +52,8 @@ from .wal import HEADER_BYTES, Batch, LogCorrupt, RedoLog, decode_record, encode
 HEARTBEAT_S = 0.25
 #: A replica that heard nothing for this long drops the connection and reconnects.
 STREAM_IDLE_TIMEOUT_S = 3.0
-RECONNECT_DELAY_S = 0.2
+RECONNECT_DELAY_S = 0.1
+RECONNECT_MAX_DELAY_S = 2.0
 #: Bytes of log per stream write.
 STREAM_CHUNK_BYTES = 256 * 1024
 #: Longest wait for ``min_lsn`` when the request names no ``timeout``.
@@ -156,7 +157,9 @@ class StoreService(Service):
         app.router.add_get("/nodes", self.handle_nodes)
         app.router.add_get("/_replication/stream", self.handle_stream)
         app.router.add_post("/_replication/ack", self.handle_ack)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=args.drain_timeout
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, args.host, args.port, reuse_address=True)
         await site.start()
@@ -189,20 +192,22 @@ class StoreService(Service):
         return replayed
 
     async def drain(self) -> None:
-        for task in list(self._streams):
+        """Stop accepting, finish in-flight requests and queued writes, flush the log."""
+        await self._stop_following()
+        for task in list(self._streams):  # replicas reconnect to whoever is primary next
             task.cancel()
-        await self._runner.shutdown()
+        await self._runner.cleanup()  # closes the listener, waits for in-flight handlers
         if self._queued:
             await asyncio.gather(*list(self._queued), return_exceptions=True)
         await self.committer.close()
 
     async def stop(self) -> None:
-        if self._replica_task is not None:
-            self._replica_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._replica_task
+        await self._stop_following()
         for task in list(self._streams):
             task.cancel()
+        if self._checkpoint_task is not None:
+            with contextlib.suppress(BaseException):
+                await self._checkpoint_task
         await self._runner.cleanup()
         await self.committer.close()
         await self.session.close()
@@ -773,16 +778,24 @@ class StoreService(Service):
                 await task
 
     async def _follow(self) -> None:
-        """Stream from the primary forever: reconnect, resync by snapshot when told to."""
+        """Stream from the primary forever: reconnect (backing off while it is away),
+        resync by snapshot when told to."""
+        delay = RECONNECT_DELAY_S
+        failures = 0
         while self.node.role is Role.REPLICA:
             try:
                 await self._follow_once()
+                delay, failures = RECONNECT_DELAY_S, 0
             except asyncio.CancelledError:
                 raise
             except (aiohttp.ClientError, TimeoutError, ConnectionError, LogCorrupt,
                     ValueError, OSError) as exc:  # fmt: skip
-                self.log.info("replication_stream_lost", error=str(exc) or type(exc).__name__)
-            await asyncio.sleep(RECONNECT_DELAY_S)
+                failures += 1
+                if failures == 1 or failures % 20 == 0:  # log the loss, not every retry
+                    self.log.info("replication_stream_lost", primary=self.node.primary,
+                                  error=str(exc) or type(exc).__name__, attempts=failures)  # fmt: skip
+                delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
+            await asyncio.sleep(delay)
 
     async def _follow_once(self) -> None:
         node = self.node

@@ -91,6 +91,20 @@ def test_replica_streams_the_log_serves_reads_and_forwards_writes(store):
     assert count(replica) == 63
     assert "installing_snapshot" not in replica.log_tail(200)
 
+    # the primary dies: local reads go on, bounded staleness is refused, writes say why
+    primary.kill()
+    fresh_qs = "&level=none&freshness=200ms"
+    harness.wait_until_sync(
+        lambda: (
+            harness.http("GET", f"{replica.url()}/db/query?q=SELECT+1{fresh_qs}")[2]
+            == b'{"error":"stale read"}'
+        ),
+        what="stale read refused",
+    )
+    assert count(replica) == 63
+    code, _, body = execute(replica, [["INSERT INTO t VALUES(?)", 1]])
+    assert code == 503 and "leader not reachable" in body["error"]
+
 
 def test_promotion_fences_the_old_primary_which_resyncs_by_snapshot(store):
     primary = store("p")

@@ -221,3 +221,11 @@ def test_queued_writes_answer_with_a_sequence_number_and_commit_later(node):
     cursor.execute("INSERT INTO queued VALUES(?)", (2,), queue=True, wait=True)
     cursor.execute("SELECT count(*) FROM queued")
     assert cursor.fetchone()[0] == 2
+
+
+def test_semi_sync_without_replicas_degrades_to_async_after_the_timeout(store):
+    proc = store("semisync", "--sync-replicas", "1", "--sync-timeout", "0.2")
+    status, _, body = post(proc, "/db/execute", ["CREATE TABLE s (a)"])
+    assert status == 200 and json.loads(body)["results"] == [{}]
+    text = harness.http("GET", proc.url("admin") + "/metrics")[2].decode()
+    assert "scalelab_store_semisync_timeouts_total 1" in text
