@@ -1,0 +1,210 @@
+"""The worker process: ``--concurrency`` slots, each a reserve → process → delete loop.
+
+Each slot owns one queue connection, because a blocking ``reserve`` holds its
+connection's reply stream (protocol.txt: commands are answered in order). A slot:
+
+1. ``reserve-with-timeout`` (short, so a drain never waits long on an idle queue);
+2. processes the job (``photo.process`` plus ``--service-time-ms`` of emulated work,
+   so capacity is ``concurrency / service time`` whatever the machine);
+3. stores the result (``--result-dir``: written to a temporary name and renamed, so a
+   reader never sees half a file) and ``delete``s the job: a job is deleted only after
+   its result is stored, which is what makes processing at-least-once;
+4. on failure asks the queue how often the job was already released (``stats-job``)
+   and, per ``retry.decide``, releases it with exponential backoff or buries it.
+
+A lost queue connection is retried with capped backoff; ``/health`` is 503 while no
+slot is connected. SIGTERM: slots stop reserving, finish the job they hold, delete it,
+and exit; a job reserved after the signal is released at once. A worker killed
+mid-job holds nothing: the queue returns the job when the connection drops, or when
+its TTR runs out if the worker hangs.
+
+Metrics: ``scalelab_worker_jobs_done_total``, ``..._jobs_failed_total{action}``,
+``..._processing_seconds``, ``..._busy_slots``, ``..._queue_errors_total``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+
+import orjson
+
+from components.common import Service
+from components.common.cli import host_port
+from components.queue.client import CommandError, QueueClient
+
+from . import photo, retry
+
+RECONNECT_MIN_S = 0.05
+RECONNECT_MAX_S = 2.0
+
+
+class WorkerService(Service):
+    component = "worker"
+    default_port = 0
+    description = "Consumes photo jobs from the queue: reserve, process, store, delete."
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("worker")
+        group.add_argument("--queue", type=host_port, required=True, help="queue HOST:PORT")
+        group.add_argument("--tube", default="photos", help="tube to watch")
+        group.add_argument("--concurrency", type=int, default=4, help="jobs in parallel")
+        group.add_argument("--service-time-ms", type=float, default=0.0,
+                           help="emulated processing time per job")  # fmt: skip
+        group.add_argument("--max-failures", type=int, default=3,
+                           help="bury a job after this many failed attempts")  # fmt: skip
+        group.add_argument("--retry-delay-s", type=int, default=1,
+                           help="first retry delay; doubles per failure")  # fmt: skip
+        group.add_argument("--retry-max-delay-s", type=int, default=60)
+        group.add_argument("--reserve-timeout-s", type=int, default=1)
+        group.add_argument("--result-dir", default=None, help="store results here")
+
+    @classmethod
+    def check_arguments(cls, parser, args) -> None:
+        if not 1 <= args.concurrency <= 1024:
+            parser.error("--concurrency must be in 1..1024")
+        if args.max_failures < 1 or args.service_time_ms < 0 or args.reserve_timeout_s < 0:
+            parser.error("--max-failures >= 1, --service-time-ms and --reserve-timeout-s >= 0")
+
+    async def start(self) -> dict[str, str]:
+        self.stopping = False
+        self.connected = 0
+        self.clients: set[QueueClient] = set()
+        m = self.metrics
+        self.done = m.counter("scalelab_worker_jobs_done_total", "Jobs processed and deleted")
+        failed = m.counter("scalelab_worker_jobs_failed_total", "Failed attempts", ["action"])
+        self.failed = {action: failed.labels(action) for action in ("release", "bury")}
+        self.seconds = m.histogram("scalelab_worker_processing_seconds", "Time per job")
+        self.busy = m.gauge("scalelab_worker_busy_slots", "Slots processing a job")
+        self.errors = m.counter("scalelab_worker_queue_errors_total", "Queue connection errors")
+        m.gauge("scalelab_worker_connected_slots", "Slots connected to the queue").set_function(
+            lambda: self.connected
+        )
+        if self.args.result_dir:
+            os.makedirs(self.args.result_dir, exist_ok=True)
+        # Connect before the ready line, so /health is truthful from the start; a queue
+        # that is down is not fatal (the slots keep retrying, /health says 503).
+        first = await asyncio.gather(
+            *(self._connect() for _ in range(self.args.concurrency)), return_exceptions=True
+        )
+        clients = [c if isinstance(c, QueueClient) else None for c in first]
+        if not any(clients):
+            self.log.warning("queue_unreachable", queue=self.args.queue, error=str(first[0]))
+        for client in clients:
+            if client is not None:
+                self.clients.add(client)
+                self.connected += 1
+        self.slots = [asyncio.ensure_future(self._slot(n, c)) for n, c in enumerate(clients)]
+        # The worker serves nobody: its only listener is the admin one the runner adds.
+        return {}
+
+    def health(self) -> tuple[bool, str]:
+        return (True, "ok") if self.connected else (False, "queue unreachable")
+
+    async def drain(self) -> None:
+        self.stopping = True
+        await asyncio.gather(*self.slots, return_exceptions=True)
+
+    async def stop(self) -> None:
+        self.stopping = True
+        for task in self.slots:
+            task.cancel()
+        await asyncio.gather(*self.slots, return_exceptions=True)
+        for client in list(self.clients):
+            client.close()
+
+    # -- one slot ---------------------------------------------------------------------------
+
+    async def _connect(self) -> QueueClient:
+        host, port = self.args.queue
+        client = await QueueClient.connect(host, port, timeout_s=2.0)
+        tube = self.args.tube
+        await client.watch(tube)
+        if tube != "default":
+            await client.ignore("default")
+        await client.use(tube)
+        return client
+
+    async def _slot(self, n: int, client: QueueClient | None) -> None:
+        backoff = RECONNECT_MIN_S
+        try:
+            while not self.stopping:
+                try:
+                    if client is None or not client.connected:
+                        client = await self._connect()
+                        self.clients.add(client)
+                        self.connected += 1
+                        backoff = RECONNECT_MIN_S
+                    reserved = await client.reserve(self.args.reserve_timeout_s)
+                    if reserved is None:
+                        continue
+                    job_id, body = reserved
+                    if self.stopping:  # reserved as the signal came: give it back at once
+                        await client.release(job_id)
+                        break
+                    await self._run(client, job_id, body)
+                except (OSError, ConnectionError, TimeoutError, CommandError) as exc:
+                    self.errors.inc()
+                    self.log.warning("queue_error", slot=n, error=str(exc))
+                    if client is not None:
+                        if client in self.clients:
+                            self.clients.discard(client)
+                            self.connected -= 1
+                        client.close()
+                        client = None
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, RECONNECT_MAX_S)
+        finally:
+            if client is not None:
+                if client in self.clients:
+                    self.clients.discard(client)
+                    self.connected -= 1
+                client.close()
+
+    async def _run(self, client: QueueClient, job_id: int, body: bytes) -> None:
+        started = time.monotonic()
+        self.busy.inc()
+        try:
+            try:
+                result = photo.process(body)
+                if self.args.service_time_ms:
+                    await asyncio.sleep(self.args.service_time_ms / 1000)
+                if self.args.result_dir:
+                    self._store(result)
+            except (photo.BadJob, OSError) as exc:
+                await self._failed(client, job_id, exc)
+                return
+            await client.delete(job_id)
+            self.done.inc()
+        finally:
+            self.busy.dec()
+            self.seconds.observe(time.monotonic() - started)
+
+    async def _failed(self, client: QueueClient, job_id: int, error: Exception) -> None:
+        stats = await client.stats_job(job_id)
+        failures = int(stats.get("releases", "0")) + 1
+        args = self.args
+        decision = retry.decide(failures, args.max_failures, args.retry_delay_s,
+                                args.retry_max_delay_s)  # fmt: skip
+        pri = int(stats.get("pri", "1024"))
+        if decision.action == "bury":
+            await client.bury(job_id, pri)
+        else:
+            await client.release(job_id, pri, decision.delay_s)
+        self.failed[decision.action].inc()
+        self.log.info("job_failed", job=job_id, error=str(error), failures=failures,
+                      action=decision.action, delay_s=decision.delay_s)  # fmt: skip
+
+    def _store(self, result: photo.Result) -> None:
+        """Write ``<image>.json`` and ``<image>.rgb`` atomically (temp name + rename)."""
+        base = os.path.join(self.args.result_dir, result.image.replace("/", "__"))
+        meta = orjson.dumps({"image": result.image, "digest": result.digest,
+                             "bytes": len(result.thumbnail)})  # fmt: skip
+        for path, data in ((base + ".rgb", result.thumbnail), (base + ".json", meta)):
+            tmp = f"{path}.tmp{os.getpid()}"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
