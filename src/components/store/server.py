@@ -539,9 +539,8 @@ class StoreService(Service):
             return _text("nothing to load", 400)
         load_options = dataclasses.replace(options, transaction=True)
         try:
-            lsn, results = await self.committer.submit(
-                Batch(tuple(statements), True), self.node.epoch
-            )
+            batch = Batch(tuple((self.rewriter.rewrite(q), p) for q, p in statements), True)
+            lsn, results = await self.committer.submit(batch, self.node.epoch)
         except Overloaded as exc:
             return _json({"error": str(exc)}, 503)
         except CommitFailed as exc:
@@ -657,7 +656,8 @@ class StoreService(Service):
         return _text("[+]node ok\n[-]leader not contactable\n", 503)
 
     async def handle_nodes(self, request: web.Request) -> web.Response:
-        """rqlite's ``/nodes`` map: id -> api_addr, addr, reachable, leader."""
+        """rqlite's ``/nodes`` map: id -> api_addr, addr, reachable, leader; with
+        ``?ver=2`` the newer ``{"nodes": [{"id": ..., ...}]}`` list."""
         node = self.node
         nodes: dict[str, Any] = {
             node.name: {
@@ -677,6 +677,8 @@ class StoreService(Service):
                 "reachable": node.fresh(time.monotonic(), STREAM_IDLE_TIMEOUT_S),
                 "leader": True,
             }  # fmt: skip
+        if request.query.get("ver") == "2":
+            return _json({"nodes": [{"id": name, **info} for name, info in nodes.items()]})
         return _json(nodes)
 
     # -- replication: the primary's side ------------------------------------------------
@@ -850,7 +852,10 @@ class StoreService(Service):
                         break
                     offset = end
                     if record.lsn == 0:
-                        last = orjson.loads(record.payload)["last_lsn"]
+                        try:
+                            last = int(orjson.loads(record.payload)["last_lsn"])
+                        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                            raise LogCorrupt("malformed heartbeat") from None
                         self.node.do_heartbeat(record.epoch, last, time.monotonic())
                     else:
                         records.append(record)

@@ -199,3 +199,29 @@ def test_checkpoints_bound_the_log_and_a_replica_left_behind_installs_a_snapshot
     primary.stop()
     primary = store("p", "--log-max-bytes", "4096")
     assert count(primary) == 41
+
+
+def test_async_failover_loses_at_most_the_reported_lag(store):
+    import signal
+
+    primary = store("p")
+    replica = store("r", "--join", primary.listen["main"])
+    _, headers, _ = execute(primary, ["CREATE TABLE t (k INTEGER PRIMARY KEY)"])
+    harness.wait_until_sync(caught_up(replica, int(headers["X-Scalelab-Lsn"])))
+    replica.signal(signal.SIGSTOP)  # a replica that falls behind (GC pause, slow disk)
+    try:
+        acked = []
+        for k in range(30):
+            code, _, _ = execute(primary, [["INSERT INTO t VALUES(?)", k]])
+            assert code == 200  # asynchronous: the primary does not wait for the replica
+            acked.append(k)
+        reported_lag = status(primary)["replicas"][0]["lag_records"]
+        primary.kill()
+    finally:
+        replica.signal(signal.SIGCONT)
+    admin(replica, "promote")
+    _, _, body = harness.http("GET", f"{replica.url()}/db/query?q=SELECT+k+FROM+t")
+    present = {row[0] for row in json.loads(body)["results"][0].get("values", [])}
+    lost = [k for k in acked if k not in present]
+    assert len(lost) <= reported_lag
+    assert reported_lag > 0

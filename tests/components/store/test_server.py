@@ -156,6 +156,8 @@ def test_status_readyz_nodes_and_backup(store, tmp_path):
     assert harness.http("GET", proc.url() + "/readyz")[0] == 200
     nodes = json.loads(harness.http("GET", proc.url() + "/nodes")[2])
     assert nodes["s1"]["leader"] is True
+    listed = json.loads(harness.http("GET", proc.url() + "/nodes?ver=2")[2])["nodes"]
+    assert listed[0]["id"] == "s1" and listed[0]["api_addr"] == proc.url()
     status, headers, data = harness.http("GET", proc.url() + "/db/backup")
     assert status == 200 and data.startswith(b"SQLite format 3\x00")
     import sqlite3
