@@ -1,0 +1,58 @@
+"""Hot paths of the queue without sockets: the parser and the broker core.
+
+Run: ``.venv/bin/python -m pytest bench/queue --benchmark-only -p no:cacheprovider``
+"""
+
+from components.queue.broker import Broker
+from components.queue.protocol import CommandParser, ReplyParser
+
+BATCH = 100
+PUTS = b"put 1024 0 60 64\r\n" + b"x" * 64 + b"\r\n"
+CYCLE = PUTS + b"reserve\r\ndelete 12345\r\n"
+
+
+def test_parse_pipelined_put_reserve_delete(benchmark):
+    """One read burst of 100 put+reserve+delete triples, parsed into 300 events."""
+    data = CYCLE * BATCH
+    parser = CommandParser()
+
+    def run():
+        parser.receive_data(data)
+        count = 0
+        while parser.next_event() is not None:
+            count += 1
+        return count
+
+    assert benchmark(run) == 3 * BATCH
+
+
+def test_parse_replies(benchmark):
+    data = (b"INSERTED 12345\r\nRESERVED 12345 64\r\n" + b"x" * 64 + b"\r\nDELETED\r\n") * BATCH
+    parser = ReplyParser()
+
+    def run():
+        parser.receive_data(data)
+        count = 0
+        while parser.next_reply() is not None:
+            count += 1
+        return count
+
+    assert benchmark(run) == 3 * BATCH
+
+
+def test_broker_put_reserve_delete(benchmark):
+    """100 jobs through the core: put, reserve, delete (no I/O, no journal)."""
+    broker = Broker()
+    producer = broker.connect()
+    worker = broker.connect()
+    body = b"x" * 64
+
+    def run():
+        for _ in range(BATCH):
+            broker.put(producer, producer.use, 1024, 0, 60, body, 0.0)
+        for _ in range(BATCH):
+            _, job = broker.reserve(worker, 0.0)
+            broker.delete(worker, job.id, 0.0)
+        return len(broker.jobs)
+
+    assert benchmark(run) == 0
