@@ -130,7 +130,7 @@ class _Head:
     #: The body length when ``framing == "length"``.
     content_length: int = 0
     #: Lowercased tokens of the Connection field (names of extra hop-by-hop fields).
-    connection: frozenset[bytes] = field(default_factory=frozenset)
+    connection: frozenset[bytes] = frozenset()
 
     def get(self, name: bytes, default: bytes | None = None) -> bytes | None:
         """The first value of field ``name`` (lowercase), or ``default``."""
@@ -157,14 +157,16 @@ class Response(_Head):
     reason: bytes = b"OK"
 
 
-@dataclass(slots=True, frozen=True)
+# Not frozen: a frozen dataclass's __init__ goes through object.__setattr__, and one Data
+# is made per read on the hot path. Treat events as read-only all the same.
+@dataclass(slots=True)
 class Data:
     """A piece of a body, exactly as much as had arrived (never the whole body at once)."""
 
     data: bytes
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class EndOfMessage:
     """The body is complete; chunked messages may carry trailer fields (RFC 9112 §7.1.2)."""
 
@@ -620,6 +622,9 @@ def _version(text: bytes, bad: int) -> bytes:
 
 
 def _connection_semantics(message: _Head, special: Headers) -> None:
+    if not special:
+        message.keep_alive = message.version == b"1.1"
+        return
     tokens: set[bytes] = set()
     for name, value in special:
         if name == b"connection":

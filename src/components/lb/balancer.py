@@ -128,6 +128,9 @@ class Balancer:
         self._by_cookie: dict[str, Backend] = {}
         self._rr = 0
         self._pick = getattr(self, "_pick_" + algorithm)
+        # True while every backend is known eligible, so ``pick`` can skip the scan. Any
+        # event that can make one ineligible clears it; the next scan sets it again.
+        self._all_eligible = True
 
     # -- the pool ----------------------------------------------------------------------
 
@@ -142,7 +145,7 @@ class Balancer:
                 existing.state = UP
             return existing
         backend = Backend(address, weight)
-        self.backends.append(backend)
+        self.backends = [*self.backends, backend]  # a new list: pick may hold the old one
         self._by_address[address] = backend
         self._by_cookie[backend.cookie_id] = backend
         return backend
@@ -150,7 +153,7 @@ class Balancer:
     def remove(self, address: str) -> Backend | None:
         backend = self._by_address.pop(address, None)
         if backend is not None:
-            self.backends.remove(backend)
+            self.backends = [b for b in self.backends if b is not backend]
             del self._by_cookie[backend.cookie_id]
             backend.removed = True
         return backend
@@ -159,7 +162,14 @@ class Balancer:
         backend = self._by_address.get(address)
         if backend is not None:
             backend.state = DRAINING
+            self._all_eligible = False
         return backend
+
+    def set_state(self, backend: Backend, state: str) -> None:
+        """Change a backend's state (``up``, ``down``, ``draining``) through the balancer."""
+        backend.state = state
+        if state != UP:
+            self._all_eligible = False
 
     def get(self, address: str) -> Backend | None:
         return self._by_address.get(address)
@@ -177,7 +187,13 @@ class Balancer:
         exclude: Backend | None = None,
     ) -> Backend | None:
         """Choose a backend for a request from ``client`` (``exclude``: a retry's first)."""
-        candidates = [b for b in self.backends if b.eligible(now) and b is not exclude]
+        if self._all_eligible and exclude is None:
+            candidates = self.backends
+        else:
+            candidates = [b for b in self.backends if b.eligible(now)]
+            self._all_eligible = len(candidates) == len(self.backends)
+            if exclude is not None and exclude in candidates:
+                candidates.remove(exclude)
         if not candidates:
             return None
         if len(candidates) == 1:
@@ -260,6 +276,7 @@ class Balancer:
             backend.consecutive_failures = 0
             backend.ejected_until = now + self.cooldown_s
             backend.ejections += 1
+            self._all_eligible = False
             return True
         return False
 
@@ -278,5 +295,6 @@ class Balancer:
             backend.check_failures += 1
             if backend.state == UP and backend.check_failures >= self.fall:
                 backend.state = DOWN
+                self._all_eligible = False
                 return DOWN
         return None

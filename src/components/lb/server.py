@@ -516,12 +516,15 @@ class ClientConnection(asyncio.Protocol):
         self.deadline = proxy.now() + proxy.args.first_byte_timeout
         if self.request.framing == "none":
             conn.transport.write(self.head)
-        else:
-            # The head leaves together with the body bytes already here, after the parser
-            # checked them: a request whose first chunk is malformed never reaches a backend.
-            self.head_pending = True
+            if not self.request_complete:
+                self.parser.next_event()  # the EndOfMessage a bodiless request owes
+                self.request_complete = True
+            return
+        # The head leaves together with the body bytes already here, after the parser has
+        # checked them: a request whose first chunk is malformed never reaches a backend.
+        self.head_pending = True
         if not self.request_complete:
-            self.pulling = True  # the body, or a bodiless request's EndOfMessage
+            self.pulling = True
             self.advance()
 
     def response_head(self, response: Response, conn: BackendConnection) -> bytes:

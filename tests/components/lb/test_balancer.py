@@ -78,7 +78,7 @@ def test_ip_hash_moves_only_the_dead_backends_clients():
     balancer = pool("ip_hash", 1, 1, 1)
     clients = [f"172.16.{i}.1" for i in range(60)]
     before = {c: balancer.pick(0.0, client=c).address for c in clients}
-    balancer.get("10.0.0.2:80").state = DOWN
+    balancer.set_state(balancer.get("10.0.0.2:80"), DOWN)
     after = {c: balancer.pick(0.0, client=c).address for c in clients}
     for client in clients:
         if before[client] != "10.0.0.2:80":
@@ -91,14 +91,14 @@ def test_cookie_sticks_to_the_named_backend_and_falls_back_when_it_is_out():
     balancer = pool("cookie")
     target = balancer.get("10.0.0.3:80")
     assert set(picks(balancer, 10, cookie=target.cookie_id)) == {"10.0.0.3:80"}
-    target.state = DOWN
+    balancer.set_state(target, DOWN)
     assert "10.0.0.3:80" not in picks(balancer, 10, cookie=target.cookie_id)
     assert len(set(picks(balancer, 10, cookie="unknown"))) == 2
 
 
 def test_no_eligible_backend_gives_none():
     balancer = pool("round_robin", 1)
-    balancer.get("10.0.0.1:80").state = DOWN
+    balancer.set_state(balancer.get("10.0.0.1:80"), DOWN)
     assert balancer.pick(0.0) is None
     assert Balancer().pick(0.0) is None
 
