@@ -159,29 +159,54 @@ def yaml_list(names: list[str]) -> bytes:
 # Requests: events
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
+class _Event:
+    """Small slotted value objects (plain classes: cheaper to build than dataclasses)."""
+
+    __slots__ = ()
+
+    def _key(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._key() == self._key()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class Command(_Event):
     """Any command but put: its name as on the wire and its parsed arguments."""
 
-    name: str
-    args: tuple = ()
+    __slots__ = ("name", "args")
+
+    def __init__(self, name: str, args: tuple = ()) -> None:
+        self.name = name
+        self.args = args
 
 
-@dataclass(frozen=True, slots=True)
-class Put:
+class Put(_Event):
     """``put <pri> <delay> <ttr> <bytes>`` with its body (already checked for CRLF)."""
 
-    pri: int
-    delay: int
-    ttr: int
-    body: bytes
+    __slots__ = ("pri", "delay", "ttr", "body")
+
+    def __init__(self, pri: int, delay: int, ttr: int, body: bytes) -> None:
+        self.pri = pri
+        self.delay = delay
+        self.ttr = ttr
+        self.body = body
 
 
-@dataclass(frozen=True, slots=True)
-class Error:
+class Error(_Event):
     """Input the protocol refuses; ``reply`` is beanstalkd's own error line for it."""
 
-    reply: bytes
+    __slots__ = ("reply",)
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
 
 
 # Argument kinds: "pri"/"secs" are u32, "id" is u64, "tube" a tube name.
@@ -226,41 +251,63 @@ def valid_tube_name(name: bytes) -> bool:
     )
 
 
-def parse_line(line: bytes) -> Command | Put | Error | tuple[int, int, int, int]:
+_BAD_FORMAT = Error(Reply.BAD_FORMAT)
+_UNKNOWN_COMMAND = Error(Reply.UNKNOWN_COMMAND)
+#: Commands without arguments, pre-built: they carry no per-request state.
+_BARE = {raw: Command(name) for raw, name in _NAMES.items() if not COMMANDS[raw]}
+
+
+def parse_line(line: bytes) -> Command | Error | tuple[int, int, int, int]:
     """One command line (without CRLF) into a Command, an Error, or put's header.
 
     put's header comes back as a 4-tuple ``(pri, delay, ttr, bytes)``: the parser still
-    has to read the body.
+    has to read the body. The common shapes (no argument, one plain integer) take a
+    short path; everything else goes through the general one, which accepts what
+    beanstalkd accepts.
     """
     name, sep, rest = line.partition(b" ")
     spec = COMMANDS.get(name)
     if spec is None:
-        return Error(Reply.UNKNOWN_COMMAND)
-    if b"\x00" in line or rest.endswith(b" "):
-        return Error(Reply.BAD_FORMAT)
+        return _UNKNOWN_COMMAND
     if not spec:
-        return Command(_NAMES[name]) if not sep else Error(Reply.BAD_FORMAT)
+        return _BARE[name] if not sep else _BAD_FORMAT
+    if len(spec) == 1 and spec[0] == "u64" and rest.isdigit() and len(rest) <= 19:
+        return Command(_NAMES[name], (int(rest),))  # 19 digits always fit in a u64
+    if name == b"put":
+        parts = rest.split(b" ")
+        if len(parts) == 4 and b"" not in parts and b"".join(parts).isdigit():
+            pri, delay, ttr, size = map(int, parts)
+            if pri <= U32_MAX and delay <= U32_MAX and ttr <= U32_MAX and size <= U32_MAX:
+                return pri, delay, ttr, size
+    return _parse_general(name, spec, rest, line)
+
+
+def _parse_general(name: bytes, spec: tuple[str, ...], rest: bytes, line: bytes):
+    if b"\x00" in line or rest.endswith(b" "):
+        return _BAD_FORMAT
     if spec == ("tube",):
         # The rest of the line is the name, exactly: "use  a" names " a", which is invalid.
         if not valid_tube_name(rest):
-            return Error(Reply.BAD_FORMAT)
+            return _BAD_FORMAT
         return Command(_NAMES[name], (rest.decode(),))
     # beanstalkd skips runs of spaces before each integer, so "put  1 2 3 4" is fine.
-    parts = [p for p in rest.split(b" ") if p]
+    parts = rest.split(b" ")
+    if b"" in parts:
+        parts = [p for p in parts if p]
     if len(parts) != len(spec):
-        return Error(Reply.BAD_FORMAT)
+        return _BAD_FORMAT
     args: list[object] = []
     for kind, part in zip(spec, parts, strict=True):
         if kind == "tube":
             if not valid_tube_name(part):
-                return Error(Reply.BAD_FORMAT)
+                return _BAD_FORMAT
             args.append(part.decode())
             continue
         if not part.isdigit() or len(part) > 20:
-            return Error(Reply.BAD_FORMAT)
+            return _BAD_FORMAT
         value = int(part)
         if value > _LIMITS[kind]:
-            return Error(Reply.BAD_FORMAT)
+            return _BAD_FORMAT
         args.append(value)
     if name == b"put":
         return tuple(args)  # type: ignore[return-value]

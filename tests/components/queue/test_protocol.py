@@ -107,6 +107,7 @@ def test_every_command_parses(line, expected):
     "line",
     [
         b"put 1 2 3",  # missing argument
+        b"put  1 2 3",  # missing argument after a run of spaces
         b"put 1 2 3 4 5",  # extra argument
         b"put -1 0 0 0",  # negative
         b"put 4294967296 0 1 0",  # priority over 2**32-1
@@ -182,6 +183,13 @@ def test_pipelined_commands_arrive_in_order():
         Command("reserve"),
         Command("delete", (1,)),
     ]
+
+
+@given(st.lists(st.sampled_from([b"put", b" ", b"  ", b"1", b"42", b"-", b"x", b"\t"]), max_size=8))
+def test_put_lines_of_any_shape_parse_or_are_bad_format(tokens):
+    line = b"".join(tokens)
+    got = events(line + b"\r\n")
+    assert got and isinstance(got[0], Put | Error | Command)
 
 
 @given(st.binary(max_size=300), st.integers(min_value=1, max_value=40))
