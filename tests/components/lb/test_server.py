@@ -211,6 +211,22 @@ def test_pipelined_requests_are_answered_in_order(lb):
     assert answers[0][1] == answers[2][1] and answers[0][1] in (b"b1", b"b2")
 
 
+def test_http10_client_gets_a_close_delimited_body_and_a_close(lb):
+    reply, closed = raw_exchange(lb.address(), b"GET /stream?mb=1 HTTP/1.0\r\n\r\n")
+    assert closed
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Transfer-Encoding" not in head and b"Connection: close" in head
+    assert body == b"x" * (1 << 20)
+
+
+def test_http10_keep_alive_is_honoured(lb):
+    request = b"GET /whoami HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+    reply, closed = raw_exchange(lb.address(), request * 2)
+    assert not closed
+    assert reply.count(b"Connection: keep-alive\r\n") == 2
+
+
 def test_metrics_count_requests_per_backend_and_status(lb, backends):
     harness.http("GET", lb.url() + "/status/418")
     _, _, text = harness.http("GET", lb.url("admin") + "/metrics")
@@ -496,6 +512,43 @@ def test_bad_admin_add_is_400(lb):
         "POST", lb.url("admin") + "/admin/backends", b'{"address": "nope"}'
     )
     assert status == 400 and b"HOST:PORT" in body
+
+
+def test_errors_eject_a_backend_passively_until_the_cooldown(spawn, backends):
+    proc = spawn("lb", *sum((["--backend", b.listen["main"]] for b in backends), []),
+                 "--health-interval", "0", "--max-fails", "2", "--cooldown", "60")  # fmt: skip
+    b1 = next(b for b in backends if b.name == "b1").listen["main"]
+    for _ in range(4):  # b1 resets every request it gets; GETs are retried on b2
+        assert harness.http("GET", proc.url() + "/reset?on=b1")[:3:2] == (200, b"b2")
+    listing = json.loads(harness.http("GET", proc.url("admin") + "/admin/backends")[2])
+    state = next(b for b in listing["backends"] if b["address"] == b1)
+    assert not state["healthy"] and state["ejected_for_s"] > 0 and state["ejections"] == 1
+    assert {harness.http("GET", proc.url() + "/whoami")[2] for _ in range(4)} == {b"b2"}
+    _, _, text = harness.http("GET", proc.url("admin") + "/metrics")
+    assert f'scalelab_lb_backend_up{{backend="{b1}"}} 0'.encode() in text
+
+
+def test_idle_client_connection_is_closed_after_the_idle_timeout(spawn, backends):
+    proc = spawn("lb", "--backend", backends[0].listen["main"], "--health-interval", "0",
+                 "--idle-timeout", "0.5")  # fmt: skip
+    with socket.create_connection(proc.address(), timeout=10) as conn:
+        conn.sendall(b"GET /whoami HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = conn.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"b1")
+        assert conn.recv(4096) == b""  # then nothing for 0.5 s: the proxy hangs up
+
+
+async def test_weighted_round_robin_is_smooth_through_the_proxy(spawn, backends):
+    b1, b2 = (next(b for b in backends if b.name == n) for n in ("b1", "b2"))
+    proc = spawn("lb", "--backend", f"{b1.listen['main']},weight=3", "--backend",
+                 b2.listen["main"], "--algorithm", "weighted_round_robin",
+                 "--health-interval", "0")  # fmt: skip
+    async with aiohttp.ClientSession() as session:
+        names = []
+        for _ in range(8):
+            async with session.get(proc.url() + "/whoami") as response:
+                names.append(await response.text())
+    assert names == ["b1", "b1", "b2", "b1"] * 2
 
 
 # -- stickiness through real clients ---------------------------------------------------------
