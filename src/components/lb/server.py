@@ -67,8 +67,8 @@ COOKIE_NAME = b"SCALELAB_LB"
 # Client connection phases (what its deadline means).
 _READING = 0  # waiting for (the rest of) a request head: idle timeout
 _CONNECTING = 1  # dialling a backend: asyncio.wait_for bounds it
-_WAITING = 2  # request sent, no response byte yet: first-byte timeout
-_STREAMING = 3  # bytes flowing in either direction: idle timeout
+_WAITING = 2  # no response byte yet: idle timeout while the body uploads, then first-byte
+_STREAMING = 3  # response bytes flowing: idle timeout
 
 
 def backend_spec(text: str) -> tuple[str, int]:
@@ -335,7 +335,7 @@ class ClientConnection(asyncio.Protocol):
         if self.lingering:
             return
         self.parser.feed(data)
-        if self.phase == _STREAMING:
+        if self.phase == _STREAMING or (self.phase == _WAITING and not self.request_complete):
             self.deadline = self.proxy.now() + self.proxy.args.idle_timeout
         self.advance()
 
@@ -394,6 +394,8 @@ class ClientConnection(asyncio.Protocol):
                     out.append(serialize_trailers(trailers) if trailers else LAST_CHUNK)
                 self.request_complete = True
                 self.pulling = False
+                if self.phase == _WAITING:
+                    self.deadline = self.proxy.now() + self.proxy.args.first_byte_timeout
 
     def flush_body(self, out: list[bytes]) -> None:
         conn = self.conn
@@ -513,7 +515,13 @@ class ClientConnection(asyncio.Protocol):
             conn.transport.pause_reading()
         conn.parser.expect_response(self.request.method)
         self.phase = _WAITING
-        self.deadline = proxy.now() + proxy.args.first_byte_timeout
+        # The first-byte clock starts once the whole request is sent; until then an
+        # upload in progress is only subject to the idle timeout.
+        self.deadline = proxy.now() + (
+            proxy.args.first_byte_timeout
+            if self.request.framing == "none"
+            else proxy.args.idle_timeout
+        )
         if self.request.framing == "none":
             conn.transport.write(self.head)
             if not self.request_complete:
@@ -647,7 +655,7 @@ class ClientConnection(asyncio.Protocol):
 
     def timed_out(self, now: float) -> None:
         proxy = self.proxy
-        if self.phase == _WAITING and self.conn is not None:
+        if self.phase == _WAITING and self.conn is not None and self.request_complete:
             backend = self.backend
             proxy.errors.labels(backend=backend.address, kind="timeout").inc()
             proxy.balancer.failed(backend, now)
