@@ -362,6 +362,7 @@ class WebService(Service):
 
     def _make_middleware(self):
         gate = self.gate
+        gated = gate.limit > 0  # unlimited: skip the gate's coroutine on the hot path
         service_time_s = self.service_time_s
         service_mode = self.args.service_mode
         perf_counter = time.perf_counter
@@ -374,6 +375,10 @@ class WebService(Service):
             self.inflight += 1
             try:
                 if route == HEALTH_ROUTE:
+                    response = await handler(request)
+                elif not gated:
+                    if service_time_s:
+                        await serve_time(service_time_s, service_mode)
                     response = await handler(request)
                 elif not await gate.acquire():
                     self.rejected.inc()
