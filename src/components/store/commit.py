@@ -10,9 +10,9 @@ pipeline drains the queue:
    pile up for the next group: the busier the store, the bigger the groups, the fewer
    fsyncs per write. This is the classic group commit of database logs (Gray & Reuter;
    PostgreSQL's ``commit_delay`` is a cruder cousin; we never sleep to wait for company).
-2. **apply stage** (on the SQLite thread): apply the durable group to SQLite, one
-   transaction per batch, in LSN order, and only then answer each client with its
-   results. Applying group N overlaps the fsync of group N+1.
+2. **apply stage** (on the SQLite thread): apply the durable group to SQLite in LSN
+   order, in one SQLite transaction with a savepoint per batch (``apply_group``), and
+   only then answer each client with its results. Applying group N overlaps the fsync of group N+1.
 
 Replicas use the same pipeline for records that arrive from the primary
 (``submit_records``): they already have LSNs and epochs, but a replica also logs and
@@ -186,7 +186,7 @@ class GroupCommitter:
                     entry.future.set_result((entry.lsn, results))
 
     def _apply(self, group: list[_Entry]) -> list[list[Result]]:
-        return [self.db.apply(e.lsn, e.epoch, e.batch) for e in group]
+        return self.db.apply_group([(e.lsn, e.epoch, e.batch) for e in group])
 
     def _break(self, reason: str, group: list[_Entry]) -> None:
         self.broken = reason

@@ -3,9 +3,10 @@
 SQLite does the SQL; this module decides *how* it is driven so that the redo log
 (``wal.py``) and the file can never disagree:
 
-- **One batch, one transaction, LSN inside.** ``apply(lsn, batch)`` runs the batch in one
-  ``BEGIN IMMEDIATE ... COMMIT`` and, in the same transaction, sets ``applied_lsn`` in the
-  ``_scalelab_meta`` table. After any crash the file's ``applied_lsn`` names exactly the
+- **One batch, one transaction, LSN inside.** ``apply(lsn, epoch, batch)`` runs the
+  batch in one ``BEGIN IMMEDIATE ... COMMIT`` and, in the same transaction, sets
+  ``applied_lsn`` in the ``_scalelab_meta`` table (``apply_group`` does the same for the
+  batches of one group commit, each in its own savepoint). After any crash the file's ``applied_lsn`` names exactly the
   last batch it holds, so recovery replays the log records after it: none twice, none
   missed. A batch whose statements all fail still commits its LSN.
 - **rqlite's two modes.** With ``?transaction`` the first error rolls the whole batch
@@ -49,6 +50,9 @@ MAX_RESULT_ROWS = 100_000
 WRITE_BUDGET_STEPS = 50_000_000
 PROGRESS_STEP = 1000
 READ_TIMEOUT_S = 5.0
+#: Budget of a read on the event loop's thread before it moves to the reader thread.
+FAST_READ_STEPS = 20_000
+FAST_READ_ROWS = 1000
 BUDGET_EXCEEDED = "statement exceeded the store's instruction budget"
 
 _READ_ACTIONS = frozenset(
@@ -130,6 +134,7 @@ class Database:
     def __init__(self, path: str) -> None:
         self.path = path
         self._read_lock = threading.Lock()
+        self._fast_lock = threading.Lock()
         self._open()
 
     def _open(self) -> None:
@@ -159,10 +164,23 @@ class Database:
         self._read_deadline = 0.0
         r.set_progress_handler(self._read_expired, PROGRESS_STEP)
         self._r = r
+        # A third handle for small reads on the caller's (the event loop's) own thread.
+        f = sqlite3.connect(
+            f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
+        self._fguard = _Guard(read_only=True)
+        f.set_authorizer(self._fguard)
+        self._fast_steps = 0
+        f.set_progress_handler(self._fast_budget, PROGRESS_STEP)
+        self._f = f
 
     def _count_steps(self) -> int:
         self._steps += 1
         return 1 if self._steps > WRITE_BUDGET_STEPS // PROGRESS_STEP else 0
+
+    def _fast_budget(self) -> int:
+        self._fast_steps += 1
+        return 1 if self._fast_steps > FAST_READ_STEPS // PROGRESS_STEP else 0
 
     def _read_expired(self) -> int:
         return 1 if time.monotonic() > self._read_deadline else 0
@@ -172,31 +190,38 @@ class Database:
     def apply(self, lsn: int, epoch: int, batch: Batch) -> list[Result]:
         """Run one logged batch in one transaction that also records ``lsn`` (and the
         epoch of the primary that wrote it)."""
-        if lsn <= self.applied_lsn:
-            raise ValueError(f"lsn {lsn} already applied (at {self.applied_lsn})")
+        return self.apply_group([(lsn, epoch, batch)])[0]
+
+    def apply_group(self, items: list[tuple[int, int, Batch]]) -> list[list[Result]]:
+        """Apply consecutive logged batches ``(lsn, epoch, batch)`` in one SQLite
+        transaction, each batch inside its own savepoint, and record the last LSN in it.
+
+        This is group commit's second half: the batches that shared one fsync of the log
+        also share one SQLite commit. Each batch is still all-or-nothing (its savepoint),
+        readers still never see half a batch (they see whole groups), and the results are
+        the ones each batch would get alone, so a replica or a recovery that groups the
+        same records differently computes the same thing.
+        """
+        if not items:
+            return []
+        if items[0][0] <= self.applied_lsn:
+            raise ValueError(f"lsn {items[0][0]} already applied (at {self.applied_lsn})")
         w = self._w
         w.execute("BEGIN IMMEDIATE" + self._tag)
-        results: list[Result] = []
+        outcomes: list[list[Result]] = []
         try:
-            for sql, params in batch.statements:
-                if not batch.transaction:
-                    w.execute("SAVEPOINT stmt" + self._tag)
-                result = self._run_user(w, self._wguard, sql, params)
-                if isinstance(result, Failure) and not w.in_transaction:
-                    # SQLite itself rolled the whole transaction back (interrupt, I/O
-                    # error): every earlier statement of the batch is undone too.
-                    result = self._rolled_back(results, result)
-                    w.execute("BEGIN IMMEDIATE" + self._tag)
-                    break
-                results.append(result)
-                if isinstance(result, Failure):
-                    if batch.transaction:
-                        w.execute("ROLLBACK" + self._tag)
-                        w.execute("BEGIN IMMEDIATE" + self._tag)
-                        break
-                    w.execute("ROLLBACK TO stmt" + self._tag)
-                if not batch.transaction:
-                    w.execute("RELEASE stmt" + self._tag)
+            for _, _, batch in items:
+                results, lost = self._run_batch(w, batch)
+                if lost:
+                    if len(items) > 1:
+                        # SQLite rolled the whole transaction back (an interrupt, an I/O
+                        # error) and took the group's earlier batches with it. Start over
+                        # with one transaction per batch, so that only the guilty batch
+                        # fails, exactly as it fails when applied alone.
+                        return [self.apply_group([item])[0] for item in items]
+                    w.execute("BEGIN IMMEDIATE" + self._tag)  # to record the LSN anyway
+                outcomes.append(results)
+            lsn, epoch, _ = items[-1]
             w.execute(
                 f"INSERT OR REPLACE INTO {META_TABLE} (k, v) VALUES ('applied_lsn', ?), "
                 "('applied_epoch', ?)" + self._tag,
@@ -208,7 +233,29 @@ class Database:
                 w.execute("ROLLBACK" + self._tag)
             raise
         self.applied_lsn, self.applied_epoch = lsn, epoch
-        return results
+        return outcomes
+
+    def _run_batch(self, w: sqlite3.Connection, batch: Batch) -> tuple[list[Result], bool]:
+        """One batch inside the open transaction: ``(results, transaction_lost)``."""
+        w.execute("SAVEPOINT batch" + self._tag)
+        results: list[Result] = []
+        for sql, params in batch.statements:
+            if not batch.transaction:
+                w.execute("SAVEPOINT stmt" + self._tag)
+            result = self._run_user(w, self._wguard, sql, params)
+            if isinstance(result, Failure) and not w.in_transaction:
+                self._rolled_back(results, result)
+                return results, True
+            results.append(result)
+            if isinstance(result, Failure):
+                if batch.transaction:
+                    w.execute("ROLLBACK TO batch" + self._tag)  # rqlite: stop at the error
+                    break
+                w.execute("ROLLBACK TO stmt" + self._tag)
+            if not batch.transaction:
+                w.execute("RELEASE stmt" + self._tag)
+        w.execute("RELEASE batch" + self._tag)
+        return results, False
 
     def _rolled_back(self, results: list[Result], failure: Failure) -> Failure:
         for i, earlier in enumerate(results):
@@ -306,6 +353,41 @@ class Database:
             finally:
                 r.execute("ROLLBACK" + self._tag)
 
+    def query_fast(self, statements: list[tuple[str, Any]]) -> list[Result] | None:
+        """Small reads on the calling thread, cut off after ``FAST_READ_STEPS`` SQLite
+        instructions or ``FAST_READ_ROWS`` rows: the results, or None when the read is
+        not small, and the caller runs it on the reader thread instead (a read has no
+        side effect, so trying it twice is safe).
+
+        The server calls this on the event loop: a point SELECT costs a few microseconds,
+        less than the hop to another thread, and the budget bounds how long the loop can
+        be held (about a tenth of a millisecond).
+        """
+        if not self._fast_lock.acquire(blocking=False):
+            return None  # a snapshot is being installed
+        try:
+            f = self._f
+            # One statement is its own snapshot; several share one read transaction.
+            several = len(statements) > 1
+            if several:
+                f.execute("BEGIN" + self._tag)
+            try:
+                results = []
+                for sql, params in statements:
+                    self._fast_steps = 0
+                    result = self._run_user(f, self._fguard, sql, params)
+                    if self._fast_steps > FAST_READ_STEPS // PROGRESS_STEP:
+                        return None
+                    if isinstance(result, Rows) and len(result.values) > FAST_READ_ROWS:
+                        return None
+                    results.append(result)
+                return results
+            finally:
+                if several:
+                    f.execute("ROLLBACK" + self._tag)
+        finally:
+            self._fast_lock.release()
+
     def is_read(self, sql: str, params: Any) -> bool:
         """Does ``sql`` only read? Compiled (never run) under EXPLAIN with writes denied."""
         with self._read_lock:
@@ -356,7 +438,7 @@ class Database:
 
     def install(self, snapshot_path: str) -> int:
         """Replace this database by a snapshot file (a replica resyncing); returns its LSN."""
-        with self._read_lock:
+        with self._read_lock, self._fast_lock:
             self.close()
             for suffix in ("-wal", "-shm"):
                 if os.path.exists(self.path + suffix):
@@ -366,6 +448,7 @@ class Database:
         return self.applied_lsn
 
     def close(self) -> None:
+        self._f.close()
         self._r.close()
         self._w.close()
 

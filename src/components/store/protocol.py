@@ -35,6 +35,7 @@ size limit is the server's (``MAX_BODY_BYTES``, enforced before parsing).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -79,13 +80,18 @@ class Options:
     q: str | None = None
 
 
-def parse_options(query_string: str) -> Options:
-    """Flags from a raw query string (``a&b=1``); a bare name means true."""
-    try:
-        pairs = parse_qsl(query_string, keep_blank_values=True, max_num_fields=64)
-    except ValueError as exc:
-        raise BadRequest(f"bad query string: {exc}") from None
-    values = dict(pairs)
+def parse_options(query: str | Mapping[str, str]) -> Options:
+    """Flags from a raw query string (``a&b=1``) or an already parsed mapping (the
+    server passes aiohttp's, parsed once per request); a bare name means true."""
+    if isinstance(query, str):
+        try:
+            values = dict(parse_qsl(query, keep_blank_values=True, max_num_fields=64))
+        except ValueError as exc:
+            raise BadRequest(f"bad query string: {exc}") from None
+    else:
+        if len(query) > 64:
+            raise BadRequest("bad query string: too many fields")
+        values = {key: query[key] for key in query}
 
     def flag(name: str) -> bool:
         return name in values and values[name].lower() not in _FALSE

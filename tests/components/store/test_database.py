@@ -127,3 +127,39 @@ def test_the_stores_own_statement_texts_cannot_be_replayed_by_a_client(db):
 def test_checkpoint_returns_the_durable_position(db):
     db.apply(2, 5, Batch((("INSERT INTO t(v) VALUES(1)", None),), False))
     assert db.checkpoint() == (2, 5)
+
+
+def test_a_group_gives_each_batch_the_results_it_gets_alone(db, monkeypatch, tmp_path):
+    monkeypatch.setattr(database, "WRITE_BUDGET_STEPS", 500_000)
+    runaway = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) INSERT INTO t(v) SELECT x FROM c"
+    batches = [
+        Batch((("INSERT INTO t(v) VALUES('a')", None),), False),
+        Batch(
+            (("INSERT INTO t(v) VALUES('b')", None), ("INSERT INTO t(id) VALUES(1)", None)), True
+        ),
+        Batch(((runaway, None),), False),  # rolls SQLite's whole transaction back
+        Batch((("INSERT INTO t(v) VALUES('c')", None),), False),
+    ]
+    grouped = db.apply_group([(2 + i, 1, b) for i, b in enumerate(batches)])
+    alone = Database(str(tmp_path / "alone.sqlite"))
+    alone.apply(1, 1, Batch((("CREATE TABLE t (id INTEGER PRIMARY KEY, v)", None),), False))
+    one_by_one = [alone.apply(2 + i, 1, b) for i, b in enumerate(batches)]
+
+    def shape(outcomes):
+        return [[(type(r).__name__, getattr(r, "error", None)) for r in rs] for rs in outcomes]
+
+    assert shape(grouped) == shape(one_by_one)
+    assert shape(grouped)[1] == [("Changes", None), ("Failure", "UNIQUE constraint failed: t.id")]
+    assert [r[1] for r in db.query([("SELECT id, v FROM t", None)])[0].values] == ["a", "c"]
+    assert db.applied_lsn == 5
+
+
+def test_fast_reads_answer_small_queries_and_give_up_on_big_ones(db):
+    db.apply(2, 1, Batch((("INSERT INTO t(v) VALUES(7)", None),), False))
+    (rows,) = db.query_fast([("SELECT v FROM t WHERE id = ?", [1])])
+    assert rows.values == [[7]]
+    loop = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT 100000) SELECT sum(x) FROM c"
+    assert db.query_fast([(loop, None)]) is None
+    assert db.query([(loop, None)])[0].values == [[5000050000]]
+    (refused,) = db.query_fast([("DELETE FROM t", None)])
+    assert refused.error == READ_ONLY_ERROR

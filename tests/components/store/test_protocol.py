@@ -124,3 +124,11 @@ def test_split_sql_keeps_semicolons_in_strings_and_triggers_and_drops_dump_wrapp
 def test_split_sql_refuses_an_unterminated_statement():
     with pytest.raises(BadRequest):
         protocol.split_sql("INSERT INTO t VALUES('open", "_meta")
+
+
+def test_options_from_a_parsed_mapping_match_the_raw_string():
+    from multidict import MultiDict
+
+    raw = "transaction&level=none&min_lsn=3"
+    assert protocol.parse_options(MultiDict([("transaction", ""), ("level", "none"),
+                                             ("min_lsn", "3")])) == protocol.parse_options(raw)  # fmt: skip

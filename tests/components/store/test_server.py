@@ -231,3 +231,16 @@ def test_semi_sync_without_replicas_degrades_to_async_after_the_timeout(store):
     assert status == 200 and json.loads(body)["results"] == [{}]
     text = harness.http("GET", proc.url("admin") + "/metrics")[2].decode()
     assert "scalelab_store_semisync_timeouts_total 1" in text
+
+
+def test_an_unrecoverable_data_directory_fails_start_cleanly(tmp_path):
+    data = tmp_path / "broken"
+    data.mkdir()
+    (data / "store.sqlite").write_bytes(b"this is not a database" * 100)
+    try:
+        harness.start("store", "--data-dir", str(data), log_path=tmp_path / "broken.log")
+    except harness.process.StartError as error:
+        assert "exited with code 1" in str(error) and "start_failed" in str(error)
+        assert "Traceback" not in str(error)
+    else:
+        raise AssertionError("a store with a garbage database file started")
