@@ -60,6 +60,9 @@ class WorkerService(Service):
                            help="first retry delay; doubles per failure")  # fmt: skip
         group.add_argument("--retry-max-delay-s", type=int, default=60)
         group.add_argument("--reserve-timeout-s", type=int, default=1)
+        group.add_argument("--touch-interval-s", type=float, default=0.0,
+                           help="touch the job this often while processing, so a long job "
+                                "outlives its TTR (0: never)")  # fmt: skip
         group.add_argument("--result-dir", default=None, help="store results here")
 
     @classmethod
@@ -167,6 +170,9 @@ class WorkerService(Service):
     async def _run(self, client: QueueClient, job_id: int, body: bytes) -> None:
         started = time.monotonic()
         self.busy.inc()
+        toucher = None
+        if self.args.touch_interval_s > 0:
+            toucher = asyncio.ensure_future(self._keep_alive(client, job_id))
         try:
             try:
                 result = photo.process(body)
@@ -175,13 +181,31 @@ class WorkerService(Service):
                 if self.args.result_dir:
                     self._store(result)
             except (photo.BadJob, OSError) as exc:
+                await self._stop_touching(toucher)
                 await self._failed(client, job_id, exc)
                 return
+            await self._stop_touching(toucher)
             await client.delete(job_id)
             self.done.inc()
         finally:
+            if toucher is not None:
+                toucher.cancel()
             self.busy.dec()
             self.seconds.observe(time.monotonic() - started)
+
+    async def _keep_alive(self, client: QueueClient, job_id: int) -> None:
+        """protocol.txt touch: restart the job's TTR while we are still working on it."""
+        while True:
+            await asyncio.sleep(self.args.touch_interval_s)
+            await client.touch(job_id)
+
+    @staticmethod
+    async def _stop_touching(toucher: asyncio.Future | None) -> None:
+        if toucher is None:
+            return
+        toucher.cancel()
+        # A touch already written still gets its reply first; the connection keeps order.
+        await asyncio.gather(toucher, return_exceptions=True)
 
     async def _failed(self, client: QueueClient, job_id: int, error: Exception) -> None:
         stats = await client.stats_job(job_id)

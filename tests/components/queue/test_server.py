@@ -8,6 +8,7 @@ own, and tests that need whole-server figures start their own server.
 
 import itertools
 import json
+import signal
 import socket
 
 import greenstalk
@@ -282,3 +283,48 @@ def test_metrics_count_jobs_by_tube_and_state(spawn):
     assert samples[("scalelab_queue_puts_total", ())] == 2
     assert samples[("scalelab_queue_reserves_total", ())] == 1
     assert samples[("scalelab_queue_deletes_total", ())] == 1
+
+
+def test_half_closed_connection_gets_timed_out_for_its_blocked_reserve(queue, client, tube):
+    worker = raw_in(queue, tube)
+    worker.sendall(b"reserve\r\n")
+    harness.wait_until_sync(waiting(client, tube), what="waiting")
+    worker.shutdown(socket.SHUT_WR)
+    assert worker.recv(100) == b"TIMED_OUT\r\n"
+    assert worker.recv(100) == b""  # and the server closes its side
+    worker.close()
+
+
+def test_commands_on_jobs_not_reserved_by_this_client_are_not_found(queue, client, tube):
+    job_id = client.put("x")
+    job = greenstalk.Job(id=job_id, body="x")
+    for call in (client.release, client.bury, client.touch):
+        with pytest.raises(greenstalk.NotFoundError):
+            call(job)
+    with greenstalk.Client(queue.address(), watch=tube) as other:
+        other.reserve(timeout=0)
+        with pytest.raises(greenstalk.NotFoundError):
+            client.delete(job_id)  # reserved by someone else
+        other.delete(job_id)
+
+
+def test_sigusr1_enters_drain_mode_refusing_puts(spawn):
+    queue = spawn("queue")
+    with greenstalk.Client(queue.address()) as c:
+        c.put("before")
+        queue.signal(signal.SIGUSR1)
+        harness.wait_until_sync(lambda: c.stats()["draining"] == "true", what="drain mode")
+        with pytest.raises(greenstalk.DrainingError):
+            c.put("after")
+        assert c.reserve(timeout=0).body == "before"  # consumers are still served
+
+
+def test_max_jobs_bounds_memory_with_out_of_memory(spawn):
+    queue = spawn("queue", "--max-jobs", "2")
+    with greenstalk.Client(queue.address()) as c:
+        c.put("a")
+        c.put("b")
+        with pytest.raises(greenstalk.OutOfMemoryError):
+            c.put("c")
+        c.delete(c.reserve(timeout=0))
+        c.put("c")

@@ -111,3 +111,32 @@ def test_worker_reconnects_when_the_queue_comes_back(spawn, tmp_path):
     with greenstalk.Client(queue.address(), use="photos") as c:
         c.put(job("after.jpg"))
     harness.wait_until_sync(lambda: (tmp_path / "r" / "after.jpg.json").exists())
+
+
+def test_job_of_a_hung_worker_returns_after_its_ttr(spawn, tmp_path):
+    queue = spawn("queue")
+    hung = start_worker(spawn, queue, "--concurrency", "1", "--service-time-ms", "60000")
+    with greenstalk.Client(queue.address(), use="photos") as c:
+        job_id = c.put(job("hung.jpg"), ttr=30)
+        harness.wait_until_sync(lambda: c.stats_job(job_id)["state"] == "reserved")
+        hung.signal(signal.SIGSTOP)  # a real hang: the connection stays open
+        harness.http("POST", queue.url("admin") + "/admin/clock", b'{"advance": 31}')
+        assert c.stats_job(job_id)["state"] == "ready"
+        assert c.stats_job(job_id)["timeouts"] == 1
+        start_worker(spawn, queue, "--result-dir", str(tmp_path))
+        harness.wait_until_sync(lambda: (tmp_path / "hung.jpg.json").exists())
+        harness.wait_until_sync(lambda: c.stats()["current-jobs-ready"] == 0)
+    hung.signal(signal.SIGCONT)
+    hung.kill()
+
+
+def test_touching_keeps_a_long_job_past_its_ttr(spawn):
+    queue = spawn("queue")
+    worker = start_worker(spawn, queue, "--concurrency", "1", "--service-time-ms", "2500",
+                          "--touch-interval-s", "0.4")  # fmt: skip
+    with greenstalk.Client(queue.address(), use="photos") as c:
+        c.put(job("long.jpg"), ttr=2)
+        harness.wait_until_sync(lambda: metric(worker, "scalelab_worker_jobs_done_total") == 1)
+        stats = c.stats()
+        assert stats["job-timeouts"] == 0 and stats["cmd-touch"] >= 3
+        assert stats["cmd-delete"] == 1
