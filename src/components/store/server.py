@@ -138,6 +138,16 @@ class StoreService(Service):
                 self._db_pool, Database, os.path.join(data_dir, "store.sqlite")
             )
             replayed = await loop.run_in_executor(self._db_pool, self._recover)
+            if self.db.applied_lsn > self.wal.last_lsn and self.wal.last_lsn:
+                # The log lost records SQLite has (a damaged disk: the log is fsynced
+                # before anything is applied). SQLite is the better copy: restart the log
+                # after it, so that replicas behind it resync from a snapshot.
+                self.log.warning("log_behind_database", log_last_lsn=self.wal.last_lsn,
+                                 applied_lsn=self.db.applied_lsn)  # fmt: skip
+                await loop.run_in_executor(self._log_pool, self.wal.reset)
+            if self.wal.last_lsn == 0:
+                self.state["base_lsn"] = self.db.applied_lsn
+                self.state["base_epoch"] = self.db.applied_epoch
         except (sqlite3.DatabaseError, LogCorrupt) as exc:
             # The runner reports OSError as a clean start failure (exit 1, one log line).
             raise OSError(errno.EIO, f"cannot recover {data_dir}: {exc}") from None

@@ -244,3 +244,22 @@ def test_an_unrecoverable_data_directory_fails_start_cleanly(tmp_path):
         assert "Traceback" not in str(error)
     else:
         raise AssertionError("a store with a garbage database file started")
+
+
+def test_a_log_that_lost_applied_records_restarts_after_the_database(store, tmp_path):
+    from components.store.wal import HEADER, HEADER_BYTES
+
+    proc = store("damaged")
+    post(proc, "/db/execute", ["CREATE TABLE d (a)"])
+    for i in range(4):
+        post(proc, "/db/execute", [["INSERT INTO d VALUES(?)", i]])
+    proc.stop()
+    path = tmp_path / "damaged" / "redo.log"
+    data = path.read_bytes()
+    length = HEADER.unpack_from(data)[0]
+    path.write_bytes(data[: HEADER_BYTES + length + 5])  # keep record 1 and a torn scrap
+    proc = store("damaged")
+    assert "log_behind_database" in proc.log_tail(50)
+    assert query(proc, "SELECT count(*) FROM d")[1]["results"][0]["values"] == [[4]]
+    status, headers, _ = post(proc, "/db/execute", [["INSERT INTO d VALUES(?)", 9]])
+    assert status == 200 and headers["X-Scalelab-Lsn"] == "6"
