@@ -6,17 +6,18 @@ backend directly, and the proxy's CPU time per request (user+system from
 ``/proc/<pid>/stat`` around the run, divided by the requests served).
 
 How: two fast backends are one nginx (one worker) serving a small body on two ports.
-Each proxy in turn runs alone, pinned to CPU 0 with ``taskset -c 0``: HAProxy with
-``nbthread 1`` and server-side keep-alive (``http-reuse always``), nginx with one worker
-and ``upstream keepalive``, ours (uvloop) with its defaults. wrk runs on CPU 1
-(``taskset -c 1 wrk -t1 -c64 -d10s --latency``), as do the backends, so CPU 0 holds
-the proxy and nothing else. A direct run against one backend gives the baseline for
-"added" latency. All runs happen in one invocation so they share the machine's state;
-on a shared, noisy machine the figures move by tens of percent between invocations.
+The three proxies are pinned to CPU 0 with ``taskset -c 0`` and loaded one at a time:
+HAProxy with ``nbthread 1`` and server-side keep-alive (``http-reuse always``), nginx
+with one worker and ``upstream keepalive``, ours (uvloop) with its defaults. wrk runs
+on CPU 1 (``taskset -c 1 wrk -t1 -c64 -d10s --latency``), as do the backends, so CPU 0
+holds the proxy under load and nothing else of ours. A direct run against one backend gives the baseline for
+"added" latency. Rounds alternate between the targets and medians are reported, so drift
+in the machine's load hits all of them alike; on a shared, noisy machine the figures
+still move by tens of percent between invocations (CPU per request moves least).
 
 Run::
 
-    .venv/bin/python bench/lb/compare_haproxy.py [--duration 10] [--connections 64]
+    .venv/bin/python bench/lb/compare_haproxy.py [--duration 10] [--connections 64] [--rounds 3]
 
 Only loopback addresses are used.
 """
@@ -29,6 +30,7 @@ import re
 import select
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -176,10 +178,15 @@ def wrk(port: int, args, pids: list[int]) -> dict:
     }
 
 
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="runs per target; medians reported")
     args = parser.parse_args()
     for tool in ("haproxy", "nginx", "wrk", "taskset"):
         if shutil.which(tool) is None:
@@ -191,20 +198,18 @@ def main() -> None:
         for p in backend_ports
     )
     procs = [start_nginx(tmp, "backends", servers, "1")]
-    results = {}
+    runs: dict[str, list[dict]] = {}
     try:
         for port in backend_ports:
             wait_port(port)
-        results["direct (one backend)"] = wrk(backend_ports[0], args, [])
-
+        # All three proxies run at once, idle but for the one under load, so rounds can
+        # alternate between them and drift in the machine's load hits each alike.
+        targets: dict[str, tuple[int, list[int]]] = {"direct (one backend)": (backend_ports[0], [])}
         port = free_port()
         haproxy = start_haproxy(tmp, port, backend_ports)
         procs.append(haproxy)
         wait_port(port)
-        results["haproxy (nbthread 1)"] = wrk(port, args, [haproxy.pid])
-        haproxy.terminate()
-        haproxy.wait()
-
+        targets["haproxy (nbthread 1)"] = (port, [haproxy.pid])
         port = free_port()
         upstream = " ".join(f"server 127.0.0.1:{p};" for p in backend_ports)
         proxy_conf = f"""
@@ -215,35 +220,41 @@ def main() -> None:
         nginx = start_nginx(tmp, "proxy", proxy_conf, "0")
         procs.append(nginx)
         wait_port(port)
-        results["nginx (1 worker, keepalive)"] = wrk(port, args, children(nginx.pid))
-        nginx.terminate()
-        nginx.wait()
-
+        targets["nginx (1 worker, keepalive)"] = (port, children(nginx.pid))
         ours, port = start_ours(tmp, backend_ports)
         procs.append(ours)
-        results["scalelab lb (uvloop)"] = wrk(port, args, [ours.pid])
-        ours.terminate()
-        ours.wait()
+        targets["scalelab lb (uvloop)"] = (port, [ours.pid])
+        for _ in range(args.rounds):
+            for name, (port, pids) in targets.items():
+                runs.setdefault(name, []).append(wrk(port, args, pids))
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+    results = {
+        name: {key: median([r[key] for r in rs]) for key in ("rps", "p50_ms", "p99_ms",
+               "cpu_us_per_req", "errors")} | {"command": rs[0]["command"]}
+        for name, rs in runs.items()
+    }  # fmt: skip
     base = results["direct (one backend)"]
+    print(f"medians of {args.rounds} rounds, wrk -t1 -c{args.connections} -d{args.duration}s")
     print(
         f"{'target':30} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'+p99 ms':>8} {'CPU us/req':>10}"
     )
     for name, r in results.items():
         added = r["p99_ms"] - base["p99_ms"]
         print(f"{name:30} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {added:8.2f} "
-              f"{r['cpu_us_per_req']:10.1f}  errors={r['errors']} {r['socket_errors']}")  # fmt: skip
+              f"{r['cpu_us_per_req']:10.1f}  non-2xx={r['errors']:.0f}")  # fmt: skip
+    print("req/s of every round:", {n: [round(r["rps"]) for r in rs] for n, rs in runs.items()})
     ours, ha = results["scalelab lb (uvloop)"], results["haproxy (nbthread 1)"]
     added_ours = ours["p99_ms"] - base["p99_ms"]
     added_ha = ha["p99_ms"] - base["p99_ms"]
     print(f"\nreq/s ratio ours/haproxy: {ours['rps'] / ha['rps']:.2f} (goal >= 0.50)")
     if added_ha > 0:
         print(f"added p99 ratio ours/haproxy: {added_ours / added_ha:.2f} (goal <= 2.0)")
+    print(f"CPU per request ours/haproxy: {ours['cpu_us_per_req'] / ha['cpu_us_per_req']:.2f}")
     print(f"wrk: {ours['command']}")
 
 

@@ -58,7 +58,8 @@ def backend_request_head(
     proto: bytes = b"http",
 ) -> bytes:
     """The head to send a backend for ``request`` from ``client_ip``."""
-    drop = HOP_BY_HOP | request.connection if request.connection else HOP_BY_HOP
+    connection = request.connection
+    drop = HOP_BY_HOP if connection <= HOP_BY_HOP else HOP_BY_HOP | connection
     headers = []
     append = headers.append
     xff = None
@@ -97,7 +98,8 @@ def client_response_head(
     set_cookie: bytes | None = None,
 ) -> tuple[bytes, str, bool]:
     """The head to send the client, how its body travels, and whether to keep alive."""
-    drop = HOP_BY_HOP | response.connection if response.connection else HOP_BY_HOP
+    connection = response.connection
+    drop = HOP_BY_HOP if connection <= HOP_BY_HOP else HOP_BY_HOP | connection
     headers = []
     append = headers.append
     had_length = False

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from components.common.http1 import NEED_DATA, Parser, Request, Response
 from components.lb.protocol import (
     backend_request_head,
@@ -134,3 +137,47 @@ def test_cookie_value_finds_the_named_cookie():
     req = request(b"GET / HTTP/1.1\r\nHost: h\r\nCookie: a=1; SCALELAB_LB=abc; b=2\r\n\r\n")
     assert cookie_value(req, b"SCALELAB_LB") == "abc"
     assert cookie_value(req, b"missing") is None
+
+
+# -- properties: whatever the client sent, the backend gets one unambiguous message ----------
+
+field_names = st.sampled_from(
+    [b"Host", b"Connection", b"Keep-Alive", b"TE", b"Upgrade", b"Trailer", b"X-Forwarded-For",
+     b"X-Forwarded-Proto", b"Via", b"Accept", b"X-Custom", b"Proxy-Connection", b"Cookie"]
+)  # fmt: skip
+field_values = st.sampled_from([b"a", b"close", b"keep-alive, X-Custom", b"1.2.3.4", b"x y"])
+
+
+@given(
+    st.lists(st.tuples(field_names, field_values), max_size=12),
+    st.sampled_from(["none", "length", "chunked"]),
+    st.sampled_from([b"1.1", b"1.0"]),
+)
+def test_backend_head_always_parses_back_without_hop_by_hop_fields(fields, framing, version):
+    fields = [(n, v) for n, v in fields if n != b"Host"]
+    if version == b"1.1":
+        fields.insert(0, (b"Host", b"site"))
+    if framing == "length":
+        fields.append((b"Content-Length", b"3"))
+    elif framing == "chunked" and version == b"1.1":
+        fields.append((b"Transfer-Encoding", b"chunked"))
+    wire = b"POST /p HTTP/%s\r\n" % version + b"".join(n + b": " + v + b"\r\n" for n, v in fields)
+    original = request(wire + b"\r\n")
+    head = backend_request_head(original, "192.0.2.1", b"lb", b"b:1")
+    forwarded = request(head)
+    assert type(forwarded) is Request and forwarded.version == b"1.1"
+    names = [n.lower() for n, _ in forwarded.headers]
+    dropped = {b"connection", b"keep-alive", b"te", b"upgrade", b"trailer", b"proxy-connection"}
+    assert not dropped & set(names)
+    assert b"x-custom" not in names or b"x-custom" not in original.connection
+    assert names.count(b"host") == 1
+    # Via is a list (RFC 9110 §7.6.3): earlier hops stay, ours comes last.
+    assert names.count(b"via") == len(original.get_all(b"via")) + 1
+    assert forwarded.get_all(b"via")[-1] == version + b" lb"
+    assert names.count(b"x-forwarded-for") == 1 and names.count(b"x-forwarded-proto") == 1
+    assert forwarded.get(b"x-forwarded-for").endswith(b"192.0.2.1")
+    assert (forwarded.framing, forwarded.content_length) == (
+        original.framing,
+        original.content_length,
+    )
+    assert names.count(b"content-length") + names.count(b"transfer-encoding") <= 1
