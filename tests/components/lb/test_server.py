@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -262,6 +263,10 @@ SMUGGLING = {
     "bad_chunk": (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0x0\r\n\r\n", 400),
     "long_line": (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
     "many_fields": (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * 101 + b"\r\n", 431),
+    "big_head": (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X: " + b"y" * 70_000 + b"\r\n\r\n", 431),
+    "cl_plus_sign": (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: +44\r\n\r\n", 400),
+    "te_http10": (b"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    "no_host": (b"GET /whoami HTTP/1.1\r\nX: y\r\n\r\n", 400),
 }  # fmt: skip
 HIDDEN = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -294,6 +299,67 @@ def test_bad_chunk_mid_body_cuts_the_exchange_and_forwards_no_hidden_request(lb,
     seen = [path for b in backends for path in stats(b)["seen"]]
     assert "GET /smuggled" not in seen
     assert sum(stats(b)["count"] for b in backends) == before + 1
+
+
+class CannedBackend:
+    """A raw TCP backend in this process that answers every request with fixed bytes."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.requests = 0
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.sock.accept()
+                threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
+
+    def answer(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            received = b""
+            while True:
+                piece = conn.recv(65536)
+                if not piece:
+                    return
+                received += piece
+                while b"\r\n\r\n" in received:
+                    _, _, received = received.partition(b"\r\n\r\n")
+                    self.requests += 1
+                    conn.sendall(self.reply)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nX : y\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok\x00junk",
+        b"NOT HTTP AT ALL\r\n\r\n",
+    ],
+    ids=["differing_cl", "unknown_te", "space_colon", "extra_bytes", "garbage"],
+)
+def test_bad_backend_responses_become_502_and_never_reach_the_client(spawn, reply):
+    backend = CannedBackend(reply)
+    try:
+        proc = spawn("lb", "--backend", backend.address, "--health-interval", "0")
+        for _ in range(2):
+            status, _, body = harness.http("GET", proc.url() + "/")
+            if reply.endswith(b"junk"):
+                # The answer itself was fine; the junk after it must not be taken as the
+                # next response, so the connection is discarded, not pooled.
+                assert (status, body) == (200, b"ok")
+            else:
+                assert status == 502 and body == b"backend bad_response error\n"
+    finally:
+        backend.close()
 
 
 # -- failures, timeouts and limits ----------------------------------------------------------
