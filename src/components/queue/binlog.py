@@ -172,7 +172,8 @@ class Binlog:
         self._pending_bytes = 0
         self.appended_seq = 0  # records handed to us
         self._batched_seq = 0  # records taken into a batch
-        self.written_seq = 0  # records written (and fsynced if the batch asked)
+        self.written_seq = 0  # records written to the file (not necessarily fsynced)
+        self.unsynced = 0  # records written since the last fsync was started
         self.live_bytes = 0  # size of the FULL records of live jobs
         self.log_bytes = 0  # bytes in segment files
         self.records_written = 0
@@ -236,6 +237,7 @@ class Binlog:
         batch = self._snapshot_batch()
         self.write_batch(batch, fsync=True)
         self.complete(batch)
+        self.unsynced = 0
         return recovered
 
     def _snapshot_batch(self) -> Batch:
@@ -296,6 +298,7 @@ class Binlog:
         else:
             self.log_bytes += len(batch.data)
         self.records_written += batch.records
+        self.unsynced += batch.records
 
     def _write_snapshot(self, batch: Batch) -> None:
         index = batch.snapshot_index
