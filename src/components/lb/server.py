@@ -452,9 +452,11 @@ class ClientConnection(asyncio.Protocol):
         self.retried = False
         self.started_at = proxy.now()
         self.keep_alive = request.keep_alive and not proxy.draining
-        if request.method == b"CONNECT" or b"upgrade" in request.connection:
-            self.local_reply(501, "tunnels and protocol upgrades are not supported")
+        if request.method == b"CONNECT":
+            self.local_reply(501, "CONNECT tunnels are not supported")
             return
+        # An Upgrade offer (h2c, websocket) is declined by simply not passing it on: the
+        # fields are hop-by-hop, and RFC 9110 §7.8 lets a server ignore the offer.
         self.route(exclude=None)
 
     def route(self, exclude: Backend | None) -> None:

@@ -176,6 +176,21 @@ def test_curl_chunked_download_and_upload(lb, tmp_path):
     assert result.returncode == 0 and result.stdout == upload.read_bytes()
 
 
+def test_curl_h2c_upgrade_offer_is_declined_and_served_as_http11(lb):
+    result = curl("-v", "--http2", lb.url() + "/headers")
+    assert result.returncode == 0, result.stderr
+    assert b"< HTTP/1.1 200 OK" in result.stderr
+    seen = {k.lower() for k, _ in json.loads(result.stdout)["headers"]}
+    assert not {"upgrade", "http2-settings", "connection"} & seen
+
+
+def test_connect_method_is_501(lb):
+    reply, closed = raw_exchange(
+        lb.address(), b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+    )
+    assert reply.startswith(b"HTTP/1.1 501 ")
+
+
 def test_curl_expect_100_continue(lb, tmp_path):
     upload = tmp_path / "up.bin"
     upload.write_bytes(b"z" * 5000)
