@@ -31,9 +31,10 @@ Why the pieces are there:
   ``DELETE`` is never lost while the ``FULL`` it cancels survives. A restart also
   compacts, so restarts do not pile up segments.
 
-Group commit lives in the server (it owns the thread that fsyncs); this module gives it
-the pieces: ``take_batch`` (on the event loop: pending bytes or a snapshot),
-``write_batch`` (in a worker thread: write, fsync, swap segments) and ``complete``.
+Group commit lives in the server (it owns the event loop and the fsync threads); this
+module gives it the pieces: ``take_batch`` (pending records, or a snapshot when the log
+is bloated), ``write_batch`` (append to the file, or swap in a snapshot), ``sync`` and
+``complete``.
 """
 
 from __future__ import annotations

@@ -12,13 +12,14 @@ bytes into commands, ``broker.Broker`` applies them. What only the shell can do:
   reserve timeout, a paused tube); the server keeps a single ``call_later`` for it.
 - *Group commit.* With ``-b DIR -f 0`` a state-changing reply (``INSERTED``,
   ``DELETED``, ``RELEASED``, ``BURIED``, ``KICKED``) is held until its record is on disk.
-  One write+fsync runs at a time in a worker thread; records that arrive meanwhile wait
-  for the next one, so 64 concurrent producers share an fsync instead of queueing for 64
-  (beanstalkd fsyncs each put). Replies on a connection stay in order: anything behind a
-  held reply is held too. If the disk fails, connections with unacknowledged replies
-  are aborted: a client never hears ``INSERTED`` for a job that is not on disk.
-  With ``-f MS`` (MS > 0) replies go out at once and fsync runs at most every MS ms, as
-  beanstalkd's ``-f``; without ``-b``, memory only.
+  Records are appended to the file on the loop, in order; the fsync runs in a worker
+  thread, and records that arrive meanwhile wait for the next one, so 64 concurrent
+  producers share an fsync instead of queueing for 64 (beanstalkd fsyncs each put).
+  Replies on a connection stay in order: anything behind a held reply is held too. If
+  the disk fails, connections with unacknowledged replies are aborted: a client never
+  hears ``INSERTED`` for a job that is not on disk. With ``-f MS`` (MS > 0) replies go
+  out at once and fsync runs at most every MS ms, as beanstalkd's ``-f``; without
+  ``-b``, memory only.
 - *Clock.* The broker runs on wall-clock seconds plus an offset an operator (or a test)
   can advance with ``POST /admin/clock {"advance": seconds}``, so TTR expiry and delays
   are testable without sleeping.
@@ -53,8 +54,6 @@ from .protocol import Command, CommandParser, Put, Reply
 #: Stop reading from a connection whose unparsed input passes this (a blocked reserve
 #: with pipelined commands behind it, or a client that does not read its replies).
 PAUSE_READING_BYTES = 256 * 1024
-#: Stop parsing for a connection whose unsent output passes this.
-MAX_OUTPUT_BYTES = 4 << 20
 VERSION = "1.12-scalelab"
 #: Group commit: fsyncs allowed to run at once (see the group commit section). 2 was
 #: measured too (bench/queue/side_by_side.py): no gain beyond this noisy disk's spread.
@@ -76,6 +75,7 @@ class QueueConnection(asyncio.Protocol):
         self.closing = False
         self.closed = False
         self.reading_paused = False
+        self.writing_paused = False  # the client is not reading its replies
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -104,8 +104,11 @@ class QueueConnection(asyncio.Protocol):
         # protocol.txt: a reserve on a half-closed connection is answered TIMED_OUT.
         if self.session is not None and self.broker.cancel_wait(self.session):
             self.emit(Reply.TIMED_OUT)
-            self.flush()
-        return False
+        # Keep our side open until replies waiting for an fsync have gone out
+        # (``printf 'put ...' | nc`` must still read its INSERTED); flush closes it.
+        self.closing = True
+        self.flush()
+        return True
 
     def connection_lost(self, exc) -> None:
         self.closed = True
@@ -125,7 +128,12 @@ class QueueConnection(asyncio.Protocol):
         parser = self.parser
         session = self.session
         handlers = HANDLERS
-        while not self.closing and session is not None and not session.waiting:
+        while (
+            not self.closing
+            and not self.writing_paused
+            and session is not None
+            and not session.waiting
+        ):
             event = parser.next_event()
             if event is None:
                 break
@@ -138,33 +146,32 @@ class QueueConnection(asyncio.Protocol):
             else:
                 self.service.protocol_errors.labels(event.reply[:-2].decode()).inc()
                 self.emit(event.reply)
-            if len(self.out) > 64 and self.transport is not None:
-                self.flush()
-                if self.transport.get_write_buffer_size() > MAX_OUTPUT_BYTES:
-                    break
+            if len(self.out) > 64:
+                self.flush()  # may call pause_writing, which ends the loop
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read only while the parser has room and the client reads its replies."""
         transport = self.transport
         if transport is None or self.closed:
             return
-        if parser.buffered > PAUSE_READING_BYTES:
-            if not self.reading_paused:
-                self.reading_paused = True
-                transport.pause_reading()
-        elif self.reading_paused:
+        want_paused = self.writing_paused or self.parser.buffered > PAUSE_READING_BYTES
+        if want_paused and not self.reading_paused:
+            self.reading_paused = True
+            transport.pause_reading()
+        elif self.reading_paused and not want_paused:
             self.reading_paused = False
             transport.resume_reading()
 
-    def pause_writing(self) -> None:  # the kernel buffer is full: stop reading commands
-        if self.transport is not None and not self.reading_paused:
-            self.reading_paused = True
-            self.transport.pause_reading()
+    def pause_writing(self) -> None:  # the transport's buffer passed its high-water mark
+        self.writing_paused = True
+        self._update_reading()
 
     def resume_writing(self) -> None:
-        if self.reading_paused and self.transport is not None:
-            self.reading_paused = False
-            self.transport.resume_reading()
-            self.process()
-            self.service.after_burst()
-            self.flush()
+        self.writing_paused = False
+        self.process()
+        self.service.after_burst()
+        self.flush()
 
     def wake(self, kind: str, job: Job | None) -> None:
         """The broker answered this connection's blocked reserve."""

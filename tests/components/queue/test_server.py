@@ -328,3 +328,38 @@ def test_max_jobs_bounds_memory_with_out_of_memory(spawn):
             c.put("c")
         c.delete(c.reserve(timeout=0))
         c.put("c")
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_client_that_never_reads_is_throttled_not_buffered(spawn):
+    queue = spawn("queue")
+    before = rss_bytes(queue.pid)
+    flood = socket.create_connection(queue.address(), timeout=2)
+    flood.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sent = 0
+    try:
+        while sent < 200_000 * 7:  # 200k stats requests: ~300 MB of replies if buffered
+            sent += flood.send(b"stats\r\n" * 1000)
+    except TimeoutError:
+        pass  # the server stopped reading from us: backpressure reached the client
+    with greenstalk.Client(queue.address()) as other:
+        assert other.put("still served") > 0
+    assert rss_bytes(queue.pid) - before < 64 << 20
+    flood.close()
+
+
+def test_half_closed_producer_still_reads_its_durable_ack(spawn, tmp_path):
+    queue = spawn("queue", "-b", str(tmp_path), "-f", "0")
+    sock = raw(queue)
+    sock.sendall(b"put 0 0 10 2\r\nhi\r\n")
+    sock.shutdown(socket.SHUT_WR)
+    assert sock.recv(100) == b"INSERTED 1\r\n"
+    assert sock.recv(100) == b""
+    sock.close()
