@@ -21,8 +21,11 @@ The rules it enforces, all from protocol.txt ("Protocol" and "Producer Commands"
   (the ``<bytes>+2`` bytes are consumed either way, as beanstalkd does).
 - A command name we do not know is ``UNKNOWN_COMMAND``.
 
-Deliberate difference: beanstalkd matches command names by prefix, so ``reservex``
-gets ``BAD_FORMAT`` there and ``UNKNOWN_COMMAND`` here; we split on the first space.
+Deliberate differences: beanstalkd matches command names by prefix, so ``reservex``
+gets ``BAD_FORMAT`` there and ``UNKNOWN_COMMAND`` here (we split on the first space);
+``reserve-with-timeout`` above INT_MAX is ``BAD_FORMAT`` as in beanstalkd's current
+source (Debian's 1.12 wraps it to a negative timeout). Everything else is checked
+reply-for-reply against a real beanstalkd in tests/components/queue/test_compat.py.
 
 The reply side has the formatters for every reply, the small YAML documents that
 ``stats*`` and ``list-tubes*`` return, and ``ReplyParser`` for clients (the worker and

@@ -145,6 +145,10 @@ class QueueConnection(asyncio.Protocol):
                 handlers[event.name](self, *event.args)
             else:
                 self.service.protocol_errors.labels(event.reply[:-2].decode()).inc()
+                if event.reply is Reply.EXPECTED_CRLF:
+                    # beanstalkd creates the job (and spends its id) before it checks
+                    # the trailing CRLF; match it so ids agree with the real server.
+                    self.broker.next_id += 1
                 self.emit(event.reply)
             if len(self.out) > 64:
                 self.flush()  # may call pause_writing, which ends the loop
