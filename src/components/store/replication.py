@@ -81,6 +81,16 @@ Decision = Stream | NeedSnapshot | Refuse
 
 
 @dataclass(frozen=True, slots=True)
+class PeerReport:
+    """What a peer's ``/status`` says about itself (``--peers``)."""
+
+    api_addr: str
+    role: Role
+    epoch: int
+    writable: bool
+
+
+@dataclass(frozen=True, slots=True)
 class LogView:
     """What the subscription check needs to know of the primary's log.
 
@@ -135,6 +145,26 @@ class Node:
             self.epoch = epoch
         self.fenced_by = None
         self.followers.clear()
+
+    def do_peer_reports(self, reports: list[PeerReport]) -> tuple[str, int] | None:
+        """Should this node follow a primary its peers know of? ``(api, epoch)`` or None.
+
+        A primary (deposed or not) follows a writable primary of a *higher* epoch: that
+        is how an old primary that comes back learns it was replaced. A replica follows
+        the highest-epoch writable primary when it is newer than what it follows, or when
+        it follows nobody. Equal epochs are left alone: two primaries of one epoch are a
+        controller's mistake that no local rule can settle.
+        """
+        candidates = [r for r in reports
+                      if r.role is Role.PRIMARY and r.writable and r.api_addr != self.api_addr]  # fmt: skip
+        if not candidates:
+            return None
+        best = max(candidates, key=lambda r: r.epoch)
+        if best.epoch > self.epoch:
+            return best.api_addr, best.epoch
+        if self.role is Role.REPLICA and self.primary is None and best.epoch == self.epoch:
+            return best.api_addr, best.epoch
+        return None
 
     # -- primary side -------------------------------------------------------------------
 

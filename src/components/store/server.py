@@ -47,7 +47,7 @@ from . import protocol
 from .commit import CommitFailed, GroupCommitter, Overloaded
 from .database import META_TABLE, Changes, Database
 from .protocol import BadRequest, Options
-from .replication import LogView, NeedSnapshot, Node, Refuse, Role, Stream
+from .replication import LogView, NeedSnapshot, Node, PeerReport, Refuse, Role, Stream
 from .rewrite import Rewriter
 from .wal import (
     HEADER_BYTES,
@@ -65,6 +65,8 @@ HEARTBEAT_S = 0.25
 STREAM_IDLE_TIMEOUT_S = 3.0
 RECONNECT_DELAY_S = 0.1
 RECONNECT_MAX_DELAY_S = 2.0
+#: How long promotion or repointing waits for the old stream to wind down.
+STOP_FOLLOWING_S = 2.0
 #: Bytes of log per stream write.
 STREAM_CHUNK_BYTES = 256 * 1024
 #: Longest wait for ``min_lsn`` when the request names no ``timeout``.
@@ -76,6 +78,9 @@ FORWARDED_HEADER = "X-Scalelab-Forwarded"
 LSN_HEADER = "X-Scalelab-Lsn"
 READY_TEXT = "[+]node ok\n[+]leader ok\n[+]store ok\n"
 
+#: How often a node with ``--peers`` asks them who is primary, and how long it waits.
+PEER_POLL_S = 0.5
+PEER_TIMEOUT_S = 1.0
 #: Reads of at most this many statements try the event loop's own handle first.
 FAST_READ_STATEMENTS = 4
 #: Records replayed per SQLite transaction during recovery.
@@ -97,6 +102,8 @@ class StoreService(Service):
                            help="acknowledge a write only after K replicas hold it durably")  # fmt: skip
         group.add_argument("--sync-timeout", type=positive_float, default=5.0,
                            help="seconds to wait for K replicas before answering anyway")  # fmt: skip
+        group.add_argument("--peers", default="", metavar="HOST:PORT,...",
+                           help="other store nodes: follow whichever is primary at a higher epoch")  # fmt: skip
         group.add_argument("--log-max-bytes", type=int, default=64 << 20,
                            help="checkpoint SQLite and compact the redo log beyond this size")  # fmt: skip
         group.add_argument("--advertise", default=None, metavar="HOST:PORT",
@@ -169,10 +176,23 @@ class StoreService(Service):
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5)
         )
         self._replica_task: asyncio.Task | None = None
+        self._follow_generation = 0
         self._streams: set[asyncio.Task] = set()
         self._checkpoint_task: asyncio.Task | None = None
         self._queue_seq = 0
         self._queued: set[asyncio.Task] = set()
+
+        if args.join:
+            role, primary = Role.REPLICA, args.join
+        else:
+            role = Role(self.state.get("role", "primary"))
+            primary = self.state.get("primary")
+        advertised = args.advertise or f"{args.host}:{args.port}"
+        self.node = Node(args.name, advertised, role, self.state["epoch"], primary)
+        self.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+        if self.peers:
+            # Before taking a single write: was this node replaced while it was away?
+            await self._check_peers()
 
         app = web.Application(client_max_size=protocol.MAX_BODY_BYTES)
         app.router.add_post("/db/execute", self.handle_execute)
@@ -194,16 +214,11 @@ class StoreService(Service):
         await site.start()
         bound = format_address(site._server.sockets[0].getsockname())  # type: ignore[union-attr]
         self.api_addr = args.advertise or bound
-
-        if args.join:
-            role, primary = Role.REPLICA, args.join
-        else:
-            role = Role(self.state.get("role", "primary"))
-            primary = self.state.get("primary")
-        self.node = Node(args.name, self.api_addr, role, self.state["epoch"], primary)
+        self.node.api_addr = self.api_addr
         await self._save_state()
-        if role is Role.REPLICA:
+        if self.node.role is Role.REPLICA:
             self._start_following()
+        self._peer_task = asyncio.ensure_future(self._watch_peers()) if self.peers else None
         self.runtime.admin.register("promote", self.admin_promote)
         self.runtime.admin.register("repoint", self.admin_repoint)
         self.runtime.admin.register("status", self.admin_status, method="GET")
@@ -225,6 +240,8 @@ class StoreService(Service):
 
     async def drain(self) -> None:
         """Stop accepting, finish in-flight requests and queued writes, flush the log."""
+        if self._peer_task is not None:
+            self._peer_task.cancel()
         await self._stop_following()
         for task in list(self._streams):  # replicas reconnect to whoever is primary next
             task.cancel()
@@ -234,6 +251,8 @@ class StoreService(Service):
         await self.committer.close()
 
     async def stop(self) -> None:
+        if getattr(self, "_peer_task", None) is not None:
+            self._peer_task.cancel()
         await self._stop_following()
         for task in list(self._streams):
             task.cancel()
@@ -808,21 +827,53 @@ class StoreService(Service):
 
     def _start_following(self) -> None:
         if self._replica_task is None or self._replica_task.done():
-            self._replica_task = asyncio.ensure_future(self._follow())
+            self._follow_generation += 1
+            self._replica_task = asyncio.ensure_future(self._follow(self._follow_generation))
+
+    async def _check_peers(self) -> None:
+        """Ask every peer for its status and follow a newer primary if there is one."""
+        reports = await asyncio.gather(*(self._peer_report(p) for p in self.peers))
+        choice = self.node.do_peer_reports([r for r in reports if r is not None])
+        if choice is None:
+            return
+        primary, epoch = choice
+        was = self.node.role.value
+        await self._stop_following()
+        self.node.repoint(primary, epoch)
+        await self._save_state()
+        self.log.warning("following_newer_primary", primary=primary, epoch=epoch, was=was)
+        if hasattr(self, "api_addr"):  # started: begin streaming now (else start() does)
+            self._start_following()
+
+    async def _peer_report(self, peer: str) -> PeerReport | None:
+        try:
+            async with self.session.get(
+                f"http://{peer}/status", timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S)
+            ) as response:
+                mine = (await response.json())["scalelab"]
+            return PeerReport(mine["api_addr"], Role(mine["role"]), int(mine["epoch"]),
+                              bool(mine["writable"]))  # fmt: skip
+        except (aiohttp.ClientError, TimeoutError, KeyError, TypeError, ValueError):
+            return None
+
+    async def _watch_peers(self) -> None:
+        while True:
+            await asyncio.sleep(PEER_POLL_S)
+            await self._check_peers()
 
     async def _stop_following(self) -> None:
         task, self._replica_task = self._replica_task, None
+        self._follow_generation += 1  # the loop checks it: a swallowed cancel still stops it
         if task is not None:
             task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            await asyncio.wait({task}, timeout=STOP_FOLLOWING_S)
 
-    async def _follow(self) -> None:
-        """Stream from the primary forever: reconnect (backing off while it is away),
-        resync by snapshot when told to."""
+    async def _follow(self, generation: int) -> None:
+        """Stream from the primary until told to stop: reconnect (backing off while it
+        is away), resync by snapshot when told to."""
         delay = RECONNECT_DELAY_S
         failures = 0
-        while self.node.role is Role.REPLICA:
+        while self.node.role is Role.REPLICA and generation == self._follow_generation:
             try:
                 await self._follow_once()
                 delay, failures = RECONNECT_DELAY_S, 0

@@ -274,3 +274,17 @@ def test_simulated_failovers_never_stream_onto_a_diverged_log(ops):
                 assert sub.log[:n] == primary.log[:n]
                 sub.log = list(primary.log)
         assert sub.log == primary.log
+
+
+def test_peer_reports_make_an_old_primary_follow_the_newer_one():
+    from components.store.replication import PeerReport
+
+    old = primary(1)
+    reports = [PeerReport("a:1", Role.PRIMARY, 2, True), PeerReport("b:1", Role.REPLICA, 2, False)]
+    assert old.do_peer_reports(reports) == ("a:1", 2)
+    assert primary(2).do_peer_reports(reports) is None  # same epoch: not ours to settle
+    lost = Node("r", "r:1", Role.REPLICA, 2, primary=None)
+    assert lost.do_peer_reports(reports) == ("a:1", 2)
+    following = replica(epoch=1)
+    assert following.do_peer_reports(reports) == ("a:1", 2)
+    assert following.do_peer_reports([PeerReport("a:1", Role.PRIMARY, 3, False)]) is None

@@ -225,3 +225,27 @@ def test_async_failover_loses_at_most_the_reported_lag(store):
     lost = [k for k in acked if k not in present]
     assert len(lost) <= reported_lag
     assert reported_lag > 0
+
+
+def test_peers_follow_a_promoted_replica_and_a_returning_primary_steps_down(store):
+    primary = store("p")
+    p_addr = primary.listen["main"]
+    r1 = store("r1", "--join", p_addr, "--peers", p_addr)
+    r2 = store("r2", "--join", p_addr, "--peers", f"{p_addr},{r1.listen['main']}")
+    _, headers, _ = execute(primary, ["CREATE TABLE t (a)", "INSERT INTO t VALUES(1)"])
+    for r in (r1, r2):
+        harness.wait_until_sync(caught_up(r, int(headers["X-Scalelab-Lsn"])))
+    primary.kill()
+    admin(r1, "promote")
+    harness.wait_until_sync(lambda: status(r2)["primary"] == r1.listen["main"],
+                            what="r2 follows the promoted r1")  # fmt: skip
+    _, headers, _ = execute(r1, ["INSERT INTO t VALUES(2)"])
+    harness.wait_until_sync(caught_up(r2, int(headers["X-Scalelab-Lsn"])), what="r2 streams")
+
+    back = store("p", "--peers", f"{r1.listen['main']},{r2.listen['main']}")
+    mine = status(back)
+    assert (mine["role"], mine["epoch"], mine["primary"]) == ("replica", 2, r1.listen["main"])
+    harness.wait_until_sync(
+        caught_up(back, int(headers["X-Scalelab-Lsn"])), what="old primary caught up"
+    )
+    assert count(back) == 2
