@@ -710,9 +710,21 @@ class LoadBalancer(Service):
             parser.error("--rise and --fall must be >= 1")
 
     async def start(self) -> dict[str, str]:
+        self.setup(asyncio.get_running_loop())
         args = self.args
-        self.loop = asyncio.get_running_loop()
-        self.now = self.loop.time
+        self.server = await self.loop.create_server(
+            lambda: ClientConnection(self), args.host, args.port, reuse_address=True, backlog=1024
+        )
+        self.sweeper = asyncio.ensure_future(self.sweep())
+        self.checker = HealthChecker(self)
+        self.checker.start()
+        return {"main": format_address(self.server.sockets[0].getsockname())}
+
+    def setup(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Everything but the sockets: pool, metrics, admin operations (benchmarks use it)."""
+        args = self.args
+        self.loop = loop
+        self.now = loop.time
         self.via_name = args.name.encode()
         self.draining = False
         self.clients: set[ClientConnection] = set()
@@ -748,13 +760,6 @@ class LoadBalancer(Service):
         admin = self.runtime.admin
         admin.register("backends", self.admin_list, "GET")
         admin.register("backends", self.admin_add, "POST")
-        self.server = await self.loop.create_server(
-            lambda: ClientConnection(self), args.host, args.port, reuse_address=True, backlog=1024
-        )
-        self.sweeper = asyncio.ensure_future(self.sweep())
-        self.checker = HealthChecker(self)
-        self.checker.start()
-        return {"main": format_address(self.server.sockets[0].getsockname())}
 
     # -- the pool, live ----------------------------------------------------------------
 
