@@ -135,3 +135,104 @@ def test_same_conversation_same_replies(beanstalkd, spawn):
     mine = converse(ours.address()[1])
     for step, a, b in zip(SCRIPT + STATS, theirs, mine, strict=True):
         assert b == a, f"after {step[:60]!r}: beanstalkd {a[:200]!r}, ours {b[:200]!r}"
+
+
+def command_strategy():
+    """Commands as templates: ``{id}`` is the k-th job put in this example, ``{t}`` one of
+    this example's tubes, so every example starts clean and hits its own jobs."""
+    from hypothesis import strategies as st
+
+    k = st.integers(0, 2)
+    t = st.integers(0, 2)
+    pri = st.sampled_from([0, 0, 1024, 2**32 - 1])
+    delay = st.sampled_from([0, 0, 0, 500])
+    body = st.binary(max_size=6)
+    return st.one_of(
+        st.tuples(st.just("put"), pri, delay, body),
+        st.tuples(
+            st.sampled_from(
+                [
+                    "reserve-with-timeout 0",
+                    "peek-ready",
+                    "peek-delayed",
+                    "peek-buried",
+                    "list-tube-used",
+                    "list-tubes-watched",
+                ]
+            )
+        ),  # fmt: skip
+        st.tuples(st.sampled_from(["reserve-job", "delete", "touch", "peek", "kick-job"]), k),
+        st.tuples(st.just("release"), k, pri, delay),
+        st.tuples(st.just("bury"), k, pri),
+        st.tuples(st.just("kick"), st.integers(0, 3)),
+        st.tuples(st.sampled_from(["use", "watch", "ignore", "pause"]), t),
+    )
+
+
+def render(step, ids: list[int], tubes: list[str]) -> bytes:
+    name = step[0]
+
+    def job(k):
+        return ids[k % len(ids)] if ids else 999
+
+    if name == "put":
+        _, pri, delay, body = step
+        return b"put %d %d 120 %d\r\n%s\r\n" % (pri, delay, len(body), body)
+    if len(step) == 1:
+        return name.encode() + b"\r\n"
+    if name in ("use", "watch", "ignore"):
+        return b"%s %s\r\n" % (name.encode(), tubes[step[1]].encode())
+    if name == "pause":
+        return b"pause-tube %s 500\r\n" % tubes[step[1]].encode()
+    if name == "kick":
+        return b"kick %d\r\n" % step[1]
+    args = [job(step[1]), *step[2:]]
+    return name.encode() + b"".join(b" %d" % a for a in args) + b"\r\n"
+
+
+def test_random_command_sequences_get_the_same_replies(beanstalkd, spawn):
+    """Stateful differential fuzzing: both servers see the same commands, in order."""
+    import itertools
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    ours = spawn("queue")
+    examples = itertools.count()
+
+    @settings(max_examples=150, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(st.lists(command_strategy(), min_size=1, max_size=30))
+    def run(steps):
+        n = next(examples)
+        tubes = [f"e{n}-{i}" for i in range(3)]
+        first = tubes[0].encode()
+        setup = b"use %s\r\nwatch %s\r\nignore default\r\n" % (first, first)
+        socks = [socket.create_connection(("127.0.0.1", p), timeout=5)
+                 for p in (beanstalkd, ours.address()[1])]  # fmt: skip
+        sent: list[bytes] = []
+        try:
+            for sock in socks:
+                sock.sendall(setup)
+                got = b""
+                while got.count(b"\r\n") < 3:
+                    got += sock.recv(1000)
+            ids: list[int] = []
+            for step in steps:
+                command = render(step, ids, tubes)
+                sent.append(command)
+                replies = []
+                for sock in socks:
+                    sock.sendall(command)
+                    replies.append(read_reply(sock))
+                assert replies[1] == replies[0], (
+                    f"after {command!r}: beanstalkd {replies[0]!r}, ours {replies[1]!r}; "
+                    f"commands {sent!r}"
+                )
+                if replies[0].startswith(b"INSERTED "):
+                    ids.append(int(replies[0].split()[1]))
+        finally:
+            for sock in socks:
+                sock.close()
+
+    run()
