@@ -557,8 +557,10 @@ class StoreService(Service):
                     body=body, status=upstream.status, headers=out_headers,
                     content_type=upstream.content_type,
                 )  # fmt: skip
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except aiohttp.ClientConnectorError as exc:  # never reached it: safe to retry
             return _json({"error": f"leader not reachable: {exc}"}, 503)
+        except (aiohttp.ClientError, TimeoutError) as exc:  # sent: the outcome is unknown
+            return _json({"error": f"leader's answer lost: {exc}"}, 502)
 
     async def handle_load(self, request: web.Request) -> web.StreamResponse:
         """``POST /db/load``: a SQL dump, or a SQLite file, loaded as one logged
