@@ -503,7 +503,7 @@ class Broker:
             time_left = max(0, int(job.deadline_at - now))
         return [
             ("id", job.id),
-            ("tube", _quoted(job.tube.name)),
+            ("tube", job.tube.name),  # unquoted, as beanstalkd 1.12 writes it
             ("state", job.state),
             ("pri", job.pri),
             ("age", max(0, int(now - job.created_at))),
@@ -521,7 +521,7 @@ class Broker:
     def tube_stats(self, tube: Tube, now: float) -> list[tuple[str, object]]:
         paused = tube.paused(now)
         return [
-            ("name", _quoted(tube.name)),
+            ("name", tube.name),
             ("current-jobs-urgent", tube.urgent_count),
             ("current-jobs-ready", tube.ready_count),
             ("current-jobs-reserved", tube.reserved_count),
@@ -684,7 +684,3 @@ def _compact(heap: list, live: int) -> None:
     if len(heap) > 2 * live + HEAP_SLACK:
         heap[:] = [e for e in heap if e[3].seq == e[2]]
         heapq.heapify(heap)
-
-
-def _quoted(name: str) -> str:
-    return '"' + name + '"'

@@ -138,8 +138,7 @@ def ok(data: bytes) -> bytes:
 def yaml_dict(pairs: list[tuple[str, object]]) -> bytes:
     """The flat YAML dictionary of stats replies: ``---\\n`` then ``key: value`` lines.
 
-    beanstalkd quotes the string values it cannot know to be safe (tube names, version,
-    hostname); callers pass those pre-quoted as ``'"name"'``-style strings via ``quoted``.
+    beanstalkd 1.12 quotes only ``version``; callers quote with ``quoted`` where needed.
     """
     lines = ["---"]
     for key, value in pairs:

@@ -723,9 +723,10 @@ class QueueService(Service):
             ("binlog-max-size", self.args.compact_min_bytes),
             ("draining", self.draining),
             ("id", self.server_id),
-            ("hostname", protocol.quoted(uname.node)),
-            ("os", protocol.quoted(uname.release)),
-            ("platform", protocol.quoted(uname.machine)),
+            # Unquoted, as beanstalkd 1.12 writes them; "os" is uname's version string.
+            ("hostname", uname.node),
+            ("os", uname.version),
+            ("platform", uname.machine),
         ]
         return pairs
 
