@@ -374,18 +374,21 @@ class Parser:
             raise ProtocolError(400, "empty request target")
         version = _version(version_text, 400)
         request = Request(version, headers, method=method, target=target)
-        _connection_semantics(request, special)
         hosts = 0
         te = cl = None
+        connection: list[bytes] = []
         for lname, value in special:
-            if lname == b"content-length":
+            if lname == b"host":
+                hosts += 1
+            elif lname == b"connection":
+                connection.append(value)
+            elif lname == b"content-length":
                 cl = _content_length(cl, value, 400)
             elif lname == b"transfer-encoding":
                 te = value if te is None else te + b"," + value
-            elif lname == b"host":
-                hosts += 1
             elif lname == b"expect" and version == b"1.1":
                 request.expect_continue = value.lower() == b"100-continue"
+        _connection_semantics(request, connection)
         if hosts > 1 or (hosts == 0 and version == b"1.1"):
             raise ProtocolError(400, "HTTP/1.1 request needs exactly one Host field")
         if te is not None:
@@ -420,7 +423,16 @@ class Parser:
         status = int(code)
         reason = parts[2] if len(parts) == 3 else b""
         response = Response(version, headers, status=status, reason=reason)
-        _connection_semantics(response, special)
+        te = cl = None
+        connection: list[bytes] = []
+        for lname, value in special:
+            if lname == b"content-length":
+                cl = _content_length(cl, value, 502)
+            elif lname == b"connection":
+                connection.append(value)
+            elif lname == b"transfer-encoding":
+                te = value if te is None else te + b"," + value
+        _connection_semantics(response, connection)
         method = self._methods[0]
         if status < 200:
             # §6.3 item 1: interim responses have no body and do not end the exchange.
@@ -429,12 +441,6 @@ class Parser:
             response.framing = "none"
             response.keep_alive = True
             return response
-        te = cl = None
-        for lname, value in special:
-            if lname == b"content-length":
-                cl = _content_length(cl, value, 502)
-            elif lname == b"transfer-encoding":
-                te = value if te is None else te + b"," + value
         self._keep_alive = response.keep_alive
         if method == b"HEAD" or status in (204, 304):
             # §6.3 item 1: no body, whatever the fields announce (they describe the GET).
@@ -621,20 +627,29 @@ def _version(text: bytes, bad: int) -> bytes:
     raise ProtocolError(bad, "malformed HTTP version")
 
 
-def _connection_semantics(message: _Head, special: Headers) -> None:
-    if not special:
+#: The usual Connection values, resolved without splitting: value -> tokens.
+_COMMON_CONNECTION = {
+    value: frozenset({value.lower()})
+    for value in (b"keep-alive", b"Keep-Alive", b"close", b"Close")
+}
+
+
+def _connection_semantics(message: _Head, values: list[bytes]) -> None:
+    """Connection tokens and persistence (RFC 9112 §9.3) from the Connection field values."""
+    if not values:
         message.keep_alive = message.version == b"1.1"
         return
-    tokens: set[bytes] = set()
-    for name, value in special:
-        if name == b"connection":
+    tokens = _COMMON_CONNECTION.get(values[0]) if len(values) == 1 else None
+    if tokens is None:
+        found: set[bytes] = set()
+        for value in values:
             for token in value.split(b","):
                 token = token.strip(_OWS).lower()
                 if token:
-                    tokens.add(token)
-    if tokens:
-        message.connection = frozenset(tokens)
-    # RFC 9112 §9.3: 1.1 persists unless "close"; 1.0 only with "keep-alive".
+                    found.add(token)
+        tokens = frozenset(found)
+    message.connection = tokens
+    # 1.1 persists unless "close"; 1.0 only with "keep-alive".
     if message.version == b"1.1":
         message.keep_alive = b"close" not in tokens
     else:
@@ -643,6 +658,8 @@ def _connection_semantics(message: _Head, special: Headers) -> None:
 
 def _content_length(previous: int | None, value: bytes, bad: int) -> int:
     # RFC 9110 §8.6: 1*DIGIT; a list of identical values may be folded into one.
+    if previous is None and value.isdigit() and len(value) <= _MAX_DIGITS:
+        return int(value)  # the usual case: one plain number (bytes.isdigit is ASCII-only)
     result = previous
     for item in value.split(b","):
         item = item.strip(_OWS)

@@ -23,7 +23,7 @@ close where its body has no length.
 
 from __future__ import annotations
 
-from components.common.http1 import Request, Response, serialize_request_head
+from components.common.http1 import Request, Response
 
 #: RFC 9110 §7.6.1 plus the non-standard ``Proxy-Connection`` and ``Keep-Alive``.
 HOP_BY_HOP = frozenset(
@@ -50,6 +50,21 @@ def _forwarded_node(client_ip: str) -> bytes:
     return client_ip.encode()
 
 
+# Names the rewrite must look at, and their lengths: a field whose name has none of these
+# lengths is copied without lowercasing it (most fields of a typical message).
+_REQUEST_DROP = HOP_BY_HOP | _REPLACED
+_REQUEST_LENGTHS = frozenset(len(n) for n in _REQUEST_DROP | {b"x-forwarded-for", b"host"})
+_RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
+_RESPONSE_LENGTHS = frozenset(len(n) for n in _RESPONSE_DROP)
+
+
+def _with_connection_tokens(drop, lengths, connection):
+    """Extend the drop set with the extra fields a Connection header names (§7.6.1)."""
+    if connection <= HOP_BY_HOP:  # the usual "keep-alive" or "close": nothing extra
+        return drop, lengths
+    return drop | connection, lengths | {len(token) for token in connection}
+
+
 def backend_request_head(
     request: Request,
     client_ip: str,
@@ -58,35 +73,38 @@ def backend_request_head(
     proto: bytes = b"http",
 ) -> bytes:
     """The head to send a backend for ``request`` from ``client_ip``."""
-    connection = request.connection
-    drop = HOP_BY_HOP if connection <= HOP_BY_HOP else HOP_BY_HOP | connection
-    headers = []
-    append = headers.append
+    drop, lengths = _with_connection_tokens(_REQUEST_DROP, _REQUEST_LENGTHS, request.connection)
+    out = [request.method + b" " + request.target + b" HTTP/1.1\r\n"]
+    append = out.append
     xff = None
     has_host = False
     for name, value in request.headers:
-        lname = name.lower()
-        if lname in drop or lname in _REPLACED:
-            continue
-        if lname == b"x-forwarded-for":
-            xff = value if xff is None else xff + b", " + value
-            continue
-        if lname == b"host":
-            has_host = True
-        append((name, value))
+        if len(name) in lengths:
+            lname = name.lower()
+            if lname in drop:
+                continue
+            if lname == b"x-forwarded-for":
+                xff = value if xff is None else xff + b", " + value
+                continue
+            if lname == b"host":
+                has_host = True
+        append(name + b": " + value + b"\r\n")
     if not has_host:
         # An HTTP/1.0 request may lack Host; the next hop speaks 1.1, which requires one.
-        append((b"Host", backend_host))
+        append(b"Host: " + backend_host + b"\r\n")
     ip = client_ip.encode()
-    append((b"X-Forwarded-For", ip if xff is None else xff + b", " + ip))
-    append((b"X-Forwarded-Proto", proto))
-    append((b"Forwarded", b"for=%s;proto=%s" % (_forwarded_node(client_ip), proto)))
-    append((b"Via", b"%s %s" % (request.version, via_name)))
+    append(
+        b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nForwarded: for=%s;proto=%s\r\n"
+        b"Via: %s %s\r\n"
+        % (ip if xff is None else xff + b", " + ip, proto, _forwarded_node(client_ip), proto,
+           request.version, via_name)
+    )  # fmt: skip
     if request.framing == CHUNKED:
-        append((b"Transfer-Encoding", b"chunked"))
+        append(b"Transfer-Encoding: chunked\r\n")
     elif request.framing == LENGTH:
-        append((b"Content-Length", b"%d" % request.content_length))
-    return serialize_request_head(request.method, request.target, headers)
+        append(b"Content-Length: %d\r\n" % request.content_length)
+    append(b"\r\n")
+    return b"".join(out)
 
 
 def client_response_head(
@@ -98,46 +116,43 @@ def client_response_head(
     set_cookie: bytes | None = None,
 ) -> tuple[bytes, str, bool]:
     """The head to send the client, how its body travels, and whether to keep alive."""
-    connection = response.connection
-    drop = HOP_BY_HOP if connection <= HOP_BY_HOP else HOP_BY_HOP | connection
-    headers = []
-    append = headers.append
+    drop, lengths = _with_connection_tokens(_RESPONSE_DROP, _RESPONSE_LENGTHS, response.connection)
+    out = [b"HTTP/1.1 %d %s\r\n" % (response.status, response.reason)]
+    append = out.append
     had_length = False
     for name, value in response.headers:
-        lname = name.lower()
-        if lname in drop:
-            continue
-        if lname == b"content-length":
-            had_length = True
-            continue
-        append((name, value))
-    append((b"Via", b"%s %s" % (response.version, via_name)))
+        if len(name) in lengths:
+            lname = name.lower()
+            if lname in drop:
+                had_length = had_length or lname == b"content-length"
+                continue
+        append(name + b": " + value + b"\r\n")
+    append(b"Via: " + response.version + b" " + via_name + b"\r\n")
     if set_cookie is not None:
-        append((b"Set-Cookie", set_cookie))
+        append(b"Set-Cookie: " + set_cookie + b"\r\n")
     framing = response.framing
     if framing == LENGTH:
         mode = LENGTH
-        append((b"Content-Length", b"%d" % response.content_length))
+        append(b"Content-Length: %d\r\n" % response.content_length)
     elif framing == NONE:
         mode = NONE
         if had_length and response.status != 204:
             # HEAD and 304 keep the length of the representation they describe.
-            append((b"Content-Length", b"%d" % response.content_length))
+            append(b"Content-Length: %d\r\n" % response.content_length)
     elif client_version == b"1.1":
         # A chunked or close-delimited body goes to a 1.1 client chunked, so the client
         # keeps its connection even when the backend did not know the length.
         mode = CHUNKED
-        append((b"Transfer-Encoding", b"chunked"))
+        append(b"Transfer-Encoding: chunked\r\n")
     else:
         mode = CLOSE
         keep_alive = False
     if not keep_alive:
-        append((b"Connection", b"close"))
+        append(b"Connection: close\r\n")
     elif client_version == b"1.0":
-        append((b"Connection", b"keep-alive"))
-    status_line = b"HTTP/1.1 %d %s\r\n" % (response.status, response.reason)
-    fields = b"".join([name + b": " + value + b"\r\n" for name, value in headers])
-    return status_line + fields + b"\r\n", mode, keep_alive
+        append(b"Connection: keep-alive\r\n")
+    append(b"\r\n")
+    return b"".join(out), mode, keep_alive
 
 
 def interim_response_head(response: Response) -> bytes:
