@@ -181,6 +181,7 @@ class StoreService(Service):
         self._checkpoint_task: asyncio.Task | None = None
         self._queue_seq = 0
         self._queued: set[asyncio.Task] = set()
+        self._semisync_off = False
 
         if args.join:
             role, primary = Role.REPLICA, args.join
@@ -309,6 +310,10 @@ class StoreService(Service):
         self.m_semisync_timeouts = m.counter(
             "scalelab_store_semisync_timeouts_total",
             "Writes answered before --sync-replicas replicas acknowledged them",
+        )
+        self.m_semisync_async = m.counter(
+            "scalelab_store_semisync_async_writes_total",
+            "Writes acknowledged asynchronously while semi-sync was off after a timeout",
         )
         self.m_checkpoints = m.counter(
             "scalelab_store_checkpoints_total", "Checkpoints that compacted the redo log"
@@ -443,16 +448,28 @@ class StoreService(Service):
         return _json_bytes(body, headers={LSN_HEADER: str(lsn)})
 
     async def _wait_replicas(self, lsn: int) -> None:
-        """Semi-synchronous commit: wait (bounded) for K replicas to hold ``lsn``."""
+        """Semi-synchronous commit: wait (bounded) for K replicas to hold ``lsn``.
+
+        As MySQL's semi-sync does, a primary whose replicas stop acknowledging falls back
+        to asynchronous commit after one ``--sync-timeout`` (rather than making every
+        write wait that long) and switches back as soon as K replicas have caught up.
+        """
         want = self.args.sync_replicas
         if want <= 0:
             return
+        if self._semisync_off:
+            if self.node.acked_by(lsn - 1) < want:
+                self.m_semisync_async.inc()
+                return
+            self._semisync_off = False
+            self.log.info("semisync_on", lsn=lsn)
         deadline = time.monotonic() + self.args.sync_timeout
         while self.node.acked_by(lsn) < want:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.m_semisync_timeouts.inc()
-                self.log.warning("semisync_timeout", lsn=lsn, wanted=want,
+                self._semisync_off = True
+                self.log.warning("semisync_off", lsn=lsn, wanted=want,
                                  acked_by=self.node.acked_by(lsn))  # fmt: skip
                 return
             with contextlib.suppress(TimeoutError):

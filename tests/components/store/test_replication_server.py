@@ -144,6 +144,7 @@ def test_a_deposed_primary_stops_taking_writes_when_it_meets_the_new_epoch(store
 async def test_semi_sync_writes_survive_promotion_under_load(store):
     primary = store("p", "--sync-replicas", "1")
     replica = store("r", "--join", primary.listen["main"])
+    harness.wait_until_sync(lambda: status(primary)["replicas"], what="replica subscribed")
     execute(primary, ["CREATE TABLE t (k INTEGER PRIMARY KEY)"])
     acked: set[int] = set()
     stop = asyncio.Event()
@@ -171,6 +172,7 @@ async def test_semi_sync_writes_survive_promotion_under_load(store):
     status_code, _, body = harness.http("GET", f"{replica.url()}/db/query?q=SELECT+k+FROM+t")
     present = {row[0] for row in json.loads(body)["results"][0].get("values", [])}
     assert acked <= present, f"{len(acked - present)} acknowledged writes lost"
+    assert "semisync_off" not in primary.log_tail(200)  # every ack really waited
 
 
 def test_checkpoints_bound_the_log_and_a_replica_left_behind_installs_a_snapshot(store):
