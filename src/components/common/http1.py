@@ -252,6 +252,11 @@ class Parser:
         return len(self._buf) - self._pos
 
     @property
+    def at_eof(self) -> bool:
+        """The peer has closed its side (``feed_eof`` was called)."""
+        return self._eof
+
+    @property
     def closed(self) -> bool:
         return self._state == _CLOSED
 

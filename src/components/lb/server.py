@@ -601,9 +601,11 @@ class ClientConnection(asyncio.Protocol):
         if self.proxy.draining and self.parser.idle:
             self.close()
             return
-        if not self.advancing:
+        parser = self.parser
+        if not self.advancing and (parser.buffered or parser.at_eof or self.paused_by):
             # Called from a backend callback: pull the next pipelined request now. Inside
             # ``advance`` (a local reply) its loop simply continues, with no recursion.
+            # With nothing buffered (no pipelining) the next data_received will do it.
             self.advance()
 
     def backend_failed(
