@@ -103,9 +103,24 @@ class Commands:
         cache = self.cache
         counters = self.counters
         touch = cmd.exptime is not None
+        if not touch and not cmd.with_cas:
+            # The hot path: the stored entry already ends in " <flags> <bytes>\r\n
+            # <value>\r\n", so a hit costs two appends and no formatting.
+            get_tail = cache.get_tail
+            for key in cmd.keys:
+                tail = get_tail(key, now)
+                if tail is None:
+                    counters.get_misses += 1
+                else:
+                    counters.get_hits += 1
+                    out.append(b"VALUE " + key)
+                    out.append(tail)
+            counters.cmd_get += len(cmd.keys)
+            out.append(p.Reply.END)
+            return
         expiry = absolute_expiry(cmd.exptime, now) if touch else 0
         for key in cmd.keys:
-            item = cache.get(key, now)
+            item = cache.peek(key, now)
             if touch:
                 counters.cmd_touch += 1
             counters.cmd_get += 1
@@ -115,11 +130,10 @@ class Commands:
                     counters.touch_misses += 1
                 continue
             counters.get_hits += 1
-            item.bits |= FETCHED
-            item.atime = now
             if touch:
                 counters.touch_hits += 1
-                cache.touch(key, item, expiry)
+                item.exptime = expiry
+            cache.bump(key, item, now)
             value = item.value
             if cmd.with_cas:
                 out.append(b"VALUE %s %d %d %d\r\n" % (key, item.flags, len(value), item.cas))
@@ -151,8 +165,7 @@ class Commands:
             return p.Reply.STORED if stored is not None else self._no_memory()
         old = cache.get(key, now)
         if mode == b"add":
-            if old is not None:
-                old.atime = now  # add bumps the existing item, as memcached does
+            if old is not None:  # the get above bumped it, as memcached's add does
                 return p.Reply.NOT_STORED
         elif mode == b"cas":
             if old is None:
@@ -224,7 +237,7 @@ class Commands:
 
     def _touch(self, cmd: p.Touch, now: float, out: list[bytes]) -> None:
         self.counters.cmd_touch += 1
-        item = self.cache.get(cmd.key, now)
+        item = self.cache.peek(cmd.key, now)
         if item is None:
             self.counters.touch_misses += 1
             reply = p.Reply.NOT_FOUND
@@ -403,7 +416,7 @@ class Commands:
         counters.cmd_meta += 1
         counters.cmd_get += 1
         key = cmd.key
-        item = cache.peek(key, now) if "u" in flags else cache.get(key, now)
+        item = cache.peek(key, now)  # as it was before this access: h and l report that
         extra: list[bytes] = []
         if item is None:
             counters.get_misses += 1
@@ -413,21 +426,21 @@ class Commands:
                 return
             # Vivify on miss: an empty placeholder, and this client "wins" the recache.
             item = cache.set(key, b"", 0, absolute_expiry(int(flags["N"]), now), now,
-                             cas=int(flags["E"]) if "E" in flags else 0)  # fmt: skip
+                             cas=int(flags["E"]) if "E" in flags else 0, bits=WIN_SENT)  # fmt: skip
             if item is None:
                 out.append(self._no_memory())
                 return
-            item.bits |= WIN_SENT
             extra.append(b"W")
             hit_before, last_access = 0, 0
         else:
             counters.get_hits += 1
             hit_before = 1 if item.bits & FETCHED else 0
             last_access = max(0, int(now - item.atime))
+            bits = item.bits
             if "T" in flags:
                 counters.cmd_touch += 1
                 counters.touch_hits += 1
-                cache.touch(key, item, absolute_expiry(int(flags["T"]), now))
+                item.exptime = absolute_expiry(int(flags["T"]), now)
             win = False
             if item.bits & WIN_SENT:
                 extra.append(b"Z")
@@ -442,8 +455,9 @@ class Commands:
                 item.bits |= WIN_SENT
                 extra.append(b"W")
             if "u" not in flags:
-                item.bits |= FETCHED
-                item.atime = now
+                cache.bump(key, item, now)  # writes the changes above too
+            elif item.bits != bits or "T" in flags:
+                cache.update(key, item)
         parts = self._return_flags(cmd, item, now, hit_before, last_access) + extra
         if "v" in flags:
             value = item.value
@@ -481,27 +495,24 @@ class Commands:
                     stale = True
                 else:
                     code = p.Reply.EX
-        if code is p.Reply.HD:
-            if mode == b"E" and old is not None:
-                old.atime = now
-                code = p.Reply.NS
-            elif mode in (b"R", b"A", b"P") and old is None:
-                code = p.Reply.NS
+        if code is p.Reply.HD and (
+            (mode == b"E" and old is not None) or (mode in (b"R", b"A", b"P") and old is None)
+        ):
+            code = p.Reply.NS
         item = None
         if code is p.Reply.HD:
             if mode == b"A":
                 value = old.value + value
             elif mode == b"P":
                 value = value + old.value
+            bits = STALE if stale else 0
             if mode in (b"A", b"P"):
-                item = cache.set(key, value, old.flags, old.exptime, now, new_cas)
+                item = cache.set(key, value, old.flags, old.exptime, now, new_cas, bits)
             else:
-                item = cache.set(key, value, client_flags, exptime, now, new_cas)
+                item = cache.set(key, value, client_flags, exptime, now, new_cas, bits)
             if item is None:
                 out.append(self._no_memory())
                 return
-            if stale:
-                item.bits |= STALE
         parts = []
         for letter, token in flags.items():
             if letter == "O":
@@ -521,7 +532,7 @@ class Commands:
         flags = cmd.flags
         self.counters.cmd_meta += 1
         key = cmd.key
-        item = cache.get(key, now)
+        item = cache.peek(key, now)
         if item is None:
             self.counters.delete_misses += 1
             code = p.Reply.NF
@@ -533,9 +544,10 @@ class Commands:
             if "I" in flags:
                 # Invalidate instead of removing: clients see X and one wins the recache.
                 item.bits = (item.bits | STALE) & ~WIN_SENT
-                cache.bump_cas(item)
+                item.cas = cache.next_cas()
                 if "T" in flags:
-                    cache.touch(key, item, absolute_expiry(int(flags["T"]), now))
+                    item.exptime = absolute_expiry(int(flags["T"]), now)
+                cache.update(key, item)
             else:
                 cache.delete(key)
         if code is p.Reply.HD and cmd.noreply:

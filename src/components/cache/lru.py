@@ -3,22 +3,35 @@
 A cache tier earns its keep by holding the hot part of the data in memory; it stays
 safe by never holding more than it was given (``-m``). So every item is *charged* its
 size, and when a new item does not fit, the least recently used items are evicted until
-it does, exactly the policy memcached's LRU follows (memcached segments its LRU into
-hot/warm/cold and bumps lazily; the observable contract, "recently used survives, the
-coldest goes first", is the same). Each item is charged as memcached charges it
-(``items.c``, ``ITEM_ntotal``): a 48-byte header, the key and its NUL, the value and its
-CRLF, 8 bytes of CAS, and 4 bytes of client flags when they are non-zero. Python needs
-more memory than that per item; the bench measures the real RSS, this class keeps the
-accounting memcached users expect to read from ``stats``.
+it does: the policy of memcached's LRU (memcached segments it into hot/warm/cold and
+bumps lazily; the observable contract, "recently used survives, the coldest goes first",
+is the same).
 
-Time is passed in (``now``, Unix seconds), never read: the same code runs under the
-server's clock, a test's fake clock, or a benchmark's constant. Expiry follows
-protocol.txt "Expiration times": ``0`` never expires; up to 30 days is relative to now;
-larger is an absolute Unix time; negative means already expired. Expired items are
-removed lazily when touched, and by ``reclaim_expired``, which the server calls in the
-background so that memory held by expired but never-touched items comes back (memcached's
-LRU crawler does the same job). It works off a heap of (expiry, cas, key): an entry whose
-item has since changed (another CAS) is simply skipped.
+**One item, one bytes object.** A million items is a normal load, so the per-item cost
+decides how much a node holds. A Python object per item (with its CAS as another int
+object) costs ~110 bytes beyond the key and value; instead, each item is stored the way
+memcached 1.4 laid it out in its slab chunk: a fixed binary header, then the ASCII
+suffix `` <flags> <bytes>\\r\\n``, then the value and its ``\\r\\n``::
+
+    | cas u64 | exptime i64 | atime i64 | bits u8 | " 0 100\\r\\n" | value | "\\r\\n" |
+
+The suffix is exactly the tail of a ``VALUE`` reply line, so a plain ``get`` answers with
+``b"VALUE " + key`` and a slice of the entry: no formatting on the hot path. ``Item`` is
+the decoded view the less frequent commands work with; they write changes back with
+``update``. Each item is charged what memcached 1.4 charged: a 48-byte header, 8 bytes
+of CAS, the key and its NUL, the suffix, the value and its CRLF (``item_size``).
+
+**Access time, like memcached, is coarse.** Every hit moves the item to the LRU's
+recent end (``move_to_end``, O(1)); its header (last access time, "fetched" bit) is
+rewritten only on the first fetch and then at most once per ``BUMP_INTERVAL_S``
+(memcached's ITEM_UPDATE_INTERVAL, 60 s), so hits do not rebuild entries.
+
+**Time is passed in** (``now``, Unix seconds), never read. Expiry follows protocol.txt
+"Expiration times": 0 never expires; up to 30 days is relative; larger is an absolute
+Unix time; negative means already expired. Expired items are removed lazily when
+touched, and by ``reclaim_expired`` (the server's background job, memcached's LRU
+crawler), which works off a heap of (expiry, cas, key); an entry whose item has changed
+since (another CAS or expiry) is skipped.
 
 Every stored version of an item gets a fresh 64-bit CAS unique from one counter, the
 token ``gets``/``cas`` use for optimistic concurrency.
@@ -27,6 +40,7 @@ token ``gets``/``cas`` use for optimistic concurrency.
 from __future__ import annotations
 
 import heapq
+import struct
 from collections import OrderedDict
 
 __all__ = ["Item", "LruCache", "absolute_expiry", "item_size", "MAX_RELATIVE_EXPTIME_S"]
@@ -38,49 +52,76 @@ ITEM_HEADER_BYTES = 48
 CAS_BYTES = 8
 #: An exptime meaning "already expired": non-zero and before any real ``now``.
 EXPIRED = -1
+#: memcached's ITEM_UPDATE_INTERVAL: rewrite an item's access time at most this often.
+BUMP_INTERVAL_S = 60
 
-# Item state bits (one small int instead of three attributes: memory per item matters).
+# Item state bits.
 FETCHED = 1  # read at least once since stored (mg h, expired_unfetched statistics)
 STALE = 2  # invalidated by md I / ms I: served with the X flag until replaced
 WIN_SENT = 4  # one client has been told it "won" the right to recache (mg N/R, W flag)
 
+_HEADER = struct.Struct("<QqqB")  # cas, exptime, atime, bits
+HEADER_BYTES = _HEADER.size
+_pack = _HEADER.pack
+_unpack = _HEADER.unpack_from
 
-def absolute_expiry(exptime: int, now: float) -> float:
+
+def absolute_expiry(exptime: int, now: float) -> int:
     """protocol.txt "Expiration times": the Unix time an item expires, or 0 for never."""
     if exptime == 0:
         return 0
     if exptime < 0:
         return EXPIRED
     if exptime <= MAX_RELATIVE_EXPTIME_S:
-        return now + exptime
+        return int(now) + exptime
     # An absolute time already in the past expires the item at once, as memcached does.
     return exptime if exptime > now else EXPIRED
 
 
+def _suffix(flags: int, length: int) -> bytes:
+    return b" %d %d\r\n" % (flags, length)
+
+
 def item_size(key: bytes, value: bytes, flags: int) -> int:
-    """Bytes charged against ``-m`` for one item, as memcached's ITEM_ntotal counts."""
-    return ITEM_HEADER_BYTES + len(key) + 1 + len(value) + 2 + CAS_BYTES + (4 if flags else 0)
+    """Bytes charged against ``-m`` for one item, as memcached 1.4's ITEM_ntotal counts."""
+    return (ITEM_HEADER_BYTES + CAS_BYTES + len(key) + 1 + len(_suffix(flags, len(value)))
+            + len(value) + 2)  # fmt: skip
+
+
+def _charged(key: bytes, entry: bytes) -> int:
+    return ITEM_HEADER_BYTES + CAS_BYTES + len(key) + 1 + len(entry) - HEADER_BYTES
 
 
 class Item:
-    """One cached value and its metadata. Slotted: a million of these are normal."""
+    """A decoded view of one stored entry; changes reach the cache through ``update``."""
 
     __slots__ = ("value", "flags", "exptime", "cas", "atime", "bits")
 
-    def __init__(self, value: bytes, flags: int, exptime: float, cas: int, now: float) -> None:
+    def __init__(self, value: bytes, flags: int, exptime: int, cas: int, atime: int,
+                 bits: int = 0) -> None:  # fmt: skip
         self.value = value
         self.flags = flags
         self.exptime = exptime
         self.cas = cas
-        self.atime = now
-        self.bits = 0
+        self.atime = atime
+        self.bits = bits
+
+    @classmethod
+    def decode(cls, entry: bytes) -> Item:
+        cas, exptime, atime, bits = _unpack(entry)
+        newline = entry.index(b"\n", HEADER_BYTES)
+        _, flags, _length = entry[HEADER_BYTES : newline - 1].split(b" ")
+        return cls(entry[newline + 1 : -2], int(flags), exptime, cas, atime, bits)
+
+    def encode(self) -> bytes:
+        return (_pack(self.cas, self.exptime, self.atime, self.bits)
+                + _suffix(self.flags, len(self.value)) + self.value + b"\r\n")  # fmt: skip
 
     def ttl(self, now: float) -> int:
         """Seconds left, -1 for "never expires" (meta ``t`` flag)."""
         if not self.exptime:
             return -1
-        left = self.exptime - now
-        return max(0, int(left + 0.999999))
+        return max(0, int(self.exptime - now + 0.999999))
 
     def __repr__(self) -> str:
         return f"Item(value={self.value[:32]!r}, flags={self.flags}, cas={self.cas})"
@@ -89,17 +130,17 @@ class Item:
 class LruCache:
     """Items by key, least recently used first, within ``max_bytes``.
 
-    ``get``/``peek`` return live items only (expired or flushed ones are removed on
-    the way). ``set`` always stores (evicting as needed) and returns the new item, or
-    None when the item alone is larger than the whole cache or than ``max_item_bytes``.
-    Conditional storage (add, cas, ...) is built from these by the command layer.
+    ``get``/``peek`` return live items only (expired or flushed ones are removed on the
+    way). ``set`` always stores (evicting as needed) and returns the new item, or None
+    when the item alone is larger than the cache or than ``max_item_bytes``. Conditional
+    storage (add, cas, ...) is built from these by the command layer.
     """
 
     def __init__(self, max_bytes: int, max_item_bytes: int | None = None) -> None:
         self.max_bytes = max_bytes
         self.max_item_bytes = max_item_bytes if max_item_bytes is not None else max_bytes
-        self._items: OrderedDict[bytes, Item] = OrderedDict()
-        self._expiries: list[tuple[float, int, bytes]] = []
+        self._items: OrderedDict[bytes, bytes] = OrderedDict()
+        self._expiries: list[tuple[int, int, bytes]] = []
         self.bytes = 0
         self._next_cas = 0
         #: flush_all with a delay: items last updated at or before this time are dead
@@ -122,93 +163,124 @@ class LruCache:
         """Keys from least to most recently used (for tests and debugging)."""
         return list(self._items)
 
+    def entries(self):
+        """(key, charged bytes) pairs, for tests that check the accounting."""
+        return [(k, _charged(k, e)) for k, e in self._items.items()]
+
     def next_cas(self) -> int:
         self._next_cas += 1
         return self._next_cas
 
     # -- lookups
 
-    def get(self, key: bytes, now: float) -> Item | None:
-        """The live item for ``key``, bumped to most recently used, or None."""
-        item = self._items.get(key)
-        if item is None:
+    def _live(self, key: bytes, now: float) -> bytes | None:
+        entry = self._items.get(key)
+        if entry is None:
             return None
-        if (item.exptime and item.exptime <= now) or (
-            self.oldest_live and item.atime <= self.oldest_live <= now
-        ):
-            self._unlink(key, item, expired=True)
+        _, exptime, atime, bits = _unpack(entry)
+        if (exptime and exptime <= now) or (self.oldest_live and atime <= self.oldest_live <= now):
+            self._unlink(key, entry, bits, expired=True)
             return None
+        return entry
+
+    def _access(self, key: bytes, entry: bytes, now: float) -> bytes:
+        """Record a hit: LRU bump always, header rewrite on first fetch or once a minute."""
         self._items.move_to_end(key)
-        return item
+        cas, exptime, atime, bits = _unpack(entry)
+        if not bits & FETCHED or now - atime >= BUMP_INTERVAL_S:
+            entry = _pack(cas, exptime, int(now), bits | FETCHED) + entry[HEADER_BYTES:]
+            self._items[key] = entry
+        return entry
+
+    def get_tail(self, key: bytes, now: float) -> bytes | None:
+        """The hot path of ``get``: `` <flags> <bytes>\\r\\n<value>\\r\\n``, or None."""
+        entry = self._live(key, now)
+        if entry is None:
+            return None
+        return self._access(key, entry, now)[HEADER_BYTES:]
+
+    def get(self, key: bytes, now: float) -> Item | None:
+        """The live item, as it was before this access (``h``/``l`` report that), or None.
+
+        The access itself is recorded: the item becomes most recently used."""
+        entry = self._live(key, now)
+        if entry is None:
+            return None
+        self._access(key, entry, now)
+        return Item.decode(entry)
 
     def peek(self, key: bytes, now: float) -> Item | None:
-        """Like ``get`` without the LRU bump (meta ``u`` flag, ``me``)."""
-        item = self._items.get(key)
-        if item is None:
-            return None
-        if (item.exptime and item.exptime <= now) or (
-            self.oldest_live and item.atime <= self.oldest_live <= now
-        ):
-            self._unlink(key, item, expired=True)
-            return None
-        return item
+        """Like ``get`` without recording an access (meta ``u`` flag, ``me``)."""
+        entry = self._live(key, now)
+        return None if entry is None else Item.decode(entry)
+
+    def bump(self, key: bytes, item: Item, now: float) -> None:
+        """Record an access for an item obtained with ``peek`` (and write its changes)."""
+        item.bits |= FETCHED
+        item.atime = int(now)
+        self.update(key, item)
+        self._items.move_to_end(key)
 
     def peek_oldest(self) -> Item | None:
         """The least recently used item (``stats items`` age), without touching it."""
-        for item in self._items.values():
-            return item
+        for entry in self._items.values():
+            return Item.decode(entry)
         return None
 
     # -- updates
 
-    def set(self, key: bytes, value: bytes, flags: int, exptime: float, now: float,
-            cas: int = 0) -> Item | None:  # fmt: skip
+    def set(self, key: bytes, value: bytes, flags: int, exptime: int, now: float,
+            cas: int = 0, bits: int = 0) -> Item | None:  # fmt: skip
         """Store ``value`` under ``key`` (``exptime`` absolute, see ``absolute_expiry``)."""
-        size = item_size(key, value, flags)
+        if not cas:
+            self._next_cas += 1
+            cas = self._next_cas
+        now = int(now)
+        entry = _pack(cas, exptime, now, bits) + _suffix(flags, len(value)) + value + b"\r\n"
+        size = _charged(key, entry)
         if size > self.max_item_bytes or size > self.max_bytes:
             return None
         items = self._items
         old = items.pop(key, None)
         if old is not None:
-            self.bytes -= item_size(key, old.value, old.flags)
+            self.bytes -= _charged(key, old)
         self.bytes += size
         if self.bytes > self.max_bytes:
             self._evict_for_room()
-        if not cas:
-            self._next_cas += 1
-            cas = self._next_cas
-        item = Item(value, flags, exptime, cas, now)
-        items[key] = item
+        items[key] = entry
         self.total_items += 1
         if exptime > 0:
             heapq.heappush(self._expiries, (exptime, cas, key))
             if len(self._expiries) > 2 * len(items) + 1024:
                 self._rebuild_expiries()
-        return item
+        return Item(value, flags, exptime, cas, now, bits)
+
+    def update(self, key: bytes, item: Item) -> None:
+        """Write an item's changed metadata (cas, exptime, atime, bits) back."""
+        entry = self._items.get(key)
+        if entry is None:
+            return
+        old_exptime = _unpack(entry)[1]
+        self._items[key] = (
+            _pack(item.cas, item.exptime, item.atime, item.bits) + entry[HEADER_BYTES:]
+        )
+        if item.exptime > 0 and item.exptime != old_exptime:
+            heapq.heappush(self._expiries, (item.exptime, item.cas, key))
 
     def replace_value(self, key: bytes, item: Item, value: bytes, now: float) -> Item | None:
         """New value for a live item, keeping flags and expiry (append, prepend, incr)."""
-        stored = self.set(key, value, item.flags, item.exptime, now)
-        if stored is not None:
-            stored.bits = item.bits & ~(STALE | WIN_SENT)
-        return stored
+        return self.set(key, value, item.flags, item.exptime, now,
+                        bits=item.bits & ~(STALE | WIN_SENT))  # fmt: skip
 
-    def touch(self, key: bytes, item: Item, exptime: float) -> None:
+    def touch(self, key: bytes, item: Item, exptime: int) -> None:
         item.exptime = exptime
-        if exptime > 0:
-            heapq.heappush(self._expiries, (exptime, item.cas, key))
-
-    def bump_cas(self, item: Item) -> int:
-        """A new CAS unique for an item changed in place (md I)."""
-        self._next_cas += 1
-        item.cas = self._next_cas
-        return item.cas
+        self.update(key, item)
 
     def delete(self, key: bytes) -> bool:
-        item = self._items.pop(key, None)
-        if item is None:
+        entry = self._items.pop(key, None)
+        if entry is None:
             return False
-        self.bytes -= item_size(key, item.value, item.flags)
+        self.bytes -= _charged(key, entry)
         return True
 
     def flush(self, now: float, delay: int = 0) -> None:
@@ -224,21 +296,21 @@ class LruCache:
 
     # -- memory and time management
 
-    def _unlink(self, key: bytes, item: Item, expired: bool) -> None:
+    def _unlink(self, key: bytes, entry: bytes, bits: int, expired: bool) -> None:
         del self._items[key]
-        self.bytes -= item_size(key, item.value, item.flags)
+        self.bytes -= _charged(key, entry)
         if expired:
             self.reclaimed += 1
-            if not item.bits & FETCHED:
+            if not bits & FETCHED:
                 self.expired_unfetched += 1
 
     def _evict_for_room(self) -> None:
         items = self._items
         while self.bytes > self.max_bytes and items:
-            key, item = items.popitem(last=False)
-            self.bytes -= item_size(key, item.value, item.flags)
+            key, entry = items.popitem(last=False)
+            self.bytes -= _charged(key, entry)
             self.evictions += 1
-            if not item.bits & FETCHED:
+            if not entry[24] & FETCHED:  # the bits byte of the header
                 self.evicted_unfetched += 1
 
     def reclaim_expired(self, now: float, limit: int = 1000) -> int:
@@ -250,15 +322,21 @@ class LruCache:
         while heap and heap[0][0] <= now and examined < limit:
             exptime, cas, key = heapq.heappop(heap)
             examined += 1
-            item = items.get(key)
+            entry = items.get(key)
+            if entry is None:
+                continue
+            current_cas, current_exptime, _, bits = _unpack(entry)
             # Skip entries for items replaced or re-touched since (other cas or expiry).
-            if item is not None and item.cas == cas and item.exptime == exptime:
-                self._unlink(key, item, expired=True)
+            if current_cas == cas and current_exptime == exptime:
+                self._unlink(key, entry, bits, expired=True)
                 removed += 1
         return removed
 
     def _rebuild_expiries(self) -> None:
-        self._expiries = [
-            (it.exptime, it.cas, k) for k, it in self._items.items() if it.exptime > 0
-        ]
-        heapq.heapify(self._expiries)
+        heap = []
+        for key, entry in self._items.items():
+            cas, exptime, _, _ = _unpack(entry)
+            if exptime > 0:
+                heap.append((exptime, cas, key))
+        heapq.heapify(heap)
+        self._expiries = heap

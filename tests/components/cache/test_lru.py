@@ -16,10 +16,10 @@ from components.cache.lru import (
 NOW = 1_700_000_000
 
 
-def test_item_is_charged_as_memcached_counts_it():
-    # 48-byte header + key + NUL + value + CRLF + 8-byte CAS (+4 for non-zero flags)
-    assert item_size(b"a", b"x", 0) == 48 + 2 + 3 + 8
-    assert item_size(b"a", b"x", 1) == 48 + 2 + 3 + 8 + 4
+def test_item_is_charged_as_memcached_1_4_counts_it():
+    # 48-byte header + 8-byte CAS + key + NUL + " <flags> <bytes>\r\n" + value + CRLF
+    assert item_size(b"a", b"x", 0) == 48 + 8 + 2 + len(b" 0 1\r\n") + 3
+    assert item_size(b"a", b"x", 12345) == 48 + 8 + 2 + len(b" 12345 1\r\n") + 3
 
 
 def test_exptime_relative_up_to_thirty_days_then_absolute():
@@ -37,7 +37,10 @@ def test_get_after_ttl_expiry_misses():
     assert cache.get(b"k", NOW + 9) is not None
     assert cache.get(b"k", NOW + 10) is None
     assert len(cache) == 0 and cache.bytes == 0
-    assert cache.reclaimed == 1 and cache.expired_unfetched == 1
+    assert cache.reclaimed == 1 and cache.expired_unfetched == 0  # it was read once
+    cache.set(b"j", b"v", 0, absolute_expiry(10, NOW), NOW)
+    assert cache.get(b"j", NOW + 10) is None
+    assert cache.expired_unfetched == 1
 
 
 def test_least_recently_used_is_evicted_first():
@@ -110,5 +113,5 @@ def test_accounting_matches_contents_and_never_exceeds_the_limit(operations):
         else:
             cache.delete(key)
         cache.reclaim_expired(now)
-        total = sum(item_size(key, item.value, item.flags) for key, item in cache._items.items())
+        total = sum(size for _, size in cache.entries())
         assert cache.bytes == total <= cache.max_bytes

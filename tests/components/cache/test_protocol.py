@@ -122,7 +122,7 @@ EXCHANGES = [
     (b"ms ttl 1 T-1\r\nx\r\nmg ttl v\r\n", b"HD\r\nEN\r\n"),
     (
         b"set a 0 0 1\r\nx\r\nme a\r\nme zz\r\n",
-        b"STORED\r\nME a exp=-1 la=0 cas=1 fetch=no cls=1 size=61\r\nEN\r\n",
+        b"STORED\r\nME a exp=-1 la=0 cas=1 fetch=no cls=1 size=67\r\nEN\r\n",
     ),  # fmt: skip
 ]
 
