@@ -45,6 +45,7 @@ import os
 import struct
 import zlib
 from array import array
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,20 +206,20 @@ class RedoLog:
         return self._offsets[lsn - self.first_lsn]
 
     def read_from(self, lsn: int, max_bytes: int = 1 << 20) -> tuple[bytes, int]:
-        """Raw frames of whole records from ``lsn`` on, at least one and about
-        ``max_bytes`` in all, and the LSN of the last one. ``(b"", lsn - 1)`` when ``lsn``
+        """Raw frames of whole records from ``lsn`` on, and the LSN of the last one: every
+        record that starts within ``max_bytes`` of the first (so at least one). ``(b"", lsn - 1)`` when ``lsn``
         is not in the log."""
         start = self.offset_of(lsn)
         if start is None:
             return b"", lsn - 1
-        # The last record to send: the one before the first boundary past max_bytes.
-        last, end = self.last_lsn, self.size
-        limit = min(self.last_lsn, lsn + max(1, max_bytes // HEADER_BYTES))
-        for candidate in range(lsn + 1, limit + 1):
-            off = self._offsets[candidate - self.first_lsn]
-            if off - start >= max_bytes:
-                last, end = candidate - 1, off
-                break
+        # The last record to send: the one before the first record starting at or past
+        # start + max_bytes (at least the record at ``lsn`` itself). Offsets are sorted.
+        first_index = lsn - self.first_lsn
+        stop_index = bisect_left(self._offsets, start + max_bytes, first_index + 1)
+        if stop_index >= len(self._offsets):
+            last, end = self.last_lsn, self.size
+        else:
+            last, end = self.first_lsn + stop_index - 1, self._offsets[stop_index]
         return os.pread(self._fd, end - start, start), last
 
     def records_after(self, lsn: int) -> list[Record]:

@@ -176,3 +176,22 @@ def test_batch_codec_round_trips_and_rejects_garbage():
     for garbage in (b"", b"[]", b'{"s": 1, "t": true}', b"\xff"):
         with pytest.raises(LogCorrupt):
             decode_batch(garbage)
+
+
+@given(st.lists(st.integers(0, 300), min_size=1, max_size=40), st.data())
+@settings(max_examples=100, deadline=None)
+def test_read_from_always_returns_whole_consecutive_records(sizes, data):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        log = RedoLog(f"{tmp}/redo.log")
+        log.append([(1, i + 1, encode_record(1, i + 1, b"p" * n)) for i, n in enumerate(sizes)])
+        lsn = data.draw(st.integers(1, len(sizes)))
+        max_bytes = data.draw(st.integers(1, 4000))
+        chunk, last = log.read_from(lsn, max_bytes)
+        records = [r for _, r in scan(chunk, after_lsn=lsn - 1).records]
+        assert [r.lsn for r in records] == list(range(lsn, last + 1))
+        assert scan(chunk).valid_bytes == len(chunk)
+        # every record but the last starts within max_bytes of the chunk's start
+        assert len(chunk) - (HEADER_BYTES + len(records[-1].payload)) < max_bytes
+        log.close()
