@@ -49,6 +49,9 @@ class Follower:
     acked_lsn: int = 0
     last_seen: float = 0.0
     connected: bool = False
+    #: numbers the replica's subscriptions, so the end of an old stream that is noticed
+    #: after the replica reconnected does not mark the new one disconnected
+    stream: int = 0
 
 
 # -- answers to a subscription ---------------------------------------------------------
@@ -190,6 +193,7 @@ class Node:
             follower.acked_lsn = last_lsn
             follower.last_seen = now
             follower.connected = True
+            follower.stream += 1
         return decision
 
     @staticmethod
@@ -219,9 +223,10 @@ class Node:
         follower.last_seen = now
         return True
 
-    def do_disconnect(self, name: str) -> None:
+    def do_disconnect(self, name: str, stream: int | None = None) -> None:
+        """A replica's stream ended (``stream``: which subscription; None: any)."""
         follower = self.followers.get(name)
-        if follower is not None:
+        if follower is not None and (stream is None or stream == follower.stream):
             follower.connected = False
 
     def acked_by(self, lsn: int) -> int:

@@ -790,6 +790,7 @@ class StoreService(Service):
         self.log.info("replica_subscribed", replica=name, from_lsn=decision.from_lsn)
         child = self.m_follower_lag.labels(name)
         follower = self.node.followers[name]
+        stream_id = follower.stream
         child.set_function(lambda: max(0, self.durable_lsn - follower.acked_lsn))
         response = web.StreamResponse(headers={"Content-Type": "application/octet-stream",
                                                "X-Scalelab-Epoch": str(self.node.epoch)})  # fmt: skip
@@ -804,8 +805,7 @@ class StoreService(Service):
             pass
         finally:
             self._streams.discard(task)
-            if self.node.followers.get(name) is follower:
-                self.node.do_disconnect(name)
+            self.node.do_disconnect(name, stream_id)
         return response
 
     async def _send_log(self, response: web.StreamResponse, next_lsn: int, epoch: int) -> None:

@@ -288,3 +288,14 @@ def test_peer_reports_make_an_old_primary_follow_the_newer_one():
     following = replica(epoch=1)
     assert following.do_peer_reports(reports) == ("a:1", 2)
     assert following.do_peer_reports([PeerReport("a:1", Role.PRIMARY, 3, False)]) is None
+
+
+def test_the_end_of_an_old_stream_does_not_disconnect_the_new_one():
+    p, plog = primary(), FakeLog([1] * 3)
+    subscribe(p, plog, replica(), FakeLog())
+    old_stream = p.followers["r"].stream
+    subscribe(p, plog, replica(), FakeLog([1]))  # the replica reconnected
+    p.do_disconnect("r", old_stream)  # the old connection's end is noticed late
+    assert p.followers["r"].connected
+    p.do_disconnect("r", p.followers["r"].stream)
+    assert not p.followers["r"].connected
