@@ -147,12 +147,16 @@ def command_strategy():
     pri = st.sampled_from([0, 0, 1024, 2**32 - 1])
     delay = st.sampled_from([0, 0, 0, 500])
     body = st.binary(max_size=6)
-    return st.one_of(
-        st.tuples(st.just("put"), pri, delay, body),
-        st.tuples(
+    shapes = {
+        "put": st.tuples(st.just("put"), pri, delay, body),
+        "reserve": st.just(("reserve-with-timeout 0",)),
+        "by_id": st.tuples(
+            st.sampled_from(["reserve-job", "delete", "touch", "peek", "kick-job", "stats-job"]),
+            k,
+        ),
+        "bare": st.tuples(
             st.sampled_from(
                 [
-                    "reserve-with-timeout 0",
                     "peek-ready",
                     "peek-delayed",
                     "peek-buried",
@@ -161,13 +165,15 @@ def command_strategy():
                 ]
             )
         ),  # fmt: skip
-        st.tuples(st.sampled_from(["reserve-job", "delete", "touch", "peek", "kick-job"]), k),
-        st.tuples(st.just("release"), k, pri, delay),
-        st.tuples(st.just("bury"), k, pri),
-        st.tuples(st.just("kick"), st.integers(0, 3)),
-        st.tuples(st.sampled_from(["use", "watch", "ignore", "pause", "stats-tube"]), t),
-        st.tuples(st.just("stats-job"), k),
-    )
+        "release": st.tuples(st.just("release"), k, pri, delay),
+        "bury": st.tuples(st.just("bury"), k, pri),
+        "kick": st.tuples(st.just("kick"), st.integers(0, 3)),
+        "tube": st.tuples(st.sampled_from(["use", "watch", "ignore", "pause", "stats-tube"]), t),
+    }
+    # Explicit weights: the job life cycle (put, reserve, by id) most of the time.
+    kinds = ["put"] * 4 + ["reserve"] * 3 + ["by_id"] * 4 + ["release", "bury", "kick"] * 2
+    kinds += ["bare", "tube"]
+    return st.sampled_from(kinds).flatmap(shapes.__getitem__)
 
 
 def render(step, ids: list[int], tubes: list[str]) -> bytes:
@@ -205,7 +211,8 @@ def without_clock_figures(reply: bytes) -> bytes:
 
 
 def test_random_command_sequences_get_the_same_replies(beanstalkd, spawn):
-    """Stateful differential fuzzing: both servers see the same commands, in order."""
+    """Stateful differential fuzzing: both servers see the same commands, in order, from
+    two clients each (so "reserved by another client" paths are covered too)."""
     import itertools
 
     from hypothesis import HealthCheck, given, settings
@@ -216,27 +223,28 @@ def test_random_command_sequences_get_the_same_replies(beanstalkd, spawn):
 
     @settings(max_examples=150, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))  # fmt: skip
-    @given(st.lists(command_strategy(), min_size=1, max_size=30))
+    @given(st.lists(st.tuples(st.integers(0, 1), command_strategy()), min_size=8, max_size=40))
     def run(steps):
         n = next(examples)
         tubes = [f"e{n}-{i}" for i in range(3)]
         first = tubes[0].encode()
         setup = b"use %s\r\nwatch %s\r\nignore default\r\n" % (first, first)
-        socks = [socket.create_connection(("127.0.0.1", p), timeout=5)
-                 for p in (beanstalkd, ours.address()[1])]  # fmt: skip
+        # clients[c][s]: client c's connection to server s (0: beanstalkd, 1: ours)
+        clients = [[socket.create_connection(("127.0.0.1", p), timeout=5)
+                    for p in (beanstalkd, ours.address()[1])] for _ in range(2)]  # fmt: skip
         sent: list[bytes] = []
         try:
-            for sock in socks:
+            for sock in itertools.chain(*clients):
                 sock.sendall(setup)
                 got = b""
                 while got.count(b"\r\n") < 3:
                     got += sock.recv(1000)
             ids: list[int] = []
-            for step in steps:
+            for client, step in steps:
                 command = render(step, ids, tubes)
-                sent.append(command)
+                sent.append(b"%d: %s" % (client, command))
                 replies = []
-                for sock in socks:
+                for sock in clients[client]:
                     sock.sendall(command)
                     replies.append(without_clock_figures(read_reply(sock)))
                 assert replies[1] == replies[0], (
@@ -246,7 +254,7 @@ def test_random_command_sequences_get_the_same_replies(beanstalkd, spawn):
                 if replies[0].startswith(b"INSERTED "):
                     ids.append(int(replies[0].split()[1]))
         finally:
-            for sock in socks:
+            for sock in itertools.chain(*clients):
                 sock.close()
 
     run()
