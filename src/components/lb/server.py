@@ -81,7 +81,7 @@ def backend_spec(text: str) -> tuple[str, int]:
         if key != "weight" or not value.isdigit() or int(value) < 1:
             raise argparse.ArgumentTypeError(f"expected weight=N (N >= 1), got {options!r}")
         weight = int(value)
-    return f"{host}:{port}", weight
+    return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}"), weight
 
 
 class BackendPool:
@@ -540,7 +540,8 @@ class ClientConnection(asyncio.Protocol):
     def response_head(self, response: Response, conn: BackendConnection) -> bytes:
         proxy = self.proxy
         request = self.request
-        keep_alive = self.keep_alive and response.keep_alive
+        # Draining (SIGTERM): this answer is the connection's last, and says so.
+        keep_alive = self.keep_alive and response.keep_alive and not proxy.draining
         if not self.request_complete:
             # The backend answered before reading the whole body (413, 401...): the rest of
             # the body will not be read, so this connection ends with this response.

@@ -181,3 +181,17 @@ def test_backend_head_always_parses_back_without_hop_by_hop_fields(fields, frami
         original.content_length,
     )
     assert names.count(b"content-length") + names.count(b"transfer-encoding") <= 1
+
+
+def test_backend_spec_parses_weight_and_brackets_ipv6():
+    from components.lb.server import backend_spec
+
+    assert backend_spec("127.0.0.1:8000") == ("127.0.0.1:8000", 1)
+    assert backend_spec("[::1]:8000,weight=3") == ("[::1]:8000", 3)
+    for bad in ("nohost", "h:1,weight=0", "h:1,wait=2", "h:99999"):
+        try:
+            backend_spec(bad)
+        except Exception as error:  # argparse.ArgumentTypeError
+            assert "expected" in str(error) or "port" in str(error)
+        else:
+            raise AssertionError(f"{bad!r} accepted")

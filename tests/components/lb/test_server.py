@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -499,6 +500,23 @@ def test_reset_before_any_byte_retries_idempotent_requests_only(spawn, backends)
     assert sorted(status for status, _, _ in answers) == [200, 200, 502, 502]
     assert stats(b1)["count"] - seen_before == 2
     assert all(body == b"backend reset error\n" for status, _, body in answers if status == 502)
+
+
+def test_sigterm_lets_the_request_in_flight_finish(spawn, backends):
+    proc = spawn("lb", "--backend", backends[0].listen["main"], "--health-interval", "0",
+                 "--drain-timeout", "5")  # fmt: skip
+    with socket.create_connection(proc.address(), timeout=10) as conn:
+        conn.sendall(b"GET /slow?s=0.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        harness.wait_until_sync(
+            lambda: b'"active":1' in harness.http("GET", proc.url("admin") + "/admin/backends")[2]
+        )
+        proc.signal(signal.SIGTERM)
+        reply = b""
+        while piece := conn.recv(4096):
+            reply += piece
+    assert reply.startswith(b"HTTP/1.1 200 OK") and reply.endswith(b"slow b1")
+    assert b"Connection: close\r\n" in reply  # no new request on this connection
+    assert proc.popen.wait(timeout=10) == 0
 
 
 # -- health and the live pool -------------------------------------------------------------------
