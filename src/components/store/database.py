@@ -444,6 +444,11 @@ class Database:
                 if os.path.exists(self.path + suffix):
                     os.unlink(self.path + suffix)
             os.replace(snapshot_path, self.path)
+            directory = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)
+            try:
+                os.fsync(directory)  # the rename itself must survive a crash
+            finally:
+                os.close(directory)
             self._open()
         return self.applied_lsn
 

@@ -14,10 +14,16 @@ backups). Small reads (a point SELECT) run on the loop itself under an instructi
 budget, because the hop to a thread costs more than the query; a read that exceeds the
 budget is abandoned and rerun on the reader thread. ``commit.py`` moves batches between them.
 
-Routes (public port): ``/db/execute``, ``/db/query``, ``/db/request``, ``/db/backup``,
-``/status``, ``/readyz``, ``/nodes``, and the replication pair ``/_replication/stream``
-(a replica's long-lived GET: the primary's log records, then heartbeats) and
-``/_replication/ack``. Admin port: ``POST /admin/promote`` and ``POST /admin/repoint``.
+Routes (public port): ``/db/execute``, ``/db/query``, ``/db/request``, ``/db/load``,
+``/db/backup``, ``/status``, ``/readyz``, ``/nodes``, and the replication pair
+``/_replication/stream`` (a replica's long-lived GET: the primary's log records from the
+replica's position, heartbeats when idle) and ``/_replication/ack``. Admin port:
+``POST /admin/promote``, ``/admin/repoint``, ``/admin/checkpoint``, ``GET /admin/status``.
+
+What a failover controller needs: ``/status`` (``scalelab.role``, ``epoch``, ``lsn``,
+``applied_lsn``, per-replica ``acked_lsn`` and lag) to choose the most advanced replica,
+``/admin/promote`` to make it primary at a higher epoch, and ``/admin/repoint`` (or
+``--peers``, which makes nodes follow the newest primary on their own) for the rest.
 """
 
 from __future__ import annotations
