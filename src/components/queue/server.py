@@ -240,8 +240,18 @@ class QueueConnection(asyncio.Protocol):
             self.out.append(protocol.inserted(job.id))
 
     def do_use(self, name: str) -> None:
+        if self._too_many_tubes(name):
+            return
         self.broker.use(self.session, name)
         self.emit(protocol.using(name))
+
+    def _too_many_tubes(self, name: str) -> bool:
+        """Tubes are made on demand by any client: bound them (OUT_OF_MEMORY past it)."""
+        broker = self.broker
+        if name in broker.tubes or len(broker.tubes) < self.service.args.max_tubes:
+            return False
+        self.emit(Reply.OUT_OF_MEMORY)
+        return True
 
     def do_reserve(self) -> None:
         self._reserve(None)
@@ -294,6 +304,8 @@ class QueueConnection(asyncio.Protocol):
         self.emit(Reply.TOUCHED if ok else Reply.NOT_FOUND)
 
     def do_watch(self, name: str) -> None:
+        if self._too_many_tubes(name):
+            return
         self.emit(protocol.watching(self.broker.watch(self.session, name)))
 
     def do_ignore(self, name: str) -> None:
@@ -400,6 +412,8 @@ class QueueService(Service):
         group.add_argument("--max-jobs", type=int, default=0,
                            help="refuse puts with OUT_OF_MEMORY past this many jobs (0: no limit)")  # fmt: skip
         group.add_argument("--max-connections", type=int, default=10_000)
+        group.add_argument("--max-tubes", type=int, default=10_000,
+                           help="refuse use/watch of a new tube with OUT_OF_MEMORY past this")  # fmt: skip
 
     @classmethod
     def check_arguments(cls, parser, args) -> None:
@@ -409,6 +423,8 @@ class QueueService(Service):
             parser.error("-f must be >= 0")
         if args.max_jobs < 0 or args.max_connections < 1 or args.compact_min_bytes < 0:
             parser.error("--max-jobs, --max-connections and --compact-min-bytes must be >= 0")
+        if args.max_tubes < 1:
+            parser.error("--max-tubes must be >= 1")
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ server's clock (``POST /admin/clock``), never by sleeping. One server serves the
 own, and tests that need whole-server figures start their own server.
 """
 
+import contextlib
 import itertools
 import json
 import signal
@@ -363,3 +364,29 @@ def test_half_closed_producer_still_reads_its_durable_ack(spawn, tmp_path):
     assert sock.recv(100) == b"INSERTED 1\r\n"
     assert sock.recv(100) == b""
     sock.close()
+
+
+def test_tubes_are_bounded(spawn):
+    queue = spawn("queue", "--max-tubes", "3")
+    sock = raw(queue)
+    assert ask(sock, b"watch a\r\n") == b"WATCHING 2\r\n"
+    assert ask(sock, b"use b\r\n") == b"USING b\r\n"
+    assert ask(sock, b"watch c\r\n") == b"OUT_OF_MEMORY\r\n"
+    assert ask(sock, b"use c\r\n") == b"OUT_OF_MEMORY\r\n"
+    assert ask(sock, b"use a\r\n") == b"USING a\r\n"  # existing tubes are fine
+    assert ask(sock, b"use default\r\nuse c\r\n", b"USING c\r\n") == (
+        b"USING default\r\nUSING c\r\n"  # b was dropped when nobody used it
+    )
+    sock.close()
+
+
+def test_connections_are_bounded(spawn):
+    queue = spawn("queue", "--max-connections", "2")
+    first, second = raw(queue), raw(queue)
+    assert ask(first, b"list-tube-used\r\n") == b"USING default\r\n"
+    third = raw(queue)
+    with contextlib.suppress(ConnectionResetError):  # a reset is as good as a close
+        assert third.recv(100) == b""
+    assert ask(second, b"list-tube-used\r\n") == b"USING default\r\n"
+    for sock in (first, second, third):
+        sock.close()
