@@ -331,7 +331,7 @@ class RequestParser:
     """
 
     __slots__ = ("_buf", "_pos", "_pending", "_need", "_swallow", "max_value_bytes",
-                 "max_line_bytes", "_handlers")  # fmt: skip
+                 "max_line_bytes")  # fmt: skip
 
     def __init__(self, max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
                  max_line_bytes: int = MAX_LINE_BYTES) -> None:  # fmt: skip
@@ -344,33 +344,6 @@ class RequestParser:
         self._swallow = 0
         self.max_value_bytes = max_value_bytes
         self.max_line_bytes = max_line_bytes
-        self._handlers = {
-            b"get": self._get,
-            b"gets": self._gets,
-            b"gat": self._gat,
-            b"gats": self._gat,
-            b"set": self._store,
-            b"add": self._store,
-            b"replace": self._store,
-            b"append": self._store,
-            b"prepend": self._store,
-            b"cas": self._store,
-            b"delete": self._delete,
-            b"incr": self._arith,
-            b"decr": self._arith,
-            b"touch": self._touch,
-            b"flush_all": self._flush_all,
-            b"version": self._version,
-            b"verbosity": self._verbosity,
-            b"quit": self._quit,
-            b"stats": self._stats,
-            b"mg": self._meta,
-            b"ms": self._meta,
-            b"md": self._meta,
-            b"ma": self._meta,
-            b"mn": self._mn,
-            b"me": self._me,
-        }
 
     def feed(self, data: bytes) -> None:
         if self._pos:
@@ -411,6 +384,11 @@ class RequestParser:
         line_end = end - 1 if end > pos and buf[end - 1] == 13 else end  # 13 == "\r"
         line = buf[pos:line_end]
         self._pos = end + 1
+        if line[:4] == b"get ":
+            # The hot path: a one-key get (the key check also rejects any further space).
+            key = line[4:]
+            if 0 < len(key) <= MAX_KEY_BYTES and _BAD_KEY_BYTE(key) is None:
+                return Get([key])
         if len(line) > self.max_line_bytes and not self._may_be_long(line, 0):
             return Invalid(Reply.LINE_TOO_LONG)
         tokens = line.split(b" ")
@@ -418,10 +396,10 @@ class RequestParser:
             tokens = [t for t in tokens if t]
             if not tokens:
                 return Invalid(Reply.ERROR)
-        handler = self._handlers.get(tokens[0])
+        handler = _HANDLERS.get(tokens[0])
         if handler is None:
             return Invalid(Reply.ERROR)
-        return handler(tokens)
+        return handler(self, tokens)
 
     # -- framing helpers
 
@@ -677,6 +655,36 @@ class RequestParser:
         if name == b"md":
             return MetaDelete(key, flags, wire_key, noreply)
         return MetaArith(key, flags, wire_key, noreply)
+
+
+#: command name -> parser method; dispatch is one dict lookup per command line.
+_HANDLERS = {
+    b"get": RequestParser._get,
+    b"gets": RequestParser._gets,
+    b"gat": RequestParser._gat,
+    b"gats": RequestParser._gat,
+    b"set": RequestParser._store,
+    b"add": RequestParser._store,
+    b"replace": RequestParser._store,
+    b"append": RequestParser._store,
+    b"prepend": RequestParser._store,
+    b"cas": RequestParser._store,
+    b"delete": RequestParser._delete,
+    b"incr": RequestParser._arith,
+    b"decr": RequestParser._arith,
+    b"touch": RequestParser._touch,
+    b"flush_all": RequestParser._flush_all,
+    b"version": RequestParser._version,
+    b"verbosity": RequestParser._verbosity,
+    b"quit": RequestParser._quit,
+    b"stats": RequestParser._stats,
+    b"mg": RequestParser._meta,
+    b"ms": RequestParser._meta,
+    b"md": RequestParser._meta,
+    b"ma": RequestParser._meta,
+    b"mn": RequestParser._mn,
+    b"me": RequestParser._me,
+}
 
 
 def _decode_key(text: bytes) -> bytes | None:
