@@ -12,7 +12,8 @@ measures with real sockets: the difference is the event loop and the kernel.
 import asyncio
 
 from components.common.runner import Runtime, parse_args
-from components.lb.server import BackendConnection, ClientConnection, LoadBalancer
+from components.lb.proxy import BackendConnection, ClientConnection
+from components.lb.server import LoadBalancer
 
 OPS = 1000
 REQUEST = (
