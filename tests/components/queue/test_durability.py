@@ -195,3 +195,55 @@ def fsyncs(queue) -> float:
         if line.startswith("scalelab_queue_fsyncs_total "):
             return float(line.split()[1])
     raise AssertionError("no fsync counter")
+
+
+def test_kill_9_during_puts_deletes_and_compactions(spawn, tmp_path):
+    """Acknowledged deletes stay deleted and acknowledged puts stay put, while the log
+    is being compacted underneath (a tiny --compact-min-bytes compacts constantly)."""
+    flags = ("--compact-min-bytes", "4096")
+    live: set[str] = set()
+    deleted: set[str] = set()
+    compactions = 0
+    for round_no in range(2):
+        queue = durable(spawn, tmp_path, *flags)
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def work(n, queue=queue, lock=lock, stop=stop, round_no=round_no):
+            try:
+                with greenstalk.Client(queue.address()) as c:
+                    i = 0
+                    while not stop.is_set():
+                        body = f"r{round_no}-w{n}-{i}"
+                        job_id = c.put(body)
+                        with lock:
+                            live.add(body)
+                        if i % 2:
+                            with lock:  # in doubt until the delete is acknowledged
+                                live.discard(body)
+                            c.delete(job_id)
+                            with lock:
+                                deleted.add(body)
+                        i += 1
+            except (OSError, greenstalk.Error):
+                return
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        target = 150 * (round_no + 1)
+        harness.wait_until_sync(lambda t=target: len(deleted) >= t, what="load")
+        queue.kill()
+        stop.set()
+        for t in threads:
+            t.join(10)
+        compactions += queue.log_tail(10_000).count("binlog_compacted")
+        queue = durable(spawn, tmp_path, *flags)
+        with greenstalk.Client(queue.address()) as c:
+            bodies = reserve_all(c)
+        queue.kill()
+        assert len(bodies) == len(set(bodies)), "a job came back twice"
+        lost, undone = live - set(bodies), deleted & set(bodies)
+        assert not lost, f"acknowledged puts lost: {sorted(lost)[:10]}"
+        assert not undone, f"acknowledged deletes undone: {sorted(undone)[:10]}"
+    assert compactions > 0
