@@ -56,3 +56,17 @@ def test_broker_put_reserve_delete(benchmark):
         return len(broker.jobs)
 
     assert benchmark(run) == 0
+
+
+def test_binlog_records_for_put_and_delete(benchmark):
+    """Encoding the two records a job costs the binlog (put, delete), 100 jobs."""
+    from components.queue import binlog
+
+    broker = Broker()
+    producer = broker.connect()
+    jobs = [broker.put(producer, producer.use, 1024, 0, 60, b"x" * 64, 0.0) for _ in range(BATCH)]
+
+    def run():
+        return len(b"".join(binlog.encode_full(j) + binlog.encode_delete(j.id) for j in jobs))
+
+    assert benchmark(run) > 0
