@@ -398,7 +398,7 @@ class Commands:
             elif letter == "t":
                 parts.append(b"t%d" % item.ttl(now))
             elif letter == "h":
-                parts.append(b"h%d" % hit_before)
+                parts.append(b"h%d" % (hit_before or 0))
             elif letter == "l":
                 parts.append(b"l%d" % last_access)
         if "b" in cmd.flags and "k" in cmd.flags:
@@ -431,7 +431,7 @@ class Commands:
                 out.append(self._no_memory())
                 return
             extra.append(b"W")
-            hit_before, last_access = 0, 0
+            hit_before, last_access = None, 0
         else:
             counters.get_hits += 1
             hit_before = 1 if item.bits & FETCHED else 0
@@ -440,7 +440,6 @@ class Commands:
             if "T" in flags:
                 counters.cmd_touch += 1
                 counters.touch_hits += 1
-                item.exptime = absolute_expiry(int(flags["T"]), now)
             win = False
             if item.bits & WIN_SENT:
                 extra.append(b"Z")
@@ -454,11 +453,16 @@ class Commands:
             if win:
                 item.bits |= WIN_SENT
                 extra.append(b"W")
+        # Return flags describe the item as found (memcached: "mg k t T30" answers the old
+        # TTL); the new TTL, the access and the win are written back after.
+        parts = self._return_flags(cmd, item, now, hit_before, last_access) + extra
+        if hit_before is not None:
+            if "T" in flags:
+                item.exptime = absolute_expiry(int(flags["T"]), now)
             if "u" not in flags:
-                cache.bump(key, item, now)  # writes the changes above too
+                cache.bump(key, item, now)
             elif item.bits != bits or "T" in flags:
                 cache.update(key, item)
-        parts = self._return_flags(cmd, item, now, hit_before, last_access) + extra
         if "v" in flags:
             value = item.value
             out.append(self._line(b"VA %d" % len(value), parts))

@@ -39,6 +39,10 @@ CLOCK_TICK_S = 1.0
 #: How many expired items one clock tick may reclaim (bounds the tick's pause).
 RECLAIM_PER_TICK = 10_000
 TOO_MANY_CONNECTIONS = b"ERROR Too many open connections\r\n"
+#: Replies gathered from one read burst before they are written out early (see _process).
+MAX_REPLY_BURST_BYTES = 1024 * 1024
+#: Only sum reply sizes once a burst has produced this many pieces (keeps gets cheap).
+REPLY_PIECES_CHECK = 64
 #: Smallest and largest -I memcached accepts.
 MIN_ITEM_BYTES = 1024
 MAX_ITEM_BYTES = 1024 * MIB
@@ -68,7 +72,7 @@ def positive_int(text: str) -> int:
 class CacheConnection(asyncio.Protocol):
     """One client connection: parse, execute, reply once per read burst."""
 
-    __slots__ = ("service", "parser", "transport", "execute", "counted")
+    __slots__ = ("service", "parser", "transport", "execute", "counted", "paused")
 
     def __init__(self, service: CacheService) -> None:
         self.service = service
@@ -76,6 +80,7 @@ class CacheConnection(asyncio.Protocol):
         self.execute = service.commands.execute
         self.transport: asyncio.Transport | None = None
         self.counted = False
+        self.paused = False
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -97,15 +102,28 @@ class CacheConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self.counted:
             return
-        parser = self.parser
-        parser.feed(data)
+        self.parser.feed(data)
+        self.service.bytes_read += len(data)
+        if not self.paused:
+            self._process()
+
+    def _process(self) -> None:
+        """Execute every complete command buffered, replying with one write.
+
+        A burst of small requests can ask for far more output than it is long (a 64 KiB
+        read of ``get big`` lines asks for gigabytes). So once the replies gathered pass
+        ``MAX_REPLY_BURST_BYTES`` they are written out, and if that fills the transport
+        past its high-water mark (``pause_writing``), parsing stops; ``resume_writing``
+        continues with the commands still buffered.
+        """
         service = self.service
-        service.bytes_read += len(data)
         now = service.now
         execute = self.execute
+        next_command = self.parser.next_command
+        transport = self.transport
         out: list[bytes] = []
         close = False
-        next_command = parser.next_command
+        check_at = REPLY_PIECES_CHECK  # doubles, so sizing the replies stays O(n)
         while True:
             command = next_command()
             if command is None:
@@ -113,19 +131,35 @@ class CacheConnection(asyncio.Protocol):
             if execute(command, now, out):
                 close = True
                 break
+            if len(out) > check_at:
+                if sum(map(len, out)) <= MAX_REPLY_BURST_BYTES:
+                    check_at = 2 * len(out)
+                    continue
+                self._write(out)
+                out = []
+                check_at = REPLY_PIECES_CHECK
+                if self.paused:
+                    return
         if out:
-            reply = b"".join(out)
-            service.bytes_written += len(reply)
-            self.transport.write(reply)
+            self._write(out)
         if close:
-            self.transport.close()
+            transport.close()
+
+    def _write(self, out: list[bytes]) -> None:
+        reply = out[0] if len(out) == 1 else b"".join(out)
+        self.service.bytes_written += len(reply)
+        self.transport.write(reply)
 
     def pause_writing(self) -> None:
         # The client is not reading its replies: stop reading its requests until it does.
+        self.paused = True
         self.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.paused = False
         self.transport.resume_reading()
+        if self.counted:
+            self._process()
 
 
 class CacheService(Service):
@@ -149,6 +183,9 @@ class CacheService(Service):
                            help="largest item, bytes or with k/m suffix")  # fmt: skip
         group.add_argument("-c", "--conn-limit", dest="conn_limit", type=positive_int,
                            default=1024, help="max simultaneous connections")  # fmt: skip
+        group.add_argument("-t", "--threads", dest="threads", type=positive_int, default=1,
+                           help="accepted for memcached compatibility; one event loop serves "
+                                "everything (run more processes to use more cores)")  # fmt: skip
 
     @classmethod
     def check_arguments(cls, parser, args) -> None:
@@ -157,6 +194,9 @@ class CacheService(Service):
 
     async def start(self) -> dict[str, str]:
         args = self.args
+        if args.threads != 1:
+            self.log.warning("threads_ignored", threads=args.threads,
+                             reason="one event loop per process; run one node per core")  # fmt: skip
         self.cache = LruCache(args.memory_mb * MIB, args.max_item_size)
         self.connections: set[CacheConnection] = set()
         self.total_connections = 0

@@ -121,6 +121,14 @@ EXCHANGES = [
     ),
     (b"ms ttl 1 T-1\r\nx\r\nmg ttl v\r\n", b"HD\r\nEN\r\n"),
     (
+        b"set a 0 0 1\r\nx\r\nmg a t T30\r\nmg a t\r\ntouch a 0\r\nmg a t\r\n",
+        b"STORED\r\nHD t-1\r\nHD t30\r\nTOUCHED\r\nHD t-1\r\n",
+    ),
+    (
+        b"set a 0 0 1\r\nx\r\nmg a h\r\nmg a h\r\nmg a h u\r\n",
+        b"STORED\r\nHD h0\r\nHD h1\r\nHD h1\r\n",
+    ),  # fmt: skip
+    (
         b"set a 0 0 1\r\nx\r\nme a\r\nme zz\r\n",
         b"STORED\r\nME a exp=-1 la=0 cas=1 fetch=no cls=1 size=67\r\nEN\r\n",
     ),  # fmt: skip

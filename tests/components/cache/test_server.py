@@ -7,7 +7,9 @@ their own limits (-m, -I, -c) start their own. TTL tests move the server's clock
 
 from __future__ import annotations
 
+import contextlib
 import json
+import select
 import socket
 import uuid
 
@@ -351,3 +353,34 @@ def test_connection_limit_refuses_the_extra_client(spawn):
         fourth.close()
     finally:
         first.close()
+
+
+def test_client_that_never_reads_is_paused_not_buffered(spawn):
+    # Each 9-byte request asks for a 200 KB reply. A server that kept reading would
+    # buffer gigabytes of replies; ours stops reading once its output is backed up, so
+    # our sends soon block, and its memory stays bounded.
+    proc = spawn("cache", "-m", "64", name="backpressure")
+    mc = Client(proc.address(), timeout=5)
+    mc.set("big", b"x" * 200_000, noreply=False)
+    conn = socket.create_connection(proc.address(), timeout=5)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    conn.setblocking(False)
+    request = b"get big\r\n" * 1000
+    sent = 0
+    try:
+        # Send until the socket stays unwritable for a full second (the server stopped
+        # reading), or until far more was accepted than any kernel buffer holds.
+        while sent < 100 * 1024 * 1024:
+            _, writable, _ = select.select([], [conn], [], 1.0)
+            if not writable:
+                break
+            with contextlib.suppress(BlockingIOError):
+                sent += conn.send(request)
+        assert sent < 100 * 1024 * 1024, "server kept reading requests it could not answer"
+        with open(f"/proc/{proc.pid}/status") as status:
+            rss_kib = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+        assert rss_kib < 400 * 1024, rss_kib
+        assert mc.version().startswith(b"1.6")  # others are still served
+    finally:
+        conn.close()
+        mc.close()
