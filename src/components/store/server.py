@@ -52,27 +52,20 @@ from components.common.cli import format_address, positive_float
 from . import protocol
 from .commit import CommitFailed, GroupCommitter, Overloaded
 from .database import META_TABLE, Changes, Database
+from .follower import STREAM_IDLE_TIMEOUT_S, Follower
 from .protocol import BadRequest, Options
-from .replication import LogView, NeedSnapshot, Node, PeerReport, Refuse, Role, Stream
+from .replication import LogView, NeedSnapshot, Node, Refuse, Role, Stream
 from .rewrite import Rewriter
 from .wal import (
-    HEADER_BYTES,
     Batch,
     LogCorrupt,
     RedoLog,
     decode_batch,
-    decode_record,
     encode_record,
 )
 
 #: How long a replica's stream may stay silent before the primary sends a heartbeat.
 HEARTBEAT_S = 0.25
-#: A replica that heard nothing for this long drops the connection and reconnects.
-STREAM_IDLE_TIMEOUT_S = 3.0
-RECONNECT_DELAY_S = 0.1
-RECONNECT_MAX_DELAY_S = 2.0
-#: How long promotion or repointing waits for the old stream to wind down.
-STOP_FOLLOWING_S = 2.0
 #: Bytes of log per stream write.
 STREAM_CHUNK_BYTES = 256 * 1024
 #: Longest wait for ``min_lsn`` when the request names no ``timeout``.
@@ -84,9 +77,6 @@ FORWARDED_HEADER = "X-Scalelab-Forwarded"
 LSN_HEADER = "X-Scalelab-Lsn"
 READY_TEXT = "[+]node ok\n[+]leader ok\n[+]store ok\n"
 
-#: How often a node with ``--peers`` asks them who is primary, and how long it waits.
-PEER_POLL_S = 0.5
-PEER_TIMEOUT_S = 1.0
 #: Reads of at most this many statements try the event loop's own handle first.
 FAST_READ_STATEMENTS = 4
 #: Records replayed per SQLite transaction during recovery.
@@ -181,8 +171,6 @@ class StoreService(Service):
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5)
         )
-        self._replica_task: asyncio.Task | None = None
-        self._follow_generation = 0
         self._streams: set[asyncio.Task] = set()
         self._checkpoint_task: asyncio.Task | None = None
         self._queue_seq = 0
@@ -196,10 +184,11 @@ class StoreService(Service):
             primary = self.state.get("primary")
         advertised = args.advertise or f"{args.host}:{args.port}"
         self.node = Node(args.name, advertised, role, self.state["epoch"], primary)
-        self.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
-        if self.peers:
+        self.serving = False
+        self.follower = Follower(self, [p.strip() for p in args.peers.split(",") if p.strip()])
+        if self.follower.peers:
             # Before taking a single write: was this node replaced while it was away?
-            await self._check_peers()
+            await self.follower.check_peers()
 
         app = web.Application(client_max_size=protocol.MAX_BODY_BYTES)
         app.router.add_post("/db/execute", self.handle_execute)
@@ -222,10 +211,11 @@ class StoreService(Service):
         bound = format_address(site._server.sockets[0].getsockname())  # type: ignore[union-attr]
         self.api_addr = args.advertise or bound
         self.node.api_addr = self.api_addr
-        await self._save_state()
+        await self.save_state()
+        self.serving = True
         if self.node.role is Role.REPLICA:
-            self._start_following()
-        self._peer_task = asyncio.ensure_future(self._watch_peers()) if self.peers else None
+            self.follower.start()
+        self.follower.watch_peers()
         self.runtime.admin.register("promote", self.admin_promote)
         self.runtime.admin.register("repoint", self.admin_repoint)
         self.runtime.admin.register("status", self.admin_status, method="GET")
@@ -247,9 +237,7 @@ class StoreService(Service):
 
     async def drain(self) -> None:
         """Stop accepting, finish in-flight requests and queued writes, flush the log."""
-        if self._peer_task is not None:
-            self._peer_task.cancel()
-        await self._stop_following()
+        await self.follower.close()
         for task in list(self._streams):  # replicas reconnect to whoever is primary next
             task.cancel()
         await self._runner.cleanup()  # closes the listener, waits for in-flight handlers
@@ -258,9 +246,7 @@ class StoreService(Service):
         await self.committer.close()
 
     async def stop(self) -> None:
-        if getattr(self, "_peer_task", None) is not None:
-            self._peer_task.cancel()
-        await self._stop_following()
+        await self.follower.close()
         for task in list(self._streams):
             task.cancel()
         if self._checkpoint_task is not None:
@@ -389,7 +375,7 @@ class StoreService(Service):
         # The new start of the log is recorded before the log is cut: a crash between the
         # two leaves a longer log than the state says, which is safe; the reverse is not.
         self.state["base_lsn"], self.state["base_epoch"] = upto, epoch or 0
-        await self._save_state()
+        await self.save_state()
         dropped = await loop.run_in_executor(self._log_pool, self.wal.compact, upto)
         self.m_checkpoints.inc()
         self.log.info("checkpoint", compacted_records=dropped, log_starts_after=upto,
@@ -848,162 +834,29 @@ class StoreService(Service):
             self._pulse("_acked_changed")
         return _json({"accepted": accepted, "epoch": self.node.epoch})
 
-    # -- replication: the replica's side ------------------------------------------------
+    # -- replication: the replica's side (the network part is in follower.py) -----------
 
-    def _start_following(self) -> None:
-        if self._replica_task is None or self._replica_task.done():
-            self._follow_generation += 1
-            self._replica_task = asyncio.ensure_future(self._follow(self._follow_generation))
-
-    async def _check_peers(self) -> None:
-        """Ask every peer for its status and follow a newer primary if there is one."""
-        reports = await asyncio.gather(*(self._peer_report(p) for p in self.peers))
-        choice = self.node.do_peer_reports([r for r in reports if r is not None])
-        if choice is None:
-            return
-        primary, epoch = choice
-        was = self.node.role.value
-        await self._stop_following()
-        self.node.repoint(primary, epoch)
-        await self._save_state()
-        self.log.warning("following_newer_primary", primary=primary, epoch=epoch, was=was)
-        if hasattr(self, "api_addr"):  # started: begin streaming now (else start() does)
-            self._start_following()
-
-    async def _peer_report(self, peer: str) -> PeerReport | None:
-        try:
-            async with self.session.get(
-                f"http://{peer}/status", timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S)
-            ) as response:
-                mine = (await response.json())["scalelab"]
-            return PeerReport(mine["api_addr"], Role(mine["role"]), int(mine["epoch"]),
-                              bool(mine["writable"]))  # fmt: skip
-        except (aiohttp.ClientError, TimeoutError, KeyError, TypeError, ValueError):
-            return None
-
-    async def _watch_peers(self) -> None:
-        while True:
-            await asyncio.sleep(PEER_POLL_S)
-            await self._check_peers()
-
-    async def _stop_following(self) -> None:
-        task, self._replica_task = self._replica_task, None
-        self._follow_generation += 1  # the loop checks it: a swallowed cancel still stops it
-        if task is not None:
-            task.cancel()
-            await asyncio.wait({task}, timeout=STOP_FOLLOWING_S)
-
-    async def _follow(self, generation: int) -> None:
-        """Stream from the primary until told to stop: reconnect (backing off while it
-        is away), resync by snapshot when told to."""
-        delay = RECONNECT_DELAY_S
-        failures = 0
-        while self.node.role is Role.REPLICA and generation == self._follow_generation:
-            try:
-                await self._follow_once()
-                delay, failures = RECONNECT_DELAY_S, 0
-            except asyncio.CancelledError:
-                raise
-            except (aiohttp.ClientError, TimeoutError, ConnectionError, LogCorrupt,
-                    ValueError, OSError) as exc:  # fmt: skip
-                failures += 1
-                if failures == 1 or failures % 20 == 0:  # log the loss, not every retry
-                    self.log.info("replication_stream_lost", primary=self.node.primary,
-                                  error=str(exc) or type(exc).__name__, attempts=failures)  # fmt: skip
-                delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
-            await asyncio.sleep(delay)
-
-    async def _follow_once(self) -> None:
-        node = self.node
-        primary = node.primary
-        if primary is None:
-            return
-        loop = asyncio.get_running_loop()
+    async def position(self) -> tuple[int, int]:
+        """``(last_lsn, last_epoch)`` this node holds durably: where its stream resumes."""
         last_lsn = self.committer.next_lsn - 1
+        loop = asyncio.get_running_loop()
         last_epoch = await loop.run_in_executor(self._log_pool, self.wal.epoch_of, last_lsn)
-        if last_epoch is None:
+        if last_epoch is None:  # not in the log: the database's own, or the snapshot's
             last_epoch = (
                 self.db.applied_epoch if last_lsn == self.db.applied_lsn
                 else self.state["base_epoch"]
             )  # fmt: skip
-        params = {"name": node.name, "api": self.api_addr, "epoch": str(node.epoch),
-                  "last_lsn": str(last_lsn), "last_epoch": str(last_epoch)}  # fmt: skip
-        url = f"http://{primary}/_replication/stream"
-        async with self.session.get(url, params=params) as response:
-            if response.status == 410:
-                await self._install_snapshot(primary, (await response.json())["reason"])
-                return
-            if response.status != 200:
-                doc = await response.json(content_type=None)
-                self.log.warning("subscription_refused", primary=primary, answer=doc)
-                if doc.get("primary"):
-                    node.primary = doc["primary"]
-                await asyncio.sleep(RECONNECT_DELAY_S * 4)
-                return
-            stream_epoch = int(response.headers.get("X-Scalelab-Epoch", "0"))
-            if not node.do_records(stream_epoch, time.monotonic()):
-                self.log.warning("stream_refused", stream_epoch=stream_epoch, epoch=node.epoch)
-                await asyncio.sleep(RECONNECT_DELAY_S * 4)
-                return
-            await self._save_state()
-            self.log.info("following", primary=primary, from_lsn=last_lsn + 1,
-                          epoch=stream_epoch)  # fmt: skip
-            await self._consume(response, stream_epoch)
+        return last_lsn, last_epoch
 
-    async def _consume(self, response: aiohttp.ClientResponse, stream_epoch: int) -> None:
-        buffer = bytearray()
-        acker = _Acker(self)
-        try:
-            while True:
-                chunk = await asyncio.wait_for(response.content.readany(), STREAM_IDLE_TIMEOUT_S)
-                if not chunk:
-                    return
-                buffer += chunk
-                records, offset = [], 0
-                while True:
-                    record, end = decode_record(buffer, offset)
-                    if record is None:
-                        break
-                    offset = end
-                    if record.lsn == 0:
-                        try:
-                            last = int(orjson.loads(record.payload)["last_lsn"])
-                        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                            raise LogCorrupt("malformed heartbeat") from None
-                        self.node.do_heartbeat(record.epoch, last, time.monotonic())
-                    else:
-                        records.append(record)
-                del buffer[:offset]
-                if len(buffer) > HEADER_BYTES + (16 << 20):
-                    raise LogCorrupt("stream buffer overflow")
-                if records:
-                    if not self.node.do_records(stream_epoch, time.monotonic()):
-                        return
-                    self.node.primary_last_lsn = max(self.node.primary_last_lsn, records[-1].lsn)
-                    await self.committer.submit_records(records)
-                    acker.send(records[-1].lsn)
-        finally:
-            acker.close()
-
-    async def _install_snapshot(self, primary: str, reason: str) -> None:
-        """Replace the local database by the primary's, and empty the local log."""
-        self.log.warning("installing_snapshot", primary=primary, reason=reason)
-        path = os.path.join(self.data_dir, "snapshot.incoming")
-        async with self.session.get(f"http://{primary}/db/backup") as response:
-            if response.status != 200:
-                raise ValueError(f"backup from {primary} answered {response.status}")
-            epoch = int(response.headers.get("X-Scalelab-Epoch", "0"))
-            with open(path, "wb") as fh:
-                async for chunk in response.content.iter_chunked(256 * 1024):
-                    fh.write(chunk)
-                fh.flush()
-                os.fsync(fh.fileno())
+    async def install_snapshot(self, path: str, epoch: int) -> None:
+        """Replace the local database by a downloaded snapshot and empty the local log,
+        which now starts after the snapshot's LSN."""
         loop = asyncio.get_running_loop()
         await self.committer.close()
         lsn = await loop.run_in_executor(self._db_pool, self.db.install, path)
         await loop.run_in_executor(self._log_pool, self.wal.reset)
         self.state["base_lsn"], self.state["base_epoch"] = lsn, self.db.applied_epoch or epoch
-        await self._save_state()
+        await self.save_state()
         self.committer = GroupCommitter(
             self.wal, self.db, self._log_pool, self._db_pool,
             on_group=self._on_group, on_applied=self._on_applied,
@@ -1021,13 +874,13 @@ class StoreService(Service):
         epoch = body.get("epoch") if isinstance(body, dict) else None
         if epoch is not None and not isinstance(epoch, int):
             return json_response({"error": "epoch must be an integer"}, 400)
-        await self._stop_following()
+        await self.follower.stop()
         await self.committer.flush()  # records already received are applied before writes
         try:
             new_epoch = self.node.promote(epoch)
         except ValueError as exc:
             return json_response({"error": str(exc)}, 409)
-        await self._save_state()
+        await self.save_state()
         self.durable_lsn = self.committer.next_lsn - 1
         self.log.warning("promoted", epoch=new_epoch, lsn=self.durable_lsn)
         return self.status()
@@ -1041,59 +894,24 @@ class StoreService(Service):
             return json_response({"error": "primary must be 'host:port'"}, 400)
         if epoch is not None and not isinstance(epoch, int):
             return json_response({"error": "epoch must be an integer"}, 400)
-        await self._stop_following()
+        await self.follower.stop()
         try:
             self.node.repoint(primary, epoch)
         except ValueError as exc:
             return json_response({"error": str(exc)}, 409)
-        await self._save_state()
+        await self.save_state()
         self.log.warning("repointed", primary=primary, epoch=self.node.epoch)
-        self._start_following()
+        self.follower.start()
         return self.status()
 
     async def admin_status(self, request: web.Request):
         return self.status()
 
-    async def _save_state(self) -> None:
+    async def save_state(self) -> None:
         self.state.update(epoch=self.node.epoch, role=self.node.role.value,
                           primary=self.node.primary)  # fmt: skip
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._log_pool, _write_state, self.state_path, dict(self.state))
-
-
-class _Acker:
-    """Sends the newest applied LSN to the primary; at most one ack in flight, so a fast
-    stream coalesces many records into one ack."""
-
-    def __init__(self, service: StoreService) -> None:
-        self.service = service
-        self.target = 0
-        self.sent = 0
-        self._task: asyncio.Task | None = None
-
-    def send(self, lsn: int) -> None:
-        self.target = max(self.target, lsn)
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self._run())
-
-    async def _run(self) -> None:
-        service = self.service
-        while self.sent < self.target and service.node.primary:
-            lsn = self.target
-            body = {"name": service.node.name, "epoch": service.node.epoch, "lsn": lsn}
-            try:
-                async with service.session.post(
-                    f"http://{service.node.primary}/_replication/ack", json=body,
-                    timeout=aiohttp.ClientTimeout(total=5),
-                ) as response:  # fmt: skip
-                    await response.read()
-            except (aiohttp.ClientError, TimeoutError):
-                return
-            self.sent = lsn
-
-    def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
 
 
 # -- small helpers ---------------------------------------------------------------------
