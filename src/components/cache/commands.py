@@ -143,6 +143,17 @@ class Commands:
             out.append(b"\r\n")
         out.append(p.Reply.END)
 
+    def get_one(self, key: bytes, now: float) -> bytes:
+        """The whole reply to ``get <key>`` (the server's one-request fast path)."""
+        tail = self.cache.get_tail(key, now)
+        counters = self.counters
+        counters.cmd_get += 1
+        if tail is None:
+            counters.get_misses += 1
+            return p.Reply.END
+        counters.get_hits += 1
+        return b"VALUE " + key + tail + p.Reply.END
+
     # -- classic storage
 
     def _store(self, cmd: p.Store, now: float, out: list[bytes]) -> None:

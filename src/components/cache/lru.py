@@ -193,11 +193,22 @@ class LruCache:
         return entry
 
     def get_tail(self, key: bytes, now: float) -> bytes | None:
-        """The hot path of ``get``: `` <flags> <bytes>\\r\\n<value>\\r\\n``, or None."""
-        entry = self._live(key, now)
+        """The hot path of ``get``: `` <flags> <bytes>\\r\\n<value>\\r\\n``, or None.
+
+        ``_live`` and ``_access`` inlined: this runs once per key of every get."""
+        items = self._items
+        entry = items.get(key)
         if entry is None:
             return None
-        return self._access(key, entry, now)[HEADER_BYTES:]
+        cas, exptime, atime, bits = _unpack(entry)
+        if (exptime and exptime <= now) or (self.oldest_live and atime <= self.oldest_live <= now):
+            self._unlink(key, entry, bits, expired=True)
+            return None
+        items.move_to_end(key)
+        if not bits & FETCHED or now - atime >= BUMP_INTERVAL_S:
+            entry = _pack(cas, exptime, int(now), bits | FETCHED) + entry[HEADER_BYTES:]
+            items[key] = entry
+        return entry[HEADER_BYTES:]
 
     def get(self, key: bytes, now: float) -> Item | None:
         """The live item, as it was before this access (``h``/``l`` report that), or None.

@@ -687,6 +687,18 @@ _HANDLERS = {
 }
 
 
+def single_get_key(data: bytes) -> bytes | None:
+    """The key when ``data`` is exactly one well-formed ``get <key>\\r\\n``, else None.
+
+    The request/response client's most common burst; the server answers it without
+    building a ``Get`` (``RequestParser`` gives the same answer, only slower)."""
+    if data[:4] == b"get " and data[-2:] == b"\r\n":
+        key = data[4:-2]
+        if 0 < len(key) <= MAX_KEY_BYTES and _BAD_KEY_BYTE(key) is None:
+            return key
+    return None
+
+
 def _decode_key(text: bytes) -> bytes | None:
     try:
         key = binascii.a2b_base64(text, strict_mode=True)

@@ -32,7 +32,7 @@ from components.common.cli import format_address, port
 
 from .commands import Commands
 from .lru import LruCache
-from .protocol import DEFAULT_MAX_VALUE_BYTES, RequestParser
+from .protocol import DEFAULT_MAX_VALUE_BYTES, RequestParser, single_get_key
 
 MIB = 1024 * 1024
 CLOCK_TICK_S = 1.0
@@ -102,8 +102,18 @@ class CacheConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self.counted:
             return
-        self.parser.feed(data)
-        self.service.bytes_read += len(data)
+        service = self.service
+        service.bytes_read += len(data)
+        parser = self.parser
+        if not parser.buffered and not self.paused:
+            # Fast path: a lone "get <key>", the request/response client's usual burst.
+            key = single_get_key(data)
+            if key is not None:
+                reply = service.commands.get_one(key, service.now)
+                service.bytes_written += len(reply)
+                self.transport.write(reply)
+                return
+        parser.feed(data)
         if not self.paused:
             self._process()
 
