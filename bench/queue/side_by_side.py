@@ -11,7 +11,10 @@ each run against both servers in alternation, ``--runs`` times, medians reported
 2. *pipelined cycles*: no binlog; ``--connections`` connections (default 4) each send
    batches of ``--batch`` puts+reserves in one write, then the matching deletes;
    the figure is jobs per second through put, reserve and delete. Goal: >= 50% of
-   beanstalkd.
+   beanstalkd. (beanstalkd reads at most one 224-byte command line per read(2), so deep
+   pipelining is its weak spot; the next workload is the fairer one.)
+3. *round-trip cycles*: no binlog; ``--producers / 4`` connections (default 16), each
+   doing put, reserve, delete one command at a time: per-command cost, no batching.
 
 The load tool is Python (uvloop, one process): on the pipelined workload it can be the
 bottleneck for beanstalkd, which makes the ratio look better than it is; the script
@@ -131,6 +134,35 @@ async def pipelined_cycles(port: int, connections: int, batch: int, duration: fl
     return count / elapsed
 
 
+async def roundtrip_cycles(port: int, connections: int, duration: float) -> float:
+    """put, reserve, delete: one command at a time per connection (no pipelining)."""
+    conns = await connect(port, connections)
+    tube = b"rt%d" % os.getpid()
+    for i, c in enumerate(conns):
+        name = tube + b"-%d" % i
+        await c.roundtrip(b"use %s\r\nwatch %s\r\nignore default\r\n" % (name, name), 3)
+    put = b"put 1024 0 60 %d\r\n%s\r\n" % (len(BODY), BODY)
+    count = 0
+    deadline = time.monotonic() + duration
+
+    async def worker(conn: Conn) -> None:
+        nonlocal count
+        while time.monotonic() < deadline:
+            await conn.roundtrip(put, 1)
+            (reply,) = await conn.roundtrip(b"reserve-with-timeout 0\r\n", 1)
+            assert reply.word == "RESERVED", reply
+            (reply,) = await conn.roundtrip(b"delete %d\r\n" % reply.args[0], 1)
+            assert reply.word == "DELETED", reply
+            count += 1
+
+    started = time.monotonic()
+    await asyncio.gather(*(worker(c) for c in conns))
+    elapsed = time.monotonic() - started
+    for c in conns:
+        c.transport.close()
+    return count / elapsed
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -180,14 +212,17 @@ class Ours:
         self.proc.stop()
 
 
-def measure(server_cls, durable: bool, args) -> float:
+def measure(server_cls, workload: str, args) -> float:
+    durable = workload == "durable"
     with tempfile.TemporaryDirectory(prefix="qbench-") as tmp:
         server = server_cls(durable, Path(tmp))
         try:
             if durable:
                 coro = durable_puts(server.port, args.producers, args.duration)
-            else:
+            elif workload == "pipelined":
                 coro = pipelined_cycles(server.port, args.connections, args.batch, args.duration)
+            else:
+                coro = roundtrip_cycles(server.port, args.producers // 4, args.duration)
             return asyncio.run(coro)
         finally:
             server.stop()
@@ -200,7 +235,7 @@ def main() -> None:
     parser.add_argument("--producers", type=int, default=64)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--only", choices=("durable", "pipelined"), default=None)
+    parser.add_argument("--only", choices=("durable", "pipelined", "roundtrip"), default=None)
     args = parser.parse_args()
     if not shutil.which("beanstalkd") or not shutil.which("taskset"):
         sys.exit("needs beanstalkd and taskset on PATH")
@@ -213,22 +248,21 @@ def main() -> None:
     # The load tool on CPU 1; servers are put on CPU 0 explicitly with taskset.
     if (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})
-    workloads = [("durable", True), ("pipelined", False)]
-    for name, durable in workloads:
+    for name in ("durable", "pipelined", "roundtrip"):
         if args.only and args.only != name:
             continue
         results: dict[str, list[float]] = {"ours": [], "beanstalkd": []}
         for _ in range(args.runs):
             for label, cls in (("beanstalkd", Beanstalkd), ("ours", Ours)):
                 cpu_run = time.process_time()
-                rate = measure(cls, durable, args)
+                rate = measure(cls, name, args)
                 load_cpu = (time.process_time() - cpu_run) / args.duration
                 results[label].append(rate)
                 print(f"  {name:9s} {label:10s} {rate:10.0f} /s  (load tool CPU "
                       f"{load_cpu:.0%})", flush=True)  # fmt: skip
         ours = statistics.median(results["ours"])
         theirs = statistics.median(results["beanstalkd"])
-        unit = "acknowledged durable puts/s" if durable else "put+reserve+delete jobs/s"
+        unit = "acknowledged durable puts/s" if name == "durable" else "put+reserve+delete jobs/s"
         print(f"{name}: ours {ours:.0f}, beanstalkd {theirs:.0f} {unit} (medians of "
               f"{args.runs}); ratio ours/beanstalkd = {ours / theirs:.2f}", flush=True)  # fmt: skip
 
