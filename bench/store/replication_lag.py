@@ -6,12 +6,15 @@ the script polls the replica's ``/status`` every ``--poll-ms`` and records when 
 applied which LSN. Two figures per mode:
 
 - **visibility lag**: for every acknowledged write, the time from the primary's answer
-  to the first poll that saw the replica holding that LSN (0 when the replica already had
-  it: with ``--sync-replicas 1`` it always has it, by construction);
-- **record lag**: primary LSN minus replica applied LSN, sampled at each poll.
+  to the answer of the first poll that saw the replica holding that LSN. Polling puts a
+  floor under it (the wait for the next poll plus the poll's own latency): with
+  ``--sync-replicas 1`` the replica holds every write *before* it is acknowledged, so
+  the semi-sync line measures that floor, and the async line's excess over it is the
+  replication lag proper;
+- **record lag**: the primary's last acknowledged LSN minus the replica's applied LSN,
+  sampled at each poll (exact, no floor): always 0 for semi-sync.
 
-The poll interval bounds the resolution: lags below it are reported as "one poll". The
-machine is shared: figures are noisy, compare the two modes within one run.
+The machine is shared: figures are noisy, compare the two modes within one run.
 
 Run::
 
