@@ -153,8 +153,11 @@ def children(pid: int) -> list[int]:
 
 
 def to_ms(text: str) -> float:
-    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    match = re.match(r"([\d.]+)(us|ms|s|m)$", text)
+    if match is None:
+        raise SystemExit(f"cannot read wrk latency {text!r}")
+    value, unit = match.groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
 def wrk(port: int, args, pids: list[int]) -> dict:
@@ -163,6 +166,8 @@ def wrk(port: int, args, pids: list[int]) -> dict:
     before = cpu_seconds(pids) if pids else 0.0
     out = subprocess.run(command, capture_output=True, text=True, timeout=args.duration + 60).stdout
     after = cpu_seconds(pids) if pids else 0.0
+    if "Requests/sec" not in out:
+        raise SystemExit(f"wrk failed: {' '.join(command)}\n{out}")
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
@@ -170,8 +175,8 @@ def wrk(port: int, args, pids: list[int]) -> dict:
     return {
         "command": " ".join(command),
         "rps": rate,
-        "p50_ms": to_ms(re.search(r"50%\s+(\S+)", out).group(1)),
-        "p99_ms": to_ms(re.search(r"99%\s+(\S+)", out).group(1)),
+        "p50_ms": to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),
+        "p99_ms": to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),
         "cpu_us_per_req": (after - before) / total * 1e6 if pids and total else float("nan"),
         "errors": (int(errors.group(1)) if errors else 0),
         "socket_errors": socket_errors.group(0) if socket_errors else "",
