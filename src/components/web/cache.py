@@ -1,8 +1,8 @@
 """The cache as the web tier sees it: get, set with a TTL, delete. Two implementations now.
 
 ``Cache`` is deliberately memcached-shaped (opaque bytes under string keys, a TTL per
-value, no enumeration), so that the later ``--cache memcached:HOST:PORT,...`` backend is
-one more class in ``BACKENDS`` and no handler changes. The cache-aside *policy* (read
+value, no enumeration), so that ``--cache memcached:HOST:PORT,...`` (``cache_tier.py``) is
+one more entry in ``BACKENDS`` and no handler changes. The cache-aside *policy* (read
 through on a miss, delete on write, count hits and misses) lives in ``repository.py``,
 once, for every backend.
 
@@ -111,8 +111,18 @@ def _none(rest: str) -> Cache:
     return NoCache()
 
 
-#: scheme -> factory(rest_of_spec). Later: "memcached" (the cache tier, ketama hashing).
-BACKENDS: dict[str, Callable[[str], Cache]] = {"local": _local, "none": _none}
+def _memcached(rest: str) -> Cache:
+    from .cache_tier import open_memcached  # the cache tier's client, only when used
+
+    return open_memcached(rest)
+
+
+#: scheme -> factory(rest_of_spec).
+BACKENDS: dict[str, Callable[[str], Cache]] = {
+    "local": _local,
+    "none": _none,
+    "memcached": _memcached,  # cache_tier.py: the shared tier, ketama hashing
+}
 
 
 def open_cache(spec: str) -> Cache:
@@ -120,5 +130,5 @@ def open_cache(spec: str) -> Cache:
     scheme, _, rest = spec.partition(":")
     factory = BACKENDS.get(scheme)
     if factory is None:
-        raise ValueError(f"expected local:MB or none, got {spec!r}")
+        raise ValueError(f"expected local:MB, memcached:HOST:PORT,... or none, got {spec!r}")
     return factory(rest)

@@ -52,6 +52,8 @@ from components.common.cli import format_address
 
 from .admission import Gate, serve_time
 from .cache import open_cache
+from .consistency import COOKIE_MAX_AGE_S, LAST_WRITE_LSN, parse_position
+from .consistency import COOKIE_NAME as LSN_COOKIE
 from .protocol import (
     ApiError,
     ValidationError,
@@ -64,7 +66,7 @@ from .protocol import (
 from .repository import RepositoryMetrics, UserRepository
 from .sessions import COOKIE_NAME, MemorySessions
 from .static import DEFAULT_ROOT, StaticFiles, is_not_modified
-from .storage import SYNCHRONOUS_MODES, open_store, parse_db_spec
+from .storage import SYNCHRONOUS_MODES, DatabaseUnavailable, open_store, parse_db_spec
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_CACHE_SPEC = "local:64"
@@ -148,14 +150,18 @@ class WebService(Service):
             "--db",
             type=_db_spec,
             default=None,
-            help="database: sqlite:PATH (default: <data-dir>/<name>.db, or a temporary file)",
+            help="database: sqlite:PATH (default: <data-dir>/<name>.db, or a temporary file)"
+            " or store:HOST:PORT[,HOST:PORT...] (the store tier: primary and replicas)",
         )
+        group.add_argument("--db-timeout-s", type=_non_negative_float, default=5.0,
+                           help="deadline of one call to the store tier (0: none)")  # fmt: skip
         group.add_argument("--sqlite-synchronous", choices=SYNCHRONOUS_MODES, default="full",
                            help="SQLite fsync policy: full fsyncs every commit")  # fmt: skip
         group.add_argument("--seed-users", type=_non_negative_int, default=1000,
                            help="make sure users 1..N exist (deterministic data)")  # fmt: skip
         group.add_argument("--cache", type=_cache_spec, default=DEFAULT_CACHE_SPEC,
-                           help="cache: local:MB (in-process LRU) or none")  # fmt: skip
+                           help="cache: local:MB (in-process LRU), memcached:HOST:PORT,..."
+                           " (the shared cache tier) or none")  # fmt: skip
         group.add_argument("--cache-ttl-s", type=_non_negative_float, default=60.0,
                            help="TTL of cached user documents (0: cache nothing)")  # fmt: skip
         group.add_argument("--max-body-bytes", type=_non_negative_int,
@@ -220,10 +226,11 @@ class WebService(Service):
         args = self.args
         spec = self._db_spec()
         try:
-            self.store = await open_store(spec, sqlite_synchronous=args.sqlite_synchronous)
+            self.store = await open_store(spec, sqlite_synchronous=args.sqlite_synchronous,
+                                          db_timeout_s=args.db_timeout_s or None)  # fmt: skip
             started = time.monotonic()
             written = await self.store.seed(args.seed_users)
-        except (sqlite3.Error, ValueError) as exc:
+        except (sqlite3.Error, ValueError, DatabaseUnavailable) as exc:
             # The runner turns OSError into a clean "start_failed" log line and exit 1.
             raise OSError(f"cannot open database {spec}: {exc}") from exc
         self.log.info("database_ready", db=spec, seed_users=args.seed_users, seeded_now=written,
@@ -335,6 +342,12 @@ class WebService(Service):
         m.gauge("scalelab_web_sessions", "Sessions held in this process").set_function(
             lambda: self.sessions.count() or 0
         )
+        self.db_errors = m.counter(
+            "scalelab_web_db_unavailable_total", "Requests answered 503: the database could not"
+        )
+        m.gauge(
+            "scalelab_web_cache_nodes_down", "Cache tier nodes taken off the ring"
+        ).set_function(lambda: self.cache.stats().get("nodes_down", 0))
         m.gauge("scalelab_web_cache_used_bytes", "Bytes held by the in-process cache").set_function(
             lambda: self.cache.stats().get("used_bytes", 0)
         )
@@ -366,6 +379,8 @@ class WebService(Service):
         service_time_s = self.service_time_s
         service_mode = self.args.service_mode
         perf_counter = time.perf_counter
+        # Read-your-writes (consistency.py) only matters for a replicated database.
+        tracks_lsn = self.args.db is not None and self.args.db.startswith("store:")
 
         @web.middleware
         async def bookkeeping(request: web.Request, handler) -> web.StreamResponse:
@@ -373,6 +388,9 @@ class WebService(Service):
             resource = request.match_info.route.resource
             route = resource.canonical if resource is not None else UNMATCHED_ROUTE
             self.inflight += 1
+            if tracks_lsn:
+                seen = parse_position(request.cookies.get(LSN_COOKIE))
+                LAST_WRITE_LSN.set(seen)
             try:
                 if route == HEALTH_ROUTE:
                     response = await handler(request)
@@ -396,6 +414,11 @@ class WebService(Service):
                 response = json_error(exc.status, exc.message, exc.field)
             except ValidationError as exc:
                 response = json_error(422, exc.message, exc.field)
+            except DatabaseUnavailable:
+                # A failover in progress, or the store down: worth retrying, not a bug.
+                self.db_errors.inc()
+                response = json_error(503, "database unavailable, retry later",
+                                      headers=self.retry_after)  # fmt: skip
             except web.HTTPException as exc:
                 # The router's 404 and 405, aiohttp's 413: same JSON shape as our own errors.
                 headers = {k: exc.headers[k] for k in ("Allow", "Location") if k in exc.headers}
@@ -410,6 +433,9 @@ class WebService(Service):
                     self._idle.set_result(None)
             if self.draining:
                 response.force_close()
+            if tracks_lsn and (lsn := LAST_WRITE_LSN.get()) > seen:
+                response.set_cookie(LSN_COOKIE, str(lsn), max_age=COOKIE_MAX_AGE_S, path="/",
+                                    httponly=True, samesite="Lax")  # fmt: skip
             self._count(route, request.method, response.status, perf_counter() - started)
             return response
 

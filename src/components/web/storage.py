@@ -4,7 +4,7 @@ The web tier asks its database five things: get, create, replace and delete a us
 seed the first N users. ``UserStore`` is exactly that, so the journey can swap the
 database without touching a handler: stage 1 embeds SQLite in the web process
 (``--db sqlite:PATH``, this module); later stages point ``--db`` at the store tier
-(``--db store:HOST:PORT,...``), which is one more entry in ``BACKENDS``.
+(``--db store:HOST:PORT,...``, ``store_tier.py``), one more entry in ``BACKENDS``.
 
 SQLite is run the way a single-server deployment should run it:
 
@@ -19,11 +19,11 @@ SQLite is run the way a single-server deployment should run it:
   began, so reads never wait behind a writer's fsync, and a read issued after a write
   was acknowledged sees that write.
 
-How later backends fit without touching a handler: a replicated store that offers
-read-your-writes needs to know, on a read, the log position of the reader's last write.
-That is request context, not a parameter of ``get``: the middleware in ``server.py`` is
-the place to carry it (a cookie read into a ``contextvars.ContextVar`` that the backend
-consults, and set again from the position the backend reports after a write).
+A replicated store that offers read-your-writes needs to know, on a read, the log
+position of the reader's last write. That is request context, not a parameter of
+``get``: the middleware in ``server.py`` carries it in a cookie read into a
+``contextvars.ContextVar`` (``consistency.py``) that the backend consults, and sets the
+cookie again from the position the backend reports after a write.
 
 The schema keeps the user's scalar fields in columns (what a relational schema would
 do) and the phone list as a JSON array. Seeding is idempotent: the ``meta`` table
@@ -61,6 +61,10 @@ CREATE TABLE IF NOT EXISTS users (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not answer now (no primary, nodes down); the web tier says 503."""
 
 
 class UserStore(abc.ABC):
@@ -212,6 +216,8 @@ def parse_db_spec(text: str) -> tuple[str, str]:
     scheme, sep, rest = text.partition(":")
     if not sep or scheme not in BACKENDS or not rest:
         raise ValueError(f"expected one of {', '.join(s + ':...' for s in BACKENDS)}, got {text!r}")
+    if scheme in CHECKS:
+        CHECKS[scheme](rest)
     return scheme, rest
 
 
@@ -225,5 +231,22 @@ async def _open_sqlite(path: str, *, sqlite_synchronous: str = "full", **_other)
     return await SqliteUserStore.open(path, sqlite_synchronous)
 
 
-#: scheme -> coroutine(rest_of_spec, **options) -> UserStore. Later: "store" (the store tier).
-BACKENDS: dict[str, Callable[..., Awaitable[UserStore]]] = {"sqlite": _open_sqlite}
+async def _open_store_tier(nodes: str, *, db_timeout_s: float = 5.0, **_other) -> UserStore:
+    from .store_tier import StoreTierUserStore  # the store tier's client, only when used
+
+    return await StoreTierUserStore.open(nodes, timeout_s=db_timeout_s)
+
+
+def _check_store_tier(nodes: str) -> None:
+    from .store_tier import parse_nodes
+
+    parse_nodes(nodes)
+
+
+#: scheme -> coroutine(rest_of_spec, **options) -> UserStore.
+BACKENDS: dict[str, Callable[..., Awaitable[UserStore]]] = {
+    "sqlite": _open_sqlite,
+    "store": _open_store_tier,  # store_tier.py: the replicated store, HOST:PORT,...
+}
+#: scheme -> check of the rest of the spec (raises ValueError), for flag parsing.
+CHECKS: dict[str, Callable[[str], None]] = {"store": _check_store_tier}
