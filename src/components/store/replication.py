@@ -34,6 +34,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+#: Replicas one primary tracks at most; more subscribers are refused (bounded state).
+MAX_FOLLOWERS = 64
+
 
 class Role(StrEnum):
     PRIMARY = "primary"
@@ -184,6 +187,8 @@ class Node:
             return Refuse("not the primary", self.epoch, self.primary)
         if self.fenced_by is not None:
             return Refuse(f"deposed by epoch {self.fenced_by}", self.epoch)
+        if name not in self.followers and len(self.followers) >= MAX_FOLLOWERS:
+            return Refuse(f"already tracking {MAX_FOLLOWERS} replicas", self.epoch)
         decision = self._match(last_lsn, last_epoch, log)
         if isinstance(decision, Stream):
             follower = self.followers.get(name)

@@ -412,7 +412,7 @@ class StoreService(Service):
     def _enqueue(self, statements, options: Options) -> web.Response:
         """rqlite's queued write: answer now with a sequence number, commit in the
         background. Not durable when answered: the client traded that for latency."""
-        if self.committer.depth >= MAX_QUEUED_WRITES:
+        if len(self._queued) >= MAX_QUEUED_WRITES:
             return _json({"error": "write queue full"}, 503)
         self._queue_seq += 1
         task = asyncio.ensure_future(self._write(statements, options, time.perf_counter()))

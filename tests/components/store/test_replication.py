@@ -299,3 +299,13 @@ def test_the_end_of_an_old_stream_does_not_disconnect_the_new_one():
     assert p.followers["r"].connected
     p.do_disconnect("r", p.followers["r"].stream)
     assert not p.followers["r"].connected
+
+
+def test_the_number_of_tracked_replicas_is_bounded():
+    from components.store.replication import MAX_FOLLOWERS
+
+    p, plog = primary(), FakeLog([1])
+    for i in range(MAX_FOLLOWERS):
+        assert isinstance(subscribe(p, plog, replica(name=f"r{i}"), FakeLog()), Stream)
+    assert isinstance(subscribe(p, plog, replica(name="one-too-many"), FakeLog()), Refuse)
+    assert isinstance(subscribe(p, plog, replica(name="r0"), FakeLog()), Stream)  # known: fine
