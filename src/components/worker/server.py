@@ -33,7 +33,7 @@ import orjson
 
 from components.common import Service
 from components.common.cli import host_port
-from components.queue.client import CommandError, QueueClient
+from components.queue.client import QueueClient
 
 from . import photo, retry
 
@@ -149,9 +149,11 @@ class WorkerService(Service):
                         await client.release(job_id)
                         break
                     await self._run(client, job_id, body)
-                except (OSError, ConnectionError, TimeoutError, CommandError) as exc:
+                except Exception as exc:  # noqa: BLE001 - see below
+                    # A queue error, or a bug: either way this slot starts over on a new
+                    # connection (closing the old one returns anything it held).
                     self.errors.inc()
-                    self.log.warning("queue_error", slot=n, error=str(exc))
+                    self.log.warning("queue_error", slot=n, error=repr(exc))
                     if client is not None:
                         if client in self.clients:
                             self.clients.discard(client)
@@ -180,7 +182,9 @@ class WorkerService(Service):
                     await asyncio.sleep(self.args.service_time_ms / 1000)
                 if self.args.result_dir:
                     self._store(result)
-            except (photo.BadJob, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure of the job itself is retried
+                if not isinstance(exc, photo.BadJob | OSError):
+                    self.log.error("job_crashed", job=job_id, error=repr(exc))
                 await self._stop_touching(toucher)
                 await self._failed(client, job_id, exc)
                 return
