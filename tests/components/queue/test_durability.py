@@ -247,3 +247,16 @@ def test_kill_9_during_puts_deletes_and_compactions(spawn, tmp_path):
         assert not lost, f"acknowledged puts lost: {sorted(lost)[:10]}"
         assert not undone, f"acknowledged deletes undone: {sorted(undone)[:10]}"
     assert compactions > 0
+
+
+def test_periodic_mode_answers_at_once_and_fsyncs_within_the_period(spawn, tmp_path):
+    queue = spawn("queue", "-b", str(tmp_path), "-f", "100")
+    with greenstalk.Client(queue.address()) as c:
+        for i in range(20):
+            c.put(f"p{i}")
+        # Twenty sequential puts did not wait for twenty fsyncs...
+        assert fsyncs(queue) < 20
+        # ...but the timer syncs what was written, with no further traffic.
+        harness.wait_until_sync(lambda: fsyncs(queue) >= 1, what="periodic fsync")
+        written = c.stats()["binlog-records-written"]
+        assert written >= 20
