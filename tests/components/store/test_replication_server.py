@@ -104,6 +104,9 @@ def test_replica_streams_the_log_serves_reads_and_forwards_writes(store):
     assert count(replica) == 63
     code, _, body = execute(replica, [["INSERT INTO t VALUES(?)", 1]])
     assert code == 503 and "leader not reachable" in body["error"]
+    harness.wait_until_sync(lambda: harness.http("GET", replica.url() + "/readyz")[0] == 503,
+                            what="replica not ready without a primary")  # fmt: skip
+    assert harness.http("GET", replica.url() + "/readyz?noleader")[0] == 200
 
 
 def test_promotion_fences_the_old_primary_which_resyncs_by_snapshot(store):
