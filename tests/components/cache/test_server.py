@@ -384,3 +384,36 @@ def test_client_that_never_reads_is_paused_not_buffered(spawn):
     finally:
         conn.close()
         mc.close()
+
+
+def test_stats_items_slabs_and_reset_report_honest_figures(mc, key):
+    mc.set(key, b"v" * 10, noreply=False)
+    items = mc.stats("items")
+    assert items[b"items:1:number"] >= 1
+    slabs = mc.stats("slabs")
+    assert slabs[b"total_malloced"] == mc.stats()[b"bytes"]
+    assert mc.raw_command(b"stats reset", b"RESET\r\n") == b""  # ended by RESET
+    assert mc.stats()[b"get_hits"] == 0
+
+
+def test_sigterm_with_an_open_client_connection_exits_promptly(spawn):
+    proc = spawn("cache", "--drain-timeout", "5", name="drain")
+    conn = socket.create_connection(proc.address(), timeout=5)
+    conn.sendall(b"version\r\n")
+    assert conn.recv(100).startswith(b"VERSION")
+    proc.signal(15)
+    assert conn.recv(100) == b""  # the server closed our idle connection while draining
+    assert proc.popen.wait(timeout=10) == 0
+    conn.close()
+
+
+def test_item_size_above_memory_limit_is_a_usage_error(tmp_path):
+    import subprocess
+    import sys
+
+    from topologies.process import child_env
+
+    argv = [sys.executable, "-m", "components.cache", "-m", "1", "-I", "2m"]
+    result = subprocess.run(argv, capture_output=True, timeout=30, env=child_env())
+    assert result.returncode == 2
+    assert b"-I (item size) may not exceed -m" in result.stderr
