@@ -1,4 +1,4 @@
-"""The state machine: one SQLite file, batches applied in LSN order, reads on a second handle.
+"""The state machine: one SQLite file, batches applied in LSN order, reads on other handles.
 
 SQLite does the SQL; this module decides *how* it is driven so that the redo log
 (``wal.py``) and the file can never disagree:
@@ -6,28 +6,33 @@ SQLite does the SQL; this module decides *how* it is driven so that the redo log
 - **One batch, one transaction, LSN inside.** ``apply(lsn, epoch, batch)`` runs the
   batch in one ``BEGIN IMMEDIATE ... COMMIT`` and, in the same transaction, sets
   ``applied_lsn`` in the ``_scalelab_meta`` table (``apply_group`` does the same for the
-  batches of one group commit, each in its own savepoint). After any crash the file's ``applied_lsn`` names exactly the
-  last batch it holds, so recovery replays the log records after it: none twice, none
-  missed. A batch whose statements all fail still commits its LSN.
+  batches of one group commit, each in its own savepoint). After any crash the file's
+  ``applied_lsn`` names exactly the last batch it holds, so recovery replays the log
+  records after it: none twice, none missed. A batch whose statements all fail still
+  commits its LSN.
 - **rqlite's two modes.** With ``?transaction`` the first error rolls the whole batch
   back (results stop at the error). Without it each statement runs under its own
   ``SAVEPOINT``: a failing one is undone alone and the rest commit, as in rqlite.
 - **User SQL is fenced by an authorizer.** Statements may not open or end transactions,
   attach files, change pragmas, or touch ``_scalelab_meta``; the store owns those. On
-  the read handle every action that would write is denied, which is also how
+  the read handles every action that would write is denied, which is also how
   ``/db/request`` tells reads from writes (``is_read``: compile under ``EXPLAIN``).
 - **Deterministic limits.** A runaway write (a recursive CTE that never ends) is cut by a
   VM-instruction budget, not a timer, so a replica replaying it cuts it at the same
   point. Reads are cut by a deadline.
 - **WAL mode, ``synchronous=NORMAL``.** Readers never block the writer. SQLite's own
   commits are not fsynced; the redo log already was, and replay covers the difference.
+  ``checkpoint`` makes SQLite durable on its own so the log can be compacted.
 
 Values cross the API as JSON, so results are shaped here into neutral objects
 (``Rows``, ``Changes``, ``Failure``) and ``protocol.py`` renders them as rqlite does; blobs
 are base64 and a column's type is taken from its values (Python's sqlite3 does not expose
 the declared column types rqlite reports; ``integer``/``real``/``text``/``blob`` from the
-first non-null value is what pyrqlite needs to convert them). Everything here blocks: the server runs the write handle on one
-thread and the read handle on another.
+first non-null value is what pyrqlite needs to convert them; an empty result has ``""``).
+
+Everything here blocks. Three handles, three callers: the write handle on the SQLite
+thread, the read handle on the reader thread, and a third read handle for small reads on
+the event loop itself (``query_fast``, under a tight instruction budget).
 """
 
 from __future__ import annotations
