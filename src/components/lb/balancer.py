@@ -57,7 +57,7 @@ DOWN = "down"
 DRAINING = "draining"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Backend:
     """One server behind the balancer and everything the policy knows about it."""
 

@@ -66,6 +66,10 @@ STREAMING = 3  # response bytes flowing: idle timeout
 class BackendConnection(asyncio.Protocol):
     """One connection to a backend; serves one client exchange at a time."""
 
+    # Slots: these objects live on the hot path, and slot access is cheaper than a dict.
+    __slots__ = ("proxy", "backend", "transport", "parser", "client", "closed", "deadline",
+                 "mode", "response")  # fmt: skip
+
     def __init__(self, proxy: LoadBalancer, backend: Backend) -> None:
         self.proxy = proxy
         self.backend = backend
@@ -166,6 +170,11 @@ class BackendConnection(asyncio.Protocol):
 
 class ClientConnection(asyncio.Protocol):
     """One client's connection: parse requests, pick, forward, stream the answer back."""
+
+    __slots__ = ("proxy", "transport", "parser", "peer", "phase", "deadline", "pulling",
+                 "paused_by", "request", "backend", "conn", "head", "request_complete",
+                 "response_started", "keep_alive", "retried", "status", "started_at",
+                 "closing", "advancing", "head_pending", "lingering", "write_paused")  # fmt: skip
 
     def __init__(self, proxy: LoadBalancer) -> None:
         self.proxy = proxy
