@@ -12,11 +12,12 @@ connection's reply stream (protocol.txt: commands are answered in order). A slot
 4. on failure asks the queue how often the job was already released (``stats-job``)
    and, per ``retry.decide``, releases it with exponential backoff or buries it.
 
-A lost queue connection is retried with capped backoff; ``/health`` is 503 while no
-slot is connected. SIGTERM: slots stop reserving, finish the job they hold, delete it,
-and exit; a job reserved after the signal is released at once. A worker killed
-mid-job holds nothing: the queue returns the job when the connection drops, or when
-its TTR runs out if the worker hangs.
+A job that may outlive its TTR is kept alive with ``touch`` every
+``--touch-interval-s`` while it is processed. A lost queue connection is retried with
+capped backoff; ``/health`` is 503 while no slot is connected. SIGTERM: slots stop
+reserving, finish the job they hold, delete it, and exit; a job reserved after the
+signal is released at once. A worker killed mid-job holds nothing: the queue returns
+the job when the connection drops, or when its TTR runs out if the worker hangs.
 
 Metrics: ``scalelab_worker_jobs_done_total``, ``..._jobs_failed_total{action}``,
 ``..._processing_seconds``, ``..._busy_slots``, ``..._queue_errors_total``.
