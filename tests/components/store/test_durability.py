@@ -66,3 +66,35 @@ async def test_kill_9_during_concurrent_writes_loses_no_acknowledged_write(tmp_p
         torn = {b: n for b, n in counts.items() if n != ROWS_PER_BATCH}
         assert not torn, f"half-applied batches visible: {torn}"
     assert len(acked) >= 150 * ROUNDS
+
+
+async def test_a_replica_killed_while_streaming_recovers_to_the_primarys_exact_state(
+    spawn, tmp_path
+):
+    primary = spawn("store", "--data-dir", str(tmp_path / "p"), name="p")
+    join = ("--join", primary.listen["main"])
+    replica = spawn("store", "--data-dir", str(tmp_path / "r"), *join, name="r")
+    harness.http("POST", primary.url() + "/db/execute",
+                 b'["CREATE TABLE t (id INTEGER PRIMARY KEY, batch INTEGER, part INTEGER)"]')  # fmt: skip
+    acked: set[int] = set()
+    stop = asyncio.Event()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        tasks = [asyncio.ensure_future(writer(session, primary.url(), c, acked, stop, 0))
+                 for c in range(8)]  # fmt: skip
+        for _ in range(2):
+            target = len(acked) + 100
+            await harness.wait_until(lambda t=target: len(acked) >= t, what="writes")
+            replica.kill()  # kill -9 the replica mid-stream, while the primary keeps writing
+            replica = spawn("store", "--data-dir", str(tmp_path / "r"), *join, name="r")
+        stop.set()
+        await asyncio.gather(*tasks)
+
+    def status(proc):
+        return json.loads(harness.http("GET", proc.url() + "/status")[2])["scalelab"]
+
+    last = status(primary)["lsn"]
+    harness.wait_until_sync(lambda: status(replica)["applied_lsn"] == last, what="caught up")
+    dump = "/db/query?q=SELECT+*+FROM+t+ORDER+BY+id&level=none"
+    assert (
+        harness.http("GET", primary.url() + dump)[2] == harness.http("GET", replica.url() + dump)[2]
+    )
