@@ -95,6 +95,14 @@ def full_size(job: Job) -> int:
     return FULL_OVERHEAD + len(job.tube.name) + len(job.body)
 
 
+class ForeignLogError(OSError):
+    """A file named like a segment that is not ours (beanstalkd's own binlog, say).
+
+    An ``OSError``, so the runner reports it as a start-up failure: refusing to start
+    beats compacting someone else's log away.
+    """
+
+
 @dataclass
 class Recovered:
     """What replay found: live jobs by id (as field lists) and the next id to hand out."""
@@ -226,6 +234,9 @@ class Binlog:
                 continue
             with open(path, "rb") as fh:
                 data = fh.read()
+            # Our segments are renamed into place only once their header is written.
+            if not data.startswith(MAGIC):
+                raise ForeignLogError(f"{path} is not a scalelab queue binlog; not touching it")
             replay(data, recovered)
             self._segments.append(index)
         self._segments.sort()

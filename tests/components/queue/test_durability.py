@@ -10,6 +10,7 @@ import os
 import threading
 
 import greenstalk
+import pytest
 
 import harness
 from components.queue import binlog
@@ -260,3 +261,12 @@ def test_periodic_mode_answers_at_once_and_fsyncs_within_the_period(spawn, tmp_p
         harness.wait_until_sync(lambda: fsyncs(queue) >= 1, what="periodic fsync")
         written = c.stats()["binlog-records-written"]
         assert written >= 20
+
+
+def test_a_foreign_binlog_is_refused_not_compacted_away(tmp_path):
+    foreign = tmp_path / "binlog.1"  # beanstalkd names its own files this way
+    foreign.write_bytes(b"\x07\x00\x00\x00 beanstalkd's format")
+    with pytest.raises(harness.process.StartError) as error:
+        harness.start("queue", "-b", str(tmp_path), log_path=tmp_path.parent / "q.log")
+    assert "not a scalelab queue binlog" in str(error.value)
+    assert foreign.read_bytes().endswith(b"beanstalkd's format")
