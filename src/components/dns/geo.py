@@ -343,6 +343,9 @@ class HealthBook:
 
     def __init__(self, rules: Rules, previous: HealthBook | None = None) -> None:
         self.settings = rules.health
+        #: Bumped whenever any target's effective health changes; routes are cached per
+        #: version, so a query only walks the fallback list after a change.
+        self.version = 0
         self.states: dict[str, TargetHealth] = {}
         self.urls = {t.name: t.health_url for t in rules.targets.values()}
         for name in rules.targets:
@@ -378,6 +381,7 @@ class HealthBook:
             if not state.up and state.successes >= self.settings.rise:
                 state.up = True
                 state.last_change = now
+                self.version += 1
                 return True
         else:
             state.failures += 1
@@ -385,6 +389,7 @@ class HealthBook:
             if state.up and state.failures >= self.settings.fall:
                 state.up = False
                 state.last_change = now
+                self.version += 1
                 return False
         return None
 
@@ -393,6 +398,7 @@ class HealthBook:
         if target not in self.states:
             raise KeyError(target)
         self.states[target].forced = state
+        self.version += 1
 
     def describe(self) -> dict:
         return {
@@ -450,6 +456,9 @@ class Geo:
         self.health = health if health is not None else HealthBook(rules)
         self._pickers: dict[tuple[bytes, str], _SmoothWeighted] = {}
         self._located: dict[bytes, tuple[str | None, int]] = {}
+        # (name, located region) -> (health version, region answered, picker)
+        self._routes: dict[tuple[bytes, str], tuple[int, str, _SmoothWeighted]] = {}
+        self._rrsets: dict[tuple[bytes, str], RRset] = {}
 
     def locate(self, address: bytes) -> tuple[str | None, int]:
         cached = self._located.get(address)
@@ -467,6 +476,25 @@ class Geo:
         region, scope = self.locate(address) if address else (None, 0)
         if region is None or region not in rule.answers:
             region = rule.default_region or next(iter(rule.answers))
+        route = self._routes.get((name, region))
+        if route is None or route[0] != self.health.version:
+            answered, pool = self._route(rule, region)
+            route = self._routes[(name, region)] = (
+                self.health.version,
+                answered,
+                self._picker(name, answered, pool),
+            )
+        _, answered, picker = route
+        target = picker.pick()
+        rrset = self._rrsets.get((name, target))
+        if rrset is None:
+            packed = self.rules.targets[target].packed
+            rrset = self._rrsets[(name, target)] = RRset(rule.owner, rule.rtype, rule.ttl,
+                                                         [(packed,)])  # fmt: skip
+        return GeoAnswer(rrset, answered, target, scope)
+
+    def _route(self, rule: GeoName, region: str) -> tuple[str, tuple[tuple[str, int], ...]]:
+        """The region answered and its healthy pool: walk the fallback list in order."""
         order = [region]
         for candidate in self.rules.regions[region].fallback:
             if candidate not in order:
@@ -478,19 +506,17 @@ class Geo:
                 continue
             pool = tuple(c for c in choices if healthy(c[0]))
             if pool:
-                return self._pick(rule, name, candidate, pool, scope)
+                return candidate, pool
         # Nobody healthy anywhere we may send them: fail open to the first region.
-        return self._pick(rule, name, region, rule.answers[region], scope)
+        return region, rule.answers[region]
 
-    def _pick(self, rule: GeoName, name: bytes, region: str, pool, scope: int) -> GeoAnswer:
+    def _picker(self, name: bytes, region: str, pool) -> _SmoothWeighted:
         key = (name, region)
         picker = self._pickers.get(key)
         if picker is None or picker.key != pool:
             # First use, or the healthy set changed: start the rotation afresh.
             picker = self._pickers[key] = _SmoothWeighted(pool)
-        target = self.rules.targets[picker.pick()]
-        rrset = RRset(rule.owner, rule.rtype, rule.ttl, [(target.packed,)])
-        return GeoAnswer(rrset, region, target.name, scope)
+        return picker
 
 
 def packed_address(host: str) -> bytes | None:

@@ -129,7 +129,11 @@ class ClientSubnet:
     family: int
     source_prefix: int
     scope_prefix: int
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    packed: bytes  # the address padded with zero bits to 4 or 16 bytes
+
+    @property
+    def address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        return ipaddress.ip_address(self.packed)
 
     def encode(self, scope_prefix: int) -> bytes:
         """The option as we send it back: same family, source and address, our scope."""
@@ -137,7 +141,7 @@ class ClientSubnet:
         return (
             _U16.pack(self.family)
             + bytes((self.source_prefix, scope_prefix))
-            + self.address.packed[:octets]
+            + self.packed[:octets]
         )
 
 
@@ -174,47 +178,50 @@ def read_name(data: bytes, offset: int) -> tuple[bytes, int]:
     """Decode the name at ``offset``: ``(wire name with pointers resolved, next offset)``.
 
     The returned name keeps the case it had in the message. ``next offset`` is where the
-    record continues: just after the first pointer, or after the root label.
+    record continues: just after the first pointer, or after the root label. Runs of
+    labels are sliced whole, not label by label: most names have no pointer at all.
     """
     end = len(data)
-    labels: list[bytes] = []
-    total = 1  # the root label
+    pieces: list[bytes] = []
+    total = 0
     next_offset = -1
-    run_start = offset
-    pos = offset
+    run = pos = offset
     while True:
         if pos >= end:
             raise FormatError("name runs past the end of the message")
         length = data[pos]
         if length == 0:
-            if next_offset < 0:
-                next_offset = pos + 1
             break
-        kind = length & 0xC0
-        if kind == 0xC0:
-            if pos + 1 >= end:
-                raise FormatError("compression pointer cut short")
-            target = ((length & 0x3F) << 8) | data[pos + 1]
-            # A pointer must go strictly back before the run it belongs to; the runs
-            # visited then move strictly backwards, so a loop is impossible.
-            if target >= run_start:
-                raise FormatError("compression pointer does not point backwards")
-            if next_offset < 0:
-                next_offset = pos + 2
-            run_start = pos = target
+        if length < 0x40:
+            pos += length + 1
             continue
-        if kind:
+        if length < 0xC0:
             # 0x40 and 0x80 are the retired extended label types (RFC 6891 §5).
-            raise FormatError(f"unsupported label type 0x{kind:02x}")
-        label_end = pos + 1 + length
-        if label_end > end:
-            raise FormatError("label runs past the end of the message")
-        total += length + 1
-        if total > MAX_NAME_BYTES:
+            raise FormatError(f"unsupported label type 0x{length & 0xC0:02x}")
+        if pos + 1 >= end:
+            raise FormatError("compression pointer cut short")
+        target = ((length & 0x3F) << 8) | data[pos + 1]
+        # A pointer must go strictly back before the run it belongs to; the runs visited
+        # then move strictly backwards, so a loop is impossible.
+        if target >= run:
+            raise FormatError("compression pointer does not point backwards")
+        if next_offset < 0:
+            next_offset = pos + 2
+        pieces.append(data[run:pos])
+        total += pos - run
+        if total >= MAX_NAME_BYTES:
             raise FormatError("name longer than 255 bytes")
-        labels.append(data[pos:label_end])
-        pos = label_end
-    return b"".join(labels) + b"\x00", next_offset
+        run = pos = target
+    if next_offset < 0:
+        next_offset = pos + 1
+    if pieces:
+        pieces.append(data[run : pos + 1])
+        name = b"".join(pieces)
+    else:
+        name = data[offset : pos + 1]
+    if len(name) > MAX_NAME_BYTES:
+        raise FormatError("name longer than 255 bytes")
+    return name, next_offset
 
 
 def parse_query(data: bytes) -> Query:
@@ -313,8 +320,7 @@ def parse_client_subnet(body: bytes) -> ClientSubnet:
     value = int.from_bytes(padded, "big")
     if value & ((1 << (bits - source)) - 1):
         raise FormatError("Client Subnet address has bits set past the source prefix")
-    address = ipaddress.IPv4Address(padded) if bits == 32 else ipaddress.IPv6Address(padded)
-    return ClientSubnet(family, source, 0, address)
+    return ClientSubnet(family, source, 0, padded)
 
 
 def format_error_reply(data: bytes, rcode: int = Rcode.FORMERR) -> bytes:

@@ -21,6 +21,8 @@ to ask again over TCP (RFC 1035 §4.2.1, RFC 7766); the TCP reply is complete.
 
 from __future__ import annotations
 
+import struct
+
 from .geo import Geo, packed_address
 from .protocol import (
     CLASS_IN,
@@ -48,8 +50,12 @@ from .protocol import (
 )
 from .zone import Answer, Catalog
 
+_ID_FLAGS = struct.Struct("!HH")
+
 #: Our advertised EDNS payload: the DNS flag day 2020 value, safe from IP fragmentation.
 DEFAULT_UDP_PAYLOAD_BYTES = 1232
+#: Encoded replies kept for static answers; the table is cleared when it fills.
+REPLY_CACHE_ENTRIES = 8192
 
 
 class Reply:
@@ -77,6 +83,12 @@ class Responder:
         self.catalog = catalog
         self.geo = geo
         self.udp_payload = max(udp_payload, MAX_UDP_PLAIN_BYTES)
+        # Static answers (no geo rule involved) depend only on this key, so their encoded
+        # form is kept: header flags without RD, the four counts, and everything after
+        # the question. Compression pointers into the question stay valid because the
+        # same lower-cased name has the same length whatever its case. A reload builds a
+        # new Responder, so the cache never outlives the zones it was built from.
+        self._cache: dict[tuple, tuple[int, bytes, bytes, int, bool]] = {}
 
     def respond(self, data: bytes, client: str | None, udp: bool) -> Reply | None:
         """Answer one message; None means "send nothing" (unreadable header, a response).
@@ -100,6 +112,16 @@ class Responder:
         if query.qclass != CLASS_IN or qtype in (RRType.AXFR, RRType.IXFR):
             return self._bare(query, Rcode.REFUSED)
 
+        limit = (min(query.edns_payload, self.udp_payload) if query.edns else MAX_UDP_PLAIN_BYTES
+                 ) if udp else MAX_MESSAGE_BYTES  # fmt: skip
+        key = (query.qname, qtype, query.edns, limit, query.edns_do, query.ecs)
+        cached = self._cache.get(key)
+        if cached is not None:
+            flags, counts, tail, rcode, truncated = cached
+            header = _ID_FLAGS.pack(query.id, flags | (query.flags & FLAG_RD))
+            return Reply(header + counts + query.question + tail, qtype, rcode, None, None,
+                         truncated)  # fmt: skip
+
         geo = self.geo
         used: list = []
         dynamic = None
@@ -110,7 +132,7 @@ class Responder:
                 if ecs is None:
                     address = packed_address(client) if client else None
                 elif ecs.source_prefix:
-                    address = ecs.address.packed
+                    address = ecs.packed
                 else:
                     address = None  # RFC 7871 §7.1.2: /0 asks us not to use any address
                 found = geo.answer(name, address)
@@ -122,15 +144,19 @@ class Responder:
         answer = self.catalog.lookup(query.qname, qtype, dynamic)
         scope = used[-1].scope if used else 0
         wire = self._encode(query, answer, scope)
-        limit = (min(query.edns_payload, self.udp_payload) if query.edns else MAX_UDP_PLAIN_BYTES
-                 ) if udp else MAX_MESSAGE_BYTES  # fmt: skip
-        region = used[-1].region if used else None
-        target = used[-1].target if used else None
-        if len(wire) > limit:
+        truncated = len(wire) > limit
+        if truncated:
             wire = self._encode(query, Answer(rcode=answer.rcode), scope, truncated=True,
                                 authoritative=answer.authoritative)  # fmt: skip
-            return Reply(wire, qtype, answer.rcode, region, target, truncated=True)
-        return Reply(wire, qtype, answer.rcode, region, target)
+        if used:
+            last = used[-1]
+            return Reply(wire, qtype, answer.rcode, last.region, last.target, truncated)
+        if len(self._cache) >= REPLY_CACHE_ENTRIES:
+            self._cache.clear()
+        flags = _ID_FLAGS.unpack_from(wire)[1] & ~FLAG_RD
+        self._cache[key] = (flags, wire[4:12], wire[12 + len(query.question) :], answer.rcode,
+                            truncated)  # fmt: skip
+        return Reply(wire, qtype, answer.rcode, None, None, truncated)
 
     def _flags(self, query: Query, rcode: int, authoritative: bool, truncated: bool) -> int:
         flags = FLAG_QR | (query.flags & (OPCODE_MASK | FLAG_RD)) | (rcode & 0xF)

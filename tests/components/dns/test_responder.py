@@ -214,3 +214,30 @@ def test_mutated_queries_get_nothing_or_a_readable_reply(shared_responder, flips
     result = shared_responder.respond(bytes(data), "10.1.2.3", True)
     if result is not None:
         assert dns.message.from_wire(result.wire).id == int.from_bytes(data[:2], "big")
+
+
+@pytest.mark.parametrize(
+    ("name", "rdtype", "edns", "udp"),
+    [("www.example.com", "A", 0, True), ("nope.example.com", "A", -1, True),
+     ("big.example.com", "TXT", -1, True), ("big.example.com", "TXT", -1, False),
+     ("chain.example.com", "AAAA", 0, True), ("example.com", "MX", 0, True)],
+)  # fmt: skip
+def test_cached_replies_equal_fresh_ones_whatever_the_case_id_and_rd(zone_file, name, rdtype,
+                                                                    edns, udp):  # fmt: skip
+    warm = Responder(Catalog([load_zone(zone_file)]))
+    warm.respond(dns.message.make_query(name, rdtype, use_edns=edns).to_wire(), None, udp)
+    query = dns.message.make_query(name.upper(), rdtype, use_edns=edns, want_dnssec=False)
+    query.flags &= ~dns.flags.RD
+    fresh = Responder(Catalog([load_zone(zone_file)]))
+    expected = fresh.respond(query.to_wire(), None, udp)
+    got = warm.respond(query.to_wire(), None, udp)
+    assert got.wire == expected.wire
+    assert (got.rcode, got.truncated) == (expected.rcode, expected.truncated)
+    assert dns.message.from_wire(got.wire).question[0].name.to_text() == name.upper() + "."
+
+
+def test_geo_answers_are_never_cached(responder):
+    query = dns.message.make_query("www.geo.example.com", "A", use_edns=0,
+                                   options=[dns.edns.ECSOption("10.1.2.0", 24)])  # fmt: skip
+    seen = {ask(responder, query).answer[0][0].address for _ in range(10)}
+    assert seen == {"192.0.2.10", "192.0.2.11"}

@@ -1,0 +1,64 @@
+"""Hot-path benchmarks: parse and answer a typical query, with no sockets.
+
+Run: ``.venv/bin/python -m pytest bench/dns --benchmark-only -p no:cacheprovider``
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dns.edns
+import dns.message
+import pytest
+
+from components.dns.geo import Geo, load_rules
+from components.dns.protocol import parse_query
+from components.dns.responder import Responder
+from components.dns.zone import Catalog, load_zone
+
+DATA = Path(__file__).resolve().parents[2] / "tests" / "components" / "dns" / "data"
+
+A_QUERY = dns.message.make_query("www.example.com", "A", use_edns=0).to_wire()
+NX_QUERY = dns.message.make_query("nope.example.com", "A", use_edns=0).to_wire()
+GEO_QUERY = dns.message.make_query("www.geo.example.com", "A", use_edns=0,
+                                   options=[dns.edns.ECSOption("10.1.7.0", 24)]).to_wire()  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def responder():
+    catalog = Catalog([load_zone(DATA / "example.com.zone")])
+    rules = load_rules(DATA / "geo.toml")
+    for name, rule in rules.names.items():
+        catalog.add_dynamic(name, rule.rtype)
+    return Responder(catalog, Geo(rules))
+
+
+def test_parse_query(benchmark):
+    query = benchmark(parse_query, A_QUERY)
+    assert query.qtype == 1
+
+
+def test_answer_static_cached(benchmark, responder):
+    """The common case: a static name, its encoded reply already cached."""
+    reply = benchmark(responder.respond, A_QUERY, "127.0.0.1", True)
+    assert reply.rcode == 0
+
+
+def test_answer_static_uncached(benchmark, responder):
+    """Parse, lookup and encode with compression (the cache cleared every round)."""
+
+    def run():
+        responder._cache.clear()
+        return responder.respond(A_QUERY, "127.0.0.1", True)
+
+    assert benchmark(run).rcode == 0
+
+
+def test_answer_nxdomain(benchmark, responder):
+    assert benchmark(responder.respond, NX_QUERY, "127.0.0.1", True).rcode == 3
+
+
+def test_answer_geo_with_client_subnet(benchmark, responder):
+    """A geo name: locate the ECS subnet, weighted pick, encode (never cached)."""
+    reply = benchmark(responder.respond, GEO_QUERY, "127.0.0.1", True)
+    assert reply.region == "eu"
