@@ -52,7 +52,7 @@ from components.common.cli import format_address, positive_float
 from . import protocol
 from .commit import CommitFailed, GroupCommitter, Overloaded
 from .database import META_TABLE, Changes, Database
-from .follower import STREAM_IDLE_TIMEOUT_S, Follower
+from .follower import Follower
 from .protocol import BadRequest, Options
 from .replication import LogView, NeedSnapshot, Node, Refuse, Role, Stream
 from .rewrite import Rewriter
@@ -66,6 +66,9 @@ from .wal import (
 
 #: How long a replica's stream may stay silent before the primary sends a heartbeat.
 HEARTBEAT_S = 0.25
+#: A replica that heard from its primary within this long is ready (``/readyz``) and
+#: reports it reachable (``/nodes``): a few missed heartbeats.
+PRIMARY_CONTACT_S = 1.0
 #: Bytes of log per stream write.
 STREAM_CHUNK_BYTES = 256 * 1024
 #: Longest wait for ``min_lsn`` when the request names no ``timeout``.
@@ -720,9 +723,7 @@ class StoreService(Service):
             return _text("[+]node ok\n[+]store ok\n", 200)
         if self.node.writable:
             return _text(READY_TEXT, 200)
-        if self.node.role is Role.REPLICA and self.node.fresh(
-            time.monotonic(), STREAM_IDLE_TIMEOUT_S
-        ):
+        if self.node.role is Role.REPLICA and self.node.fresh(time.monotonic(), PRIMARY_CONTACT_S):
             return _text(READY_TEXT, 200)
         return _text("[+]node ok\n[-]leader not contactable\n", 503)
 
@@ -745,7 +746,7 @@ class StoreService(Service):
         elif node.primary:
             nodes["primary"] = {
                 "api_addr": f"http://{node.primary}", "addr": node.primary,
-                "reachable": node.fresh(time.monotonic(), STREAM_IDLE_TIMEOUT_S),
+                "reachable": node.fresh(time.monotonic(), PRIMARY_CONTACT_S),
                 "leader": True,
             }  # fmt: skip
         if request.query.get("ver") == "2":
