@@ -40,6 +40,7 @@ is bloated), ``write_batch`` (append to the file, or swap in a snapshot), ``sync
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import struct
 import zlib
@@ -101,6 +102,10 @@ class ForeignLogError(OSError):
     An ``OSError``, so the runner reports it as a start-up failure: refusing to start
     beats compacting someone else's log away.
     """
+
+
+class LogLockedError(OSError):
+    """Another process holds this binlog directory: two writers would corrupt it."""
 
 
 @dataclass
@@ -190,6 +195,7 @@ class Binlog:
         self.compactions = 0
         self.index = 0
         self._fd = -1
+        self._lock_fd = -1
         self._segments: list[int] = []
 
     # -- journal interface (called by the broker on the event loop) ---------------------
@@ -223,6 +229,7 @@ class Binlog:
         """
         self.broker = broker
         os.makedirs(self.directory, exist_ok=True)
+        self._lock()
         recovered = Recovered()
         for name in sorted(os.listdir(self.directory)):
             path = os.path.join(self.directory, name)
@@ -336,10 +343,27 @@ class Binlog:
                 os.unlink(os.path.join(self.directory, f"{SEGMENT_PREFIX}{old:010d}"))
         _fsync_dir(self.directory)
 
+    def _lock(self) -> None:
+        """One writer per directory (beanstalkd does the same with its ``lock`` file).
+
+        ``flock`` is released by the kernel when the process dies, even by ``kill -9``,
+        so a crash never leaves a stale lock behind.
+        """
+        fd = os.open(os.path.join(self.directory, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LogLockedError(f"{self.directory} is in use by another queue process") from None
+        self._lock_fd = fd
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = -1
 
     def segment_files(self) -> list[str]:
         return [f"{SEGMENT_PREFIX}{i:010d}" for i in self._segments]

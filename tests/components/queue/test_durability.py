@@ -270,3 +270,12 @@ def test_a_foreign_binlog_is_refused_not_compacted_away(tmp_path):
         harness.start("queue", "-b", str(tmp_path), log_path=tmp_path.parent / "q.log")
     assert "not a scalelab queue binlog" in str(error.value)
     assert foreign.read_bytes().endswith(b"beanstalkd's format")
+
+
+def test_a_second_queue_on_the_same_binlog_is_refused(spawn, tmp_path):
+    first = durable(spawn, tmp_path)
+    with pytest.raises(harness.process.StartError) as error:
+        harness.start("queue", "-b", str(tmp_path), log_path=tmp_path.parent / "q2.log")
+    assert "in use by another queue process" in str(error.value)
+    first.kill()  # the kernel drops the lock with the process
+    durable(spawn, tmp_path)
