@@ -4,7 +4,7 @@ It runs as its own process (``python -m backend_service``) through the component
 so tests get a ready line, port 0 and a real ``kill -9``. Routes:
 
 - ``GET /`` and ``/whoami``: the server's ``--name`` (which backend answered);
-- ``GET /health``: 200, or 503 after ``POST /_sick``;
+- ``GET /health``: 200, or 503 after ``POST /_sick`` (until ``POST /_well``);
 - ``POST|PUT /echo``: the request body back, and the request's headers as JSON in
   ``X-Seen-Headers``;
 - ``GET /headers``: the request's headers as JSON;
@@ -43,6 +43,7 @@ class TestBackend(Service):
         app.router.add_get("/whoami", self.whoami)
         app.router.add_get("/health", self.health_route)
         app.router.add_post("/_sick", self.make_sick)
+        app.router.add_post("/_well", self.make_well)
         app.router.add_route("*", "/echo", self.echo)
         app.router.add_get("/headers", self.headers)
         app.router.add_get("/stream", self.stream)
@@ -62,7 +63,7 @@ class TestBackend(Service):
 
     @web.middleware
     async def count(self, request, handler):
-        if request.path not in ("/health", "/_stats", "/_sick"):
+        if request.path not in ("/health", "/_stats", "/_sick", "/_well"):
             self.seen.append(f"{request.method} {request.path_qs}")
             self.served.inc()
         return await handler(request)
@@ -76,6 +77,10 @@ class TestBackend(Service):
     async def make_sick(self, request):
         self.sick = True
         return web.Response(text="sick")
+
+    async def make_well(self, request):
+        self.sick = False
+        return web.Response(text="well")
 
     async def echo(self, request):
         body = await request.read()

@@ -573,6 +573,12 @@ def test_sick_backend_is_taken_out_by_active_checks_and_recovers(spawn):
         )
         _, _, text = harness.http("GET", proc.url("admin") + "/metrics")
         assert f'scalelab_lb_backend_up{{backend="{sick.listen["main"]}"}} 0'.encode() in text
+        harness.http("POST", sick.url() + "/_well")
+        harness.wait_until_sync(
+            lambda: harness.http("GET", proc.url() + "/whoami")[:3:2] == (200, b"sick"),
+            what="recovered backend back in service",
+        )
+        assert "backend_up" in proc.log_tail(50) and "backend_down" in proc.log_tail(50)
     finally:
         sick.kill()
 
