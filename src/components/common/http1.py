@@ -27,9 +27,12 @@ one of them, answering with the status the RFC names and then refusing the conne
 Bounds (DESIGN.md: everything that grows is bounded): a request line over
 ``MAX_START_LINE_BYTES`` is 414, a head over ``MAX_HEAD_BYTES`` or with more than
 ``MAX_FIELDS`` fields is 431 (RFC 6585 §5), a chunk-size line or trailer section is
-bounded the same way. The parser's buffer never holds more than one head plus what the
-caller fed since its last ``next_event``; callers stop reading their socket while
-``buffered`` is large (backpressure lives in the IO shell, not here).
+bounded the same way, and a head is refused as soon as it passes its bound, before it
+is complete. The parser holds only what was fed and not yet returned as events, consumed
+by moving an offset rather than slicing, so a burst of pipelined messages parses in
+linear time; a caller that stops pulling events (a proxy holding pipelined requests
+back) stops reading its socket once ``buffered`` is large: backpressure lives in the IO
+shell, not here.
 
 Responses need to know what they answer (§6.3 items 1-2): a response to HEAD, and any
 1xx, 204 or 304, has no body whatever its headers say. So a response parser is told
@@ -37,9 +40,12 @@ each request method in order (``expect_response``), which also makes pipelining 
 responses are matched to requests first in, first out. A response with neither
 Content-Length nor Transfer-Encoding runs until the connection closes (``feed_eof``).
 
-What it refuses on purpose: transfer codings other than ``chunked`` (a proxy that re-frames
-bodies cannot pass ``gzip`` transfer coding through honestly), obs-fold (RFC 9112 §5.2
-allows rejecting it), HTTP/0.9, and absolute-form targets are passed through unchanged.
+What it refuses on purpose: transfer codings other than ``chunked`` (a proxy that
+re-frames bodies cannot pass ``gzip`` transfer coding through honestly), obs-fold (RFC
+9112 §5.2 allows rejecting it), bare-LF line endings (§2.2 allows accepting them; we do
+not, as a front end must never see lines its backends might not) and HTTP/0.9. What it
+leaves alone: request targets, in any form, pass through unchanged, and chunk extensions
+are checked for clean bytes but otherwise ignored.
 """
 
 from __future__ import annotations
