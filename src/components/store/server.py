@@ -73,6 +73,8 @@ PRIMARY_CONTACT_S = 1.0
 STREAM_CHUNK_BYTES = 256 * 1024
 #: Longest wait for ``min_lsn`` when the request names no ``timeout``.
 MIN_LSN_WAIT_S = 5.0
+#: Queries waiting for the reader thread at most; more are refused with 503.
+MAX_QUEUED_READS = 1000
 #: Queued (``?queue``) writes waiting at most before new ones are refused.
 MAX_QUEUED_WRITES = 5000
 FORWARD_TIMEOUT_S = 30.0
@@ -179,6 +181,7 @@ class StoreService(Service):
         self._queue_seq = 0
         self._queued: set[asyncio.Task] = set()
         self._semisync_off = False
+        self._reads_waiting = 0
 
         if args.join:
             role, primary = Role.REPLICA, args.join
@@ -499,11 +502,17 @@ class StoreService(Service):
             self.db.query_fast(statements) if len(statements) <= FAST_READ_STATEMENTS else None
         )
         if results is None:  # not small: on the reader thread, with the full timeout
+            if self._reads_waiting >= MAX_QUEUED_READS:
+                return _json({"error": f"{MAX_QUEUED_READS} queries already waiting"}, 503)
             timeout = options.timeout_s or 5.0
             loop = asyncio.get_running_loop()
-            results = await loop.run_in_executor(
-                self._read_pool, self.db.query, statements, timeout
-            )
+            self._reads_waiting += 1
+            try:
+                results = await loop.run_in_executor(
+                    self._read_pool, self.db.query, statements, timeout
+                )
+            finally:
+                self._reads_waiting -= 1
         self.m_queries.inc()
         self.m_stmt_read.inc(len(results))
         self._count_errors(results)
