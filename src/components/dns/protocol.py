@@ -299,8 +299,11 @@ def _read_opt(query: Query, data: bytes, pos: int, end: int, rclass: int, ttl: i
         pos += length
 
 
-def parse_client_subnet(body: bytes) -> ClientSubnet:
-    """RFC 7871 §6 and §7.1.2: family, source and scope prefix, truncated address."""
+def parse_client_subnet(body: bytes, in_query: bool = True) -> ClientSubnet:
+    """RFC 7871 §6 and §7.1.2: family, source and scope prefix, truncated address.
+
+    In a query the scope must be 0; in a response it is the server's answer scope.
+    """
     if len(body) < 4:
         raise FormatError("Client Subnet option shorter than 4 bytes")
     family = _U16.unpack_from(body)[0]
@@ -310,8 +313,10 @@ def parse_client_subnet(body: bytes) -> ClientSubnet:
         raise FormatError(f"Client Subnet family {family} is not IPv4 (1) or IPv6 (2)")
     if source > bits:
         raise FormatError(f"Client Subnet source prefix /{source} too long for the family")
-    if scope != 0:
+    if scope != 0 and in_query:
         raise FormatError("Client Subnet scope prefix must be 0 in a query")
+    if scope > bits:
+        raise FormatError(f"Client Subnet scope prefix /{scope} too long for the family")
     octets = (source + 7) // 8
     raw = body[4:]
     if len(raw) != octets:
@@ -320,7 +325,7 @@ def parse_client_subnet(body: bytes) -> ClientSubnet:
     value = int.from_bytes(padded, "big")
     if value & ((1 << (bits - source)) - 1):
         raise FormatError("Client Subnet address has bits set past the source prefix")
-    return ClientSubnet(family, source, 0, padded)
+    return ClientSubnet(family, source, scope, padded)
 
 
 def format_error_reply(data: bytes, rcode: int = Rcode.FORMERR) -> bytes:
@@ -328,6 +333,90 @@ def format_error_reply(data: bytes, rcode: int = Rcode.FORMERR) -> bytes:
     msg_id, flags = _TWO_U16.unpack_from(data)
     flags = FLAG_QR | (flags & (OPCODE_MASK | FLAG_RD)) | rcode
     return _HEADER.pack(msg_id, flags, 0, 0, 0, 0)
+
+
+@dataclass(slots=True)
+class Record:
+    """One resource record of a parsed message (used by the client for responses)."""
+
+    name: bytes  # lower-cased wire name
+    rtype: int
+    rclass: int
+    ttl: int
+    rdata: bytes
+
+
+@dataclass(slots=True)
+class Response:
+    id: int
+    flags: int
+    rcode: int  # extended with the OPT record's upper bits (RFC 6891 §6.1.3)
+    qname: bytes
+    qtype: int
+    answer: list[Record]
+    authority: list[Record]
+    additional: list[Record]
+    ecs: ClientSubnet | None = None
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.flags & FLAG_TC)
+
+
+def parse_response(data: bytes) -> Response:
+    """Parse a response (the client's side). Raises HeaderError or FormatError."""
+    msg_id, flags, qdcount, ancount, nscount, arcount = read_header(data)
+    if not flags & FLAG_QR:
+        raise FormatError("not a response")
+    if qdcount > 1:
+        raise FormatError(f"response with {qdcount} questions")
+    if (ancount + nscount + arcount) * MIN_RR_BYTES > len(data) - HEADER_BYTES:
+        raise FormatError("section counts promise more records than the message holds")
+    pos = HEADER_BYTES
+    qname, qtype = b"\x00", 0
+    if qdcount:
+        qname, pos = read_name(data, pos)
+        if pos + 4 > len(data):
+            raise FormatError("question cut short")
+        qtype = _U16.unpack_from(data, pos)[0]
+        pos += 4
+    sections: list[list[Record]] = [[], [], []]
+    rcode = flags & 0xF
+    ecs = None
+    for index in range(ancount + nscount + arcount):
+        name, pos = read_name(data, pos)
+        if pos + 10 > len(data):
+            raise FormatError("resource record cut short")
+        rtype, rclass, ttl, rdlength = _RR_FIXED.unpack_from(data, pos)
+        pos += 10
+        end = pos + rdlength
+        if end > len(data):
+            raise FormatError("record data runs past the end of the message")
+        if rtype == RRType.OPT:
+            rcode |= (ttl >> 24) << 4
+            option = pos
+            while option + 4 <= end:
+                code, length = _TWO_U16.unpack_from(data, option)
+                if code == OPTION_ECS:
+                    ecs = parse_client_subnet(data[option + 4 : option + 4 + length], False)
+                option += 4 + length
+        else:
+            section = 0 if index < ancount else (1 if index < ancount + nscount else 2)
+            sections[section].append(Record(name.lower(), rtype, rclass, ttl, data[pos:end]))
+        pos = end
+    return Response(msg_id, flags, rcode, qname.lower(), qtype, *sections, ecs=ecs)
+
+
+def encode_query(msg_id: int, qname: bytes, qtype: int, rd: bool = False,
+                 ecs: tuple[int, int, bytes] | None = None,
+                 payload: int = 1232) -> bytes:  # fmt: skip
+    """A query with EDNS; ``ecs`` is (family, source prefix, address truncated to it)."""
+    options = b""
+    if ecs is not None:
+        family, source, address = ecs
+        options = encode_option(OPTION_ECS, _U16.pack(family) + bytes((source, 0)) + address)
+    header = _HEADER.pack(msg_id, FLAG_RD if rd else 0, 1, 0, 0, 1)
+    return header + qname + _TWO_U16.pack(qtype, CLASS_IN) + encode_opt(payload, 0, False, options)
 
 
 # -- names ------------------------------------------------------------------------------

@@ -262,3 +262,12 @@ def test_mutated_valid_queries_never_crash_the_parser(flips):
 def test_oversized_and_random_bodies_are_refused_cleanly(head, body):
     with contextlib.suppress(HeaderError, FormatError):
         parse_query(head + body)
+
+
+@given(st.binary(max_size=600))
+@settings(max_examples=300)
+def test_response_parser_refuses_garbage_cleanly(data):
+    from components.dns.protocol import parse_response
+
+    with contextlib.suppress(HeaderError, FormatError):
+        parse_response(data)
