@@ -46,13 +46,15 @@ def test_pyrqlite_creates_inserts_and_selects_with_parameters(node):
     cursor.executemany("INSERT INTO users(name) VALUES(?)", [("a",), ("b",)])
     cursor.execute("SELECT id, name, score FROM users ORDER BY id")
     rows = cursor.fetchall()
-    assert [tuple(r.values()) if hasattr(r, "values") else tuple(r) for r in rows][:2] == [
-        (1, "fiona", 1.5), (2, "o'hara", 2.0),
-    ]  # fmt: skip
+    assert (rows[0][0], rows[0]["name"], rows[0]["score"]) == (1, "fiona", 1.5)
+    assert (rows[1][0], rows[1]["name"], rows[1]["score"]) == (2, "o'hara", 2.0)
+    assert rows[2]["score"] is None
     assert len(rows) == 4
     assert [d[0] for d in cursor.description] == ["id", "name", "score"]
     cursor.execute("UPDATE users SET score = 0 WHERE id > 2")
     assert cursor.rowcount == 2
+    cursor.execute("SELECT count(*) FROM users WHERE score = 0", consistency="strong")
+    assert cursor.fetchone()[0] == 2
     conn.close()
 
 
