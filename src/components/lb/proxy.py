@@ -483,8 +483,10 @@ class ClientConnection(asyncio.Protocol):
     def response_head(self, response: Response, conn: BackendConnection) -> bytes:
         proxy = self.proxy
         request = self.request
-        # Draining (SIGTERM): this answer is the connection's last, and says so.
-        keep_alive = self.keep_alive and response.keep_alive and not proxy.draining
+        # The backend's "Connection: close" or close-delimited body concerns the backend
+        # connection only (hop-by-hop); the client's connection lives on, unless we are
+        # draining (SIGTERM), in which case this answer is its last and says so.
+        keep_alive = self.keep_alive and not proxy.draining
         if not self.request_complete:
             # The backend answered before reading the whole body (413, 401...): the rest of
             # the body will not be read, so this connection ends with this response.

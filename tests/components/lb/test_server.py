@@ -320,8 +320,9 @@ def test_bad_chunk_mid_body_cuts_the_exchange_and_forwards_no_hidden_request(lb,
 class CannedBackend:
     """A raw TCP backend in this process that answers every request with fixed bytes."""
 
-    def __init__(self, reply: bytes) -> None:
+    def __init__(self, reply: bytes, close_after: bool = False) -> None:
         self.reply = reply
+        self.close_after = close_after
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
         self.requests = 0
@@ -346,6 +347,8 @@ class CannedBackend:
                     _, _, received = received.partition(b"\r\n\r\n")
                     self.requests += 1
                     conn.sendall(self.reply)
+                    if self.close_after:
+                        return
 
     def close(self) -> None:
         self.sock.close()
@@ -374,6 +377,21 @@ def test_bad_backend_responses_become_502_and_never_reach_the_client(spawn, repl
                 assert (status, body) == (200, b"ok")
             else:
                 assert status == 502 and body == b"backend bad_response error\n"
+    finally:
+        backend.close()
+
+
+def test_close_delimited_backend_answer_is_chunked_to_the_client_which_stays_connected(spawn):
+    backend = CannedBackend(b"HTTP/1.0 200 OK\r\nX-Old: yes\r\n\r\nuntil the end", close_after=True)
+    try:
+        proc = spawn("lb", "--backend", backend.address, "--health-interval", "0")
+        request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        reply, closed = raw_exchange(proc.address(), request * 2)
+        assert not closed  # the client keeps its connection although the backend closed
+        answers = parse_responses(reply, 2)
+        assert answers == [(200, b"until the end"), (200, b"until the end")]
+        assert reply.count(b"Transfer-Encoding: chunked\r\n") == 2
+        assert backend.requests == 2
     finally:
         backend.close()
 
