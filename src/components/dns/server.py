@@ -35,7 +35,7 @@ from components.common.admin import json_response, read_json
 from components.common.cli import format_address, positive_float
 
 from .geo import Geo, GeoError, HealthBook, load_rules
-from .protocol import Rcode, name_to_text, type_name
+from .protocol import Rcode, RRType, name_to_text, type_name
 from .responder import DEFAULT_UDP_PAYLOAD_BYTES, Responder
 from .zone import Catalog, ZoneError, load_zone
 
@@ -44,6 +44,7 @@ TCP_IDLE_TIMEOUT_S = 10.0
 MAX_TCP_CONNECTIONS = 256
 HEALTH_TICK_S = 0.1
 BIND_ATTEMPTS = 10  # port 0: UDP picks a port, TCP may find it taken; pick again
+_KNOWN_TYPES = frozenset(t.value for t in RRType)
 
 
 class LoadError(ValueError):
@@ -91,7 +92,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
 class TcpProtocol(asyncio.Protocol):
     def __init__(self, service: DnsService) -> None:
         self.service = service
-        self.buffer = b""
+        self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
         self.peer: str | None = None
         self.last_activity = 0.0
@@ -112,7 +113,10 @@ class TcpProtocol(asyncio.Protocol):
         self.timer = loop.call_later(service.args.tcp_idle_timeout, self._check_idle)
 
     def data_received(self, data: bytes) -> None:
-        buffer = self.buffer + data if self.buffer else data
+        # A bytearray, appended to in place: a client trickling a 64 KiB frame one byte
+        # at a time costs linear work, not quadratic copying.
+        buffer = self.buffer
+        buffer += data
         out = []
         answer = self.service.answer
         pos, size = 0, len(buffer)
@@ -121,7 +125,7 @@ class TcpProtocol(asyncio.Protocol):
             end = pos + 2 + length
             if end > size:
                 break
-            wire = answer(buffer[pos + 2 : end], self.peer, False)
+            wire = answer(bytes(buffer[pos + 2 : end]), self.peer, False)
             pos = end
             if wire is None:
                 # Not even a DNS header: this is not a DNS client; hang up (RFC 7766 §6.2.4
@@ -130,7 +134,8 @@ class TcpProtocol(asyncio.Protocol):
                 break
             out.append(len(wire).to_bytes(2, "big"))
             out.append(wire)
-        self.buffer = buffer[pos:]
+        if pos:
+            del buffer[:pos]
         if out:
             self.transport.write(b"".join(out))
         self.last_activity = asyncio.get_running_loop().time()
@@ -264,8 +269,11 @@ class DnsService(Service):
         if child is None:
             if len(self._query_children) > 4096:
                 self._query_children.clear()  # bounded: label sets are re-fetched
+            # Only the types we know get their own label: a stranger sending every
+            # qtype from 0 to 65535 must not create 65536 time series.
+            qtype = type_name(reply.qtype) if reply.qtype in _KNOWN_TYPES else "other"
             child = self._query_children[key] = self.queries.labels(
-                "udp" if udp else "tcp", type_name(reply.qtype), Rcode(reply.rcode).name,
+                "udp" if udp else "tcp", qtype, Rcode(reply.rcode).name,
                 reply.region or "none")  # fmt: skip
         child.inc()
         if reply.target is not None:
