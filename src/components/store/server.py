@@ -491,6 +491,12 @@ class StoreService(Service):
         return await self._read(request, statements, options, started)
 
     async def _read(self, request, statements, options: Options, started: float):
+        """rqlite's levels: ``none`` reads the local copy; ``weak`` is served by a node that
+        believes it is the primary (others forward); ``strong`` also makes the primary
+        confirm it is still the newest one by asking its ``--peers`` first (rqlite runs
+        the read through Raft for the same purpose). Without peers, strong is weak."""
+        if options.level == "strong" and self.node.writable and self.follower.peers:
+            await self.follower.check_peers()  # steps down if a newer primary exists
         if options.level != "none" and not self.node.writable:
             return await self._to_primary(request, options)
         stale = options.level == "none" and options.freshness_s is not None

@@ -258,6 +258,9 @@ def test_peers_follow_a_promoted_replica_and_a_returning_primary_steps_down(stor
     _, headers, _ = execute(r1, ["INSERT INTO t VALUES(2)"])
     harness.wait_until_sync(caught_up(r2, int(headers["X-Scalelab-Lsn"])), what="r2 streams")
 
+    # a strong read on r1 asks the peers; r1 is the newest primary, so it answers itself
+    assert count(r1, qs="&level=strong") == 2
+
     back = store("p", "--peers", f"{r1.listen['main']},{r2.listen['main']}")
     mine = status(back)
     assert (mine["role"], mine["epoch"], mine["primary"]) == ("replica", 2, r1.listen["main"])
@@ -265,3 +268,17 @@ def test_peers_follow_a_promoted_replica_and_a_returning_primary_steps_down(stor
         caught_up(back, int(headers["X-Scalelab-Lsn"])), what="old primary caught up"
     )
     assert count(back) == 2
+
+
+def test_a_strong_read_on_a_deposed_primary_is_answered_by_the_newer_one(store):
+    newer = store("b")
+    execute(newer, ["CREATE TABLE t (who)", "INSERT INTO t VALUES('b')"])
+    old = store("a", "--peers", newer.listen["main"])  # both primaries at epoch 1
+    execute(old, ["CREATE TABLE t (who)", "INSERT INTO t VALUES('a')"])
+    admin(newer, "promote")  # b now leads at epoch 2; a has not asked anyone yet
+    status_code, _, body = harness.http(
+        "GET", f"{old.url()}/db/query?q=SELECT+who+FROM+t&level=strong"
+    )
+    assert status_code == 200
+    assert json.loads(body)["results"][0]["values"] == [["b"]]
+    assert status(old)["role"] == "replica"
