@@ -22,6 +22,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import harness
 from components.common.http1 import NEED_DATA, Data, Parser, Response
@@ -712,3 +714,44 @@ def test_least_conn_sends_new_requests_to_the_idle_backend(spawn, backends):
         names = {harness.http("GET", proc.url() + "/whoami")[2] for _ in range(4)}
         assert len(names) == 1
         assert slow.recv(4096).endswith(b"slow " + (b"b1" if names == {b"b2"} else b"b2"))
+
+
+# -- robustness: arbitrary bytes never crash the proxy -----------------------------------------
+
+VALID = [
+    b"GET /whoami HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+    b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+]
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.sampled_from(VALID),
+    st.lists(st.tuples(st.integers(0, 200), st.binary(min_size=0, max_size=3)), max_size=3),
+    st.integers(0, 300),
+)
+def test_mutated_requests_get_an_answer_or_a_close_never_a_crash(lb, template, edits, cut):
+    payload = template
+    for position, junk in edits:
+        position %= len(payload) + 1
+        payload = payload[:position] + junk + payload[position + 1 :]
+    payload = payload[: max(1, cut % (len(payload) + 1))]
+    with socket.create_connection(lb.address(), timeout=10) as conn:
+        conn.sendall(payload)
+        conn.shutdown(socket.SHUT_WR)  # EOF: a truncated request cannot leave it waiting
+        reply = b""
+        with contextlib.suppress(ConnectionResetError):
+            while piece := conn.recv(65536):
+                reply += piece
+    # Every answer is a well-formed HTTP/1.1 response (or nothing, for a cut-short request).
+    assert reply == b"" or reply.startswith(b"HTTP/1.1 "), reply[:100]
+    assert lb.alive()
+
+
+def test_proxy_survived_the_fuzzing_without_tracebacks(lb):
+    status, _, body = harness.http("GET", lb.url() + "/whoami")
+    assert status == 200
+    assert "Traceback" not in lb.log_tail(2000)
