@@ -190,6 +190,11 @@ def parse_rules(text: str, source: str = "<rules>") -> Rules:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise GeoError(f"{source}: {exc}") from None
+    return rules_from_dict(doc, source)
+
+
+def rules_from_dict(doc: dict, source: str = "<rules>") -> Rules:
+    """Rules from an already-decoded document; every fault becomes a ``GeoError``."""
     try:
         return _build(doc, source)
     except (ValueError, TypeError, KeyError) as exc:

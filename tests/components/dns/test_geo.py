@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from components.dns.geo import Geo, GeoError, HealthBook, packed_address, parse_rules
+from components.dns.geo import (
+    Geo,
+    GeoError,
+    HealthBook,
+    packed_address,
+    parse_rules,
+    rules_from_dict,
+)
 from components.dns.protocol import RRType, name_from_text
 
 WWW = name_from_text("www.geo.example.com.")
@@ -190,3 +200,25 @@ def test_describe_is_plain_data(rules):
 )  # fmt: skip
 def test_packed_address(text, packed):
     assert packed_address(text) == packed
+
+
+@given(st.text(max_size=200))
+@settings(max_examples=200)
+def test_any_rules_text_parses_or_fails_with_a_geo_error(text):
+    with contextlib.suppress(GeoError):
+        parse_rules(text, "fuzz.toml")
+
+
+@given(st.dictionaries(st.sampled_from(["regions", "targets", "names", "health", "ttl"]),
+                       st.one_of(st.integers(), st.text(max_size=5),
+                                 st.dictionaries(st.text(max_size=5), st.integers(), max_size=3)),
+                       max_size=5))  # fmt: skip
+@settings(max_examples=200)
+def test_wrongly_shaped_rules_fail_with_a_geo_error(doc):
+    with contextlib.suppress(GeoError):
+        rules_from_dict(doc, "fuzz.toml")
+
+
+def test_a_region_that_is_not_a_table_is_a_geo_error():
+    with pytest.raises(GeoError, match="must be a table"):
+        rules_from_dict({"regions": {"eu": 3}})

@@ -241,3 +241,19 @@ def test_geo_answers_are_never_cached(responder):
                                    options=[dns.edns.ECSOption("10.1.2.0", 24)])  # fmt: skip
     seen = {ask(responder, query).answer[0][0].address for _ in range(10)}
     assert seen == {"192.0.2.10", "192.0.2.11"}
+
+
+def test_ipv6_client_subnet_selects_the_region(responder):
+    ecs = dns.edns.ECSOption("2001:db8:1:2::", 64)
+    query = dns.message.make_query("www.geo.example.com", "A", use_edns=0, options=[ecs])
+    reply = ask(responder, query)
+    assert reply.answer[0][0].address in {"192.0.2.10", "192.0.2.11"}
+    option = reply.options[0]
+    assert (option.address, option.srclen, option.scopelen) == ("2001:db8:1:2::", 64, 48)
+
+
+def test_malformed_client_subnet_is_formerr_over_the_whole_path(responder):
+    query = dns.message.make_query("www.geo.example.com", "A", use_edns=0,
+                                   options=[dns.edns.GenericOption(8, b"\x00\x09\x18\x00\x0a\x01\x02")])  # fmt: skip
+    reply = ask(responder, query)
+    assert reply.rcode() == dns.rcode.FORMERR

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from components.dns.protocol import Rcode, RRType, name_from_text
 from components.dns.zone import Catalog, ZoneError, load_zone, parse_ttl, parse_zone
@@ -196,3 +200,22 @@ def test_missing_file_is_a_zone_error(tmp_path):
 def test_two_files_for_one_zone_are_refused(zone_file):
     with pytest.raises(ZoneError, match="already loaded"):
         Catalog([load_zone(zone_file), load_zone(zone_file)])
+
+
+_ZONE_ALPHABET = 'abc.@$();\\"\n\t 0123456789ORIGINTLSOAMXNSCAE-:'
+
+
+@given(st.text(alphabet=_ZONE_ALPHABET, max_size=300))
+@settings(max_examples=400)
+def test_any_text_loads_or_fails_with_a_zone_error(text):
+    with contextlib.suppress(ZoneError):
+        parse_zone(GOOD_HEAD + text, "fuzz.zone")
+
+
+@given(st.lists(st.sampled_from(["www", "A", "AAAA", "MX", "TXT", "CNAME", "192.0.2.1", "10",
+                                 "::1", '"x"', "(", ")", "IN", "60", "mail", ";c", "\n"]),
+                max_size=30))  # fmt: skip
+@settings(max_examples=400)
+def test_shuffled_record_tokens_load_or_fail_with_a_zone_error(tokens):
+    with contextlib.suppress(ZoneError):
+        parse_zone(GOOD_HEAD + " ".join(tokens) + "\n", "fuzz.zone")
