@@ -56,6 +56,17 @@ def split_evenly(total: int, parts: int, index: int) -> int:
     return total // parts + (1 if index < total % parts else 0)
 
 
+async def sleep_until(instant: float) -> None:
+    """Sleep until ``time.monotonic() >= instant``.
+
+    Not one ``asyncio.sleep``: uvloop's timers have millisecond granularity and may fire
+    a little early, and a closed-loop user waking before the start would have its first
+    request counted as warm-up.
+    """
+    while (delay := instant - time.monotonic()) > 0:
+        await asyncio.sleep(delay)
+
+
 class Engine:
     """Drives one target with one profile; ``run()`` returns the ``Results``.
 
@@ -87,6 +98,7 @@ class Engine:
         self.stopping = asyncio.Event()
         self._warm_end = 0.0
         self._last_done = 0.0
+        self._stopped_at: float | None = None
         if profile.users is not None:
             self.users = split_evenly(profile.users, workers, worker)
             self.connections = max(1, self.users)
@@ -114,19 +126,28 @@ class Engine:
             cookie_jar=aiohttp.DummyCookieJar(),
             headers={"User-Agent": "scalelab-loadgen"},
         ) as session:
+            # aiohttp silently re-sends an idempotent request once when a reused
+            # connection turns out closed (RFC 9112 9.3.1 allows it). A load generator
+            # must not: the server would count two requests where we count one, and a
+            # server dropping connections would look healthy. No public switch exists;
+            # aiohttp's own test client turns it off the same way.
+            if hasattr(session, "_retry_connection"):
+                session._retry_connection = False
             self.session = session
-            delay = start - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await sleep_until(start)
             if p.users is not None:
                 await asyncio.gather(*(self._user(end) for _ in range(self.users)))
             else:
                 await self._arrivals(start, end)
-        self.results.window_s = max(end, self._last_done) - self._warm_end
+        if self._stopped_at is not None:
+            end = min(end, self._stopped_at)
+        self.results.window_s = max(0.0, max(end, self._last_done) - self._warm_end)
         return self.results
 
     def stop(self) -> None:
         """End the run early (Ctrl-C): no new requests; in-flight ones finish."""
+        if self._stopped_at is None:
+            self._stopped_at = time.monotonic()
         self.stopping.set()
 
     async def _user(self, end: float) -> None:

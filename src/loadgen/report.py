@@ -129,12 +129,14 @@ def format_tier(component: str, figures: dict) -> list[str]:
     if len(counters) > MAX_COUNTER_LINES:
         lines.append(f"  ... {len(counters) - MAX_COUNTER_LINES} more counters in the JSON report")
     for h in figures.get("histograms", []):
+        # Prometheus convention: base units (seconds); a report reads better in ms.
+        scale, unit = (1000.0, " ms") if h["name"].endswith("_seconds") else (1.0, "")
         quantiles = ""
         if h.get("p50") is not None and h.get("p99") is not None:
-            quantiles = f"  ~p50 {h['p50']:.4g}  ~p99 {h['p99']:.4g}"
+            quantiles = f"  ~p50 {h['p50'] * scale:.3g}{unit}  ~p99 {h['p99'] * scale:.3g}{unit}"
         lines.append(
             f"  {h['name'] + _labels(h['labels']):<60} n={h['count']:g}  "
-            f"mean {h['mean']:.4g}{quantiles}"
+            f"mean {h['mean'] * scale:.3g}{unit}{quantiles}"
         )
     return lines
 

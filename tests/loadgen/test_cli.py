@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -93,15 +94,25 @@ def child_pids(pid: int) -> set[int]:
     return children
 
 
-def test_ctrl_c_reports_what_was_measured_and_leaves_no_worker(server):
-    proc = loadgen_process(server.url, "--profile", "default", "--duration", "60", "--procs", "2")
+@pytest.mark.parametrize("procs", [1, 2])
+def test_ctrl_c_reports_what_was_measured_and_leaves_no_worker(server, procs):
+    proc = loadgen_process(
+        server.url, "--profile", "default", "--duration", "60", "--warmup", "0",
+        "--procs", str(procs),
+    )  # fmt: skip
     first_line = proc.stdout.readline()  # the first progress line: the run is on
     assert "req/s" in first_line
-    workers = wait_until_sync(lambda: child_pids(proc.pid), what="worker processes")
-    assert len(workers) == 2
+    workers = set()
+    if procs > 1:
+        workers = wait_until_sync(lambda: child_pids(proc.pid), what="worker processes")
+        assert len(workers) == procs
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
-    assert "INTERRUPTED" in out and "procs 2" in out
+    assert "INTERRUPTED" in out and f"procs {procs}" in out
+    assert "latency ms" in out  # the report of what was measured until then
+    window = float(out.split("measured window ")[1].split()[0])
+    assert 0.5 < window < 30  # the window ends at Ctrl-C, not at the planned end
+    assert int(re.search(r"^requests (\d+)", out, re.M).group(1)) > 0
     wait_until_sync(lambda: not any(Path(f"/proc/{p}").exists() for p in workers),
                     what="workers gone")  # fmt: skip

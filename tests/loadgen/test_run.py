@@ -88,6 +88,13 @@ def test_open_loop_bounds_requests_in_flight_and_counts_the_rest_as_dropped(serv
     assert report["requests"] == server.requests
 
 
+def test_think_time_paces_each_user(server):
+    report = run_load(server.url, GET_ONLY, users=2, think_ms=100, duration_s=1, **quiet())
+    # Each user: request, then 100 ms of thinking; at most ~10 rounds per second each.
+    assert 2 <= report["requests"] <= 22
+    assert report["profile"]["think_ms"] == 100
+
+
 def test_server_errors_are_counted_by_kind(server):
     server.status = 503
     report = run_load(server.url, GET_ONLY, users=2, duration_s=0.5, **quiet())
@@ -124,6 +131,7 @@ def test_metrics_are_scraped_into_deltas_and_a_hit_ratio(server):
     tier = report["tier"]["test"]
     counters = {c["name"]: c for c in tier["counters"]}
     # The first scrape is before the first request, the second after the last answer.
+    assert report["errors"]["total"] == 0, report["errors"]
     assert counters["test_requests_total"]["delta"] == report["requests"]
     assert counters["test_cache_hits_total"]["delta"] == server.hits - 1000
     ratio = (server.hits - 1000) / (server.hits - 1000 + server.misses)
