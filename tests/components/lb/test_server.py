@@ -65,12 +65,18 @@ def stats(backend) -> dict:
     return json.loads(body)
 
 
-def raw_exchange(address, payload: bytes, timeout_s: float = 5.0) -> tuple[bytes, bool]:
-    """Send bytes, read until the server closes or goes quiet; (reply, closed_by_server)."""
+def raw_exchange(
+    address, payload: bytes, timeout_s: float = 5.0, quiet_s: float = 1.0
+) -> tuple[bytes, bool]:
+    """Send bytes, read until the server closes or is quiet for ``quiet_s``.
+
+    Returns (reply, closed_by_server). Tests expecting the connection to stay open pass
+    a short ``quiet_s``: a close would have come with the answer.
+    """
     with socket.create_connection(address, timeout=timeout_s) as conn:
         conn.sendall(payload)
         received = b""
-        conn.settimeout(1.0)
+        conn.settimeout(quiet_s)
         while True:
             try:
                 piece = conn.recv(65536)
@@ -188,9 +194,8 @@ def test_curl_h2c_upgrade_offer_is_declined_and_served_as_http11(lb):
 
 
 def test_connect_method_is_501(lb):
-    reply, closed = raw_exchange(
-        lb.address(), b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
-    )
+    request = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+    reply, _ = raw_exchange(lb.address(), request, quiet_s=0.3)
     assert reply.startswith(b"HTTP/1.1 501 ")
 
 
@@ -241,7 +246,7 @@ def test_http10_client_gets_a_close_delimited_body_and_a_close(lb):
 
 def test_http10_keep_alive_is_honoured(lb):
     request = b"GET /whoami HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
-    reply, closed = raw_exchange(lb.address(), request * 2)
+    reply, closed = raw_exchange(lb.address(), request * 2, quiet_s=0.3)
     assert not closed
     assert reply.count(b"Connection: keep-alive\r\n") == 2
 
@@ -388,7 +393,7 @@ def test_close_delimited_backend_answer_is_chunked_to_the_client_which_stays_con
     try:
         proc = spawn("lb", "--backend", backend.address, "--health-interval", "0")
         request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
-        reply, closed = raw_exchange(proc.address(), request * 2)
+        reply, closed = raw_exchange(proc.address(), request * 2, quiet_s=0.3)
         assert not closed  # the client keeps its connection although the backend closed
         answers = parse_responses(reply, 2)
         assert answers == [(200, b"until the end"), (200, b"until the end")]
