@@ -3,14 +3,17 @@
 ::
 
     scalelab run STAGE [--load PROFILE] [--duration S] [--report FILE] [--run-dir DIR]
-                       [--procs N] [--drain-timeout S] [--ready-timeout S] [stage flags]
+                       [--scenario FILE] [--procs N] [--drain-timeout S]
+                       [--ready-timeout S] [stage flags]
     scalelab load URL --profile P [...]      # the load generator alone, any HTTP server
     scalelab stages
 
 ``run`` without ``--load`` starts the stage, prints its endpoint table and keeps it up
 until Ctrl-C (or for ``--duration`` seconds). With ``--load`` it drives the stage's entry
 point with the load generator, scrapes every component's ``/metrics`` before and after,
-prints the report and stops everything. STAGE is a name from ``scalelab stages`` or the
+prints the report and stops everything. ``--scenario`` plays a timeline of faults
+(``scenario.py``) during the load; the report then adds the events and a per-second
+timeline of the entry (``timeline.py``). STAGE is a name from ``scalelab stages`` or the
 path of a topology file (``my_topology.py``, written like ``single_server.py``).
 
 Exit codes: 0 done, 1 a component failed to start (its last log lines are shown),
@@ -25,9 +28,14 @@ import time
 from pathlib import Path
 from types import ModuleType
 
+import orjson
+
 from . import stages
+from .figures import format_figures, stage_figures
 from .launcher import DRAIN_TIMEOUT_S, Launcher, install_signal_handlers
 from .process import READY_TIMEOUT_S, StartError
+from .scenario import ScenarioError, ScenarioPlayer, load_scenario
+from .timeline import TimelineSampler, format_timeline
 from .topology import TopologyError
 
 EXIT_OK = 0
@@ -79,6 +87,9 @@ def build_parser(stage: ModuleType | None = None):
                      help="write the report as JSON here (default: RUN_DIR/report.json)")  # fmt: skip
     run.add_argument("--run-dir", type=Path, metavar="DIR",
                      help="logs, data and endpoints.json (default: runs/STAGE-TIMESTAMP)")  # fmt: skip
+    run.add_argument("--scenario", metavar="FILE",
+                     help="faults to inject during the load: a TOML file or a shipped "
+                     "name (kill_web, kill_primary, kill_cache, add_web, pause_primary)")  # fmt: skip
     run.add_argument("--procs", type=positive_int, default=1, metavar="N",
                      help="load generator processes")  # fmt: skip
     run.add_argument("--drain-timeout", type=positive_float, default=DRAIN_TIMEOUT_S,
@@ -158,14 +169,68 @@ def new_run_dir(stage: str, base: Path = RUNS_DIR) -> Path:
     raise RuntimeError(f"cannot make a fresh run directory under {base}")
 
 
+def run_with_faults(launcher: Launcher, scenario, run, out) -> dict:
+    """Run ``run()`` (the load) while a scenario plays and the entry's timeline is sampled.
+
+    Returns the load report with ``stage_figures``, ``timeline`` and, with a scenario,
+    ``scenario`` (its events as they happened) added, and prints those sections.
+    """
+    started_at = time.time()
+    entry = launcher.topology.entry.partition(".")[0]
+    sampler = TimelineSampler(launcher.url(entry, "admin") + "/metrics", started_at)
+    player = ScenarioPlayer(launcher, scenario, started_at) if scenario else None
+    sampler.start()
+    if player is not None:
+        print(f"scenario {scenario.name}: {scenario.description}", file=out, flush=True)
+        player.start()
+    try:
+        report = run()
+    finally:
+        sampler.stop()
+        if player is not None:
+            player.cancel()
+            player.join()
+        sampler.join()
+    report["stage"] = launcher.topology.stage
+    report["stage_figures"] = figures = stage_figures(report)
+    report["timeline"] = sampler.rows
+    lines = ["", *format_figures(figures)]
+    events = player.records if player is not None else []
+    if player is not None:
+        report["scenario"] = {"name": scenario.name, "description": scenario.description,
+                              "events": events}  # fmt: skip
+        lines += ["", f"scenario {scenario.name}: {scenario.description}"]
+        for e in events:
+            outcome = "ok" if e["ok"] else f"FAILED: {e['error']}"
+            lines.append(f"  at {e['at_s']:>5.1f} s  {e['what']:<28} {outcome} "
+                         f"(took {e['took_s']:.2f} s)")  # fmt: skip
+        missed = len(scenario.events) - len(events)
+        if missed:
+            lines.append(f"  {missed} event(s) not played: the load ended first")
+    if sampler.rows:
+        lines += ["", f"timeline of {entry} (its own view, per second):",
+                  *format_timeline(sampler.rows, events)]  # fmt: skip
+    print("\n".join(lines), file=out, flush=True)
+    return report
+
+
 def run_command(args: argparse.Namespace, stage: ModuleType, parser) -> int:
     out = sys.stdout
     if args.report is not None and not args.load:
         parser.error("--report needs --load (the report is the load generator's)")
+    if args.scenario is not None and not args.load:
+        parser.error("--scenario needs --load (faults are played during the load)")
     try:
         topology = stage.topology(args)
     except TopologyError as error:
         parser.error(f"{args.stage}: {error}")
+    scenario = None
+    if args.scenario is not None:
+        try:
+            scenario = load_scenario(args.scenario)
+            scenario.check_against(topology.names)
+        except ScenarioError as error:
+            parser.error(str(error))
     run_load = None
     load_errors: tuple[type[Exception], ...] = ()
     if args.load:
@@ -191,7 +256,7 @@ def run_command(args: argparse.Namespace, stage: ModuleType, parser) -> int:
             print(launcher.table(), file=out, flush=True)
             if run_load is not None:
                 report_path = args.report or launcher.run_dir / "report.json"
-                run_load(
+                report = run_with_faults(launcher, scenario, lambda: run_load(
                     launcher.entry_url,
                     args.load,
                     duration_s=args.duration,
@@ -199,6 +264,9 @@ def run_command(args: argparse.Namespace, stage: ModuleType, parser) -> int:
                     metrics=launcher.metrics_urls(),
                     json_path=report_path,
                     out=out,
+                ), out)  # fmt: skip
+                Path(report_path).write_bytes(
+                    orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n"
                 )
                 launcher.check()
                 print(f"report: {report_path}", file=out, flush=True)

@@ -22,6 +22,10 @@ from types import ModuleType
 #: Stage name -> module, in the order of the journey.
 STAGES: dict[str, str] = {
     "single_server": "topologies.single_server",
+    "separate_db": "topologies.separate_db",
+    "load_balanced": "topologies.load_balanced",
+    "replicated": "topologies.replicated",
+    "cached": "topologies.cached",
 }
 
 

@@ -1,0 +1,32 @@
+"""Stage 5 (figure 6): a shared cache tier in front of the replicated database.
+
+Three cache nodes (``components.cache``, memcached's protocol) replace the web servers'
+private caches: every web server asks the same nodes, placed by consistent hashing
+(ketama), so a write deletes the one shared copy and the cache's size grows with its
+nodes, not with the web servers. Reads of popular users stop at the cache: with a zipf
+key distribution, most of them, so the database's reads per second drop by the hit
+ratio. A dead cache node costs its share of the keys as misses (served by the database),
+never an error. (The edge, the CDN in front of the static assets, joins this stage when
+``components.edge`` lands.)
+"""
+
+from __future__ import annotations
+
+from .replicated import add_arguments as _replicated_arguments
+from .tiers import balancer, count, failover, store, store_spec, web_tier
+from .topology import Component, Topology
+
+
+def add_arguments(parser) -> None:
+    _replicated_arguments(parser)
+    parser.add_argument("--caches", type=count, default=3, help="cache nodes")
+    parser.add_argument("--cache-node-mb", type=count, default=64, help="memory per cache node")
+
+
+def topology(options) -> Topology:
+    db = store(options, replicas=options.replicas, sync=options.sync_replicas)
+    caches = [Component(f"cache-{i}", "cache", f"--memory-mb {options.cache_node_mb}")
+              for i in range(1, options.caches + 1)]  # fmt: skip
+    cache = "memcached:" + ",".join(f"{{{c.name}}}" for c in caches) if caches else "none"
+    webs = web_tier(options, options.web, store_spec(db), cache)
+    return Topology("cached", [*db, failover(db), *caches, *webs, balancer(webs)], entry="lb")

@@ -1,0 +1,126 @@
+"""The figures a stage is judged by, read out of a load report, and the journey's table.
+
+The load generator's report has the user's view (throughput, latency percentiles,
+errors) and, under ``tier``, every component's counters and gauges over the run. Each
+stage of the chapter makes one claim about one of those tiers, so this module picks out,
+by the components' names and metric names:
+
+- **db reads/s**: the reads the web tier sent to its database (``scalelab_web_db_
+  queries_total{kind="read"}``, summed over web servers): the same measure in every
+  stage, embedded SQLite or the store tier. Also **queries/s by store node**, which
+  shows reads spread over the replicas;
+- **cache hit ratio**: the web tier's own lookups (hits / (hits + misses)), whether
+  the cache is in-process or the shared tier;
+- **replication lag**: the largest lag, in log records, a store node reported at the
+  end of the run;
+- **lb share**: each backend's share of the requests the balancer proxied, which
+  shows the balance (and a dead or added server) at a glance.
+
+Pure: dicts in, dicts and text out. ``comparison_table`` renders one row per stage for
+``scalelab journey``.
+"""
+
+from __future__ import annotations
+
+
+def _counters(tier: dict, component: str, name: str) -> list[dict]:
+    figures = tier.get(component) or {}
+    return [c for c in figures.get("counters", []) if c["name"] == name]
+
+
+def _per_s(tier: dict, components: list[str], name: str, **labels: str) -> float:
+    total = 0.0
+    for component in components:
+        for c in _counters(tier, component, name):
+            if all(c["labels"].get(k) == v for k, v in labels.items()):
+                total += c["per_s"]
+    return total
+
+
+def _delta(tier: dict, components: list[str], name: str) -> float:
+    return sum(c["delta"] for comp in components for c in _counters(tier, comp, name))
+
+
+def stage_figures(report: dict) -> dict:
+    """The stage's summary figures from a ``loadgen`` report (see the module essay)."""
+    tier = report.get("tier", {})
+    webs = sorted(n for n in tier if n.startswith("web"))
+    stores = sorted(n for n in tier if n.startswith("store"))
+    latency = report.get("latency_ms", {})
+    figures: dict = {
+        "rps": report.get("throughput_rps", 0.0),
+        "p50_ms": latency.get("p50"),
+        "p99_ms": latency.get("p99"),
+        "errors": report.get("errors", {}).get("total", 0),
+        "errors_by_kind": report.get("errors", {}).get("by_kind", {}),
+        "db_reads_per_s": round(
+            _per_s(tier, webs, "scalelab_web_db_queries_total", kind="read"), 1
+        ),
+        "db_writes_per_s": round(
+            _per_s(tier, webs, "scalelab_web_db_queries_total", kind="write"), 1
+        ),
+    }
+    hits = _delta(tier, webs, "scalelab_web_cache_hits_total")
+    misses = _delta(tier, webs, "scalelab_web_cache_misses_total")
+    figures["cache_hit_ratio"] = round(hits / (hits + misses), 4) if hits + misses else None
+    figures["cache_errors"] = _delta(tier, webs, "scalelab_web_cache_errors_total")
+    if stores:
+        figures["store_queries_per_s"] = {
+            s: round(_per_s(tier, [s], "scalelab_store_queries_total"), 1) for s in stores
+        }
+        lags = [g["after"] for s in stores for g in (tier.get(s) or {}).get("gauges", [])
+                if g["name"] == "scalelab_store_replication_lag_records"
+                and g["after"] is not None]  # fmt: skip
+        figures["replication_lag_records"] = max(lags) if lags else None
+    if "lb" in tier:
+        shares = {}
+        for c in _counters(tier, "lb", "scalelab_lb_requests_total"):
+            backend = c["labels"].get("backend", "?")
+            shares[backend] = shares.get(backend, 0.0) + c["delta"]
+        total = sum(shares.values())
+        figures["lb_share"] = {b: round(n / total, 3) for b, n in sorted(shares.items())} \
+            if total else {}  # fmt: skip
+        figures["lb_retries"] = _delta(tier, ["lb"], "scalelab_lb_retries_total")
+    return figures
+
+
+def _num(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_figures(figures: dict) -> list[str]:
+    lines = [
+        f"stage figures: {figures['rps']:.1f} req/s, p50 {_num(figures['p50_ms'], '.2f')} ms, "
+        f"p99 {_num(figures['p99_ms'], '.2f')} ms, errors {figures['errors']}",
+        f"  db reads/s {figures['db_reads_per_s']:.1f}, writes/s {figures['db_writes_per_s']:.1f}"
+        f", cache hit ratio {_num(figures['cache_hit_ratio'], '.3f')}"
+        f" (cache errors {figures['cache_errors']:g})",
+    ]
+    if "store_queries_per_s" in figures:
+        nodes = ", ".join(f"{n} {v:.1f}" for n, v in figures["store_queries_per_s"].items())
+        lines.append(f"  store queries/s by node: {nodes}; replication lag (records) "
+                     f"{_num(figures['replication_lag_records'], 'g')}")  # fmt: skip
+    if "lb_share" in figures:
+        shares = ", ".join(f"{b} {100 * s:.1f}%" for b, s in figures["lb_share"].items())
+        lines.append(f"  lb share: {shares or '-'}; retries {figures['lb_retries']:g}")
+    return lines
+
+
+COLUMNS = (("stage", "<14", None), ("req/s", ">9", ".1f"), ("p50 ms", ">9", ".2f"),
+           ("p99 ms", ">9", ".2f"), ("errors", ">7", "d"), ("db reads/s", ">11", ".1f"),
+           ("hit ratio", ">10", ".3f"))  # fmt: skip
+KEYS = ("stage", "rps", "p50_ms", "p99_ms", "errors", "db_reads_per_s", "cache_hit_ratio")
+
+
+def comparison_table(rows: list[dict]) -> str:
+    """One line per stage: ``rows`` are ``stage_figures`` dicts with a ``stage`` key."""
+    head = "  ".join(format(title, align) for title, align, _ in COLUMNS)
+    lines = [head, "-" * len(head)]
+    for row in rows:
+        cells = []
+        for (_, align, spec), key in zip(COLUMNS, KEYS, strict=True):
+            value = row.get(key)
+            text = str(value) if spec is None else _num(value, spec)
+            cells.append(format(text, align))
+        lines.append("  ".join(cells))
+    return "\n".join(lines)

@@ -1,0 +1,72 @@
+"""The building blocks the stages share: a web tier of N servers, a balancer, a store.
+
+Each helper returns ``Component`` lines, so a stage still reads like the chapter's
+figure: ``[*store(options, replicas=2), *web_tier(options, db, cache), balancer(n)]``.
+The flags chosen here are the ones that make faults visible within seconds on a laptop:
+the balancer checks its backends every half second and ejects one after two failed
+checks, and retries a request that could not reach a backend on another one. Passive
+ejection on 5xx answers is off (``--max-fails 0``): a web server answering 503 while the
+database fails over is healthy, and ejecting every web server for it would turn a few
+failed writes into a site-wide outage. The failover controller checks the store every 0.3 s and
+promotes after three misses (about one second of silence).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .single_server import add_arguments as single_server_arguments
+from .single_server import count, web_flags
+from .topology import Component
+
+LB_FLAGS = "--health-interval 0.5 --fall 2 --rise 2 --max-fails 0"
+FAILOVER_FLAGS = "--interval-s 0.3 --misses 3"
+
+
+def positive(text: str) -> int:
+    value = count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {text}")
+    return value
+
+
+def add_arguments(parser, *, web: int | None = None) -> None:
+    """single_server's flags (seed users, capacity emulation), plus ``--web N``."""
+    single_server_arguments(parser)
+    if web is not None:
+        parser.add_argument("--web", type=positive, default=web,
+                            help="web servers behind the load balancer")  # fmt: skip
+
+
+def store(options, replicas: int = 0, sync: int = 0) -> list[Component]:
+    """``store-1`` the primary, then ``store-2 ...`` its replicas (semi-sync to ``sync``)."""
+    flags = f"--sync-replicas {sync}" if sync else ""
+    nodes = [Component("store-1", "store", flags)]
+    for i in range(2, replicas + 2):
+        nodes.append(Component(f"store-{i}", "store", f"--join {{store-1}} {flags}".strip()))
+    return nodes
+
+
+def store_spec(nodes: list[Component]) -> str:
+    """The web tier's ``--db`` for these store nodes: ``store:{store-1},{store-2},...``."""
+    return "store:" + ",".join(f"{{{n.name}}}" for n in nodes)
+
+
+def failover(nodes: list[Component]) -> Component:
+    admin = ",".join(f"{{{n.name}.admin}}" for n in nodes)
+    return Component("failover", "failover", f"--nodes {admin} {FAILOVER_FLAGS}",
+                     module="topologies.failover")  # fmt: skip
+
+
+def web_tier(options, count: int, db: str, cache: str) -> list[Component]:
+    return [Component(f"web-{i}", "web", web_flags(options, db, cache))
+            for i in range(1, count + 1)]  # fmt: skip
+
+
+def balancer(webs: list[Component]) -> Component:
+    backends = " ".join(f"--backend {{{w.name}}}" for w in webs)
+    return Component("lb", "lb", f"{backends} {LB_FLAGS}")
+
+
+def local_cache(options) -> str:
+    return f"local:{options.cache_mb}" if options.cache_mb > 0 else "none"
