@@ -39,16 +39,27 @@ def test_parse_query(benchmark):
 
 
 def test_answer_static_cached(benchmark, responder):
-    """The common case: a static name, its encoded reply already cached."""
+    """The common case: a query repeated byte for byte, its reply already cached."""
     reply = benchmark(responder.respond, A_QUERY, "127.0.0.1", True)
     assert reply.rcode == 0
 
 
 def test_answer_static_uncached(benchmark, responder):
-    """Parse, lookup and encode with compression (the cache cleared every round)."""
+    """Parse, lookup and encode with compression (the caches cleared every round)."""
 
     def run():
         responder._cache.clear()
+        responder._exact[True].clear()
+        return responder.respond(A_QUERY, "127.0.0.1", True)
+
+    assert benchmark(run).rcode == 0
+
+
+def test_answer_static_new_case(benchmark, responder):
+    """Same name in a new case each round: parsed, then the decoded-key cache."""
+
+    def run():
+        responder._exact[True].clear()
         return responder.respond(A_QUERY, "127.0.0.1", True)
 
     assert benchmark(run).rcode == 0

@@ -56,6 +56,8 @@ _ID_FLAGS = struct.Struct("!HH")
 DEFAULT_UDP_PAYLOAD_BYTES = 1232
 #: Encoded replies kept for static answers; the table is cleared when it fills.
 REPLY_CACHE_ENTRIES = 8192
+#: Longest query used as an exact-bytes cache key (a typical query is 30-80 bytes).
+MAX_EXACT_KEY_BYTES = 512
 
 
 class Reply:
@@ -89,6 +91,11 @@ class Responder:
         # same lower-cased name has the same length whatever its case. A reload builds a
         # new Responder, so the cache never outlives the zones it was built from.
         self._cache: dict[tuple, tuple[int, bytes, bytes, int, bool]] = {}
+        # One step earlier still: a query whose bytes (all but the ID) were seen before
+        # gets the same reply bytes, without even being parsed. Resolvers and load tools
+        # repeat queries byte for byte, so this is the common case. Keys are bounded in
+        # size and number; per transport, since the size limit differs.
+        self._exact: tuple[dict[bytes, tuple], dict[bytes, tuple]] = ({}, {})
 
     def respond(self, data: bytes, client: str | None, udp: bool) -> Reply | None:
         """Answer one message; None means "send nothing" (unreadable header, a response).
@@ -96,6 +103,11 @@ class Responder:
         ``client`` is the source address as text (geo rules use it when the query has no
         Client Subnet option); it is converted only if a geo rule needs it.
         """
+        exact = self._exact[udp]
+        if len(data) <= MAX_EXACT_KEY_BYTES:
+            hit = exact.get(data[2:])
+            if hit is not None:
+                return Reply(data[:2] + hit[0], hit[1], hit[2], None, None, hit[3])
         try:
             query = parse_query(data)
         except HeaderError:
@@ -119,8 +131,9 @@ class Responder:
         if cached is not None:
             flags, counts, tail, rcode, truncated = cached
             header = _ID_FLAGS.pack(query.id, flags | (query.flags & FLAG_RD))
-            return Reply(header + counts + query.question + tail, qtype, rcode, None, None,
-                         truncated)  # fmt: skip
+            wire = header + counts + query.question + tail
+            self._remember_exact(exact, data, wire, qtype, rcode, truncated)
+            return Reply(wire, qtype, rcode, None, None, truncated)
 
         geo = self.geo
         used: list = []
@@ -156,7 +169,17 @@ class Responder:
         flags = _ID_FLAGS.unpack_from(wire)[1] & ~FLAG_RD
         self._cache[key] = (flags, wire[4:12], wire[12 + len(query.question) :], answer.rcode,
                             truncated)  # fmt: skip
+        self._remember_exact(exact, data, wire, qtype, answer.rcode, truncated)
         return Reply(wire, qtype, answer.rcode, None, None, truncated)
+
+    @staticmethod
+    def _remember_exact(exact: dict, data: bytes, wire: bytes, qtype: int, rcode: int,
+                        truncated: bool) -> None:  # fmt: skip
+        if len(data) > MAX_EXACT_KEY_BYTES:
+            return
+        if len(exact) >= REPLY_CACHE_ENTRIES:
+            exact.clear()
+        exact[data[2:]] = (wire[2:], qtype, rcode, truncated)
 
     def _flags(self, query: Query, rcode: int, authoritative: bool, truncated: bool) -> int:
         flags = FLAG_QR | (query.flags & (OPCODE_MASK | FLAG_RD)) | (rcode & 0xF)
