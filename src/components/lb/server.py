@@ -57,16 +57,22 @@ class LoadBalancer(Service):
         group.add_argument("--backend", type=backend_spec, action="append", default=[],
                            metavar="HOST:PORT[,weight=N]", help="a backend (repeatable)")  # fmt: skip
         group.add_argument("--algorithm", choices=ALGORITHMS, default="round_robin")
-        group.add_argument("--max-connections", type=int, default=10_000)
-        group.add_argument("--connect-timeout", type=positive_float, default=3.0)
-        group.add_argument("--first-byte-timeout", type=positive_float, default=30.0)
-        group.add_argument("--idle-timeout", type=positive_float, default=60.0)
+        group.add_argument("--max-connections", type=int, default=10_000,
+                           help="client connections; more are answered 503 and closed")  # fmt: skip
+        group.add_argument("--connect-timeout", type=positive_float, default=3.0,
+                           help="seconds to connect to a backend before trying another")  # fmt: skip
+        group.add_argument("--first-byte-timeout", type=positive_float, default=30.0,
+                           help="seconds from a sent request to its first response byte (504)")  # fmt: skip
+        group.add_argument("--idle-timeout", type=positive_float, default=60.0,
+                           help="seconds a connection may sit silent (client or pooled)")  # fmt: skip
         group.add_argument("--health-interval", type=positive_float, default=2.0,
                            help="seconds between active checks (0: off)")  # fmt: skip
-        group.add_argument("--health-path", default="/health")
+        group.add_argument("--health-path", default="/health", help="path the checks GET")
         group.add_argument("--health-timeout", type=positive_float, default=1.0)
-        group.add_argument("--rise", type=int, default=2)
-        group.add_argument("--fall", type=int, default=3)
+        group.add_argument("--rise", type=int, default=2,
+                           help="passed checks in a row that bring a backend up")  # fmt: skip
+        group.add_argument("--fall", type=int, default=3,
+                           help="failed checks in a row that take a backend down")  # fmt: skip
         group.add_argument("--max-fails", type=int, default=3,
                            help="consecutive errors that eject a backend (0: never)")  # fmt: skip
         group.add_argument("--cooldown", type=positive_float, default=10.0,
@@ -78,6 +84,8 @@ class LoadBalancer(Service):
             parser.error("--max-connections must be >= 1")
         if args.rise < 1 or args.fall < 1:
             parser.error("--rise and --fall must be >= 1")
+        if args.max_fails < 0:
+            parser.error("--max-fails must be >= 0")
 
     async def start(self) -> dict[str, str]:
         self.setup(asyncio.get_running_loop())
