@@ -172,3 +172,10 @@ def test_bad_targets_are_refused():
 def test_more_processes_than_users_is_refused(server):
     with pytest.raises(LoadError, match="split"):
         run_load(server.url, GET_ONLY, users=1, procs=2, **quiet())
+
+
+def test_open_loop_rate_is_split_exactly_over_two_processes(server):
+    report = run_load(server.url, GET_ONLY, rate=100, duration_s=1, procs=2, **quiet())
+    # 100 due times in one second, interleaved over the two workers: all sent, none twice.
+    assert report["requests"] == 100 == server.requests
+    assert report["errors"]["total"] == 0
