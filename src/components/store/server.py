@@ -102,13 +102,14 @@ class StoreService(Service):
         group.add_argument("--sync-replicas", type=int, default=0, metavar="K",
                            help="acknowledge a write only after K replicas hold it durably")  # fmt: skip
         group.add_argument("--sync-timeout", type=positive_float, default=5.0,
-                           help="seconds to wait for K replicas before answering anyway")  # fmt: skip
+                           help="seconds to wait for K replicas; after a timeout semi-sync is "
+                                "off until they catch up (MySQL's fallback)")  # fmt: skip
         group.add_argument("--peers", default="", metavar="HOST:PORT,...",
                            help="other store nodes: follow whichever is primary at a higher epoch")  # fmt: skip
         group.add_argument("--log-max-bytes", type=int, default=64 << 20,
                            help="checkpoint SQLite and compact the redo log beyond this size")  # fmt: skip
         group.add_argument("--advertise", default=None, metavar="HOST:PORT",
-                           help="API address other nodes and redirects use (default: bound)")  # fmt: skip
+                           help="API address other nodes and redirects use (unset: the bound one)")  # fmt: skip
 
     @classmethod
     def check_arguments(cls, parser, args) -> None:
