@@ -155,20 +155,32 @@ class Responder:
                 return found.rrset
 
         answer = self.catalog.lookup(query.qname, qtype, dynamic)
+        if used:
+            # A geo answer is fixed by the query key plus the targets picked: the scope
+            # comes from the Client Subnet, which is part of the key. So its encoding
+            # is cached too, under that longer key (never in the exact-bytes cache,
+            # since the same bytes may get another target next time).
+            last = used[-1]
+            key = (key, tuple(found.target for found in used))
+            cached = self._cache.get(key)
+            if cached is not None:
+                flags, counts, tail, rcode, truncated = cached
+                header = _ID_FLAGS.pack(query.id, flags | (query.flags & FLAG_RD))
+                return Reply(header + counts + query.question + tail, qtype, rcode,
+                             last.region, last.target, truncated)  # fmt: skip
         scope = used[-1].scope if used else 0
         wire = self._encode(query, answer, scope)
         truncated = len(wire) > limit
         if truncated:
             wire = self._encode(query, Answer(rcode=answer.rcode), scope, truncated=True,
                                 authoritative=answer.authoritative)  # fmt: skip
-        if used:
-            last = used[-1]
-            return Reply(wire, qtype, answer.rcode, last.region, last.target, truncated)
         if len(self._cache) >= REPLY_CACHE_ENTRIES:
             self._cache.clear()
         flags = _ID_FLAGS.unpack_from(wire)[1] & ~FLAG_RD
         self._cache[key] = (flags, wire[4:12], wire[12 + len(query.question) :], answer.rcode,
                             truncated)  # fmt: skip
+        if used:
+            return Reply(wire, qtype, answer.rcode, last.region, last.target, truncated)
         self._remember_exact(exact, data, wire, qtype, answer.rcode, truncated)
         return Reply(wire, qtype, answer.rcode, None, None, truncated)
 
