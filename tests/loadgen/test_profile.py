@@ -29,6 +29,17 @@ def test_default_profile_targets_the_web_tier():
     assert 0 < p.write_fraction < 0.2
 
 
+@pytest.mark.parametrize("name", builtin_profiles())
+def test_every_builtin_profile_parses(name):
+    p = load_profile(name)
+    assert p.name == name and p.requests and p.description
+
+
+def test_builtin_profiles_include_reads_only_and_open_loop():
+    assert load_profile("reads").write_fraction == 0
+    assert load_profile("open").mode == "open"
+
+
 def test_default_write_bodies_are_valid_user_json():
     p = load_profile("default")
     for request in p.requests:
