@@ -411,7 +411,8 @@ class QueueService(Service):
                            help="do not compact a binlog smaller than this")  # fmt: skip
         group.add_argument("--max-jobs", type=int, default=0,
                            help="refuse puts with OUT_OF_MEMORY past this many jobs (0: no limit)")  # fmt: skip
-        group.add_argument("--max-connections", type=int, default=10_000)
+        group.add_argument("--max-connections", type=int, default=10_000,
+                           help="close connections beyond this many at once")  # fmt: skip
         group.add_argument("--max-tubes", type=int, default=10_000,
                            help="refuse use/watch of a new tube with OUT_OF_MEMORY past this")  # fmt: skip
 

@@ -59,8 +59,10 @@ class WorkerService(Service):
                            help="bury a job after this many failed attempts")  # fmt: skip
         group.add_argument("--retry-delay-s", type=int, default=1,
                            help="first retry delay; doubles per failure")  # fmt: skip
-        group.add_argument("--retry-max-delay-s", type=int, default=60)
-        group.add_argument("--reserve-timeout-s", type=int, default=1)
+        group.add_argument("--retry-max-delay-s", type=int, default=60,
+                           help="cap on the retry delay")  # fmt: skip
+        group.add_argument("--reserve-timeout-s", type=int, default=1,
+                           help="reserve-with-timeout per wait (bounds how long a drain waits)")  # fmt: skip
         group.add_argument("--touch-interval-s", type=float, default=0.0,
                            help="touch the job this often while processing, so a long job "
                                 "outlives its TTR (0: never)")  # fmt: skip
