@@ -179,3 +179,66 @@ def test_open_loop_rate_is_split_exactly_over_two_processes(server):
     # 100 due times in one second, interleaved over the two workers: all sent, none twice.
     assert report["requests"] == 100 == server.requests
     assert report["errors"]["total"] == 0
+
+
+class DroppingServer:
+    """Answers the first request on each connection, then closes on the second, silently.
+
+    The classic race of keep-alive: the client reuses a connection the server has just
+    given up on. aiohttp would quietly re-send such a request; a load generator must
+    count it as a ``disconnect`` instead, or the server sees requests the report lacks.
+    """
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    def start(self) -> str:
+        import asyncio
+        import threading
+
+        server = self
+        ready = threading.Event()
+
+        class Conn(asyncio.Protocol):
+            def connection_made(self, transport):
+                self.transport, self.seen, self.buffer = transport, 0, b""
+
+            def data_received(self, data):
+                self.buffer += data
+                while b"\r\n\r\n" in self.buffer:
+                    _, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+                    server.requests += 1
+                    self.seen += 1
+                    if self.seen == 1:
+                        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    else:
+                        self.transport.close()
+                        return
+
+        def run():
+            self.loop = asyncio.new_event_loop()
+            srv = self.loop.run_until_complete(self.loop.create_server(Conn, "127.0.0.1", 0))
+            self.port = srv.sockets[0].getsockname()[1]
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert ready.wait(10)
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def test_a_dropped_keepalive_request_is_a_disconnect_not_a_silent_retry():
+    server = DroppingServer()
+    url = server.start()
+    try:
+        report = run_load(url, GET_ONLY, users=1, duration_s=0.5, **quiet())
+    finally:
+        server.stop()
+    disconnects = report["errors"]["by_kind"].get("disconnect", 0)
+    assert disconnects > 0
+    assert report["requests"] + disconnects == server.requests
