@@ -23,8 +23,9 @@ that.
 Names may also carry *dynamic* types (the geo rules' answers), computed per query by a
 callback; the catalog only knows that the name exists and which types are dynamic.
 
-Refused on purpose: ``$INCLUDE`` (a zone is one file), classes other than IN, wildcards
-(RFC 4592 semantics are subtle and the journey does not need them), DNSSEC.
+Wildcards (``*.example.com.``) answer for names that do not exist below the closest
+existing ancestor (RFC 4592 §3.3.1), with the owner rewritten to the name asked for.
+Refused on purpose: ``$INCLUDE`` (a zone is one file), classes other than IN, DNSSEC.
 """
 
 from __future__ import annotations
@@ -169,19 +170,27 @@ class Catalog:
             if zone.cuts and self._referral(zone, name, qtype, result):
                 return result
             node = zone.nodes.get(name)
+            synthesised = False
             if node is None:
-                if name not in zone.existing:
+                if name in zone.existing:  # an empty non-terminal: NODATA
+                    self._negative(zone, result)
+                    return result
+                node = self._wildcard(zone, name)
+                if node is None:
                     result.rcode = Rcode.NXDOMAIN
-                self._negative(zone, result)
-                return result
+                    self._negative(zone, result)
+                    return result
+                synthesised = True
             if qtype == RRType.ANY:
                 rrset = self._any(node, name, dynamic)
                 if rrset is not None:
-                    result.answer.append(rrset)
+                    result.answer.append(_owned_by(rrset, name) if synthesised else rrset)
                 else:
                     self._negative(zone, result)
                 return result
             rrset = node.rrsets.get(qtype)
+            if rrset is not None and synthesised:
+                rrset = _owned_by(rrset, name)
             if rrset is None and qtype in node.dynamic_types and dynamic is not None:
                 rrset = dynamic(name, qtype)
             if rrset is not None:
@@ -191,7 +200,7 @@ class Catalog:
             if cname is None:
                 self._negative(zone, result)
                 return result
-            result.answer.append(cname)
+            result.answer.append(_owned_by(cname, name) if synthesised else cname)
             target = bytes(cname.rdatas[0][0]).lower()
             next_zone = self.find_zone(target)
             if next_zone is None or target in seen:
@@ -199,6 +208,20 @@ class Catalog:
                 return result
             name, zone = target, next_zone
         return result
+
+    @staticmethod
+    def _wildcard(zone: Zone, name: bytes) -> Node | None:
+        """RFC 4592 §3.3.1: the wildcard child of the closest encloser, if there is one.
+
+        The closest encloser is the longest ancestor of ``name`` that exists (empty
+        non-terminals count, which is what stops a wildcard from matching below them).
+        """
+        encloser = parent(name)
+        while encloser not in zone.existing:
+            if encloser == zone.origin or encloser == b"\x00":
+                return None
+            encloser = parent(encloser)
+        return zone.nodes.get(b"\x01*" + encloser)
 
     def _any(self, node: Node, name: bytes, dynamic: DynamicRRsets | None) -> RRset | None:
         for rrset in node.rrsets.values():
@@ -232,6 +255,11 @@ class Catalog:
     def _negative(zone: Zone, result: Answer) -> None:
         soa = zone.soa
         result.authority.append(RRset(soa.name, soa.rtype, zone.negative_ttl, soa.rdatas))
+
+
+def _owned_by(rrset: RRset, name: bytes) -> RRset:
+    """A wildcard's RRset, synthesised at the name asked for (RFC 4592 §2.1.1)."""
+    return RRset(name, rrset.rtype, rrset.ttl, rrset.rdatas)
 
 
 def _mark_existing(existing: set[bytes], name: bytes, origin: bytes) -> None:

@@ -463,3 +463,10 @@ def test_failover_when_health_goes_away_and_recovery_when_it_returns(spawn, rule
         httpd.shutdown()
         httpd.server_close()
     assert "target_down" in proc.log_tail(50) and "target_up" in proc.log_tail(50)
+
+
+def test_wildcard_answer_keeps_the_query_name_and_case(server):
+    reply = udp(server, "Some.Host.WILD.example.com", "A")
+    assert reply.rcode() == dns.rcode.NOERROR and reply.flags & dns.flags.AA
+    assert reply.answer[0].name.to_text() == "Some.Host.WILD.example.com."
+    assert reply.answer[0][0].address == "192.0.2.50"

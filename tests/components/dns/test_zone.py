@@ -219,3 +219,36 @@ def test_any_text_loads_or_fails_with_a_zone_error(text):
 def test_shuffled_record_tokens_load_or_fail_with_a_zone_error(tokens):
     with contextlib.suppress(ZoneError):
         parse_zone(GOOD_HEAD + " ".join(tokens) + "\n", "fuzz.zone")
+
+
+def test_wildcard_answers_for_missing_names_with_the_owner_asked_for(catalog):
+    for qname in ("a.wild.example.com", "x.y.wild.example.com"):
+        answer = catalog.lookup(n(qname), RRType.A)
+        assert answer.rcode == Rcode.NOERROR and answer.authoritative
+        assert [(r.name, r.rtype) for r in answer.answer] == [(n(qname), RRType.A)]
+        assert answer.answer[0].rdatas == [(bytes([192, 0, 2, 50]),)]
+
+
+def test_wildcard_without_the_type_is_nodata(catalog):
+    answer = catalog.lookup(n("a.wild.example.com"), RRType.AAAA)
+    assert answer.rcode == Rcode.NOERROR and answer.answer == []
+    assert answer.authority[0].rtype == RRType.SOA
+
+
+def test_an_existing_name_blocks_the_wildcard(catalog):
+    assert catalog.lookup(n("explicit.wild.example.com"), RRType.TXT).answer == []  # NODATA
+    below = catalog.lookup(n("deeper.explicit.wild.example.com"), RRType.A)
+    assert below.rcode == Rcode.NXDOMAIN  # closest encloser has no wildcard child
+
+
+def test_the_wildcard_parent_itself_is_an_empty_non_terminal(catalog):
+    answer = catalog.lookup(n("wild.example.com"), RRType.A)
+    assert answer.rcode == Rcode.NOERROR and answer.answer == []
+
+
+def test_wildcard_cname_is_synthesised_and_followed(catalog):
+    answer = catalog.lookup(n("foo.cn.example.com"), RRType.A)
+    assert [(r.name, r.rtype) for r in answer.answer] == [
+        (n("foo.cn.example.com"), RRType.CNAME),
+        (n("www.example.com"), RRType.A),
+    ]
