@@ -532,11 +532,11 @@ def select_range(
     if not first_text.isdigit() or (last_text and not last_text.isdigit()):
         return None
     first = int(first_text)
-    last = int(last_text) if last_text else length - 1
-    if last < first:
+    if last_text and int(last_text) < first:
         return None  # invalid range-spec: ignore the field
     if first >= length:
         return "416"
+    last = int(last_text) if last_text else length - 1
     return first, min(last, length - 1)
 
 
