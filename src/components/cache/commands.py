@@ -158,7 +158,7 @@ class Commands:
 
     def _store(self, cmd: p.Store, now: float, out: list[bytes]) -> None:
         reply = self._do_store(cmd, now)
-        if not cmd.noreply or reply.startswith(b"SERVER_ERROR"):  # errors are always sent
+        if not cmd.noreply:  # memcached stays silent under noreply, errors included
             out.append(reply)
 
     def _do_store(self, cmd: p.Store, now: float) -> bytes:
@@ -213,13 +213,14 @@ class Commands:
         if not cmd.noreply:
             out.append(reply)
 
-    def _apply_delta(self, key: bytes, item, incr: bool, delta: int, now: float):
+    def _apply_delta(self, key: bytes, item, incr: bool, delta: int, now: float,
+                     new_cas: int = 0):  # fmt: skip
         """(new number, stored item) or a reply line when the value is not a number."""
         number = _number(item.value)
         if number is None:
             return p.Reply.NON_NUMERIC, None
         number = (number + delta) % U64 if incr else max(0, number - delta)
-        stored = self.cache.replace_value(key, item, b"%d" % number, now)
+        stored = self.cache.replace_value(key, item, b"%d" % number, now, new_cas)
         if stored is None:
             return self._no_memory(), None
         return number, stored
@@ -237,7 +238,8 @@ class Commands:
             return
         number, stored = self._apply_delta(cmd.key, item, cmd.incr, cmd.delta, now)
         if stored is None:
-            out.append(number)  # an error line: sent even under noreply
+            if not cmd.noreply:  # an error line, silenced by noreply as memcached does
+                out.append(number)
             return
         if cmd.incr:
             counters.incr_hits += 1
@@ -432,8 +434,8 @@ class Commands:
         if item is None:
             counters.get_misses += 1
             if "N" not in flags:
-                if not cmd.noreply:
-                    out.append(p.Reply.EN)
+                if not cmd.noreply:  # a miss still echoes O and k (memcached 1.6)
+                    out.append(self._line(b"EN", self._return_flags(cmd, None, now)))
                 return
             # Vivify on miss: an empty placeholder, and this client "wins" the recache.
             item = cache.set(key, b"", 0, absolute_expiry(int(flags["N"]), now), now,
@@ -559,7 +561,7 @@ class Commands:
             if "I" in flags:
                 # Invalidate instead of removing: clients see X and one wins the recache.
                 item.bits = (item.bits | STALE) & ~WIN_SENT
-                item.cas = cache.next_cas()
+                item.cas = int(flags["E"]) if "E" in flags else cache.next_cas()
                 if "T" in flags:
                     item.exptime = absolute_expiry(int(flags["T"]), now)
                 cache.update(key, item)
@@ -596,7 +598,8 @@ class Commands:
         elif "C" in flags and int(flags["C"]) != item.cas:
             code = p.Reply.EX
         else:
-            result, stored = self._apply_delta(key, item, incr, delta, now)
+            new_cas = int(flags["E"]) if "E" in flags else 0
+            result, stored = self._apply_delta(key, item, incr, delta, now, new_cas)
             if stored is None:
                 out.append(result)
                 return

@@ -278,9 +278,10 @@ class LruCache:
         if item.exptime > 0 and item.exptime != old_exptime:
             heapq.heappush(self._expiries, (item.exptime, item.cas, key))
 
-    def replace_value(self, key: bytes, item: Item, value: bytes, now: float) -> Item | None:
+    def replace_value(self, key: bytes, item: Item, value: bytes, now: float,
+                      cas: int = 0) -> Item | None:  # fmt: skip
         """New value for a live item, keeping flags and expiry (append, prepend, incr)."""
-        return self.set(key, value, item.flags, item.exptime, now,
+        return self.set(key, value, item.flags, item.exptime, now, cas,
                         bits=item.bits & ~(STALE | WIN_SENT))  # fmt: skip
 
     def touch(self, key: bytes, item: Item, exptime: int) -> None:

@@ -23,6 +23,8 @@ does (observed against ``memcached -t 1``):
   the announced length plus two bytes is consumed and the connection stays usable;
 - a value above the item size limit (``-I``) is ``SERVER_ERROR object too large for
   cache``; its data block is swallowed, however long, without being buffered.
+- a classic command ending in ``noreply`` gets no error line either, once its arity is
+  right (memcached checks for the token first and then stays silent, errors included).
 
 Bounds: a command line may be at most ``max_line_bytes`` long (retrieval lines, which
 carry many keys, get ``MAX_GET_LINE_BYTES``); a longer line without a newline is
@@ -431,10 +433,11 @@ class RequestParser:
         command.value = buf[start : start + need]
         return command
 
-    def _refuse_value(self, length: int, reply: bytes, unlink: bytes | None = None) -> Invalid:
+    def _refuse_value(self, length: int, reply: bytes, unlink: bytes | None = None,
+                      noreply: bool = False) -> Invalid:  # fmt: skip
         """Swallow a data block we will not store (length + CRLF), then answer."""
         self._swallow = length + 2
-        return Invalid(reply, unlink=unlink)
+        return Invalid(reply, noreply=noreply, unlink=unlink)
 
     # -- classic commands
 
@@ -463,7 +466,8 @@ class RequestParser:
         return Invalid(Reply.BAD_FORMAT) if keys is None else Get(keys, True)
 
     def _gat(self, tokens):
-        if len(tokens) < 3:
+        # "gat <exptime>" with no key is answered END by memcached, so it is here too.
+        if len(tokens) < 2:
             return Invalid(Reply.ERROR)
         exptime = parse_int(tokens[1])
         if exptime is None:
@@ -487,12 +491,12 @@ class RequestParser:
         cas_unique = parse_uint(tokens[5], U64_MAX) if is_cas else 0
         if (flags is None or exptime is None or length is None or cas_unique is None
                 or len(key) > MAX_KEY_BYTES or _BAD_KEY_BYTE(key) is not None):  # fmt: skip
-            return Invalid(Reply.BAD_FORMAT)
+            return Invalid(Reply.BAD_FORMAT, noreply=tokens[-1] == b"noreply")
         # memcached takes the last token as noreply only when it says so; else ignores it.
         noreply = n == fixed + 1 and tokens[fixed] == b"noreply"
         if length > self.max_value_bytes:
             unlink = key if tokens[0] == b"set" else None
-            return self._refuse_value(length, Reply.TOO_LARGE, unlink)
+            return self._refuse_value(length, Reply.TOO_LARGE, unlink, noreply)
         return self._await_data(
             Store(tokens[0], key, flags, exptime, b"", cas_unique, noreply), length
         )
@@ -503,14 +507,14 @@ class RequestParser:
             return Invalid(Reply.ERROR)
         key = tokens[1]
         if len(key) > MAX_KEY_BYTES or _BAD_KEY_BYTE(key) is not None:
-            return Invalid(Reply.BAD_FORMAT)
+            return Invalid(Reply.BAD_FORMAT, noreply=tokens[-1] == b"noreply")
         rest = tokens[2:]
         noreply = bool(rest) and rest[-1] == b"noreply"
         if noreply:
             rest = rest[:-1]
         # "delete <key> 0" is the legacy form with a zero hold time; anything else is not.
         if rest and rest != [b"0"]:
-            return Invalid(Reply.BAD_DELETE)
+            return Invalid(Reply.BAD_DELETE, noreply=tokens[-1] == b"noreply")
         return Delete(key, noreply)
 
     def _arith(self, tokens):
@@ -519,10 +523,10 @@ class RequestParser:
             return Invalid(Reply.ERROR)
         key = tokens[1]
         if len(key) > MAX_KEY_BYTES or _BAD_KEY_BYTE(key) is not None:
-            return Invalid(Reply.BAD_FORMAT)
+            return Invalid(Reply.BAD_FORMAT, noreply=tokens[-1] == b"noreply")
         delta = parse_uint(tokens[2], U64_MAX)
         if delta is None:
-            return Invalid(Reply.BAD_DELTA)
+            return Invalid(Reply.BAD_DELTA, noreply=tokens[-1] == b"noreply")
         return Arith(key, delta, tokens[0] == b"incr", n == 4 and tokens[3] == b"noreply")
 
     def _touch(self, tokens):
@@ -531,10 +535,10 @@ class RequestParser:
             return Invalid(Reply.ERROR)
         key = tokens[1]
         if len(key) > MAX_KEY_BYTES or _BAD_KEY_BYTE(key) is not None:
-            return Invalid(Reply.BAD_FORMAT)
+            return Invalid(Reply.BAD_FORMAT, noreply=tokens[-1] == b"noreply")
         exptime = parse_int(tokens[2])
         if exptime is None:
-            return Invalid(Reply.BAD_EXPTIME)
+            return Invalid(Reply.BAD_EXPTIME, noreply=tokens[-1] == b"noreply")
         return Touch(key, exptime, n == 4 and tokens[3] == b"noreply")
 
     def _flush_all(self, tokens):
@@ -547,7 +551,7 @@ class RequestParser:
         if args:
             delay = parse_int(args[0])
             if delay is None:
-                return Invalid(Reply.BAD_EXPTIME)
+                return Invalid(Reply.BAD_EXPTIME, noreply=tokens[-1] == b"noreply")
         return FlushAll(delay, noreply)
 
     def _version(self, tokens):
@@ -559,7 +563,7 @@ class RequestParser:
             return Invalid(Reply.ERROR)
         level = parse_uint(tokens[1], U32_MAX)
         if level is None:
-            return Invalid(Reply.BAD_FORMAT)
+            return Invalid(Reply.BAD_FORMAT, noreply=tokens[-1] == b"noreply")
         return Verbosity(level, n == 3 and tokens[2] == b"noreply")
 
     def _quit(self, tokens):

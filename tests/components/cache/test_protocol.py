@@ -66,6 +66,16 @@ EXCHANGES = [
     ),
     (b"touch a 10\r\ntouch a x\r\n", b"NOT_FOUND\r\nCLIENT_ERROR invalid exptime argument\r\n"),
     (b"gat x a\r\n", b"CLIENT_ERROR invalid exptime argument\r\n"),
+    (b"gat 10\r\ngat\r\n", b"END\r\nERROR\r\n"),
+    (
+        b"set a x 0 3 noreply\r\nabc\r\nincr a x noreply\r\ntouch a x noreply\r\nmn\r\n",
+        b"ERROR\r\nMN\r\n",
+    ),  # noreply silences errors too
+    (b"set a 0 0 1\r\nx\r\nincr a 1 noreply\r\nmn\r\n", b"STORED\r\nMN\r\n"),
+    (
+        b"mg zz Oab k\r\nmd zz Oab k\r\nma zz Oab k\r\n",
+        b"EN Oab kzz\r\nNF Oab kzz\r\nNF Oab kzz\r\n",
+    ),  # fmt: skip
     (
         b"flush_all\r\nflush_all 0\r\nflush_all noreply\r\nflush_all x\r\nverbosity 1\r\n"
         b"verbosity\r\nverbosity x\r\n",
@@ -98,7 +108,7 @@ EXCHANGES = [
     (b"ma nope q\r\nma cnt MX\r\n", b"NF\r\nCLIENT_ERROR invalid mode for ma M token\r\n"),
     (
         b"mg a zz\r\nmg a O\r\nmg a T\r\nmg a v v\r\n",
-        b"CLIENT_ERROR invalid flag\r\nEN\r\nCLIENT_ERROR bad token in command line format\r\n"
+        b"CLIENT_ERROR invalid flag\r\nEN O\r\nCLIENT_ERROR bad token in command line format\r\n"
         b"CLIENT_ERROR duplicate flag\r\n",
     ),
     (b"ms q1 1 q\r\nx\r\nms q1 1 q ME\r\nx\r\nmn\r\n", b"NS\r\nMN\r\n"),
@@ -120,6 +130,12 @@ EXCHANGES = [
         b"CLIENT_ERROR error decoding key\r\n",
     ),
     (b"ms ttl 1 T-1\r\nx\r\nmg ttl v\r\n", b"HD\r\nEN\r\n"),
+    # E: the client chooses the new CAS value (protocol.txt of memcached >= 1.6.19; the
+    # 1.6.18 used for the other rows rejects the flag)
+    (
+        b"ms e 1 E77 c\r\nx\r\nmd e I E78\r\nmg e c\r\nms n 1 E5\r\n1\r\nma n E90 c\r\n",
+        b"HD c77\r\nHD\r\nHD c78 X W\r\nHD\r\nHD c90\r\n",
+    ),  # fmt: skip
     (
         b"set a 0 0 1\r\nx\r\nmg a t T30\r\nmg a t\r\ntouch a 0\r\nmg a t\r\n",
         b"STORED\r\nHD t-1\r\nHD t30\r\nTOUCHED\r\nHD t-1\r\n",
