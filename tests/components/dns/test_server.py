@@ -470,3 +470,27 @@ def test_wildcard_answer_keeps_the_query_name_and_case(server):
     assert reply.rcode() == dns.rcode.NOERROR and reply.flags & dns.flags.AA
     assert reply.answer[0].name.to_text() == "Some.Host.WILD.example.com."
     assert reply.answer[0][0].address == "192.0.2.50"
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [(("[targets]", "[targets"), "geo.toml"),
+     (('[names."www.geo.example.com."]', '[names."www.example.org."]'), "not inside any zone")],
+)  # fmt: skip
+def test_bad_rules_stop_the_start_with_the_reason(tmp_path, rules_file, edit, reason):
+    rules_file.write_text(rules_file.read_text().replace(*edit))
+    result = subprocess.run([sys.executable, "-m", "components.dns", "--zone", str(ZONE_PATH),
+                             "--geo", str(rules_file), "--port", "0"], capture_output=True,
+                            text=True, timeout=30, env=child_env())  # fmt: skip
+    assert result.returncode == 2
+    assert reason in result.stderr
+
+
+def test_sigterm_with_an_idle_tcp_client_exits_promptly(spawn):
+    proc = spawn("dns", "--zone", str(ZONE_PATH), "--drain-timeout", "5")
+    with socket.create_connection(proc.address(), timeout=TIMEOUT_S) as sock:
+        sock.sendall(frame(dns.message.make_query("www.example.com", "A")))
+        read_frame(sock)
+        proc.signal(15)
+        assert proc.popen.wait(timeout=4) == 0  # well inside the drain timeout
+        assert sock.recv(10) == b""
