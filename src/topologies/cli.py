@@ -6,6 +6,7 @@
                        [--scenario FILE] [--procs N] [--drain-timeout S]
                        [--ready-timeout S] [stage flags]
     scalelab load URL --profile P [...]      # the load generator alone, any HTTP server
+    scalelab journey [--duration S] [--stages A,B] [--service-time-ms MS] [...]
     scalelab stages
 
 ``run`` without ``--load`` starts the stage, prints its endpoint table and keeps it up
@@ -103,6 +104,11 @@ def build_parser(stage: ModuleType | None = None):
         help="drive load at any HTTP URL (scalelab load URL --profile P; see its --help)",
         add_help=False,
     )
+    commands.add_parser(
+        "journey",
+        help="run every stage under the same load and compare them (see its --help)",
+        add_help=False,
+    )
     commands.add_parser("stages", help="list the stages of the journey")
     return parser, run
 
@@ -120,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     if argv[:1] == ["load"]:
         return load_command(argv[1:])
+    if argv[:1] == ["journey"]:
+        return journey(argv[1:])
     stage = None
     if argv[:1] == ["run"] and len(argv) > 1 and not argv[1].startswith("-"):
         try:
@@ -132,6 +140,33 @@ def _main(argv: list[str]) -> int:
         return stages_command()
     assert stage is not None  # argparse required STAGE, and we loaded it above
     return run_command(args, stage, run_parser)
+
+
+def journey(argv: list[str], out=None) -> int:
+    from .journey import add_arguments, journey_command
+
+    parser = argparse.ArgumentParser(
+        prog="scalelab journey",
+        description="Run the stages one after another under the same load and capacity "
+        "emulation; print one comparison table and draw journey.png.",
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    if not args.duration > 0 or args.procs < 1 or args.max_concurrency < 0:
+        parser.error("--duration must be > 0, --procs >= 1, --max-concurrency >= 0")
+    unknown = [n for n in args.stages.split(",") if n.strip() not in stages.STAGES]
+    if unknown:
+        parser.error(f"unknown stage(s) {', '.join(unknown)} (stages: {', '.join(stages.STAGES)})")
+    install_signal_handlers()
+    try:
+        return journey_command(args, out or sys.stdout)
+    except StartError as error:
+        print(f"scalelab journey: {error}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted; stopped", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
 
 
 def stages_command(out=None) -> int:

@@ -1,0 +1,38 @@
+"""``scalelab journey``: its flags, the shared settings per stage, and the chart."""
+
+import struct
+
+from topologies import cli, stages
+from topologies.journey import DEFAULT_STAGES, draw_chart, stage_options
+
+
+def test_default_stages_are_the_catalogue_in_order():
+    assert list(DEFAULT_STAGES) == list(stages.STAGES)
+
+
+def test_shared_settings_reach_every_stage_that_has_them():
+    for name in DEFAULT_STAGES:
+        options = stage_options(stages.load(name), {"service_time_ms": 7.0,
+                                                    "max_concurrency": 3, "nonsense": 1})  # fmt: skip
+        assert options.service_time_ms == 7.0 and options.max_concurrency == 3
+        assert not hasattr(options, "nonsense")
+        flags = " ".join(" ".join(c.argv) for c in stages.load(name).topology(options).components
+                         if c.component == "web")  # fmt: skip
+        assert "--service-time-ms 7 " in flags and "--max-concurrency 3" in flags
+
+
+def test_unknown_stage_and_bad_duration_are_usage_errors(capsys):
+    assert cli.main(["journey", "--stages", "single_server,nope"]) == 2
+    assert "unknown stage(s) nope" in capsys.readouterr().err
+    assert cli.main(["journey", "--duration", "0"]) == 2
+
+
+def test_the_chart_is_a_png_of_the_right_size(tmp_path):
+    rows = [{"stage": "single_server", "rps": 300.0, "p99_ms": 100.0},
+            {"stage": "load_balanced", "rps": 600.0, "p99_ms": None}]  # fmt: skip
+    path = tmp_path / "journey.png"
+    draw_chart(rows, path)
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", head[16:24])
+    assert (width, height) == (1210, 462)
