@@ -335,13 +335,16 @@ class Database:
         """Copy SQLite's WAL into the database file and fsync it (``synchronous=NORMAL``
         syncs on checkpoint), so everything up to the returned (lsn, epoch) is durable
         in SQLite itself and the redo log may forget it. Runs on the writer thread, so no
-        batch is half-applied meanwhile."""
-        busy, _, _ = self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)" + self._tag).fetchone()
-        if busy:
-            # A reader on an old snapshot blocked the WAL's reset; FULL waits (up to the
-            # busy timeout) for readers to move on, then copies every frame.
-            busy, _, _ = self._w.execute("PRAGMA wal_checkpoint(FULL)" + self._tag).fetchone()
-        if busy:
+        batch is half-applied meanwhile.
+
+        PASSIVE never waits for readers (a long query must not stall every write); if a
+        reader pins frames it could not copy, the answer is None and the next checkpoint
+        tries again.
+        """
+        _, wal_frames, copied = self._w.execute(
+            "PRAGMA wal_checkpoint(PASSIVE)" + self._tag
+        ).fetchone()
+        if wal_frames < 0 or copied < wal_frames:
             return None
         return self.applied_lsn, self.applied_epoch
 

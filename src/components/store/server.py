@@ -73,6 +73,9 @@ PRIMARY_CONTACT_S = 1.0
 STREAM_CHUNK_BYTES = 256 * 1024
 #: Longest wait for ``min_lsn`` when the request names no ``timeout``.
 MIN_LSN_WAIT_S = 5.0
+#: A query's ``timeout`` is capped: one reader thread serves every slow query.
+READ_TIMEOUT_S = 5.0
+MAX_READ_TIMEOUT_S = 60.0
 #: Queries waiting for the reader thread at most; more are refused with 503.
 MAX_QUEUED_READS = 1000
 #: Queued (``?queue``) writes waiting at most before new ones are refused.
@@ -511,7 +514,7 @@ class StoreService(Service):
         if results is None:  # not small: on the reader thread, with the full timeout
             if self._reads_waiting >= MAX_QUEUED_READS:
                 return _json({"error": f"{MAX_QUEUED_READS} queries already waiting"}, 503)
-            timeout = options.timeout_s or 5.0
+            timeout = min(options.timeout_s or READ_TIMEOUT_S, MAX_READ_TIMEOUT_S)
             loop = asyncio.get_running_loop()
             self._reads_waiting += 1
             try:
