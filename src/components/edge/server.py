@@ -82,7 +82,7 @@ class ClientConnection(asyncio.Protocol):
     """One client connection: hits inline, everything else as a task, answers in order."""
 
     __slots__ = ("edge", "transport", "parser", "busy", "closing", "last_active",
-                 "drain_waiter", "write_paused", "read_paused")  # fmt: skip
+                 "drain_waiter", "write_paused", "read_paused", "reading_body")  # fmt: skip
 
     def __init__(self, edge: Edge) -> None:
         self.edge = edge
@@ -94,6 +94,8 @@ class ClientConnection(asyncio.Protocol):
         self.drain_waiter: asyncio.Future | None = None
         self.write_paused = False
         self.read_paused = False
+        #: A task waits for request body bytes: the idle sweep may close it.
+        self.reading_body = False
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -242,7 +244,11 @@ class ClientConnection(asyncio.Protocol):
             if request.method in (b"GET", b"HEAD") and request.framing == "none":
                 await edge.lookup_slow(self, request)
             else:
+                if request.expect_continue:
+                    self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.reading_body = True
                 body = await self.read_body()
+                self.reading_body = False
                 if body is None:
                     return
                 await edge.forward(self, request, body)
@@ -407,10 +413,15 @@ class Edge(Service):
         fill = self.fills.get(key)
         if fill is not None:
             self.collapsed.inc()
-            await asyncio.shield(fill)
+            filled = await asyncio.shield(fill)
             entry = self.store.lookup(host, target, headers)
             now = time.time()
-            if entry is not None and decide(entry, {}, now) == FRESH and b"no-cache" not in qcc:
+            # The response the fill just received answers every request that waited for
+            # it, even one that is stale on arrival (max-age=0): it was obtained after
+            # they arrived. Another variant is judged as usual.
+            if entry is not None and (
+                entry is filled or decide(entry, qcc, now) in (FRESH, STALE_OK)
+            ):
                 self.result["collapsed"].inc()
                 client.write(self.answer(entry, request, now, b"HIT", close))
                 return
@@ -453,6 +464,8 @@ class Edge(Service):
             old_size = stale.size
             stale.freshen(response.headers, request_time, response_time, self.args.heuristic_max)
             self.store.resize(stale, old_size)
+            if fill is not None and not fill.done():
+                fill.set_result(stale)
             self.result["revalidated"].inc()
             client.write(self.answer(stale, request, response_time, b"REVALIDATED", close))
             return
@@ -593,6 +606,7 @@ class Edge(Service):
                 entry.freshen(response.headers, request_time, response_time,
                               self.args.heuristic_max)  # fmt: skip
                 self.store.resize(entry, old_size)
+                fill.set_result(entry)
                 return
             ok, _ = httpcache.storable(b"GET", headers, response.status, response.headers)
             if (
@@ -623,7 +637,8 @@ class Edge(Service):
                 host, target, response.status, response.reason, response.headers,
                 b"".join(pieces), request_time, response_time, headers, self.args.heuristic_max,
             )  # fmt: skip
-            self.store.put(fresh)
+            if self.store.put(fresh):
+                fill.set_result(fresh)
         finally:
             if self.fills.get(key) is fill:
                 del self.fills[key]
@@ -703,7 +718,8 @@ class Edge(Service):
             await asyncio.sleep(TICK_S)
             now = self.loop.time()
             limit = now - self.args.idle_timeout
-            for client in [c for c in self.clients if not c.busy and c.last_active < limit]:
+            for client in [c for c in self.clients
+                           if (not c.busy or c.reading_body) and c.last_active < limit]:  # fmt: skip
                 client.close()
             self.origins.sweep(limit)
 

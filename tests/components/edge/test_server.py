@@ -452,3 +452,29 @@ def test_pipelined_requests_are_answered_in_order(origin, edge):
     )
     bodies = [part.rsplit(b"\r\n", 1)[-1] for part in answer.split(b"HTTP/1.1 200 OK")[1:]]
     assert [b[-3:] for b in bodies] == [b"two", b"one", b"two"]
+
+
+async def test_waiting_requests_share_a_fill_that_is_stale_on_arrival(origin, edge):
+    origin.routes["/collapse0"] = Route(headers={"Cache-Control": "max-age=0"}, body=b"zero",
+                                        delay_s=0.3)  # fmt: skip
+    url = edge.url("main") + "/collapse0"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
+
+        async def one():
+            async with session.get(url) as response:
+                return await response.read()
+
+        assert await asyncio.gather(*(one() for _ in range(50))) == [b"zero"] * 50
+    assert origin.hits["/collapse0"] == 1
+
+
+def test_expect_100_continue_is_answered_before_the_body(origin, edge):
+    origin.routes["/upload"] = Route(status=201, headers={"Cache-Control": "no-store"})
+    host, port = edge.address("main")
+    with socket.create_connection((host, port), timeout=5) as sock:
+        sock.sendall(b"PUT /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+                     b"Expect: 100-continue\r\n\r\n")  # fmt: skip
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"hello")
+        assert sock.recv(100).startswith(b"HTTP/1.1 201 Created")
+    assert origin.seen["/upload"][-1]["_body"] == b"hello"
