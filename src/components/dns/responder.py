@@ -170,6 +170,11 @@ class Responder:
                              last.region, last.target, truncated)  # fmt: skip
         scope = used[-1].scope if used else 0
         wire = self._encode(query, answer, scope)
+        if len(wire) > limit and answer.additional and answer.authoritative:
+            # Additional data is a courtesy: drop it before truncating (RFC 2181 §9).
+            # A referral's glue is not optional, so referrals keep theirs.
+            answer.additional = []
+            wire = self._encode(query, answer, scope)
         truncated = len(wire) > limit
         if truncated:
             wire = self._encode(query, Answer(rcode=answer.rcode), scope, truncated=True,

@@ -110,6 +110,9 @@ class Answer:
     zone: Zone | None = None
 
 
+#: Which RDATA part holds the target name whose addresses go in the additional section.
+_TARGET_FIELD = {RRType.MX: 1, RRType.NS: 0, RRType.SRV: 1}
+
 #: ``dynamic(name, rtype)``: the RRset for a dynamic type at that name, or None.
 DynamicRRsets = Callable[[bytes, int], RRset | None]
 
@@ -195,6 +198,8 @@ class Catalog:
                 rrset = dynamic(name, qtype)
             if rrset is not None:
                 result.answer.append(rrset)
+                if qtype in _TARGET_FIELD:
+                    self._additional(rrset, result)
                 return result
             cname = node.rrsets.get(RRType.CNAME)
             if cname is None:
@@ -208,6 +213,26 @@ class Catalog:
                 return result
             name, zone = target, next_zone
         return result
+
+    def _additional(self, rrset: RRset, result: Answer) -> None:
+        """RFC 1035 §3.3.9, §3.3.11 and RFC 2782: addresses of the MX, NS and SRV targets
+        we hold, so the client need not ask again. Static data only; optional, so the
+        responder drops them rather than truncate (RFC 2181 §9)."""
+        field = _TARGET_FIELD[rrset.rtype]
+        seen: set[bytes] = set()
+        for rdata in rrset.rdatas:
+            target = bytes(rdata[field]).lower()
+            if target in seen:
+                continue
+            seen.add(target)
+            zone = self.find_zone(target)
+            node = zone.nodes.get(target) if zone is not None else None
+            if node is None:
+                continue
+            for rtype in (RRType.A, RRType.AAAA):
+                found = node.rrsets.get(rtype)
+                if found is not None:
+                    result.additional.append(found)
 
     @staticmethod
     def _wildcard(zone: Zone, name: bytes) -> Node | None:

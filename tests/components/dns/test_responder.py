@@ -290,3 +290,18 @@ def test_malformed_client_subnet_is_formerr_over_the_whole_path(responder):
                                    options=[dns.edns.GenericOption(8, b"\x00\x09\x18\x00\x0a\x01\x02")])  # fmt: skip
     reply = ask(responder, query)
     assert reply.rcode() == dns.rcode.FORMERR
+
+
+def test_additional_addresses_are_dropped_before_truncating(zone_file):
+    text = zone_file.read_text() + "".join(
+        f"many IN MX {i} host{i}\nhost{i} IN A 192.0.2.{i}\nhost{i} IN AAAA 2001:db8::{i}\n"
+        for i in range(1, 15)
+    )
+    zone_file.write_text(text)
+    responder = Responder(Catalog([load_zone(zone_file)]))
+    query = dns.message.make_query("many.example.com", "MX", use_edns=False)
+    small = ask(responder, query)
+    assert not small.flags & dns.flags.TC
+    assert len(small.answer[0]) == 14 and small.additional == []
+    full = ask(responder, query, udp=False)
+    assert len(full.additional) == 28

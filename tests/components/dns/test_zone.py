@@ -252,3 +252,12 @@ def test_wildcard_cname_is_synthesised_and_followed(catalog):
         (n("foo.cn.example.com"), RRType.CNAME),
         (n("www.example.com"), RRType.A),
     ]
+
+
+def test_mx_ns_and_srv_targets_we_hold_come_with_their_addresses(catalog):
+    mx = catalog.lookup(n("example.com"), RRType.MX)
+    assert [(r.name, r.rtype) for r in mx.additional] == [(n("mail.example.com"), RRType.A)]
+    ns = catalog.lookup(n("example.com"), RRType.NS)
+    assert [r.name for r in ns.additional] == [n("ns1.example.com")]  # ns2 is not ours
+    srv = catalog.lookup(n("_sip._tcp.example.com"), RRType.SRV)
+    assert [r.name for r in srv.additional] == [n("sip.example.com")]
