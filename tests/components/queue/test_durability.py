@@ -251,7 +251,7 @@ def test_kill_9_during_puts_deletes_and_compactions(spawn, tmp_path):
 
 
 def test_periodic_mode_answers_at_once_and_fsyncs_within_the_period(spawn, tmp_path):
-    queue = spawn("queue", "-b", str(tmp_path), "-f", "100")
+    queue = spawn("queue", "-b", str(tmp_path), "-f", "500")
     with greenstalk.Client(queue.address()) as c:
         for i in range(20):
             c.put(f"p{i}")
