@@ -155,7 +155,8 @@ class Follower:
         params = {"name": node.name, "api": service.api_addr, "epoch": str(node.epoch),
                   "last_lsn": str(last_lsn), "last_epoch": str(last_epoch)}  # fmt: skip
         url = f"http://{primary}/_replication/stream"
-        async with service.session.get(url, params=params) as response:
+        headers = service.cluster_headers()
+        async with service.session.get(url, params=params, headers=headers) as response:
             if response.status == 410:
                 reason = (await response.json())["reason"]
                 await self._install_snapshot(primary, reason)
@@ -255,6 +256,7 @@ class _Acker:
             try:
                 async with service.session.post(
                     f"http://{service.node.primary}/_replication/ack", json=body,
+                    headers=service.cluster_headers(),
                     timeout=aiohttp.ClientTimeout(total=ACK_TIMEOUT_S),
                 ) as response:  # fmt: skip
                     await response.read()

@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import hmac
 import os
 import secrets
 import sqlite3
@@ -83,6 +84,7 @@ MAX_QUEUED_WRITES = 5000
 FORWARD_TIMEOUT_S = 30.0
 FORWARDED_HEADER = "X-Scalelab-Forwarded"
 LSN_HEADER = "X-Scalelab-Lsn"
+CLUSTER_TOKEN_HEADER = "X-Scalelab-Cluster-Token"
 READY_TEXT = "[+]node ok\n[+]leader ok\n[+]store ok\n"
 
 #: Reads of at most this many statements try the event loop's own handle first.
@@ -109,6 +111,8 @@ class StoreService(Service):
                                 "off until they catch up (MySQL's fallback)")  # fmt: skip
         group.add_argument("--peers", default="", metavar="HOST:PORT,...",
                            help="other store nodes: follow whichever is primary at a higher epoch")  # fmt: skip
+        group.add_argument("--cluster-token", default=None,
+                           help="shared secret the replication endpoints require (and send)")  # fmt: skip
         group.add_argument("--log-max-bytes", type=int, default=64 << 20,
                            help="checkpoint SQLite and compact the redo log beyond this size")  # fmt: skip
         group.add_argument("--advertise", default=None, metavar="HOST:PORT",
@@ -774,7 +778,21 @@ class StoreService(Service):
 
     # -- replication: the primary's side ------------------------------------------------
 
+    def cluster_headers(self) -> dict[str, str]:
+        """What a node sends on replication requests (the token, when one is set)."""
+        token = self.args.cluster_token
+        return {CLUSTER_TOKEN_HEADER: token} if token else {}
+
+    def _from_cluster(self, request: web.Request) -> bool:
+        token = self.args.cluster_token
+        if token is None:
+            return True
+        offered = request.headers.get(CLUSTER_TOKEN_HEADER, "")
+        return hmac.compare_digest(offered.encode(), token.encode())
+
     async def handle_stream(self, request: web.Request) -> web.StreamResponse:
+        if not self._from_cluster(request):
+            return _json({"error": "cluster token required"}, 401)
         q = request.query
         try:
             name, api = q["name"], q["api"]
@@ -847,6 +865,9 @@ class StoreService(Service):
         return encode_record(epoch, 0, orjson.dumps({"last_lsn": self.durable_lsn}))
 
     async def handle_ack(self, request: web.Request) -> web.Response:
+        # Without a token anyone could claim to hold a write and defeat --sync-replicas.
+        if not self._from_cluster(request):
+            return _json({"error": "cluster token required"}, 401)
         try:
             doc = orjson.loads(await request.read())
             name, epoch, lsn = str(doc["name"]), int(doc["epoch"]), int(doc["lsn"])

@@ -199,11 +199,18 @@ async def test_semi_sync_writes_survive_promotion_under_load(store):
     assert "semisync_off" not in primary.log_tail(200)  # every ack really waited
 
 
-def test_checkpoints_bound_the_log_and_a_replica_left_behind_installs_a_snapshot(store):
-    primary = store("p", "--log-max-bytes", "4096")
-    replica = store("r", "--join", primary.listen["main"])
+def test_checkpoints_bound_the_log_a_replica_left_behind_installs_a_snapshot_and_tokens_guard_replication(
+    store,
+):
+    token = ("--cluster-token", "s3cret")
+    primary = store("p", "--log-max-bytes", "4096", *token)
+    replica = store("r", "--join", primary.listen["main"], *token)
     _, headers, _ = execute(primary, ["CREATE TABLE t (a, pad)"])
     harness.wait_until_sync(caught_up(replica, int(headers["X-Scalelab-Lsn"])))
+    # the replication endpoints want the cluster token: nobody else can fake an ack
+    fake = json.dumps({"name": "r", "epoch": 1, "lsn": 10**9}).encode()
+    assert harness.http("POST", primary.url() + "/_replication/ack", fake)[0] == 401
+    assert harness.http("GET", primary.url() + "/_replication/stream?name=x")[0] == 401
     replica.stop()
     for i in range(40):
         _, headers, _ = execute(primary, [["INSERT INTO t VALUES(?, ?)", i, "x" * 200]])
@@ -214,7 +221,7 @@ def test_checkpoints_bound_the_log_and_a_replica_left_behind_installs_a_snapshot
     assert log_bytes < 4096 + 1024
     assert "scalelab_store_checkpoints_total 0" not in metrics
 
-    replica = store("r", "--join", primary.listen["main"])
+    replica = store("r", "--join", primary.listen["main"], *token)
     harness.wait_until_sync(caught_up(replica, int(headers["X-Scalelab-Lsn"])), what="resync")
     assert "installing_snapshot" in replica.log_tail(200)
     assert count(replica) == 40
@@ -223,7 +230,7 @@ def test_checkpoints_bound_the_log_and_a_replica_left_behind_installs_a_snapshot
 
     # the compacted primary still recovers everything after a restart
     primary.stop()
-    primary = store("p", "--log-max-bytes", "4096")
+    primary = store("p", "--log-max-bytes", "4096", *token)
     assert count(primary) == 41
 
 
