@@ -124,6 +124,9 @@ async def _run(
         driver = WorkerPool(target, profile, procs, seed)
     loop = asyncio.get_running_loop()
     sigint = threading.current_thread() is threading.main_thread()
+    # The caller's own SIGINT handler (the launcher has one); asyncio's
+    # remove_signal_handler would reset SIGINT to the default, so it is put back.
+    previous_sigint = signal.getsignal(signal.SIGINT) if sigint else None
     interrupted = False
 
     def on_sigint() -> None:
@@ -160,6 +163,8 @@ async def _run(
         finally:
             if sigint:
                 loop.remove_signal_handler(signal.SIGINT)
+                if previous_sigint is not None:
+                    signal.signal(signal.SIGINT, previous_sigint)
             await driver.close()
     tier = {}
     for name, url in metrics.items():

@@ -242,3 +242,17 @@ def test_a_dropped_keepalive_request_is_a_disconnect_not_a_silent_retry():
     disconnects = report["errors"]["by_kind"].get("disconnect", 0)
     assert disconnects > 0
     assert report["requests"] + disconnects == server.requests
+
+
+def test_the_callers_sigint_handler_is_restored(server):
+    import signal
+
+    def mine(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGINT, mine)
+    try:
+        run_load(server.url, GET_ONLY, users=1, duration_s=0.3, **quiet())
+        assert signal.getsignal(signal.SIGINT) is mine
+    finally:
+        signal.signal(signal.SIGINT, previous)
