@@ -277,6 +277,8 @@ class LruCache:
         )
         if item.exptime > 0 and item.exptime != old_exptime:
             heapq.heappush(self._expiries, (item.exptime, item.cas, key))
+            if len(self._expiries) > 2 * len(self._items) + 1024:
+                self._rebuild_expiries()  # repeated touches must not grow the heap forever
 
     def replace_value(self, key: bytes, item: Item, value: bytes, now: float,
                       cas: int = 0) -> Item | None:  # fmt: skip

@@ -115,3 +115,13 @@ def test_accounting_matches_contents_and_never_exceeds_the_limit(operations):
         cache.reclaim_expired(now)
         total = sum(size for _, size in cache.entries())
         assert cache.bytes == total <= cache.max_bytes
+
+
+def test_expiry_heap_stays_bounded_under_repeated_touches():
+    cache = LruCache(1 << 20)
+    item = cache.set(b"k", b"v", 0, NOW + 10, NOW)
+    for i in range(10_000):
+        cache.touch(b"k", item, NOW + 11 + i)
+    assert len(cache._expiries) <= 2 * len(cache) + 1024 + 1
+    assert cache.reclaim_expired(NOW + 5000) == 0  # stale heap entries are skipped
+    assert cache.get(b"k", NOW + 5000) is not None
