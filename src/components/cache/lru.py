@@ -1,11 +1,18 @@
-"""A byte-bounded LRU cache with memcached's expiry rules: the data structure of the tier.
+"""A byte-bounded cache with LRU-like eviction and memcached's expiry rules.
 
 A cache tier earns its keep by holding the hot part of the data in memory; it stays
 safe by never holding more than it was given (``-m``). So every item is *charged* its
-size, and when a new item does not fit, the least recently used items are evicted until
-it does: the policy of memcached's LRU (memcached segments it into hot/warm/cold and
-bumps lazily; the observable contract, "recently used survives, the coldest goes first",
-is the same).
+size, and when a new item does not fit, cold items are evicted until it does.
+
+**Eviction is CLOCK, "second chance" LRU.** Items sit in a plain dict, in insertion
+order. A hit only sets the item's ACTIVE bit (memcached's ITEM_ACTIVE). To make room, a
+clock hand walks the items oldest first: an ACTIVE item loses its bit and goes to the
+back of the line, an inactive one is evicted. Recently used items survive, the coldest
+go first, as with exact LRU, but a hit moves nothing: memcached approximates LRU the same
+way (its segmented LRU with the ACTIVE flag), and here it also saves the ~65 bytes per
+item an ``OrderedDict``'s linked list would cost over a plain dict. The hand walks a
+snapshot of the keys (``list(dict)``), taken when the previous one is used up, because a
+dict cannot be iterated while it changes.
 
 **One item, one bytes object.** A million items is a normal load, so the per-item cost
 decides how much a node holds. A Python object per item (with its CAS as another int
@@ -21,10 +28,10 @@ the decoded view the less frequent commands work with; they write changes back w
 ``update``. Each item is charged what memcached 1.4 charged: a 48-byte header, 8 bytes
 of CAS, the key and its NUL, the suffix, the value and its CRLF (``item_size``).
 
-**Access time, like memcached, is coarse.** Every hit moves the item to the LRU's
-recent end (``move_to_end``, O(1)); its header (last access time, "fetched" bit) is
-rewritten only on the first fetch and then at most once per ``BUMP_INTERVAL_S``
-(memcached's ITEM_UPDATE_INTERVAL, 60 s), so hits do not rebuild entries.
+**Access time, like memcached, is coarse.** A hit rewrites the item's header (last
+access time, FETCHED and ACTIVE bits) only when a bit is missing or the access time is
+older than ``BUMP_INTERVAL_S`` (memcached's ITEM_UPDATE_INTERVAL, 60 s), so most hits
+rebuild nothing.
 
 **Time is passed in** (``now``, Unix seconds), never read. Expiry follows protocol.txt
 "Expiration times": 0 never expires; up to 30 days is relative; larger is an absolute
@@ -41,7 +48,6 @@ from __future__ import annotations
 
 import heapq
 import struct
-from collections import OrderedDict
 
 __all__ = ["Item", "LruCache", "absolute_expiry", "item_size", "MAX_RELATIVE_EXPTIME_S"]
 
@@ -59,6 +65,10 @@ BUMP_INTERVAL_S = 60
 FETCHED = 1  # read at least once since stored (mg h, expired_unfetched statistics)
 STALE = 2  # invalidated by md I / ms I: served with the X flag until replaced
 WIN_SENT = 4  # one client has been told it "won" the right to recache (mg N/R, W flag)
+ACTIVE = 8  # hit since the clock hand last passed: spared once by eviction
+_HIT_BITS = FETCHED | ACTIVE
+#: Offset of the bits byte in an entry (after cas, exptime and atime).
+_BITS_AT = 24
 
 _HEADER = struct.Struct("<QqqB")  # cas, exptime, atime, bits
 HEADER_BYTES = _HEADER.size
@@ -128,7 +138,7 @@ class Item:
 
 
 class LruCache:
-    """Items by key, least recently used first, within ``max_bytes``.
+    """Items by key, within ``max_bytes``, evicted by a CLOCK hand (see the module doc).
 
     ``get``/``peek`` return live items only (expired or flushed ones are removed on the
     way). ``set`` always stores (evicting as needed) and returns the new item, or None
@@ -139,7 +149,10 @@ class LruCache:
     def __init__(self, max_bytes: int, max_item_bytes: int | None = None) -> None:
         self.max_bytes = max_bytes
         self.max_item_bytes = max_item_bytes if max_item_bytes is not None else max_bytes
-        self._items: OrderedDict[bytes, bytes] = OrderedDict()
+        self._items: dict[bytes, bytes] = {}
+        #: the clock hand: a snapshot of keys, oldest first, and the position in it.
+        self._hand: list[bytes] = []
+        self._hand_at = 0
         self._expiries: list[tuple[int, int, bytes]] = []
         self.bytes = 0
         self._next_cas = 0
@@ -160,7 +173,7 @@ class LruCache:
         return key in self._items
 
     def keys(self):
-        """Keys from least to most recently used (for tests and debugging)."""
+        """Keys in the order the clock hand will visit them (for tests and debugging)."""
         return list(self._items)
 
     def entries(self):
@@ -184,11 +197,10 @@ class LruCache:
         return entry
 
     def _access(self, key: bytes, entry: bytes, now: float) -> bytes:
-        """Record a hit: LRU bump always, header rewrite on first fetch or once a minute."""
-        self._items.move_to_end(key)
+        """Record a hit: set FETCHED and ACTIVE, refresh the access time once a minute."""
         cas, exptime, atime, bits = _unpack(entry)
-        if not bits & FETCHED or now - atime >= BUMP_INTERVAL_S:
-            entry = _pack(cas, exptime, int(now), bits | FETCHED) + entry[HEADER_BYTES:]
+        if bits & _HIT_BITS != _HIT_BITS or now - atime >= BUMP_INTERVAL_S:
+            entry = _pack(cas, exptime, int(now), bits | _HIT_BITS) + entry[HEADER_BYTES:]
             self._items[key] = entry
         return entry
 
@@ -204,16 +216,15 @@ class LruCache:
         if (exptime and exptime <= now) or (self.oldest_live and atime <= self.oldest_live <= now):
             self._unlink(key, entry, bits, expired=True)
             return None
-        items.move_to_end(key)
-        if not bits & FETCHED or now - atime >= BUMP_INTERVAL_S:
-            entry = _pack(cas, exptime, int(now), bits | FETCHED) + entry[HEADER_BYTES:]
+        if bits & _HIT_BITS != _HIT_BITS or now - atime >= BUMP_INTERVAL_S:
+            entry = _pack(cas, exptime, int(now), bits | _HIT_BITS) + entry[HEADER_BYTES:]
             items[key] = entry
         return entry[HEADER_BYTES:]
 
     def get(self, key: bytes, now: float) -> Item | None:
         """The live item, as it was before this access (``h``/``l`` report that), or None.
 
-        The access itself is recorded: the item becomes most recently used."""
+        The access itself is recorded (the item is marked ACTIVE)."""
         entry = self._live(key, now)
         if entry is None:
             return None
@@ -227,13 +238,12 @@ class LruCache:
 
     def bump(self, key: bytes, item: Item, now: float) -> None:
         """Record an access for an item obtained with ``peek`` (and write its changes)."""
-        item.bits |= FETCHED
+        item.bits |= _HIT_BITS
         item.atime = int(now)
         self.update(key, item)
-        self._items.move_to_end(key)
 
     def peek_oldest(self) -> Item | None:
-        """The least recently used item (``stats items`` age), without touching it."""
+        """The oldest item in clock order (``stats items`` age), without touching it."""
         for entry in self._items.values():
             return Item.decode(entry)
         return None
@@ -302,6 +312,7 @@ class LruCache:
         if delay <= 0:
             self._items.clear()
             self._expiries.clear()
+            self._hand, self._hand_at = [], 0
             self.bytes = 0
             self.oldest_live = 0
         else:
@@ -321,10 +332,23 @@ class LruCache:
     def _evict_for_room(self) -> None:
         items = self._items
         while self.bytes > self.max_bytes and items:
-            key, entry = items.popitem(last=False)
+            if self._hand_at >= len(self._hand):
+                self._hand = list(items)  # a new lap: every key, oldest first
+                self._hand_at = 0
+            key = self._hand[self._hand_at]
+            self._hand_at += 1
+            entry = items.get(key)
+            if entry is None:
+                continue  # deleted since the snapshot
+            bits = entry[_BITS_AT]
+            del items[key]
+            if bits & ACTIVE:
+                # Second chance: drop the bit, go to the back of the line.
+                items[key] = entry[:_BITS_AT] + bytes((bits & ~ACTIVE,)) + entry[_BITS_AT + 1 :]
+                continue
             self.bytes -= _charged(key, entry)
             self.evictions += 1
-            if not entry[24] & FETCHED:  # the bits byte of the header
+            if not bits & FETCHED:
                 self.evicted_unfetched += 1
 
     def reclaim_expired(self, now: float, limit: int = 1000) -> int:

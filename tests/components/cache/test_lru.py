@@ -125,3 +125,19 @@ def test_expiry_heap_stays_bounded_under_repeated_touches():
     assert len(cache._expiries) <= 2 * len(cache) + 1024 + 1
     assert cache.reclaim_expired(NOW + 5000) == 0  # stale heap entries are skipped
     assert cache.get(b"k", NOW + 5000) is not None
+
+
+def test_clock_spares_hit_items_once_and_still_evicts_when_all_are_hot():
+    size = item_size(b"k0", b"v" * 100, 0)
+    cache = LruCache(4 * size)
+    for i in range(4):
+        cache.set(b"k%d" % i, b"v" * 100, 0, 0, NOW)
+    for i in range(4):
+        cache.get(b"k%d" % i, NOW)  # every item is ACTIVE
+    cache.set(b"k4", b"v" * 100, 0, 0, NOW)
+    # One lap clears every ACTIVE bit; the next visit evicts the oldest.
+    assert cache.keys() == [b"k1", b"k2", b"k3", b"k4"]
+    cache.get(b"k1", NOW)
+    cache.set(b"k5", b"v" * 100, 0, 0, NOW)
+    assert b"k1" in cache and b"k2" not in cache
+    assert cache.evictions == 2 and cache.bytes == 4 * size
