@@ -83,8 +83,14 @@ def format_report(report: dict) -> str:
         load = f"closed loop, {p['users']} users, think {p['think_ms']:g} ms"
     else:
         load = f"open loop, {p['rate']:g} req/s"
+    keys = p["keys"]
+    skew = f" s={keys['s']:g}" if keys["distribution"] == "zipf" else ""
+    mix = ", ".join(f"{r['name']} {r['weight']:g}" for r in p["requests"])
     lines = [
         f"scalelab load  {report['target']}  profile {p['name']} ({load})  procs {report['procs']}",
+        f"mix {mix}; "
+        f"writes {100 * p['write_fraction']:.1f} %; keys {keys['distribution']}{skew} "
+        f"over 1..{keys['n']}",
         f"duration {p['duration_s']:g} s, warm-up {p['warmup_s']:g} s excluded "
         f"({report['warmup']['requests']} requests); measured window {report['window_s']:.2f} s"
         + ("  [INTERRUPTED]" if report["interrupted"] else ""),
