@@ -221,7 +221,7 @@ def test_random_command_sequences_get_the_same_replies(beanstalkd, spawn):
     ours = spawn("queue")
     examples = itertools.count()
 
-    @settings(max_examples=150, deadline=None, database=None,
+    @settings(max_examples=100, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))  # fmt: skip
     @given(st.lists(st.tuples(st.integers(0, 1), command_strategy()), min_size=8, max_size=40))
     def run(steps):
@@ -258,3 +258,44 @@ def test_random_command_sequences_get_the_same_replies(beanstalkd, spawn):
                 sock.close()
 
     run()
+
+
+def wait_for_waiting(sock: socket.socket, count: int) -> None:
+    """Poll ``stats`` until ``count`` clients are blocked in reserve (no bare sleeps)."""
+    deadline = time.monotonic() + 10
+    while True:
+        sock.sendall(b"stats\r\n")
+        if b"\ncurrent-waiting: %d\n" % count in read_reply(sock):
+            return
+        assert time.monotonic() < deadline, f"never {count} waiting"
+        time.sleep(0.01)
+
+
+def test_blocked_reserves_are_served_in_the_same_order(beanstalkd, spawn):
+    """Two clients block in reserve; a third puts jobs: who gets which, on both servers."""
+    ours = spawn("queue")
+    outcomes = []
+    for port in (beanstalkd, ours.address()[1]):
+        a, b, producer = (socket.create_connection(("127.0.0.1", port), timeout=5)
+                          for _ in range(3))  # fmt: skip
+        a.sendall(b"reserve\r\n")
+        wait_for_waiting(producer, 1)  # a blocks first: the order of waiting is the point
+        b.sendall(b"watch other\r\nreserve\r\n")
+        assert b.recv(100) == b"WATCHING 2\r\n"
+        wait_for_waiting(producer, 2)
+        producer.sendall(b"put 5 0 60 1\r\nx\r\nput 1 0 60 1\r\ny\r\n")
+        replies = (read_reply(a), read_reply(b), read_reply(producer))
+        producer.sendall(b"use other\r\nput 0 0 60 1\r\nz\r\n")
+        read_reply(producer)
+        # A job with ttr 1 is all safety margin: reserve still gets the ready job z,
+        # and only once nothing is ready does it answer DEADLINE_SOON.
+        b.sendall(b"put 0 0 1 1\r\nq\r\nreserve-job 4\r\nreserve\r\nreserve\r\n")
+        tail = b""
+        while tail.count(b"\r\n") < 6:
+            tail += b.recv(1000)
+        outcomes.append(replies + (tail,))
+        for sock in (a, b, producer):
+            sock.close()
+    assert outcomes[1] == outcomes[0]
+    assert outcomes[0][0].startswith(b"RESERVED 1 1\r\nx")  # the first waiter, first job
+    assert outcomes[0][3].endswith(b"DEADLINE_SOON\r\n")
