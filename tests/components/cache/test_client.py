@@ -154,3 +154,20 @@ async def test_get_many_treats_a_dead_node_as_misses(two_nodes):
         assert client.dead_nodes == [addresses[1]]
     finally:
         await client.close()
+
+
+async def test_stats_and_flush_all_reach_every_node(two_nodes):
+    addresses = [p.address() for p in two_nodes]
+    client = CacheClient(addresses, weights={addresses[0]: 3, addresses[1]: 1})
+    try:
+        keys = [f"w{i}" for i in range(400)]
+        for key in keys:
+            await client.set(key, b"v")
+        stats = await client.stats()
+        items = {a: int(stats[a]["curr_items"]) for a in addresses}
+        assert sum(items.values()) == 400
+        assert items[addresses[0]] > 2 * items[addresses[1]]  # weight 3 : 1
+        await client.flush_all()
+        assert await client.get_many(keys) == {}
+    finally:
+        await client.close()
