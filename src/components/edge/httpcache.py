@@ -73,7 +73,7 @@ HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te"
 #: Fields a 304 must not overwrite in the stored response (§3.2): the stored body's framing.
 NOT_UPDATED = HOP_BY_HOP | {b"content-length", b"content-range"}
 #: Fields the cache writes itself on every answer (dropped from what is stored).
-OWN_FIELDS = frozenset({b"age", b"x-cache", b"via", b"content-length", b"surrogate-key"})
+OWN_FIELDS = frozenset({b"age", b"x-cache", b"content-length", b"surrogate-key"})
 
 # Outcomes of ``decide``.
 FRESH = "fresh"  # serve as it is

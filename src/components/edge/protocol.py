@@ -43,7 +43,7 @@ def status_line(status: int, reason: bytes | None = None) -> bytes:
 
 def render(
     entry: Entry,
-    age: float,
+    age: float | None,
     x_cache: bytes,
     via: bytes,
     *,
@@ -52,8 +52,10 @@ def render(
     byte_range: tuple[int, int] | str | None = None,
     close: bool = False,
 ) -> bytes:
-    """A complete answer from ``entry``; ``age`` in seconds, truncated as §5.1 says."""
-    own = b"Age: %d\r\nVia: 1.1 %s\r\nX-Cache: %s\r\n" % (int(age), via, x_cache)
+    """A complete answer from ``entry``; ``age`` in seconds (truncated, §5.1) or None."""
+    own = b"Via: 1.1 %s\r\nX-Cache: %s\r\n" % (via, x_cache)
+    if age is not None:
+        own = b"Age: %d\r\n" % age + own
     if close:
         own += b"Connection: close\r\n"
     if not_modified:

@@ -70,6 +70,7 @@ MAX_BUFFERED_BYTES = 256 * 1024
 MAX_REQUEST_BODY = 8 * 1024 * 1024
 WRITE_HIGH_WATER_BYTES = 256 * 1024
 SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
+_HIT, _STALE = b"HIT", b"STALE"
 RESULTS = ("hit", "miss", "stale", "revalidated", "collapsed", "pass", "error", "uncached")
 
 
@@ -125,6 +126,8 @@ class ClientConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         self._wake()
+        if not self.busy and not self.closing:
+            self.advance()  # requests held back while the client was not reading
 
     def _wake(self) -> None:
         waiter = self.drain_waiter
@@ -164,6 +167,10 @@ class ClientConnection(asyncio.Protocol):
         edge = self.edge
         out: list[bytes] = []
         while not self.closing:
+            if self.write_paused:
+                # The client is not reading its answers: take no new request from it, so
+                # hits cannot pile up in our write buffer; resume_writing resumes.
+                break
             try:
                 event = parser.next_event()
                 if event is NEED_DATA:
@@ -191,10 +198,10 @@ class ClientConnection(asyncio.Protocol):
         self.flush(out)
         if parser.closed and not self.busy:
             self.close()
-        elif parser.buffered > MAX_BUFFERED_BYTES and not self.read_paused:
+        elif (parser.buffered > MAX_BUFFERED_BYTES or self.write_paused) and not self.read_paused:
             self.read_paused = True
             self.transport.pause_reading()
-        elif self.read_paused and parser.buffered <= MAX_BUFFERED_BYTES:
+        elif self.read_paused and parser.buffered <= MAX_BUFFERED_BYTES and not self.write_paused:
             self.read_paused = False
             self.transport.resume_reading()
 
@@ -360,7 +367,7 @@ class Edge(Service):
         verdict = decide(entry, qcc, now)
         if verdict != FRESH and verdict != STALE_OK:
             return None
-        result = b"HIT" if verdict == FRESH else b"STALE"
+        result = _HIT if verdict == FRESH else _STALE
         self.result["hit" if verdict == FRESH else "stale"].inc()
         return self.answer(entry, request, now, result, close)
 
@@ -376,8 +383,13 @@ class Edge(Service):
                 range_value = request.get(b"range")
                 if range_value is not None:
                     byte_range = select_range(range_value, request.get(b"if-range"), entry)
+        age = entry.current_age(now)
+        if x_cache is not _HIT and x_cache is not _STALE and age < 1:
+            # §5.1: Age says "not generated or validated by the origin for this request";
+            # a response just fetched or validated carries none (unless it had aged).
+            age = None
         return protocol.render(
-            entry, entry.current_age(now), x_cache, self.via,
+            entry, age, x_cache, self.via,
             head_only=request.method == b"HEAD", not_modified=not_modified,
             byte_range=byte_range, close=close,
         )  # fmt: skip
@@ -397,11 +409,13 @@ class Edge(Service):
             if verdict in (FRESH, STALE_OK):
                 kind = "hit" if verdict == FRESH else "stale"
                 self.result[kind].inc()
-                client.write(self.answer(entry, request, now, kind.upper().encode(), close))
+                client.write(
+                    self.answer(entry, request, now, _HIT if kind == "hit" else _STALE, close)
+                )
                 return
             if verdict == STALE_REVALIDATE:
                 self.result["stale"].inc()
-                client.write(self.answer(entry, request, now, b"STALE", close))
+                client.write(self.answer(entry, request, now, _STALE, close))
                 self.background_revalidate(host, target, headers, entry)
                 return
         if b"only-if-cached" in qcc:
@@ -423,7 +437,7 @@ class Edge(Service):
                 entry is filled or decide(entry, qcc, now) in (FRESH, STALE_OK)
             ):
                 self.result["collapsed"].inc()
-                client.write(self.answer(entry, request, now, b"HIT", close))
+                client.write(self.answer(entry, request, now, _HIT, close))
                 return
             # Not storable, another variant, or already stale: fetch on our own.
             await self.fetch(client, request, host, target, qcc, entry, None)
@@ -450,7 +464,7 @@ class Edge(Service):
             now = time.time()
             if stale is not None and stale_if_error(stale, qcc, now):
                 self.result["stale"].inc()
-                client.write(self.answer(stale, request, now, b"STALE", close))
+                client.write(self.answer(stale, request, now, _STALE, close))
                 return
             self.result["error"].inc()
             self.log.warning("origin_failed", target=target.decode("latin-1"), error=str(error))
@@ -472,7 +486,7 @@ class Edge(Service):
         if stale is not None and status >= 500 and stale_if_error(stale, qcc, response_time):
             conn.close()
             self.result["stale"].inc()
-            client.write(self.answer(stale, request, response_time, b"STALE", close))
+            client.write(self.answer(stale, request, response_time, _STALE, close))
             return
         ok, _ = httpcache.storable(b"GET", request.headers, status, response.headers, qcc)
         if ok and (response.framing != "length" or response.content_length <= self.max_object):

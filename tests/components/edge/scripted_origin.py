@@ -110,3 +110,36 @@ class ScriptedOrigin:
             await response.write_eof()
             return response
         return web.Response(status=route.status, headers=headers, body=route.body)
+
+
+class RawOrigin:
+    """An origin that answers every request with fixed bytes and closes: broken framing."""
+
+    def __init__(self, answer: bytes) -> None:
+        import socket
+
+        self.answer = answer
+        self.hits = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    piece = conn.recv(65536)
+                    if not piece:
+                        break
+                    data += piece
+                self.hits += 1
+                conn.sendall(self.answer)
+
+    def close(self) -> None:
+        self.sock.close()

@@ -478,3 +478,28 @@ def test_expect_100_continue_is_answered_before_the_body(origin, edge):
         sock.sendall(b"hello")
         assert sock.recv(100).startswith(b"HTTP/1.1 201 Created")
     assert origin.seen["/upload"][-1]["_body"] == b"hello"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100\r\n\r\nshort",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"NOT HTTP AT ALL\r\n\r\n",
+    ],
+)
+def test_a_broken_origin_response_is_502_and_never_stored(answer):
+    from scripted_origin import RawOrigin
+
+    origin = RawOrigin(answer)
+    edge = harness.start("edge", "--origin", origin.address)
+    try:
+        for _ in range(2):
+            status, headers, _ = curl(edge, "/broken")
+            assert status == 502, headers
+            assert curl(edge, "/broken")[1].get("x-cache") != "HIT"
+        assert metric(edge, "scalelab_edge_objects") == 0
+    finally:
+        edge.stop(timeout_s=5)
+        origin.close()
