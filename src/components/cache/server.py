@@ -15,8 +15,13 @@ tested without sleeping.
 
 Bounds: ``-c`` connections (the next one is told ``ERROR Too many open connections`` and
 closed, as memcached does); ``-I`` item size; ``-m`` memory; command lines via the
-parser; and a client that does not read its replies stops being read once its output
-buffer is over the transport's high-water mark (``pause_writing``).
+parser; replies gathered from one burst are written out early past
+``MAX_REPLY_BURST_BYTES``, and a client that does not read its replies stops being read
+once its output buffer is over the transport's high-water mark (``pause_writing``).
+
+One shortcut: a burst that is exactly one ``get <key>`` (what a request/response client
+sends) is answered without building a command object (``single_get_key`` and
+``Commands.get_one``); a property test holds it to the parser's answer.
 """
 
 from __future__ import annotations
