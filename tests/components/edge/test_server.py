@@ -480,6 +480,17 @@ def test_expect_100_continue_is_answered_before_the_body(origin, edge):
     assert origin.seen["/upload"][-1]["_body"] == b"hello"
 
 
+@pytest.fixture(scope="module")
+def raw_origin_edge():
+    from scripted_origin import RawOrigin
+
+    origin = RawOrigin(b"")
+    edge = harness.start("edge", "--origin", origin.address)
+    yield origin, edge
+    edge.stop(timeout_s=5)
+    origin.close()
+
+
 @pytest.mark.parametrize(
     "answer",
     [
@@ -489,17 +500,10 @@ def test_expect_100_continue_is_answered_before_the_body(origin, edge):
         b"NOT HTTP AT ALL\r\n\r\n",
     ],
 )
-def test_a_broken_origin_response_is_502_and_never_stored(answer):
-    from scripted_origin import RawOrigin
-
-    origin = RawOrigin(answer)
-    edge = harness.start("edge", "--origin", origin.address)
-    try:
-        for _ in range(2):
-            status, headers, _ = curl(edge, "/broken")
-            assert status == 502, headers
-            assert curl(edge, "/broken")[1].get("x-cache") != "HIT"
-        assert metric(edge, "scalelab_edge_objects") == 0
-    finally:
-        edge.stop(timeout_s=5)
-        origin.close()
+def test_a_broken_origin_response_is_502_and_never_stored(raw_origin_edge, answer):
+    origin, edge = raw_origin_edge
+    origin.answer = answer
+    for _ in range(2):
+        status, headers, _ = curl(edge, "/broken")
+        assert status == 502, headers
+    assert metric(edge, "scalelab_edge_objects") == 0
