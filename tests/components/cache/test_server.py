@@ -417,3 +417,15 @@ def test_item_size_above_memory_limit_is_a_usage_error(tmp_path):
     result = subprocess.run(argv, capture_output=True, timeout=30, env=child_env())
     assert result.returncode == 2
     assert b"-I (item size) may not exceed -m" in result.stderr
+
+
+def test_memcached_flags_map_onto_the_shared_ones():
+    from components.cache.server import CacheService
+    from components.common.runner import parse_args
+
+    args = parse_args(CacheService, ["-p", "12345", "-l", "127.0.0.2", "-m", "8", "-I", "512k",
+                                     "-c", "10", "-t", "1"])  # fmt: skip
+    assert (args.port, args.host, args.memory_mb) == (12345, "127.0.0.2", 8)
+    assert (args.max_item_size, args.conn_limit) == (512 * 1024, 10)
+    assert args.admin_port == 22345  # the shared rule: public port + 10000
+    assert parse_args(CacheService, ["--port", "0"]).port == 0
