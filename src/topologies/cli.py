@@ -32,6 +32,7 @@ from types import ModuleType
 import orjson
 
 from . import stages
+from .audit import WriteAuditor, format_audit
 from .figures import format_figures, stage_figures
 from .launcher import DRAIN_TIMEOUT_S, Launcher, install_signal_handlers
 from .process import READY_TIMEOUT_S, StartError
@@ -208,23 +209,28 @@ def run_with_faults(launcher: Launcher, scenario, run, out) -> dict:
     """Run ``run()`` (the load) while a scenario plays and the entry's timeline is sampled.
 
     Returns the load report with ``stage_figures``, ``timeline`` and, with a scenario,
-    ``scenario`` (its events as they happened) added, and prints those sections.
+    ``scenario`` (its events as they happened) and ``write_audit`` (acknowledged writes
+    found afterwards, stale reads: ``audit.py``) added, and prints those sections.
     """
     started_at = time.time()
     entry = launcher.topology.entry.partition(".")[0]
     sampler = TimelineSampler(launcher.url(entry, "admin") + "/metrics", started_at)
     player = ScenarioPlayer(launcher, scenario, started_at) if scenario else None
+    auditor = WriteAuditor(launcher.entry_url) if scenario else None
     sampler.start()
     if player is not None:
         print(f"scenario {scenario.name}: {scenario.description}", file=out, flush=True)
         player.start()
+        auditor.start()
     try:
         report = run()
     finally:
         sampler.stop()
         if player is not None:
             player.cancel()
+            auditor.stop()
             player.join()
+            auditor.join()
         sampler.join()
     report["stage"] = launcher.topology.stage
     report["stage_figures"] = figures = stage_figures(report)
@@ -242,6 +248,8 @@ def run_with_faults(launcher: Launcher, scenario, run, out) -> dict:
         missed = len(scenario.events) - len(events)
         if missed:
             lines.append(f"  {missed} event(s) not played: the load ended first")
+        report["write_audit"] = audit = auditor.verify()
+        lines.append(format_audit(audit))
     if sampler.rows:
         lines += ["", f"timeline of {entry} (its own view, per second):",
                   *format_timeline(sampler.rows, events)]  # fmt: skip

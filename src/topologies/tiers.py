@@ -39,7 +39,12 @@ def add_arguments(parser, *, web: int | None = None) -> None:
 
 
 def store(options, replicas: int = 0, sync: int = 0) -> list[Component]:
-    """``store-1`` the primary, then ``store-2 ...`` its replicas (semi-sync to ``sync``)."""
+    """``store-1`` the primary, then ``store-2 ...`` its replicas (semi-sync to ``sync``).
+
+    ``sync`` is capped at the number of replicas: a primary waiting for an acknowledgement
+    no replica can send would hold every write for its ``--sync-timeout``.
+    """
+    sync = min(sync, replicas)
     flags = f"--sync-replicas {sync}" if sync else ""
     nodes = [Component("store-1", "store", flags)]
     for i in range(2, replicas + 2):

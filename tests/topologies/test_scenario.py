@@ -127,5 +127,9 @@ def test_kill_web_under_load_costs_no_failed_gets(tmp_path):
     assert report["requests"] > 100
     assert len(report["timeline"]) >= 3
     assert "<- kill web-1" in result.stdout
+    audit = report["write_audit"]  # the auditor's writes went through web-2 or were retried
+    assert audit["acknowledged"] >= 5 and audit["lost"] == 0, audit
+    assert audit["stale_reads_with_cookie"] == 0, audit
+    assert "write audit:" in result.stdout
     share = report["stage_figures"]["lb_share"]
     assert len(share) == 2 and abs(sum(share.values()) - 1) < 0.01

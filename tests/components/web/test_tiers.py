@@ -101,8 +101,8 @@ def test_write_sets_the_lsn_cookie_and_reads_are_spread_over_replicas(tiers):
     assert harness.http("DELETE", web.url("main") + f"/users/{new_id}")[0] == 404
 
 
-def test_a_dead_cache_node_costs_misses_not_errors(tmp_path, spawn):
-    store = spawn("store", "--data-dir", str(tmp_path / "s"), name="s")
+def test_a_dead_cache_node_costs_misses_not_errors(tiers, spawn):
+    store = tiers["primary"]
     caches = [spawn("cache", name=f"c{i}") for i in range(3)]
     cache = "memcached:" + ",".join(c.listen["main"] for c in caches)
     web = spawn("web", "--db", f"store:{store.listen['main']}", "--cache", cache,
