@@ -437,11 +437,12 @@ def decide(entry: Entry, request_cc: dict, now: float) -> str:
 
 def stale_if_error(entry: Entry, request_cc: dict, now: float) -> bool:
     """RFC 5861 §4: may a stale ``entry`` stand in for an origin error?"""
-    if forbids_stale(entry) or b"no-cache" in request_cc:
-        return False
+    if forbids_stale(entry) or b"no-cache" in request_cc or b"no-cache" in entry.cc:
+        return False  # §4.2.4: no stale answer where a directive demands validation
     staleness = entry.staleness(now)
     if staleness <= 0:
-        return True  # still fresh (a no-cache response whose validation failed)
+        # Still fresh, but the client's max-age or min-fresh sent us to the origin.
+        return b"max-age" not in request_cc and b"min-fresh" not in request_cc
     limits = [delta_seconds(entry.cc.get(b"stale-if-error")),
               delta_seconds(request_cc.get(b"stale-if-error"))]  # fmt: skip
     return any(limit is not None and staleness <= limit for limit in limits)

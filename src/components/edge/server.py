@@ -150,8 +150,13 @@ class ClientConnection(asyncio.Protocol):
         self.last_active = self.edge.loop.time()
         if not self.busy:
             self.advance()
-        elif self.drain_waiter is not None:
+            return
+        if self.drain_waiter is not None:
             self._wake()  # a task reading a request body waits for these bytes
+        if self.parser.buffered > MAX_BUFFERED_BYTES and not self.read_paused:
+            # Pipelined requests pile up behind a slow one: stop reading until it is done.
+            self.read_paused = True
+            self.transport.pause_reading()
 
     def eof_received(self):
         self.parser.feed_eof()

@@ -407,3 +407,27 @@ def test_store_bytes_stay_bounded_and_accounted(ops):
         store.put(fresh_for(60, body=b"x" * size, target=b"/%d" % name))
         assert store.bytes <= store.max_bytes
         assert store.bytes == sum(e.size for e in store._lru.values())
+
+
+def test_rfc5861_4_no_cache_or_a_demanding_client_gets_no_stand_in():
+    assert not stale_if_error(fresh_for(60, "no-cache, stale-if-error=99"), {}, T0 + 1)
+    fresh = fresh_for(60)
+    assert stale_if_error(fresh, {}, T0 + 1)  # fresh copy, validation only was wanted
+    assert not stale_if_error(fresh, {b"max-age": b"0"}, T0 + 1)
+
+
+def test_a_url_keeps_at_most_max_variants():
+    store = Store(10**7, 10**6)
+    fields = [("Cache-Control", "max-age=60"), ("Vary", "X-V")]
+    for i in range(hc.MAX_VARIANTS + 5):
+        store.put(entry(fields, b"v", request_headers=h(x_v=str(i))))
+    assert len(store) == hc.MAX_VARIANTS
+    assert store.lookup(b"h", b"/x", h(x_v="0")) is None
+    assert store.lookup(b"h", b"/x", h(x_v=str(hc.MAX_VARIANTS + 4))) is not None
+
+
+def test_a_new_vary_replaces_the_variants_selected_by_the_old_one():
+    store = Store(10**6, 10**6)
+    store.put(entry([("Cache-Control", "max-age=6"), ("Vary", "A")], request_headers=h(a="1")))
+    store.put(entry([("Cache-Control", "max-age=6"), ("Vary", "B")], request_headers=h(b="1")))
+    assert len(store) == 1 and store.lookup(b"h", b"/x", h(a="1", b="1")) is not None
