@@ -30,6 +30,7 @@ __all__ = ["Commands", "Counters", "VERSION"]
 #: What ``version`` reports: the memcached release whose behaviour we follow.
 VERSION = b"1.6.18-scalelab"
 U64 = 1 << 64
+MAX_GET_REPLY_BYTES = 64 * 1024 * 1024
 _MAX_NUMBER_DIGITS = 20  # 2**64 - 1 has 20 decimal digits
 
 
@@ -70,6 +71,8 @@ class Commands:
         self.settings = settings or {}
         self.server_stats = server_stats or (lambda: ())
         self.verbosity = 0
+        #: Largest reply one get may build ("get k k k ..." repeats a large value).
+        self.max_reply_bytes = MAX_GET_REPLY_BYTES
         self.started = time.time()
         self._dispatch = {
             p.Get: self._get,
@@ -107,6 +110,8 @@ class Commands:
             # The hot path: the stored entry already ends in " <flags> <bytes>\r\n
             # <value>\r\n", so a hit costs two appends and no formatting.
             get_tail = cache.get_tail
+            start = len(out)
+            size = 0
             for key in cmd.keys:
                 tail = get_tail(key, now)
                 if tail is None:
@@ -115,10 +120,17 @@ class Commands:
                     counters.get_hits += 1
                     out.append(b"VALUE " + key)
                     out.append(tail)
+                    size += len(tail)
+                    if size > self.max_reply_bytes:
+                        del out[start:]
+                        out.append(p.Reply.GET_TOO_LARGE)
+                        return
             counters.cmd_get += len(cmd.keys)
             out.append(p.Reply.END)
             return
         expiry = absolute_expiry(cmd.exptime, now) if touch else 0
+        start = len(out)
+        size = 0
         for key in cmd.keys:
             item = cache.peek(key, now)
             if touch:
@@ -141,6 +153,11 @@ class Commands:
                 out.append(b"VALUE %s %d %d\r\n" % (key, item.flags, len(value)))
             out.append(value)
             out.append(b"\r\n")
+            size += len(value)
+            if size > self.max_reply_bytes:
+                del out[start:]
+                out.append(p.Reply.GET_TOO_LARGE)
+                return
         out.append(p.Reply.END)
 
     def get_one(self, key: bytes, now: float) -> bytes:

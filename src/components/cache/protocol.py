@@ -138,6 +138,8 @@ class Reply:
     BAD_MA_MODE = b"CLIENT_ERROR invalid mode for ma M token\r\n"
     TOO_LARGE = b"SERVER_ERROR object too large for cache\r\n"
     OUT_OF_MEMORY = b"SERVER_ERROR out of memory storing object\r\n"
+    #: memcached's answer when it cannot build a retrieval reply.
+    GET_TOO_LARGE = b"SERVER_ERROR out of memory writing get response\r\n"
 
 
 # --- commands (the events of this protocol) -------------------------------------------

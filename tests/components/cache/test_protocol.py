@@ -311,3 +311,14 @@ def test_single_get_fast_path_agrees_with_the_parser(data):
     parser.feed(data)
     assert parser.next_command() == p.Get([key])
     assert parser.next_command() is None and parser.buffered == 0
+
+
+def test_get_reply_is_bounded_even_when_keys_repeat():
+    commands = Commands(LruCache(64 << 20, 1 << 20))
+    commands.max_reply_bytes = 10_000
+    session(b"set big 0 0 4000\r\n" + b"x" * 4000 + b"\r\n", commands)
+    assert session(b"get big big\r\n", commands).endswith(b"END\r\n")
+    for line in (b"get big big big\r\n", b"gets big big big\r\n"):
+        assert session(line + b"mn\r\n", commands) == (
+            b"SERVER_ERROR out of memory writing get response\r\nMN\r\n"
+        )
