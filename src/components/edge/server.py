@@ -71,6 +71,11 @@ MAX_REQUEST_BODY = 8 * 1024 * 1024
 WRITE_HIGH_WATER_BYTES = 256 * 1024
 SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
 _HIT, _STALE = b"HIT", b"STALE"
+#: Request fields that change what a stored response answers (directives, conditionals,
+#: ranges), and their lowercase initials for a cheap first test.
+_ANSWER_FIELDS = frozenset({b"cache-control", b"pragma", b"if-none-match", b"if-modified-since",
+                            b"range", b"if-range"})  # fmt: skip
+_SPECIAL_INITIALS = frozenset(name[0] for name in _ANSWER_FIELDS)
 RESULTS = ("hit", "miss", "stale", "revalidated", "collapsed", "pass", "error", "uncached")
 
 
@@ -360,20 +365,36 @@ class Edge(Service):
     def hit(self, request: Request, close: bool) -> bytes | None:
         """The whole answer when a stored response may be reused as it is, else None."""
         headers = request.headers
-        entry = self.store.lookup(_lower_host(request), request.target, headers)
+        # One pass over the fields: the Host, and whether any field that changes the
+        # answer is present (most requests carry none, and skip all of that logic).
+        host = b""
+        special = False
+        for name, value in headers:
+            first = name[0] | 0x20  # lowercase ASCII letter
+            if first == 0x68:  # h
+                if len(name) == 4 and name.lower() == b"host":
+                    host = value.lower()
+            elif first in _SPECIAL_INITIALS and name.lower() in _ANSWER_FIELDS:
+                special = True
+        entry = self.store.lookup(host, request.target, headers)
         if entry is None:
             return None
-        qcc = (
-            request_directives(headers)
-            if request.get(b"cache-control") or request.get(b"pragma")
-            else {}
-        )
+        qcc = request_directives(headers) if special else {}
         now = time.time()
         verdict = decide(entry, qcc, now)
         if verdict != FRESH and verdict != STALE_OK:
             return None
-        result = _HIT if verdict == FRESH else _STALE
-        self.result["hit" if verdict == FRESH else "stale"].inc()
+        if verdict == FRESH:
+            self.hit_counter.inc()
+            result = _HIT
+        else:
+            self.result["stale"].inc()
+            result = _STALE
+        if not special:
+            return protocol.render(
+                entry, entry.current_age(now), result, self.via,
+                head_only=request.method == b"HEAD", close=close,
+            )  # fmt: skip
         return self.answer(entry, request, now, result, close)
 
     def answer(self, entry: Entry, request: Request, now: float, x_cache: bytes,
