@@ -26,7 +26,9 @@ def test_sigterm_waits_for_in_flight_work_and_health_turns_503(spawn):
     conn = socket.create_connection(proc.address(), timeout=5)
     conn.sendall(b"SLOW 1.0\n")
     harness.wait_until_sync(
-        lambda: b"scalelab_echo_lines_total 1" in harness.http("GET", proc.url("admin") + "/metrics")[2],
+        lambda: (
+            b"scalelab_echo_lines_total 1" in harness.http("GET", proc.url("admin") + "/metrics")[2]
+        ),
         what="request in flight",
     )
     proc.signal(15)
@@ -44,7 +46,9 @@ def test_drain_timeout_bounds_the_stop(spawn):
     conn = socket.create_connection(proc.address(), timeout=5)
     conn.sendall(b"SLOW 30\n")
     harness.wait_until_sync(
-        lambda: b"scalelab_echo_lines_total 1" in harness.http("GET", proc.url("admin") + "/metrics")[2]
+        lambda: (
+            b"scalelab_echo_lines_total 1" in harness.http("GET", proc.url("admin") + "/metrics")[2]
+        )
     )
     started = time.monotonic()
     proc.signal(15)

@@ -18,7 +18,9 @@ def test_counter_with_labels_renders_each_child():
     hits.labels(node="a").inc()
     hits.labels("a").inc(2)
     hits.labels(node="b").inc()
-    samples = {s.labels["node"]: s.value for s in parse(registry)["scalelab_cache_get_hits"].samples}
+    samples = {
+        s.labels["node"]: s.value for s in parse(registry)["scalelab_cache_get_hits"].samples
+    }
     assert samples == {"a": 3, "b": 1}
 
 
