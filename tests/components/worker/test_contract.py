@@ -1,5 +1,16 @@
+import pytest
+
 import harness
 from contract import ContractSuite
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shared_queue():
+    """One queue for the whole contract run: the workers under test are what changes."""
+    proc = harness.start("queue")
+    TestContract.queue = proc
+    yield proc
+    proc.stop(timeout_s=5)
 
 
 class TestContract(ContractSuite):
@@ -8,9 +19,10 @@ class TestContract(ContractSuite):
     component = "worker"
     flags = ("--queue", "127.0.0.1:1")  # unreachable: the worker must still start and stop
 
+    queue = None
+
     def _start(self, spawn, tmp_path, *extra):
-        queue = spawn("queue")
-        host, port = queue.address()
+        host, port = self.queue.address()
         return spawn("worker", "--queue", f"{host}:{port}", "--reserve-timeout-s", "0", *extra)
 
     def test_ready_line_names_component_and_listeners(self, spawn, tmp_path):
