@@ -1,0 +1,135 @@
+"""Measure the chapter's claims for stages 2-5, each in one short run, and print a table.
+
+    .venv/bin/python bench/topologies/claims.py [--duration S] [--only NAME,...]
+
+Each claim starts the stage it is about with capacity emulation on the web tier (so a
+modelled resource, not this laptop, is the bottleneck), drives it with the load
+generator, and reads the figure the claim is about from the report:
+
+- lb_scaling: load_balanced with --web 2 vs --web 1, same emulation: throughput ratio
+  (claim >= 1.7);
+- cache_offload: cached (shared cache tier) vs replicated with no cache, reads only,
+  zipf: cache hit ratio (claim >= 0.90) and the drop in database reads/s (claim >= 5x);
+- kill_cache: cached under the same reads, cache-1 killed half-way: errors (claim 0)
+  and the hit ratio before and after (claim: drops by about a third, its share);
+- kill_primary: replicated under the default mix, store-1 killed: seconds from the kill
+  to the promotion (claim <= 5) and the write audit (claim: no acknowledged write lost);
+- kill_web: load_balanced under the default mix, web-1 killed: failed GETs (claim 0).
+
+The figures are from a shared two-core machine: noisy. Run twice before believing a
+ratio near its bound. Not run by ``make test`` (bench/ is not a test path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+
+from loadgen import run_load  # noqa: E402
+from topologies import stages  # noqa: E402
+from topologies.cli import run_with_faults  # noqa: E402
+from topologies.launcher import Launcher  # noqa: E402
+from topologies.scenario import Event, Scenario  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+READS = str(HERE / "reads_zipf.toml")
+EMULATION = {"service_time_ms": 10.0, "max_concurrency": 4}
+
+
+def run(stage: str, profile: str, duration: float, run_dir: Path, scenario=None, **options):
+    module = stages.load(stage)
+    args = stages.default_options(module)
+    vars(args).update({**EMULATION, **options})
+    out = io.StringIO()
+    with Launcher(module.topology(args), run_dir) as launcher:
+        launcher.start()
+        report = run_with_faults(launcher, scenario, lambda: run_load(
+            launcher.entry_url, profile, duration_s=duration, progress=False, out=out,
+            metrics=launcher.metrics_urls()), out)  # fmt: skip
+        events = [dict(e) for e in launcher.events]
+    report["launcher_events"] = events
+    return report
+
+
+def lb_scaling(d, base):
+    one = run("load_balanced", "default", d, base / "lb1", web=1)
+    two = run("load_balanced", "default", d, base / "lb2", web=2)
+    ratio = two["throughput_rps"] / max(one["throughput_rps"], 1e-9)
+    return [("2 web / 1 web throughput", f"{two['throughput_rps']:.0f} / "
+             f"{one['throughput_rps']:.0f} = {ratio:.2f}x", ">= 1.7x", ratio >= 1.7)]  # fmt: skip
+
+
+def cache_offload(d, base):
+    nocache = run("replicated", READS, d, base / "nocache", cache_mb=0, web=2)
+    cached = run("cached", READS, d, base / "cached", web=2)
+    hit = cached["stage_figures"]["cache_hit_ratio"] or 0.0
+    before = nocache["stage_figures"]["db_reads_per_s"]
+    after = cached["stage_figures"]["db_reads_per_s"]
+    drop = before / max(after, 1e-9)
+    return [("cache hit ratio (zipf 1.1)", f"{hit:.3f}", ">= 0.90", hit >= 0.90),
+            ("db reads/s without / with the cache tier", f"{before:.0f} / {after:.0f} = "
+             f"{drop:.1f}x", ">= 5x", drop >= 5)]  # fmt: skip
+
+
+def kill_cache(d, base):
+    at = d / 2
+    scenario = Scenario("kill_cache", "", (Event(at, "kill", "cache-1"),))
+    report = run("cached", READS, d, base / "killcache", scenario, web=2)
+    errors = report["errors"]["total"]
+    return [("errors with cache-1 killed mid-run", str(errors), "0", errors == 0),
+            ("cache hit ratio over the run", f"{report['stage_figures']['cache_hit_ratio']:.3f}",
+             "(drops by ~1/3 of misses after the kill)", None)]  # fmt: skip
+
+
+def kill_primary(d, base):
+    at = d / 2
+    scenario = Scenario("kill_primary", "", (Event(at, "kill", "store-1"),))
+    report = run("replicated", "default", d, base / "killprimary", scenario, web=2)
+    failover_log = (base / "killprimary" / "failover.log").read_text().splitlines()
+    promoted = [json.loads(line)["ts"] for line in failover_log if '"promoted"' in line]
+    killed = next(e["ts"] for e in report["launcher_events"] if e["event"] == "killed")
+    seconds = promoted[0] - killed if promoted else float("inf")
+    audit = report["write_audit"]
+    return [("kill -9 primary -> promotion", f"{seconds:.2f} s", "<= 5 s", seconds <= 5),
+            ("acknowledged writes found (semi-sync)", f"{audit['found']}/{audit['acknowledged']}",
+             "all", audit["lost"] == 0),
+            ("stale reads with read-your-writes", str(audit["stale_reads_with_cookie"]), "0",
+             audit["stale_reads_with_cookie"] == 0)]  # fmt: skip
+
+
+def kill_web(d, base):
+    scenario = Scenario("kill_web", "", (Event(d / 2, "kill", "web-1"),))
+    report = run("load_balanced", "default", d, base / "killweb", scenario, web=2)
+    failed = report["errors"]["by_request"].get("http_5xx", {})
+    gets = failed.get("get_user", 0) + failed.get("static_css", 0)
+    return [("failed GETs with web-1 killed", str(gets), "0", gets == 0)]
+
+
+CLAIMS = {f.__name__: f for f in (lb_scaling, cache_offload, kill_cache, kill_primary, kill_web)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--only", default=",".join(CLAIMS))
+    parser.add_argument("--run-dir", type=Path, default=Path("runs") / f"claims-{int(time.time())}")
+    args = parser.parse_args()
+    rows = []
+    for name in args.only.split(","):
+        print(f"... {name}", file=sys.stderr, flush=True)
+        rows += [(name, *row) for row in CLAIMS[name](args.duration, args.run_dir)]
+    print(f"{'claim':<14} {'figure':<42} {'measured':<26} {'bound':<12} ok")
+    for name, figure, measured, bound, ok in rows:
+        mark = "-" if ok is None else ("yes" if ok else "NO")
+        print(f"{name:<14} {figure:<42} {measured:<26} {bound:<12} {mark}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
