@@ -507,3 +507,21 @@ def test_a_broken_origin_response_is_502_and_never_stored(raw_origin_edge, answe
         status, headers, _ = curl(edge, "/broken")
         assert status == 502, headers
     assert metric(edge, "scalelab_edge_objects") == 0
+
+
+def test_a_dead_origin_is_failed_over_to_the_next(origin):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{sock.getsockname()[1]}"  # closed again: connections are refused
+    edge = harness.start("edge", "--origin", dead, "--origin", origin.address)
+    try:
+        for i in range(4):
+            origin.routes[f"/failover/{i}"] = Route(headers={"Cache-Control": "max-age=60"})
+            assert curl(edge, f"/failover/{i}")[0] == 200
+        assert (
+            metric(edge, "scalelab_edge_origin_requests_total", origin=dead, outcome="error") >= 1
+        )
+        assert metric(edge, "scalelab_edge_origin_requests_total", origin=origin.address,
+                      outcome="ok") == 4  # fmt: skip
+    finally:
+        edge.stop(timeout_s=5)
