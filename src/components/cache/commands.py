@@ -575,6 +575,9 @@ class Commands:
         else:
             self.counters.delete_hits += 1
             code = p.Reply.HD
+            if "x" in flags:
+                # x (newer protocol.txt): drop the value, keep the item and its flags.
+                item = cache.replace_value(key, item, b"", now) or item
             if "I" in flags:
                 # Invalidate instead of removing: clients see X and one wins the recache.
                 item.bits = (item.bits | STALE) & ~WIN_SENT
@@ -582,7 +585,7 @@ class Commands:
                 if "T" in flags:
                     item.exptime = absolute_expiry(int(flags["T"]), now)
                 cache.update(key, item)
-            else:
+            elif "x" not in flags:
                 cache.delete(key)
         if code is p.Reply.HD and cmd.noreply:
             return

@@ -130,6 +130,11 @@ EXCHANGES = [
         b"CLIENT_ERROR error decoding key\r\n",
     ),
     (b"ms ttl 1 T-1\r\nx\r\nmg ttl v\r\n", b"HD\r\nEN\r\n"),
+    # md x (protocol.txt of memcached >= 1.6.19): the value goes, the item and flags stay
+    (
+        b"set x 5 0 3\r\nabc\r\nmd x x\r\nmg x v f s\r\n",
+        b"STORED\r\nHD\r\nVA 0 f5 s0\r\n\r\n",
+    ),  # fmt: skip
     # E: the client chooses the new CAS value (protocol.txt of memcached >= 1.6.19; the
     # 1.6.18 used for the other rows rejects the flag)
     (
