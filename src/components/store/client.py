@@ -11,6 +11,13 @@ the client every node it knows, and the client
   is answered only by a node that has applied that write (the node waits, bounded), so
   a user who just saved a profile sees it even when the read lands on a replica.
 
+A node that does not answer in time (paused, overloaded, cut off) is the costly failure:
+every request sent to it waits for the whole deadline. So a node whose request timed out
+or whose connection failed is *suspect* for ``suspect_s``: reads try it last, after every
+other node, so one stalled replica does not hold a share of all reads for a timeout
+each; and primary discovery asks every node with a short deadline (``status_timeout_s``)
+so a stalled node slows the search for the primary by that much, not by a full timeout.
+
 Retries are careful about duplicates: a write is retried on another node only when it
 certainly did not run (the connection was refused, or the node answered 503: "leader not
 found", "leader not reachable", overloaded); after a timeout or a dropped connection
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +41,8 @@ import orjson
 Statement = str | Sequence[Any]
 LSN_HEADER = "X-Scalelab-Lsn"
 DEFAULT_TIMEOUT_S = 5.0
+DEFAULT_STATUS_TIMEOUT_S = 1.0
+DEFAULT_SUSPECT_S = 2.0
 
 
 class StoreError(Exception):
@@ -81,6 +91,9 @@ class StoreClient:
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         session: aiohttp.ClientSession | None = None,
+        status_timeout_s: float = DEFAULT_STATUS_TIMEOUT_S,
+        suspect_s: float = DEFAULT_SUSPECT_S,
+        clock=time.monotonic,
     ) -> None:
         if not nodes:
             raise ValueError("a store client needs at least one node")
@@ -90,6 +103,25 @@ class StoreClient:
         self._session = session
         self._own_session = session is None
         self._round_robin = itertools.cycle(range(len(self.nodes)))
+        timeouts = [t for t in (timeout_s, status_timeout_s) if t is not None]
+        self._status_timeout = aiohttp.ClientTimeout(total=min(timeouts) if timeouts else None)
+        self.suspect_s = suspect_s
+        self._clock = clock
+        #: node -> monotonic time until which it is tried last (see the module essay)
+        self.suspects: dict[str, float] = {}
+
+    def _suspect(self, node: str) -> None:
+        self.suspects[node] = self._clock() + self.suspect_s
+
+    def _order(self, candidates: list[str]) -> list[str]:
+        """``candidates`` with the nodes still suspect moved to the end (stable)."""
+        if not self.suspects:
+            return candidates
+        now = self._clock()
+        for node, until in list(self.suspects.items()):
+            if until <= now:
+                del self.suspects[node]
+        return sorted(candidates, key=lambda n: n in self.suspects)
 
     async def __aenter__(self) -> StoreClient:
         return self
@@ -122,9 +154,13 @@ class StoreClient:
 
     async def _status(self, node: str) -> dict[str, Any] | None:
         try:
-            async with self._http().get(f"http://{node}/status", timeout=self._timeout) as r:
+            async with self._http().get(f"http://{node}/status", timeout=self._status_timeout) as r:
                 return (await r.json())["scalelab"]
-        except (aiohttp.ClientError, TimeoutError, KeyError, ValueError):
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if not isinstance(exc, aiohttp.ClientResponseError):
+                self._suspect(node)
+            return None
+        except (KeyError, ValueError):
             return None
 
     # -- writes ----------------------------------------------------------------------
@@ -147,6 +183,7 @@ class StoreClient:
                     ) from None
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self.primary = None  # the next call looks for the primary again
+                self._suspect(primary)
                 raise StoreError(f"write outcome unknown ({primary}): {exc!r}") from None
         raise AssertionError("unreachable")
 
@@ -172,15 +209,19 @@ class StoreClient:
             candidates = [primary]
         else:
             start = next(self._round_robin)
-            candidates = self.nodes[start:] + self.nodes[:start]
+            candidates = self._order(self.nodes[start:] + self.nodes[:start])
         last_error: Exception | None = None
         for node in candidates:
             try:
                 return await self._post(node, f"/db/query{params}", body)
-            except (_NotRun, StoreError) as exc:  # reads are safe to try elsewhere
+            except _Unreachable as exc:  # reads are safe to try elsewhere
+                last_error = exc
+                self._suspect(node)
+            except (_NotRun, StoreError) as exc:
                 last_error = exc
             except (aiohttp.ClientError, TimeoutError) as exc:
                 last_error = exc
+                self._suspect(node)
         raise StoreError(f"no node answered the read: {last_error}", 503)
 
     # -- one request -----------------------------------------------------------------
@@ -202,10 +243,14 @@ class StoreClient:
                     raise StoreError(str(doc["error"]), response.status)
                 return Answer(doc["results"], node, int(lsn) if lsn else None)
         except aiohttp.ClientConnectorError as exc:
-            raise _NotRun(str(exc)) from None
+            raise _Unreachable(str(exc)) from None
         except orjson.JSONDecodeError:
             raise StoreError(f"{node} answered something that is not JSON") from None
 
 
 class _NotRun(Exception):
     """The request certainly did not execute: safe to send elsewhere."""
+
+
+class _Unreachable(_NotRun):
+    """Not run because the node could not be connected to at all (down, or no listener)."""

@@ -61,3 +61,36 @@ async def test_client_without_any_live_node_raises_store_error():
             await client.execute(["SELECT 1"])
         with pytest.raises(StoreError):
             await client.query(["SELECT 1"])
+
+
+async def test_a_stalled_replica_is_tried_last_after_it_timed_out_once(store):
+    import os
+    import signal
+
+    primary = store("p")
+    replica = store("r", "--join", primary.listen["main"])
+    nodes = [replica.listen["main"], primary.listen["main"]]
+    async with StoreClient(nodes, timeout_s=1, suspect_s=60) as client:
+        await client.execute(["CREATE TABLE u (id INTEGER PRIMARY KEY)"])
+        await client.query(["SELECT 1"])  # both nodes answer while healthy
+        assert client.suspects == {}
+        os.kill(replica.pid, signal.SIGSTOP)
+        try:
+            answers = [await client.query(["SELECT count(*) FROM u"]) for _ in range(6)]
+            # at most the first read waited on the replica; then it was tried last
+            assert {a.node for a in answers} == {primary.listen["main"]}
+            assert list(client.suspects) == [replica.listen["main"]]
+            # discovery asks the stalled node with the short status deadline only
+            assert await client.discover() == primary.listen["main"]
+        finally:
+            os.kill(replica.pid, signal.SIGCONT)
+
+
+def test_suspects_expire_and_keep_the_order_stable():
+    now = [100.0]
+    client = StoreClient(["a:1", "b:2", "c:3"], suspect_s=5, clock=lambda: now[0])
+    client._suspect("a:1")
+    assert client._order(["a:1", "b:2", "c:3"]) == ["b:2", "c:3", "a:1"]
+    now[0] += 5
+    assert client._order(["a:1", "b:2", "c:3"]) == ["a:1", "b:2", "c:3"]
+    assert client.suspects == {}
