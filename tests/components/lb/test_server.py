@@ -756,6 +756,14 @@ def test_ip_hash_keeps_a_client_on_one_backend(spawn, backends):
     assert len(names) == 1
 
 
+def test_power_of_two_spreads_requests_over_both_backends(spawn, backends):
+    proc = spawn("lb", *sum((["--backend", b.listen["main"]] for b in backends), []),
+                 "--algorithm", "power_of_two", "--health-interval", "0")  # fmt: skip
+    names = [harness.http("GET", proc.url() + "/whoami")[2] for _ in range(30)]
+    # Idle backends tie, so the random sample decides: all 30 on one has odds 2**-29.
+    assert set(names) == {b"b1", b"b2"}
+
+
 def test_least_conn_sends_new_requests_to_the_idle_backend(spawn, backends):
     proc = spawn("lb", *sum((["--backend", b.listen["main"]] for b in backends), []),
                  "--algorithm", "least_conn", "--health-interval", "0")  # fmt: skip
