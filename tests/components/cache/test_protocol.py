@@ -306,7 +306,7 @@ def test_truncated_command_never_produces_a_reply_until_complete(tail):
     assert parser.next_command() == p.Store(b"set", b"key", 0, 0, tail)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.one_of(streams, st.binary(max_size=30).map(lambda k: b"get " + k + b"\r\n")))
 def test_single_get_fast_path_agrees_with_the_parser(data):
     key = p.single_get_key(data)
