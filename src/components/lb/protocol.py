@@ -155,6 +155,18 @@ def client_response_head(
     return b"".join(out), mode, keep_alive
 
 
+#: Fields that never belong in a trailer section (RFC 9110 §6.5.1): framing, routing and
+#: connection control. A proxy drops them rather than let the next hop act on them late.
+_NOT_IN_TRAILERS = HOP_BY_HOP | {b"content-length", b"host", b"content-type", b"expect"}
+
+
+def forwardable_trailers(trailers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The trailer fields worth passing on (checksums, signatures, timing)."""
+    if not trailers:
+        return trailers
+    return [(n, v) for n, v in trailers if n.lower() not in _NOT_IN_TRAILERS]
+
+
 def interim_response_head(response: Response) -> bytes:
     """A 1xx (100 Continue, 103 Early Hints) passed on to a 1.1 client, hop fields dropped."""
     fields = b"".join(

@@ -130,7 +130,7 @@ class BackendConnection(asyncio.Protocol):
                     out.append(client.response_head(event, self))
                 else:  # EndOfMessage
                     if self.mode == protocol.CHUNKED:
-                        trailers = event.trailers
+                        trailers = protocol.forwardable_trailers(event.trailers)
                         out.append(serialize_trailers(trailers) if trailers else LAST_CHUNK)
                     if out:
                         client.write(out)
@@ -332,7 +332,7 @@ class ClientConnection(asyncio.Protocol):
                 self.start_exchange(event)
             else:  # EndOfMessage
                 if self.request.framing == "chunked":
-                    trailers = event.trailers
+                    trailers = protocol.forwardable_trailers(event.trailers)
                     out.append(serialize_trailers(trailers) if trailers else LAST_CHUNK)
                 self.request_complete = True
                 self.pulling = False

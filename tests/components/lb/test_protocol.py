@@ -133,6 +133,18 @@ def test_interim_response_is_passed_on():
     assert interim_response_head(resp) == b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
+def test_trailers_lose_framing_and_connection_fields():
+    from components.lb.protocol import forwardable_trailers
+
+    trailers = [(b"Digest", b"sha-256=x"), (b"Content-Length", b"5"), (b"Transfer-Encoding", b"x"),
+                (b"Connection", b"close"), (b"Server-Timing", b"db;dur=3")]  # fmt: skip
+    assert forwardable_trailers(trailers) == [
+        (b"Digest", b"sha-256=x"),
+        (b"Server-Timing", b"db;dur=3"),
+    ]
+    assert forwardable_trailers([]) == []
+
+
 def test_cookie_value_finds_the_named_cookie():
     req = request(b"GET / HTTP/1.1\r\nHost: h\r\nCookie: a=1; SCALELAB_LB=abc; b=2\r\n\r\n")
     assert cookie_value(req, b"SCALELAB_LB") == "abc"
