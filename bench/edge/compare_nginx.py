@@ -206,7 +206,10 @@ def main() -> None:
         nginx = start_nginx(tmp, "cache", cache_conf, "0")
         procs.append(nginx)
         wait_port(port)
-        nginx_pids = children(nginx.pid)
+        # Only the worker: with proxy_cache nginx also forks a cache manager and a cache
+        # loader (which exits after a minute); neither serves requests.
+        nginx_pids = [pid for pid in children(nginx.pid)
+                      if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes()]  # fmt: skip
         ours, ours_port = start_ours(tmp, origin_port)
         procs.append(ours)
         caches = {"nginx proxy_cache (1 worker)": (port, nginx_pids),

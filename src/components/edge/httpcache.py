@@ -610,6 +610,8 @@ class Store:
 
     def resize(self, entry: Entry, old_size: int) -> None:
         """Account for an entry whose fields changed in place (a 304 merge)."""
+        if self._lru.get((entry.host, entry.target, entry.secondary)) is not entry:
+            return  # purged or evicted while it was being revalidated: not ours to count
         self.bytes += entry.size - old_size
         while self.bytes > self.max_bytes and len(self._lru) > 1:
             key = next(iter(self._lru))

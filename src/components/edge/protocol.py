@@ -51,6 +51,7 @@ def render(
     not_modified: bool = False,
     byte_range: tuple[int, int] | str | None = None,
     close: bool = False,
+    keep_alive: bool = False,
 ) -> bytes:
     """A complete answer from ``entry``; ``age`` in seconds (truncated, §5.1) or None."""
     own = b"Via: 1.1 %s\r\nX-Cache: %s\r\n" % (via, x_cache)
@@ -58,6 +59,8 @@ def render(
         own = b"Age: %d\r\n" % age + own
     if close:
         own += b"Connection: close\r\n"
+    elif keep_alive:  # an HTTP/1.0 client asked to keep the connection (RFC 9112 §9.3)
+        own += b"Connection: keep-alive\r\n"
     if not_modified:
         fields = b"".join(
             [k + b": " + v + b"\r\n" for k, v in entry.headers if k.lower() in HEADERS_IN_304]
@@ -119,7 +122,7 @@ def upstream_head(
 
 def pass_head(
     status: int, reason: bytes, headers: Headers, via: bytes, x_cache: bytes,
-    framing: bytes, close: bool = False,
+    framing: bytes, close: bool = False, keep_alive: bool = False,
 ) -> bytes:  # fmt: skip
     """The head of a response streamed through; ``framing`` is a ready field line or b""."""
     listed: set[bytes] = set()
@@ -136,4 +139,6 @@ def pass_head(
     own = b"Via: 1.1 %s\r\nX-Cache: %s\r\n" % (via, x_cache)
     if close:
         own += b"Connection: close\r\n"
+    elif keep_alive:
+        own += b"Connection: keep-alive\r\n"
     return status_line(status, reason) + fields + own + framing + b"\r\n"

@@ -203,7 +203,9 @@ class ClientConnection(asyncio.Protocol):
                 return
             self.flush(out)
             self.busy = True
-            edge.loop.create_task(self.handle(event))
+            task = edge.loop.create_task(self.handle(event))
+            edge.tasks.add(task)  # held: the loop keeps only weak references to tasks
+            task.add_done_callback(edge.tasks.discard)
             return
         self.flush(out)
         if parser.closed and not self.busy:
@@ -394,6 +396,7 @@ class Edge(Service):
             return protocol.render(
                 entry, entry.current_age(now), result, self.via,
                 head_only=request.method == b"HEAD", close=close,
+                keep_alive=request.version == b"1.0",
             )  # fmt: skip
         return self.answer(entry, request, now, result, close)
 
@@ -417,7 +420,7 @@ class Edge(Service):
         return protocol.render(
             entry, age, x_cache, self.via,
             head_only=request.method == b"HEAD", not_modified=not_modified,
-            byte_range=byte_range, close=close,
+            byte_range=byte_range, close=close, keep_alive=request.version == b"1.0",
         )  # fmt: skip
 
     # -- the slow paths --------------------------------------------------------------------
@@ -592,7 +595,8 @@ class Edge(Service):
         else:
             framing, chunked, close = b"", False, True
         client.write(protocol.pass_head(response.status, response.reason, response.headers,
-                                        self.via, b"MISS", framing, close))  # fmt: skip
+                                        self.via, b"MISS", framing, close,
+                                        request.version == b"1.0"))  # fmt: skip
         if head_only:
             # The origin was asked for a GET (so it could be stored): drop its body.
             conn.close()

@@ -113,3 +113,14 @@ def test_arbitrary_bytes_never_raise_and_errors_close(pieces, prefix):
         for task in asyncio.all_tasks(loop):
             task.cancel()
         loop.close()
+
+
+def test_http10_clients_keep_alive_only_when_they_ask():
+    edge, loop = make_edge()
+    conn, transport = connect(edge)
+    conn.data_received(b"GET /x HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n")
+    assert b"Connection: keep-alive\r\n" in transport.out and not transport.closed
+    conn.data_received(b"GET /x HTTP/1.0\r\nHost: a\r\n\r\n")
+    assert transport.out.count(b"HTTP/1.1 200") == 2 and b"Connection: close" in transport.out
+    assert transport.closed
+    loop.close()

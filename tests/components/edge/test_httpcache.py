@@ -431,3 +431,14 @@ def test_a_new_vary_replaces_the_variants_selected_by_the_old_one():
     store.put(entry([("Cache-Control", "max-age=6"), ("Vary", "A")], request_headers=h(a="1")))
     store.put(entry([("Cache-Control", "max-age=6"), ("Vary", "B")], request_headers=h(b="1")))
     assert len(store) == 1 and store.lookup(b"h", b"/x", h(a="1", b="1")) is not None
+
+
+def test_freshening_an_entry_purged_meanwhile_leaves_the_accounting_alone():
+    store = Store(10**6, 10**6)
+    e = fresh_for(0, body=b"b")
+    store.put(e)
+    store.remove_url(b"h", b"/x")
+    old = e.size
+    e.freshen([(b"X-Long", b"y" * 500)], T0, T0, 86400.0)
+    store.resize(e, old)
+    assert store.bytes == 0 and len(store) == 0

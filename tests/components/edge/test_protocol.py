@@ -106,3 +106,10 @@ def test_rendered_answers_frame_correctly_for_the_shared_parser(body, a, b, head
         assert events[0].status == 206 and got == body[byte_range[0] : byte_range[1] + 1]
     else:
         assert got == body
+
+
+def test_http10_keep_alive_is_announced():
+    out = protocol.render(stored(), 0, b"HIT", b"e", keep_alive=True)
+    assert b"X-Cache: HIT\r\nConnection: keep-alive\r\nContent-Length: 10\r\n\r\n" in out
+    assert b"Connection: keep-alive" not in protocol.render(stored(), 0, b"HIT", b"e", close=True,
+                                                            keep_alive=True)  # fmt: skip
