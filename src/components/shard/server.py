@@ -1,0 +1,314 @@
+"""The router's asyncio shell: rqlite's HTTP API in front, shard groups of stores behind.
+
+Requests are read and answered with the store's own code (``components.store.protocol``:
+the same request parsing, bounds and answer shapes), so pyrqlite and the web tier talk to
+the router exactly as to one store. For each request ``router.py`` makes a plan; a
+request for one group is passed through whole (the group's answer goes back byte for
+byte, with its ``X-Scalelab-Lsn``); statements over several groups run on each of them
+in parallel and ``merge.py`` builds the one answer a single database would give. A
+refused request is answered like a failed statement (``{"results": [{"error": ...}]}``,
+HTTP 200, as rqlite reports SQL errors), so clients raise it as they would a SQL error.
+
+Routes: ``/db/execute``, ``/db/query`` (GET and POST), ``/db/request``, ``/status``
+(rqlite's keys plus ``scalelab``: the routing map with its version, every group's
+primary), ``/readyz``, ``/nodes``. Admin: ``GET /admin/map``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from components.common import Service
+from components.common.cli import format_address
+from components.store import protocol
+from components.store.database import Changes, Failure, Rows
+from components.store.protocol import BadRequest, Options
+
+from . import config as shard_config
+from .ids import Snowflake
+from .merge import MergeError, merge_changes, merge_rows
+from .router import Plan, Refused, Router, Step, is_read
+from .upstream import LSN_HEADER, Group, GroupDown, OutcomeUnknown
+
+#: Upstream connections per store node at most (further requests wait for one).
+MAX_UPSTREAM_CONNECTIONS_PER_NODE = 64
+
+
+class ShardService(Service):
+    component = "shard"
+    default_port = 4000
+    description = "shard router: rqlite's API over several replicated store groups"
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("shard")
+        group.add_argument("--shards", required=True, metavar="CONFIG.toml",
+                           help="shard groups, sharded tables and strategy (see config.py)")  # fmt: skip
+
+    async def start(self) -> dict[str, str]:
+        try:
+            self.config = shard_config.load(self.args.shards)
+        except shard_config.ConfigError as exc:
+            raise OSError(0, f"bad --shards file: {exc}") from None
+        self.router = Router(self.config, Snowflake(self.config.worker_id,
+                                                    lambda: time.time_ns() // 1_000_000))  # fmt: skip
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0,
+                                           limit_per_host=MAX_UPSTREAM_CONNECTIONS_PER_NODE),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+        )  # fmt: skip
+        self.groups = {
+            name: Group(name, g.nodes, self.session) for name, g in self.config.groups.items()
+        }
+        self._setup_metrics()
+        app = web.Application(client_max_size=protocol.MAX_BODY_BYTES)
+        app.router.add_post("/db/execute", self.handle_execute)
+        app.router.add_route("GET", "/db/query", self.handle_query)
+        app.router.add_route("POST", "/db/query", self.handle_query)
+        app.router.add_post("/db/request", self.handle_request)
+        app.router.add_get("/status", self.handle_status)
+        app.router.add_get("/readyz", self.handle_readyz)
+        app.router.add_get("/nodes", self.handle_nodes)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=self.args.drain_timeout)  # fmt: skip
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.args.host, self.args.port, reuse_address=True)
+        await site.start()
+        self.runtime.admin.register("map", self.admin_map, method="GET")
+        self.log.info("routing_map", **self.router.map.describe())
+        return {"main": format_address(site._server.sockets[0].getsockname())}  # type: ignore[union-attr]
+
+    async def drain(self) -> None:
+        await self._runner.cleanup()
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+        await self.session.close()
+
+    def _setup_metrics(self) -> None:
+        m = self.metrics
+        self.m_queries = m.counter("scalelab_shard_queries_total",
+                                   "Statements sent to each shard group", ["group"])  # fmt: skip
+        self.m_fanout = m.counter("scalelab_shard_fanout_queries_total",
+                                  "Statements sent to more than one group")  # fmt: skip
+        self.m_refused = m.counter("scalelab_shard_refused_total",
+                                   "Requests refused (cross-shard or unmergeable)")  # fmt: skip
+        self.m_ids = m.counter("scalelab_shard_ids_generated_total",
+                               "Snowflake ids generated for inserts")  # fmt: skip
+        self.m_errors = m.counter("scalelab_shard_upstream_errors_total",
+                                  "Requests a group did not answer", ["group"])  # fmt: skip
+        self.m_duration = m.histogram("scalelab_shard_request_duration_seconds",
+                                      "Request latency through the router")  # fmt: skip
+        m.gauge("scalelab_shard_map_version", "Version of the routing map in use").set_function(
+            lambda: self.router.map.version
+        )
+        m.gauge("scalelab_shard_rows_moved_total", "Rows moved by resharding").set(0)
+
+    # -- the data API -----------------------------------------------------------------
+
+    async def handle_execute(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, write=True)
+
+    async def handle_query(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, write=False)
+
+    async def handle_request(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, write=None)
+
+    async def _serve(self, request: web.Request, write: bool | None) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            options = protocol.parse_options(request.query)
+            if request.method == "GET" or (write is False and options.q is not None):
+                statements = protocol.single_statement(options.q or "")
+            else:
+                statements = protocol.parse_statements(await request.read())
+        except BadRequest as exc:
+            return web.Response(text=str(exc), status=400)
+        if options.queue:
+            return _json({"error": "queued writes (?queue) are not supported by the router"},
+                         400)  # fmt: skip
+        if write is None:
+            write = not all(is_read(sql) for sql, _ in statements)
+        try:
+            plan = self.router.plan(statements, write=write, transaction=options.transaction)
+        except Refused as exc:
+            self.m_refused.inc()
+            self.log.info("refused", reason=str(exc))
+            return _refusal(str(exc), exc.index, len(statements), options)
+        if plan.generated_ids:
+            self.m_ids.inc(plan.generated_ids)
+        try:
+            if plan.single is not None:
+                response = await self._forward(request, plan, options, write)
+            else:
+                response = await self._scatter(plan, options, write, started)
+        except GroupDown as exc:
+            return _json({"error": str(exc)}, 503)
+        except OutcomeUnknown as exc:
+            return _json({"error": str(exc)}, 502)
+        self.m_duration.observe(time.perf_counter() - started)
+        return response
+
+    async def _forward(self, request: web.Request, plan: Plan, options: Options,
+                       write: bool) -> web.Response:  # fmt: skip
+        """The whole request to one group, its answer passed through."""
+        group = self.groups[plan.single]  # type: ignore[index]
+        self.m_queries.labels(group.name).inc(len(plan.steps))
+        if request.method == "GET":
+            body = None
+            path = request.path_qs
+        else:
+            body = _encode(plan.steps)
+            path = request.path_qs
+        to_primary = write or options.level != "none"
+        try:
+            reply = await group.send(request.method, path, body, to_primary=to_primary)
+        except (GroupDown, OutcomeUnknown):
+            self.m_errors.labels(group.name).inc()
+            raise
+        headers = {LSN_HEADER: reply.lsn} if reply.lsn else None
+        return web.Response(body=reply.body, status=reply.status, headers=headers,
+                            content_type=reply.content_type or "application/json")  # fmt: skip
+
+    async def _scatter(self, plan: Plan, options: Options, write: bool,
+                       started: float) -> web.Response:  # fmt: skip
+        """Statement by statement; each over its groups in parallel, then merged."""
+        results: list[Any] = []
+        for step in plan.steps:
+            results.append(await self._run_step(step, options, write))
+        doc_results = [protocol.result_json(_as_result(r), options) for r in results]
+        doc: dict[str, Any] = {"results": doc_results}
+        if options.timings:
+            doc["time"] = time.perf_counter() - started
+        return web.Response(body=protocol.dumps(doc, options.pretty),
+                            content_type="application/json")  # fmt: skip
+
+    async def _run_step(self, step: Step, options: Options, write: bool) -> dict[str, Any]:
+        is_write = write and step.scan.writes
+        if step.fan_out:
+            self.m_fanout.inc()
+        query: dict[str, str] = {}
+        if not is_write and options.level != "weak":
+            query["level"] = options.level
+        if options.freshness_s is not None and not is_write:
+            query["freshness"] = f"{options.freshness_s}s"
+        path = ("/db/execute" if is_write else "/db/query") + (
+            "?" + urlencode(query) if query else ""
+        )
+        body = _encode([step])
+        to_primary = is_write or options.level != "none"
+
+        async def one(name: str) -> dict[str, Any]:
+            self.m_queries.labels(name).inc()
+            try:
+                reply = await self.groups[name].send("POST", path, body, to_primary=to_primary)
+            except GroupDown as exc:
+                self.m_errors.labels(name).inc()
+                return {"error": str(exc)}
+            except OutcomeUnknown as exc:
+                self.m_errors.labels(name).inc()
+                return {"error": f"outcome unknown: {exc}"}
+            try:
+                doc = reply.json()
+            except orjson.JSONDecodeError:
+                return {"error": f"group {name}: {reply.body[:200].decode(errors='replace')}"}
+            if reply.status != 200 or "results" not in doc:
+                return {"error": f"group {name}: {doc.get('error', reply.status)}"}
+            return doc["results"][0]
+
+        names = step.groups
+        answers = await asyncio.gather(*(one(n) for n in names))
+        if is_write:
+            if len(names) == 1:
+                return answers[0]
+            return merge_changes(dict(zip(names, answers, strict=True)))
+        try:
+            return merge_rows(list(answers), step.scan, step.params)
+        except MergeError as exc:
+            return {"error": f"cannot merge across shards: {exc}"}
+
+    # -- status -----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "map": self.router.map.describe(),
+            "home": self.config.home,
+            "tables": self.config.tables,
+            "groups": {
+                name: {"nodes": g.nodes, "primary": g.primary, "epoch": g.epoch}
+                for name, g in self.groups.items()
+            },
+        }
+
+    async def handle_status(self, request: web.Request) -> web.Response:
+        doc = {"http": {"bind_addr": request.host}, "store": {"node_id": self.runtime.name},
+               "scalelab": self.status()}  # fmt: skip
+        return web.Response(body=orjson.dumps(doc), content_type="application/json")
+
+    async def admin_map(self, request: web.Request):
+        return self.status()
+
+    async def handle_readyz(self, request: web.Request) -> web.Response:
+        """Ready when every group has a primary that answers."""
+        missing = []
+        for name, group in self.groups.items():
+            try:
+                await group.discover()
+            except GroupDown:
+                missing.append(name)
+        if missing:
+            return web.Response(text=f"[+]node ok\n[-]groups without primary: {missing}\n",
+                                status=503)  # fmt: skip
+        return web.Response(text="[+]node ok\n[+]leader ok\n[+]store ok\n")
+
+    async def handle_nodes(self, request: web.Request) -> web.Response:
+        nodes = {
+            f"{name}/{node}": {"api_addr": f"http://{node}", "addr": node,
+                               "leader": node == g.primary, "group": name}
+            for name, g in self.groups.items() for node in g.nodes
+        }  # fmt: skip
+        return web.Response(body=orjson.dumps(nodes), content_type="application/json")
+
+
+def _encode(steps: list[Step]) -> bytes:
+    out = []
+    for step in steps:
+        sql, params = step.statement
+        if params is None:
+            out.append(sql)
+        elif isinstance(params, dict):
+            out.append([sql, params])
+        else:
+            out.append([sql, *params])
+    return orjson.dumps(out)
+
+
+def _as_result(doc: dict[str, Any]):
+    if "error" in doc:
+        return Failure(doc["error"], doc.get("time", 0.0))
+    if "columns" in doc:
+        return Rows(doc["columns"], doc.get("types", []), doc.get("values", []))
+    return Changes(doc.get("last_insert_id", 0), doc.get("rows_affected", 0))
+
+
+def _refusal(message: str, index: int, count: int, options: Options) -> web.Response:
+    results = [
+        {"error": message if i == index else
+         f"not run: statement {index} of this request was refused by the shard router"}
+        for i in range(count)
+    ]  # fmt: skip
+    return web.Response(body=protocol.dumps({"results": results}, options.pretty),
+                        content_type="application/json")  # fmt: skip
+
+
+def _json(doc: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json")
