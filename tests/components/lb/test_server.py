@@ -335,6 +335,7 @@ class CannedBackend:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
         self.requests = 0
+        self.received = b""  # every byte the proxy sent us, for tests to inspect
         self.thread = threading.Thread(target=self.serve, daemon=True)
         self.thread.start()
 
@@ -352,6 +353,7 @@ class CannedBackend:
                 if not piece:
                     return
                 received += piece
+                self.received += piece
                 while b"\r\n\r\n" in received:
                     _, _, received = received.partition(b"\r\n\r\n")
                     self.requests += 1
@@ -436,6 +438,23 @@ def test_upload_to_a_backend_that_does_not_read_is_not_buffered_by_the_proxy(spa
                     select.select([], [conn], [], 0.05)
             assert sent < 64 << 20, sent  # kernel buffers and a few of ours, not the body
             assert rss_kib(proc.pid) - baseline < 30 * 1024
+    finally:
+        backend.close()
+
+
+def test_chunked_upload_reaches_the_backend_rechunked_with_safe_trailers_only(spawn):
+    backend = CannedBackend(b"HTTP/1.1 204 No Content\r\n\r\n")
+    try:
+        proc = spawn("lb", "--backend", backend.address, "--health-interval", "0")
+        body = b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nDigest: x\r\nContent-Length: 99\r\n\r\n"
+        request = b"POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+        reply, _ = raw_exchange(proc.address(), request, quiet_s=0.3)
+        assert reply.startswith(b"HTTP/1.1 204 ")
+        harness.wait_until_sync(lambda: backend.received.endswith(b"\r\n0\r\nDigest: x\r\n\r\n"))
+        head, _, forwarded = backend.received.partition(b"\r\n\r\n")
+        assert b"Transfer-Encoding: chunked" in head and b"Content-Length" not in head
+        # Chunk extensions are dropped and the pieces re-framed; the unsafe trailer is gone.
+        assert forwarded == b"3\r\nabc\r\n2\r\nde\r\n0\r\nDigest: x\r\n\r\n"
     finally:
         backend.close()
 
