@@ -494,3 +494,124 @@ def test_sigterm_with_an_idle_tcp_client_exits_promptly(spawn):
         proc.signal(15)
         assert proc.popen.wait(timeout=4) == 0  # well inside the drain timeout
         assert sock.recv(10) == b""
+
+
+# -- the issue's list, over the wire: rcodes, compression, EDNS sizes, ECS scopes ------
+
+
+def raw_tcp(proc, data: bytes) -> bytes:
+    with socket.create_connection(proc.address(), timeout=TIMEOUT_S) as sock:
+        sock.sendall(len(data).to_bytes(2, "big") + data)
+        return read_frame(sock)
+
+
+def rcode_of(wire: bytes) -> int:
+    return wire[3] & 0x0F
+
+
+@pytest.mark.parametrize("data", [b"", b"\x12\x34\x01", b"\x12\x34\x01\x00\x00\x01\x00\x00\x00",
+                                  struct.pack("!HHHHHH", 7, 0x8100, 1, 0, 0, 0)])  # fmt: skip
+def test_no_reply_when_the_header_is_unreadable_or_a_response(server, data):
+    assert raw_udp(server, data, expect_reply=False) is None
+    assert_still_answers(server)
+
+
+def test_formerr_over_tcp_keeps_the_connection(server):
+    bad = struct.pack("!HHHHHH", 0x4321, 0x0100, 1, 0, 0, 0) + b"\x3fshort"
+    good = dns.message.make_query("www.example.com", "A")
+    with socket.create_connection(server.address(), timeout=TIMEOUT_S) as sock:
+        sock.sendall(len(bad).to_bytes(2, "big") + bad + frame(good))
+        first = read_frame(sock)
+        assert first[:2] == b"\x43\x21" and rcode_of(first) == dns.rcode.FORMERR
+        assert dns.message.from_wire(read_frame(sock)).answer[0][0].address == "192.0.2.1"
+
+
+@pytest.mark.parametrize(("opcode", "name"), [(2, "STATUS"), (4, "NOTIFY"), (5, "UPDATE"),
+                                              (6, "DSO"), (15, "unassigned")])  # fmt: skip
+def test_every_opcode_but_query_is_notimp(server, opcode, name):
+    wire = bytearray(dns.message.make_query("www.example.com", "A").to_wire())
+    wire[2] = (wire[2] & 0x87) | (opcode << 3)
+    reply = raw_udp(server, bytes(wire))
+    assert reply[:2] == wire[:2] and rcode_of(reply) == dns.rcode.NOTIMP, name
+    assert (reply[2] >> 3) & 0x0F == opcode  # the opcode is echoed
+
+
+def test_zone_transfers_are_refused_over_tcp(server):
+    for rdtype in ("AXFR", "IXFR"):
+        query = dns.message.make_query("example.com", rdtype)
+        assert rcode_of(raw_tcp(server, query.to_wire())) == dns.rcode.REFUSED, rdtype
+
+
+def test_nodata_is_noerror_with_an_empty_answer_and_the_soa(server):
+    for name, rdtype in [("mail.example.com", "MX"), ("www.geo.example.com", "MX"),
+                         ("b.c.example.com", "A"), ("x.wild.example.com", "MX")]:  # fmt: skip
+        reply = udp(server, name, rdtype)
+        assert reply.rcode() == dns.rcode.NOERROR and reply.answer == [], name
+        assert reply.flags & dns.flags.AA
+        assert [rr.rdtype for rr in reply.authority] == [dns.rdatatype.SOA], name
+        assert reply.authority[0].ttl == 300  # min(SOA TTL 3600, MINIMUM 300)
+
+
+def test_delegation_is_a_referral_with_glue_and_aa_clear(server):
+    reply = udp(server, "host.sub.example.com", "A")
+    assert reply.rcode() == dns.rcode.NOERROR and not reply.flags & dns.flags.AA
+    assert reply.answer == []
+    assert reply.authority[0].rdtype == dns.rdatatype.NS
+    assert reply.additional[0][0].address == "192.0.2.99"
+
+
+def test_names_are_compressed_on_the_wire(server):
+    query = dns.message.make_query("example.com", "MX")
+    wire = raw_udp(server, query.to_wire())
+    reply = dns.message.from_wire(wire)
+    assert reply.answer[0][0].exchange.to_text() == "mail.example.com."
+    assert wire.count(b"\x07example\x03com\x00") == 1  # the question, then only pointers
+    assert b"\xc0\x0c" in wire  # the answer's owner points at the question name
+    assert b"\x04mail\xc0\x0c" in wire  # the exchange is 'mail' + a pointer
+
+
+BIG_REPLY_BYTES = 1216  # big.example.com TXT in full without EDNS; an OPT adds 11
+
+
+@pytest.mark.parametrize("payload", [None, 0, 511, 512, 1000, 1215, 1232, 1500, 4096, 65535])
+def test_edns_sizes(server, payload):
+    """RFC 6891 §6.2.3/§6.2.5: a payload below 512 counts as 512; we never send more
+    than our own 1232; the reply fits the smaller of the two or is truncated with TC=1."""
+    kwargs = {"use_edns": False} if payload is None else {"use_edns": 0, "payload": payload}
+    query = dns.message.make_query("big.example.com", "TXT", **kwargs)
+    size = BIG_REPLY_BYTES + (0 if payload is None else 11)
+    full = raw_tcp(server, query.to_wire())
+    assert len(full) == size and not full[2] & 0x02  # TCP: complete, TC clear
+    wire = raw_udp(server, query.to_wire())
+    limit = 512 if payload is None else min(max(payload, 512), 1232)
+    assert len(wire) <= limit
+    truncated = bool(wire[2] & 0x02)
+    assert truncated == (size > limit), (payload, len(wire))
+    reply = dns.message.from_wire(wire)
+    if payload is None:
+        assert reply.edns < 0  # no OPT asked for, none sent
+    else:
+        assert reply.edns == 0 and reply.payload == 1232
+    if not truncated:
+        assert len(reply.answer[0]) == 21
+
+
+@pytest.mark.parametrize(
+    ("subnet", "source", "name", "addresses", "scope"),
+    [("10.1.2.0", 24, "www.geo", {"192.0.2.10", "192.0.2.11"}, 17),  # eu, lab nested at /24
+     ("10.1.0.0", 16, "www.geo", {"192.0.2.10", "192.0.2.11"}, 17),  # scope past the source
+     ("10.1.200.128", 25, "www.geo", {"192.0.2.77"}, 24),  # lab, nothing nested
+     ("10.2.9.0", 24, "www.geo", {"198.51.100.10"}, 16),  # us
+     ("2001:db8:1:2::", 64, "www.geo", {"192.0.2.10", "192.0.2.11"}, 48),  # eu over IPv6
+     ("0.0.0.0", 0, "www.geo", {"198.51.100.10"}, 0),  # RFC 7871 §7.1.2: no info, default
+     ("10.1.2.0", 24, "www", {"192.0.2.1"}, 0),  # a static name: valid for everyone
+     ("10.1.2.0", 24, "nope", set(), 0)],  # NXDOMAIN: valid for everyone
+)  # fmt: skip
+def test_ecs_scopes(server, subnet, source, name, addresses, scope):
+    ecs = dns.edns.ECSOption(subnet, source)
+    reply = udp(server, f"{name}.example.com", "A", use_edns=0, options=[ecs])
+    got = {rr.address for rrset in reply.answer for rr in rrset}
+    assert got <= addresses and bool(got) == bool(addresses)  # one target of the region's
+    (option,) = reply.options
+    # RFC 7871 §7.2.1: family, source prefix and address echoed, our scope added.
+    assert (option.address, option.srclen, option.scopelen) == (subnet, source, scope)
