@@ -594,33 +594,47 @@ class Edge(Service):
             framing, chunked = b"Transfer-Encoding: chunked\r\n", True
         else:
             framing, chunked, close = b"", False, True
-        client.write(protocol.pass_head(response.status, response.reason, response.headers,
-                                        self.via, b"MISS", framing, close,
-                                        request.version == b"1.0"))  # fmt: skip
+        out = [protocol.pass_head(response.status, response.reason, response.headers, self.via,
+                                  b"MISS", framing, close, request.version == b"1.0")]  # fmt: skip
         if head_only:
             # The origin was asked for a GET (so it could be stored): drop its body.
+            client.write(out[0])
             conn.close()
             return
-        for piece in pieces:
-            client.write(chunk(piece) if chunked else piece)
+        out.extend([chunk(piece) for piece in pieces] if chunked else pieces)
         if response.framing == "none":
+            client.write(b"".join(out))
             await self.finish_exchange(conn)
             return
+        # Whatever body the parser already holds goes out with the head in one write;
+        # we wait (and write what we have) only when it runs dry.
+        parser = conn.parser
         while True:
-            event = await self.next_body_event(conn)
+            try:
+                event = parser.next_event()
+            except ProtocolError:
+                event = None
+            if event is NEED_DATA:
+                if out:
+                    client.write(b"".join(out))
+                    out = []
+                await client.drained()
+                event = await self.next_body_event(conn)
             if event is None or client.closing:
+                if out:
+                    client.write(b"".join(out))
                 conn.close()
                 client.close()  # the answer is cut short: the client must see it
                 return
             if type(event) is EndOfMessage:
                 if chunked:
-                    client.write(LAST_CHUNK)
+                    out.append(LAST_CHUNK)
+                client.write(b"".join(out))
                 conn.finished()
                 if close:
                     client.close()
                 return
-            client.write(chunk(event.data) if chunked else event.data)
-            await client.drained()
+            out.append(chunk(event.data) if chunked else event.data)
 
     def background_revalidate(self, host: bytes, target: bytes, headers, entry: Entry) -> None:
         """RFC 5861 §3: refresh a stale response while it is being served."""

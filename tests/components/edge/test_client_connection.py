@@ -91,7 +91,7 @@ def test_connection_close_is_honoured_after_the_answer():
     loop.close()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(st.binary(max_size=200), max_size=6),
        st.sampled_from([b"", b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"]))  # fmt: skip
 def test_arbitrary_bytes_never_raise_and_errors_close(pieces, prefix):
