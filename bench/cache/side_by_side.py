@@ -112,6 +112,32 @@ def mcload(binary: Path, port: int, conns: int, depth: int, seconds: float,
     return int(fields["ops"]) / float(fields["seconds"])
 
 
+MEMCASLAP_CONFIG = """key
+16 16 1
+value
+100 100 1
+cmd
+0 0.1
+1 0.9
+"""
+
+
+def memcaslap(workdir: Path, port: int, seconds: float) -> float:
+    """Cross-check with libmemcached's memcaslap (64 connections, one thread): its TPS.
+
+    One memcaslap thread saturates before memcached does, so this number says more about
+    memcaslap than about either server; it is printed as an independent sanity check."""
+    config = workdir / "memcaslap.cfg"
+    config.write_text(MEMCASLAP_CONFIG)
+    argv = ["taskset", "-c", "1", "memcaslap", "-s", f"127.0.0.1:{port}", "-F", str(config),
+            "-t", f"{int(seconds)}s", "-c", "64", "-T", "1"]  # fmt: skip
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    for line in out.stdout.splitlines():
+        if line.startswith("Run time:") and "TPS:" in line:
+            return float(line.split("TPS:")[1].split()[0])
+    raise RuntimeError(f"memcaslap gave no TPS: {out.stdout[-300:]} {out.stderr[-300:]}")
+
+
 def build_mcload(workdir: Path) -> Path:
     binary = workdir / "mcload"
     subprocess.run(["cc", "-O2", "-o", str(binary), str(HERE / "mcload.c")], check=True)
@@ -124,6 +150,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per scenario")
     parser.add_argument("--keyspace", type=int, default=100_000)
     parser.add_argument("--items", type=int, default=1_000_000, help="items for the RSS test")
+    parser.add_argument("--memcaslap", action="store_true",
+                        help="also run memcaslap (-c 64 -T 1) against both, as a cross-check")  # fmt: skip
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="cache-bench-") as tmp:
@@ -143,6 +171,10 @@ def main() -> None:
                         # CPU includes the preload of the keyspace; count those ops too.
                         ops = rate * args.seconds + args.keyspace
                         results.setdefault((label, server.name), []).append((rate, cpu / ops * 1e6))
+            caslap = {}
+            if args.memcaslap and shutil.which("memcaslap"):
+                for server in servers:
+                    caslap[server.name] = memcaslap(Path(tmp), server.port, args.seconds)
         finally:
             for server in servers:
                 server.stop()
@@ -161,6 +193,9 @@ def main() -> None:
             ratio = medians["scalelab"][0] / medians["memcached"][0]
             cpu_ratio = medians["scalelab"][1] / medians["memcached"][1]
             print(f"{'':38} {'ratio':10} {ratio:15.0%} {cpu_ratio:9.1f}x")
+        if caslap:
+            print(f"memcaslap -c 64 -T 1 TPS: scalelab {caslap['scalelab']:,.0f}, memcached "
+                  f"{caslap['memcached']:,.0f} (ratio {caslap['scalelab'] / caslap['memcached']:.0%})")  # fmt: skip
 
         # Memory: fresh servers, store N items of 100 bytes, compare resident sets.
         servers = start_servers(memory_mb=4096)
