@@ -5,6 +5,14 @@
   table, run directory, service registry, faults by name, clean stop, no orphans);
 - ``process.py``: one component as one OS process, up to its ready line;
 - ``stages.py``: the catalogue of stages, in the journey's order;
-- ``single_server.py``: stage 1, and one module per later stage;
+- ``single_server.py``, ``separate_db.py``, ``load_balanced.py``, ``replicated.py``,
+  ``cached.py``: the stages, built from the shared pieces in ``tiers.py``;
+- ``failover.py``: the failover controller, a process of its own in the replicated
+  stages (``python -m topologies.failover``);
+- ``scenario.py`` (and ``scenarios/*.toml``): fault timelines played during a load run;
+  ``timeline.py``: the entry's per-second view; ``audit.py``: acknowledged writes found
+  afterwards and stale reads; ``figures.py``: each stage's figures and the journey table;
+- ``journey.py``: ``scalelab journey``, every stage under the same load, one table and
+  a chart;
 - ``cli.py``: the ``scalelab`` command.
 """
