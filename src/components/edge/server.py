@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections import OrderedDict
 from urllib.parse import urlsplit
 
 from components.common import Service
@@ -69,6 +70,10 @@ MAX_BUFFERED_BYTES = 256 * 1024
 #: Largest request body forwarded (bodies are read whole before the origin request).
 MAX_REQUEST_BODY = 8 * 1024 * 1024
 WRITE_HIGH_WATER_BYTES = 256 * 1024
+#: How long a URL whose response could not be stored goes straight to the origin.
+PASS_TTL_S = 60.0
+#: Most URLs remembered as uncacheable (oldest forgotten first).
+MAX_PASS_MARKS = 10_000
 SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
 _HIT, _STALE = b"HIT", b"STALE"
 #: Request fields that change what a stored response answers (directives, conditionals,
@@ -335,6 +340,8 @@ class Edge(Service):
         self.store = Store(int(args.memory_mb * 1024 * 1024), int(args.max_object_mb * 1024 * 1024))
         self.max_object = self.store.max_object_bytes
         self.fills: dict[tuple[bytes, bytes], asyncio.Future] = {}
+        #: URLs whose last response could not be stored -> until when to pass them.
+        self.pass_marks: OrderedDict[tuple[bytes, bytes], float] = OrderedDict()
         m = self.metrics
         requests = m.counter("scalelab_edge_requests_total", "Requests by cache result",
                              ["result"])  # fmt: skip
@@ -453,6 +460,14 @@ class Edge(Service):
             client.write(error_response(504, "not in cache (only-if-cached)", close=close))
             return
         key = (host, target)
+        until = self.pass_marks.get(key)
+        if until is not None:
+            if until > now:
+                # Known uncacheable (Varnish's hit-for-pass): forward the request as it
+                # is, with the client's conditionals and Range, and no waiting in line.
+                await self.forward(client, request, b"")
+                return
+            del self.pass_marks[key]
         fill = self.fills.get(key)
         if fill is not None:
             self.collapsed.inc()
@@ -550,13 +565,29 @@ class Edge(Service):
                 self.store.remove_entry(stale)
             if fill is not None and not fill.done():
                 fill.set_result(None)
+            self.mark_pass(host, target, status, fill)
             await self.stream(client, request, response, conn, pieces, close, "miss")
             return
         if stale is not None:
             self.store.remove_entry(stale)
         if fill is not None and not fill.done():
             fill.set_result(None)
+        self.mark_pass(host, target, status, fill)
         await self.stream(client, request, response, conn, [], close, "pass")
+
+    def mark_pass(self, host: bytes, target: bytes, status: int, fill) -> None:
+        """Remember for ``PASS_TTL_S`` that this URL's response was not storable.
+
+        Only a fill's own verdict counts (not a waiter's private fetch), and not a 5xx,
+        so that an origin's bad minute does not keep a URL out of the cache after it.
+        """
+        if fill is None or status >= 500:
+            return
+        marks = self.pass_marks
+        marks[(host, target)] = time.time() + PASS_TTL_S
+        marks.move_to_end((host, target))
+        while len(marks) > MAX_PASS_MARKS:
+            marks.popitem(last=False)
 
     async def next_body_event(self, conn):
         try:
@@ -766,6 +797,7 @@ class Edge(Service):
         else:
             return json_response({"error": 'expected {"url"|"prefix"|"key": "..."}'}, 400)
         self.purged.labels(how).inc(removed)
+        self.pass_marks.clear()  # the origin may have changed its mind: ask it again
         self.log.info("purged", by=how, removed=removed)
         return {"purged": removed, "by": how}
 

@@ -525,3 +525,17 @@ def test_a_dead_origin_is_failed_over_to_the_next(origin):
                       outcome="ok") == 4  # fmt: skip
     finally:
         edge.stop(timeout_s=5)
+
+
+def test_a_known_uncacheable_url_is_passed_with_the_clients_own_conditionals(origin, edge):
+    origin.routes["/hfp"] = Route(headers={"Cache-Control": "no-store"}, etag='"p"')
+    assert curl(edge, "/hfp", 'If-None-Match: "p"')[0] == 200  # a fill: conditionals dropped
+    assert "If-None-Match" not in origin.seen["/hfp"][0]
+    status, headers, _ = curl(edge, "/hfp", 'If-None-Match: "p"')  # now passed as it is
+    assert status == 304 and origin.seen["/hfp"][1]["If-None-Match"] == '"p"'
+    assert metric(edge, "scalelab_edge_requests_total", result="pass") >= 2
+    # A purge forgets the verdict: the next request may fill (and store) again.
+    origin.routes["/hfp"] = Route(headers={"Cache-Control": "max-age=60"})
+    admin(edge, "purge", {"url": "/hfp"})
+    curl(edge, "/hfp")
+    assert curl(edge, "/hfp")[1]["x-cache"] == "HIT"
