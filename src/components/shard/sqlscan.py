@@ -300,7 +300,8 @@ def _table_after(tokens: list[Token], i: int) -> str | None:
 def _check_single_source(tokens: list[Token], i: int, out: Scan) -> None:
     """A FROM with a comma at top level (``FROM a, b``) is a join."""
     depth = 0
-    for tok in tokens[i + 1 :]:
+    for k in range(i + 1, len(tokens)):
+        tok = tokens[k]
         if tok.kind == OP and tok.value == "(":
             depth += 1
         elif tok.kind == OP and tok.value == ")":
@@ -310,8 +311,11 @@ def _check_single_source(tokens: list[Token], i: int, out: Scan) -> None:
         elif depth == 0 and tok.kind == WORD and (tok.value == "where" or tok.value in _CLAUSE_END):
             return
         elif depth == 0 and tok.kind == OP and tok.value == ",":
-            out.tables.append(",")  # marks "more than one source"; the router refuses it
-            return
+            if "," not in out.tables:
+                out.tables.append(",")  # marks "more than one source"
+            name = _table_after(tokens, k + 1)
+            if name is not None:
+                out.tables.append(name)
 
 
 def _where(tokens: list[Token]) -> list[Token] | None:
