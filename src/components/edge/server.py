@@ -14,6 +14,9 @@ The slow paths, in the words of RFC 9111 and RFC 5861:
   (Varnish's "waiting list"). A response that may not be stored, or outgrows
   ``--max-object-mb``, is streamed through to the first client and the waiters fetch
   for themselves.
+- *pass*: once a URL's response could not be stored, the URL is forwarded as it is (the
+  client's own conditionals and ``Range`` included, no waiting in line) for
+  ``PASS_TTL_S``; Varnish calls this hit-for-pass. A purge forgets these verdicts.
 - *stale*: revalidated with ``If-None-Match`` / ``If-Modified-Since``; a 304 freshens
   the stored response (§4.3.4, ``X-Cache: REVALIDATED``); with
   ``stale-while-revalidate`` the stale copy is served at once and the revalidation runs
