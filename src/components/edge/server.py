@@ -475,6 +475,7 @@ class Edge(Service):
         if fill is not None:
             self.collapsed.inc()
             filled = await asyncio.shield(fill)
+            close = client.closing_after(request)
             entry = self.store.lookup(host, target, headers)
             now = time.time()
             # The response the fill just received answers every request that waited for
@@ -509,6 +510,7 @@ class Edge(Service):
             conn, response = await self.origins.request(b"GET", head)
         except OriginError as error:
             now = time.time()
+            close = client.closing_after(request)
             if stale is not None and stale_if_error(stale, qcc, now):
                 self.result["stale"].inc()
                 client.write(self.answer(stale, request, now, _STALE, close))
@@ -520,6 +522,7 @@ class Edge(Service):
             return
         response_time = time.time()
         status = response.status
+        close = client.closing_after(request)  # a drain may have begun while we waited
         if stale is not None and status == 304:
             await self.finish_exchange(conn)
             old_size = stale.size
@@ -755,6 +758,7 @@ class Edge(Service):
             return
         if method not in SAFE_METHODS and response.status < 400:
             self.invalidate(request, response)
+        close = client.closing_after(request)
         await self.stream(client, request, response, conn, [], close, "pass")
 
     def invalidate(self, request: Request, response) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -539,3 +540,20 @@ def test_a_known_uncacheable_url_is_passed_with_the_clients_own_conditionals(ori
     admin(edge, "purge", {"url": "/hfp"})
     curl(edge, "/hfp")
     assert curl(edge, "/hfp")[1]["x-cache"] == "HIT"
+
+
+async def test_sigterm_lets_an_in_flight_fill_finish(origin):
+    origin.routes["/slowfill"] = Route(headers={"Cache-Control": "max-age=60"}, body=b"late",
+                                       delay_s=0.5)  # fmt: skip
+    edge = harness.start("edge", "--origin", origin.address)
+    async with aiohttp.ClientSession() as session:
+
+        async def fetch():
+            async with session.get(edge.url("main") + "/slowfill") as response:
+                return response.status, response.headers.get("Connection"), await response.read()
+
+        pending = asyncio.ensure_future(fetch())
+        await harness.wait_until(lambda: origin.hits["/slowfill"] == 1, what="fill started")
+        edge.signal(signal.SIGTERM)
+        assert await pending == (200, "close", b"late")
+    assert await asyncio.to_thread(edge.stop, 5) == 0
