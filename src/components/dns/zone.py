@@ -25,7 +25,16 @@ callback; the catalog only knows that the name exists and which types are dynami
 
 Wildcards (``*.example.com.``) answer for names that do not exist below the closest
 existing ancestor (RFC 4592 §3.3.1), with the owner rewritten to the name asked for.
-Refused on purpose: ``$INCLUDE`` (a zone is one file), classes other than IN, DNSSEC.
+
+Types this file does not know are still servable, in the generic form of RFC 3597 §5:
+``TYPE65280 \\# 4 0a000001`` (the type by number, ``\\#``, the RDATA length, then the
+RDATA in hex). An authoritative server needs no understanding of such data: it stores
+the bytes and sends them back, uncompressed (§4). The generic form is accepted for
+known types too when their RDATA holds no domain name (A, AAAA, TXT, CAA); for types
+with names inside (NS, CNAME, MX, ...) we need the names to follow CNAMEs and add
+addresses, so those must be written in their usual form.
+Refused on purpose: ``$INCLUDE`` (a zone is one file), classes other than IN, DNSSEC
+types (we sign nothing and prove nothing), and meta/query types (RFC 6895 §3.1).
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from .protocol import (
     name_from_text,
     name_to_text,
     parent,
+    type_name,
 )
 
 MAX_TTL_S = 2**31 - 1  # RFC 2181 §8
@@ -428,6 +438,8 @@ def _u(text: str, bits: int, what: str) -> int:
 def _rdata(rtype: int, args: list[tuple[str, bool]], origin: bytes | None) -> tuple:
     """Parse the RDATA of one record into wire parts (bytes and compressible names)."""
     words = [text for text, _ in args]
+    if words and words[0] == "\\#" and not args[0][1]:
+        return _generic_rdata(rtype, words[1:])
 
     def expect(count: int) -> None:
         if len(words) != count:
@@ -482,8 +494,70 @@ def _rdata(rtype: int, args: list[tuple[str, bool]], origin: bytes | None) -> tu
             raise ValueError(f"CAA tag must be 1-15 letters or digits, got {tag!r}")
         value = _unescape(words[2])
         return (bytes((flags, len(tag))) + tag.encode().lower() + value,)
-    raise ValueError(f"record type {rtype} not supported")
+    raise ValueError(
+        f"{type_name(rtype)} is not a type we know: write its RDATA in the generic form"
+        " \\# <length> <hex> (RFC 3597 §5)"
+    )
 
+
+def _generic_rdata(rtype: int, words: list[str]) -> tuple:
+    """RFC 3597 §5: ``\\# <length> <hex words>``, kept as opaque bytes."""
+    if rtype in _NAMES_INSIDE:
+        raise ValueError(
+            f"{type_name(rtype)} holds domain names; write it in its usual form, not \\#"
+        )
+    if not words:
+        raise ValueError("\\# needs the RDATA length")
+    length = _u(words[0], 16, "RDATA length")
+    digits = "".join(words[1:])
+    if not (digits.isascii() and all(c in _HEX_DIGITS for c in digits)) or len(digits) % 2:
+        raise ValueError("RDATA after \\# <length> must be hexadecimal, two digits a byte")
+    raw = bytes.fromhex(digits)
+    if len(raw) != length:
+        raise ValueError(f"\\# says {length} bytes of RDATA but the hex holds {len(raw)}")
+    # A known type's RDATA must still be well formed: the reply would otherwise carry
+    # a record its clients cannot read.
+    size = _FIXED_RDATA_BYTES.get(rtype)
+    if size is not None and length != size:
+        raise ValueError(f"{type_name(rtype)} RDATA is {size} bytes, not {length}")
+    if rtype == RRType.TXT:
+        pos = 0
+        while pos < length:
+            pos += 1 + raw[pos]
+        if length == 0 or pos != length:
+            raise ValueError("TXT RDATA must be whole character-strings (a length byte each)")
+    if rtype == RRType.CAA and (length < 2 or not 1 <= raw[1] <= min(15, length - 2)):
+        raise ValueError("CAA RDATA must be flags, a tag length of 1-15 and the tag")
+    return (raw,)
+
+
+def _record_type(text: str) -> int:
+    """A type mnemonic, or ``TYPEnnn`` for any type by number (RFC 3597 §5)."""
+    upper = text.upper()
+    rtype = _TYPES.get(upper)
+    if rtype is not None:
+        return rtype
+    number = upper[4:]
+    if upper.startswith("TYPE") and number.isascii() and number.isdigit():
+        rtype = int(number)
+        if rtype > 0xFFFF:
+            raise ValueError(f"{text}: a type is 16 bits")
+        if rtype in _TYPES_REFUSED or 128 <= rtype <= 255:
+            why = _TYPES_REFUSED.get(rtype, "a meta or query type, RFC 6895 §3.1")
+            raise ValueError(f"{text} cannot be served from a zone ({why})")
+        return rtype
+    raise ValueError(f"unsupported record type {text!r}")
+
+
+_NAMES_INSIDE = frozenset((RRType.NS, RRType.CNAME, RRType.SOA, RRType.PTR, RRType.MX,
+                           RRType.SRV))  # fmt: skip
+_FIXED_RDATA_BYTES = {RRType.A: 4, RRType.AAAA: 16}
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_TYPES_REFUSED = {
+    0: "reserved",
+    RRType.OPT: "OPT is a pseudo-record of EDNS, RFC 6891",
+    **dict.fromkeys((43, 46, 47, 48, 50, 51), "DNSSEC: we sign nothing and prove nothing"),
+}
 
 _TYPES = {t.name: t.value for t in (RRType.A, RRType.AAAA, RRType.NS, RRType.CNAME, RRType.SOA,
                                      RRType.PTR, RRType.MX, RRType.TXT, RRType.SRV, RRType.CAA)}  # fmt: skip
@@ -557,10 +631,7 @@ def parse_zone(text: str, source: str = "<zone>", origin: str | None = None) -> 
                 index += 1
             if index >= len(rest):
                 raise ValueError("record has no type")
-            type_text = rest[index][0].upper()
-            rtype = _TYPES.get(type_text)
-            if rtype is None:
-                raise ValueError(f"unsupported record type {rest[index][0]!r}")
+            rtype = _record_type(rest[index][0])
             rdata = _rdata(rtype, rest[index + 1 :], current_origin)
             if ttl is None:
                 if default_ttl is not None:

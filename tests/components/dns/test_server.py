@@ -615,3 +615,13 @@ def test_ecs_scopes(server, subnet, source, name, addresses, scope):
     (option,) = reply.options
     # RFC 7871 §7.2.1: family, source prefix and address echoed, our scope added.
     assert (option.address, option.srclen, option.scopelen) == (subnet, source, scope)
+
+
+def test_generic_rfc_3597_records_are_served(server):
+    reply = udp(server, "generic.example.com", "TYPE65280")
+    assert reply.rcode() == dns.rcode.NOERROR and reply.flags & dns.flags.AA
+    (rdata,) = reply.answer[0]
+    assert rdata.rdtype == 65280 and rdata.data == b"\x0a\x00\x00\x01"
+    assert udp(server, "generic.example.com", "A").answer[0][0].address == "192.0.2.2"
+    nodata = udp(server, "generic.example.com", "TYPE65281")
+    assert nodata.answer == [] and nodata.authority[0].rdtype == dns.rdatatype.SOA

@@ -261,3 +261,46 @@ def test_mx_ns_and_srv_targets_we_hold_come_with_their_addresses(catalog):
     assert [r.name for r in ns.additional] == [n("ns1.example.com")]  # ns2 is not ours
     srv = catalog.lookup(n("_sip._tcp.example.com"), RRType.SRV)
     assert [r.name for r in srv.additional] == [n("sip.example.com")]
+
+
+def test_generic_rdata_of_rfc_3597(zone_file):
+    node = load_zone(zone_file).nodes[n("generic.example.com")]
+    assert node.rrsets[65280].rdatas == [(b"\x0a\x00\x00\x01",)]
+    assert node.rrsets[RRType.A].rdatas == [(b"\xc0\x00\x02\x02",)]
+    zone = parse_zone(
+        GOOD_HEAD + "a TYPE1 192.0.2.9\n"  # a known type by number, usual RDATA
+        "a TYPE16 ( \\# 12 05 68656C6C6F\n 05776f726c64 )\n"  # hex split over lines
+        "a TYPE65281 \\# 0\n"  # empty RDATA
+        "a TXT \\# 6 0568656c6c6f\n"  # the same TXT again: merged as a duplicate
+    )
+    rrsets = zone.nodes[n("a.example.com")].rrsets
+    assert rrsets[RRType.A].rdatas == [(b"\xc0\x00\x02\x09",)]
+    assert rrsets[RRType.TXT].rdatas == [(b"\x05hello\x05world",), (b"\x05hello",)]
+    assert rrsets[65281].rdatas == [(b"",)]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("www TYPE65280 \\# 5 0a000001\n", "says 5 bytes"),
+        ("www TYPE65280 \\# 2 0a0\n", "two digits a byte"),
+        ("www TYPE65280 \\# 2 zz11\n", "hexadecimal"),
+        ("www TYPE65280 \\#\n", "needs the RDATA length"),
+        ("www TYPE65280 10.0.0.1\n", "generic form"),
+        ("www TYPE70000 \\# 0\n", "16 bits"),
+        ("www TYPE255 \\# 0\n", "meta or query type"),
+        ("www TYPE41 \\# 0\n", "OPT"),
+        ("www TYPE46 \\# 0\n", "DNSSEC"),
+        ("www TYPE0 \\# 0\n", "reserved"),
+        ("www A \\# 3 c00002\n", "4 bytes"),
+        ("www MX \\# 3 000a00\n", "usual form"),
+        ("www TYPE5 \\# 1 00\n", "usual form"),
+        ("www TXT \\# 3 056162\n", "character-strings"),
+        ("www CAA \\# 2 0000\n", "CAA RDATA"),
+    ],
+)
+def test_bad_generic_rdata_names_the_line(body, reason):
+    with pytest.raises(ZoneError) as error:
+        parse_zone(GOOD_HEAD + body, "zones/example.com.zone")
+    assert "zones/example.com.zone:5:" in str(error.value)
+    assert reason in str(error.value)
