@@ -327,17 +327,20 @@ def test_bad_chunk_mid_body_cuts_the_exchange_and_forwards_no_hidden_request(lb,
 
 
 class CannedBackend:
-    """A raw TCP backend in this process that answers every request with fixed bytes."""
+    """A raw TCP backend in this process answering each request path with fixed bytes.
 
-    def __init__(self, reply: bytes, close_after: bool = False) -> None:
-        self.reply = reply
+    ``replies`` maps a request path to the exact bytes sent back; a path listed in
+    ``close_after`` gets its reply and then the connection is closed. Every byte received
+    is kept in ``received`` for tests to inspect.
+    """
+
+    def __init__(self, replies: dict[bytes, bytes], close_after: frozenset = frozenset()):
+        self.replies = replies
         self.close_after = close_after
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
-        self.requests = 0
-        self.received = b""  # every byte the proxy sent us, for tests to inspect
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
+        self.received = b""
+        threading.Thread(target=self.serve, daemon=True).start()
 
     def serve(self) -> None:
         with contextlib.suppress(OSError):
@@ -347,49 +350,63 @@ class CannedBackend:
 
     def answer(self, conn: socket.socket) -> None:
         with conn, contextlib.suppress(OSError):
-            received = b""
-            while True:
-                piece = conn.recv(65536)
-                if not piece:
-                    return
-                received += piece
+            pending = b""
+            while piece := conn.recv(65536):
                 self.received += piece
-                while b"\r\n\r\n" in received:
-                    _, _, received = received.partition(b"\r\n\r\n")
-                    self.requests += 1
-                    conn.sendall(self.reply)
-                    if self.close_after:
+                pending += piece
+                while b"\r\n\r\n" in pending:
+                    head, _, pending = pending.partition(b"\r\n\r\n")
+                    parts = head.split(b" ", 2)
+                    if len(parts) < 3 or parts[2][:5] != b"HTTP/":
+                        continue  # a chunked body's end, not a request head
+                    path = parts[1]
+                    conn.sendall(self.replies[path])
+                    if path in self.close_after:
                         return
 
     def close(self) -> None:
         self.sock.close()
 
 
-@pytest.mark.parametrize(
-    "reply",
-    [
-        b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello",
-        b"HTTP/1.1 200 OK\r\nX : y\r\nContent-Length: 0\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok\x00junk",
-        b"NOT HTTP AT ALL\r\n\r\n",
-    ],
-    ids=["differing_cl", "unknown_te", "space_colon", "extra_bytes", "garbage"],
-)
-def test_bad_backend_responses_become_502_and_never_reach_the_client(spawn, reply):
-    backend = CannedBackend(reply)
-    try:
-        proc = spawn("lb", "--backend", backend.address, "--health-interval", "0")
-        for _ in range(2):
-            status, _, body = harness.http("GET", proc.url() + "/")
-            if reply.endswith(b"junk"):
-                # The answer itself was fine; the junk after it must not be taken as the
-                # next response, so the connection is discarded, not pooled.
-                assert (status, body) == (200, b"ok")
-            else:
-                assert status == 502 and body == b"backend bad_response error\n"
-    finally:
-        backend.close()
+BAD_RESPONSES = {
+    b"/differing_cl": b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello",
+    b"/unknown_te": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+    b"/space_colon": b"HTTP/1.1 200 OK\r\nX : y\r\nContent-Length: 0\r\n\r\n",
+    b"/garbage": b"NOT HTTP AT ALL\r\n\r\n",
+}
+CANNED = {
+    **BAD_RESPONSES,
+    b"/extra_bytes": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok\x00junk",
+    b"/until_close": b"HTTP/1.0 200 OK\r\nX-Old: yes\r\n\r\nuntil the end",
+    b"/upload": b"HTTP/1.1 204 No Content\r\n\r\n",
+}
+
+
+@pytest.fixture(scope="module")
+def canned():
+    """One canned backend and one balancer in front of it (never ejecting it)."""
+    backend = CannedBackend(CANNED, close_after=frozenset({b"/until_close"}))
+    proc = harness.start("lb", "--backend", backend.address, "--health-interval", "0",
+                         "--max-fails", "0", name="lb-canned")  # fmt: skip
+    yield backend, proc
+    proc.stop(timeout_s=5)
+    backend.close()
+
+
+@pytest.mark.parametrize("path", sorted(BAD_RESPONSES))
+def test_bad_backend_responses_become_502_and_never_reach_the_client(canned, path):
+    _, proc = canned
+    for _ in range(2):
+        status, _, body = harness.http("GET", proc.url() + path.decode())
+        assert status == 502 and body == b"backend bad_response error\n"
+
+
+def test_junk_after_a_backend_answer_is_never_read_as_the_next_answer(canned):
+    _, proc = canned
+    for _ in range(2):
+        # The answer itself is fine; the junk after it must not be taken as the next
+        # response, so the connection is discarded, not pooled.
+        assert harness.http("GET", proc.url() + "/extra_bytes")[:3:2] == (200, b"ok")
 
 
 class StalledBackend:
@@ -442,36 +459,30 @@ def test_upload_to_a_backend_that_does_not_read_is_not_buffered_by_the_proxy(spa
         backend.close()
 
 
-def test_chunked_upload_reaches_the_backend_rechunked_with_safe_trailers_only(spawn):
-    backend = CannedBackend(b"HTTP/1.1 204 No Content\r\n\r\n")
-    try:
-        proc = spawn("lb", "--backend", backend.address, "--health-interval", "0")
-        body = b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nDigest: x\r\nContent-Length: 99\r\n\r\n"
-        request = b"POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body
-        reply, _ = raw_exchange(proc.address(), request, quiet_s=0.3)
-        assert reply.startswith(b"HTTP/1.1 204 ")
-        harness.wait_until_sync(lambda: backend.received.endswith(b"\r\n0\r\nDigest: x\r\n\r\n"))
-        head, _, forwarded = backend.received.partition(b"\r\n\r\n")
-        assert b"Transfer-Encoding: chunked" in head and b"Content-Length" not in head
-        # Chunk extensions are dropped and the pieces re-framed; the unsafe trailer is gone.
-        assert forwarded == b"3\r\nabc\r\n2\r\nde\r\n0\r\nDigest: x\r\n\r\n"
-    finally:
-        backend.close()
+def test_chunked_upload_reaches_the_backend_rechunked_with_safe_trailers_only(canned):
+    backend, proc = canned
+    body = b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nDigest: x\r\nContent-Length: 99\r\n\r\n"
+    request = b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    reply, _ = raw_exchange(proc.address(), request, quiet_s=0.3)
+    assert reply.startswith(b"HTTP/1.1 204 ")
+    expected_body = b"3\r\nabc\r\n2\r\nde\r\n0\r\nDigest: x\r\n\r\n"
+    harness.wait_until_sync(lambda: expected_body in backend.received)
+    head, _, forwarded = backend.received[backend.received.rindex(b"POST /upload") :].partition(
+        b"\r\n\r\n"
+    )
+    assert b"Transfer-Encoding: chunked" in head and b"Content-Length" not in head
+    # Chunk extensions are dropped and the pieces re-framed; the unsafe trailer is gone.
+    assert forwarded.startswith(expected_body)
 
 
-def test_close_delimited_backend_answer_is_chunked_to_the_client_which_stays_connected(spawn):
-    backend = CannedBackend(b"HTTP/1.0 200 OK\r\nX-Old: yes\r\n\r\nuntil the end", close_after=True)
-    try:
-        proc = spawn("lb", "--backend", backend.address, "--health-interval", "0")
-        request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
-        reply, closed = raw_exchange(proc.address(), request * 2, quiet_s=0.3)
-        assert not closed  # the client keeps its connection although the backend closed
-        answers = parse_responses(reply, 2)
-        assert answers == [(200, b"until the end"), (200, b"until the end")]
-        assert reply.count(b"Transfer-Encoding: chunked\r\n") == 2
-        assert backend.requests == 2
-    finally:
-        backend.close()
+def test_close_delimited_backend_answer_is_chunked_to_the_client_which_stays_connected(canned):
+    _, proc = canned
+    request = b"GET /until_close HTTP/1.1\r\nHost: x\r\n\r\n"
+    reply, closed = raw_exchange(proc.address(), request * 2, quiet_s=0.3)
+    assert not closed  # the client keeps its connection although the backend closed
+    answers = parse_responses(reply, 2)
+    assert answers == [(200, b"until the end"), (200, b"until the end")]
+    assert reply.count(b"Transfer-Encoding: chunked\r\n") == 2
 
 
 # -- failures, timeouts and limits ----------------------------------------------------------
