@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
+import os
 import time
 from typing import Any
 from urllib.parse import urlencode
@@ -27,6 +30,7 @@ import orjson
 from aiohttp import web
 
 from components.common import Service
+from components.common.admin import read_json
 from components.common.cli import format_address
 from components.store import protocol
 from components.store.database import Changes, Failure, Rows
@@ -35,11 +39,26 @@ from components.store.protocol import BadRequest, Options
 from . import config as shard_config
 from .ids import Snowflake
 from .merge import MergeError, merge_changes, merge_rows
+from .reshard import (
+    MAX_RESHARD_ROWS,
+    STAGING_PREFIX,
+    Move,
+    Progress,
+    ReshardError,
+    diff_rows,
+    parse_move,
+    sources,
+    switched,
+)
 from .router import Plan, Refused, Router, Step, is_read
 from .upstream import LSN_HEADER, Group, GroupDown, OutcomeUnknown
 
 #: Upstream connections per store node at most (further requests wait for one).
 MAX_UPSTREAM_CONNECTIONS_PER_NODE = 64
+#: Longest a statement waits behind a resharding's write fence before a 503.
+FENCE_WAIT_S = 10.0
+#: Rows per request while copying (the store takes at most 1000 statements).
+COPY_BATCH_ROWS = 500
 
 
 class ShardService(Service):
@@ -68,7 +87,15 @@ class ShardService(Service):
         self.groups = {
             name: Group(name, g.nodes, self.session) for name, g in self.config.groups.items()
         }
+        self._load_moves()
         self._setup_metrics()
+        self.progress = Progress()
+        self._reshard_lock = asyncio.Lock()
+        self._open = asyncio.Event()  # set: no fence
+        self._open.set()
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         app = web.Application(client_max_size=protocol.MAX_BODY_BYTES)
         app.router.add_post("/db/execute", self.handle_execute)
         app.router.add_route("GET", "/db/query", self.handle_query)
@@ -83,6 +110,7 @@ class ShardService(Service):
         site = web.TCPSite(self._runner, self.args.host, self.args.port, reuse_address=True)
         await site.start()
         self.runtime.admin.register("map", self.admin_map, method="GET")
+        self.runtime.admin.register("reshard", self.admin_reshard)
         self.log.info("routing_map", **self.router.map.describe())
         return {"main": format_address(site._server.sockets[0].getsockname())}  # type: ignore[union-attr]
 
@@ -110,7 +138,9 @@ class ShardService(Service):
         m.gauge("scalelab_shard_map_version", "Version of the routing map in use").set_function(
             lambda: self.router.map.version
         )
-        m.gauge("scalelab_shard_rows_moved_total", "Rows moved by resharding").set(0)
+        self.m_moved = m.counter("scalelab_shard_rows_moved_total", "Rows moved by resharding")
+        self.m_fenced = m.counter("scalelab_shard_fenced_requests_total",
+                                  "Requests held behind a resharding's write fence")  # fmt: skip
 
     # -- the data API -----------------------------------------------------------------
 
@@ -138,14 +168,27 @@ class ShardService(Service):
                          400)  # fmt: skip
         if write is None:
             write = not all(is_read(sql) for sql, _ in statements)
-        try:
-            plan = self.router.plan(statements, write=write, transaction=options.transaction)
-        except Refused as exc:
-            self.m_refused.inc()
-            self.log.info("refused", reason=str(exc))
-            return _refusal(str(exc), exc.index, len(statements), options)
+        for _attempt in range(2):
+            try:
+                plan = self.router.plan(statements, write=write, transaction=options.transaction)
+            except Refused as exc:
+                self.m_refused.inc()
+                self.log.info("refused", reason=str(exc))
+                return _refusal(str(exc), exc.index, len(statements), options)
+            fenced = any(step.sharded for step in plan.steps)
+            if not fenced or self._open.is_set():
+                break
+            # A resharding is switching the map: wait, then plan again with the new one.
+            self.m_fenced.inc()
+            try:
+                await asyncio.wait_for(self._open.wait(), FENCE_WAIT_S)
+            except TimeoutError:
+                return _json({"error": "resharding in progress: write fence still up"}, 503)
         if plan.generated_ids:
             self.m_ids.inc(plan.generated_ids)
+        if fenced:
+            self._inflight += 1
+            self._idle.clear()
         try:
             if plan.single is not None:
                 response = await self._forward(request, plan, options, write)
@@ -155,6 +198,11 @@ class ShardService(Service):
             return _json({"error": str(exc)}, 503)
         except OutcomeUnknown as exc:
             return _json({"error": str(exc)}, 502)
+        finally:
+            if fenced:
+                self._inflight -= 1
+                if self._inflight == 0:
+                    self._idle.set()
         self.m_duration.observe(time.perf_counter() - started)
         return response
 
@@ -241,6 +289,7 @@ class ShardService(Service):
     def status(self) -> dict[str, Any]:
         return {
             "map": self.router.map.describe(),
+            "reshard": dataclasses.asdict(self.progress),
             "home": self.config.home,
             "tables": self.config.tables,
             "groups": {
@@ -277,6 +326,161 @@ class ShardService(Service):
             for name, g in self.groups.items() for node in g.nodes
         }  # fmt: skip
         return web.Response(body=orjson.dumps(nodes), content_type="application/json")
+
+    # -- resharding ---------------------------------------------------------------------
+
+    def _map_path(self) -> str | None:
+        return os.path.join(self.args.data_dir, "moves.json") if self.args.data_dir else None
+
+    def _load_moves(self) -> None:
+        """Replay the moves of earlier reshardings (the map must survive a restart)."""
+        self.moves: list[dict[str, Any]] = []
+        path = self._map_path()
+        if path is None or not os.path.exists(path):
+            return
+        with open(path) as fh:
+            for doc in json.load(fh):
+                move = parse_move(doc, list(self.groups))
+                self.router.map = switched(self.router.map, move)
+                self.moves.append(move.describe())
+
+    def _save_moves(self) -> None:
+        path = self._map_path()
+        if path is None:
+            return
+        os.makedirs(self.args.data_dir, exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(self.moves, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    async def admin_reshard(self, request: web.Request):
+        """``POST /admin/reshard {"key": K, "to": "g2"}`` or ``{"low": A, "high": B,
+        "to": "g2"}``: move a hot key or a key range, online (see reshard.py)."""
+        try:
+            move = parse_move(await read_json(request), list(self.groups))
+        except ReshardError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        if self._reshard_lock.locked():
+            return web.json_response({"error": "a resharding is already running"}, status=409)
+        async with self._reshard_lock:
+            self.progress = Progress("copying", move.describe())
+            try:
+                await self._reshard(move)
+            except (ReshardError, GroupDown, OutcomeUnknown) as exc:
+                self.progress.state, self.progress.error = "failed", str(exc)
+                self.log.error("reshard_failed", error=str(exc), **move.describe())
+                return web.json_response(dataclasses.asdict(self.progress), status=500)
+            finally:
+                self._open.set()
+        self.log.info("resharded", version=self.router.map.version, **move.describe())
+        return dataclasses.asdict(self.progress)
+
+    async def _reshard(self, move: Move) -> None:
+        target = self.groups[move.to]
+        froms = [self.groups[g] for g in sources(self.router.map, move, list(self.groups))]
+        tables = self.config.tables
+        # 1. copy, unfenced, into staging tables on the target
+        copied: dict[str, list[list[Any]]] = {}
+        columns: dict[str, list[str]] = {}
+        for table, column in tables.items():
+            staging = _ident(STAGING_PREFIX + table)
+            await self._run(target, [f"DROP TABLE IF EXISTS {staging}",
+                                     f"CREATE TABLE {staging} AS SELECT * FROM {_ident(table)}"
+                                     " WHERE 0"])  # fmt: skip
+            columns[table], copied[table] = await self._read_moving(froms, table, column, move)
+            await self._insert(target, staging, columns[table], copied[table])
+            self.progress.rows_copied += len(copied[table])
+        # 2. fence: hold new statements on sharded tables, let those in flight finish
+        self._open.clear()
+        fenced_at = time.perf_counter()
+        self.progress.state = "fenced"
+        try:
+            await asyncio.wait_for(self._idle.wait(), FENCE_WAIT_S)
+        except TimeoutError:
+            raise ReshardError("statements in flight did not finish within the fence") from None
+        # 3. catch up: re-read, apply the difference to staging
+        final: dict[str, list[list[Any]]] = {}
+        for table, column in tables.items():
+            staging = _ident(STAGING_PREFIX + table)
+            _, final[table] = await self._read_moving(froms, table, column, move)
+            gone, added = diff_rows(copied[table], final[table])
+            cols = columns[table]
+            for row in gone:
+                cond = " AND ".join(f"{_ident(c)} IS ?" for c in cols)
+                await self._run(target, [[f"DELETE FROM {staging} WHERE rowid = (SELECT rowid "
+                                          f"FROM {staging} WHERE {cond} LIMIT 1)", *row]])  # fmt: skip
+            await self._insert(target, staging, cols, [list(r) for r in added])
+            self.progress.rows_caught_up += len(gone) + len(added)
+        # 4. switch: staging -> live on the target (one transaction), sources delete
+        live = []
+        for table in tables:
+            staging = _ident(STAGING_PREFIX + table)
+            live += [f"INSERT INTO {_ident(table)} SELECT * FROM {staging}",
+                     f"DROP TABLE {staging}"]  # fmt: skip
+        await self._run(target, live, transaction=True)
+        for group in froms:
+            deletes = []
+            for table, column in tables.items():
+                where, params = move.where(column)
+                deletes.append([f"DELETE FROM {_ident(table)} WHERE {where}", *params])
+            await self._run(group, deletes, transaction=True)
+        self.router.map = switched(self.router.map, move)
+        self.moves.append(move.describe())
+        self._save_moves()
+        moved = sum(len(rows) for rows in final.values())
+        self.m_moved.inc(moved)
+        self.progress.rows_moved = moved
+        self.progress.fence_s = round(time.perf_counter() - fenced_at, 4)
+        self.progress.state = "done"
+
+    async def _read_moving(self, froms, table: str, column: str, move: Move):
+        where, params = move.where(column)
+        columns: list[str] = []
+        rows: list[list[Any]] = []
+        for group in froms:
+            body = orjson.dumps([[f"SELECT * FROM {_ident(table)} WHERE {where}", *params]])
+            reply = await group.send("POST", "/db/query?level=strong", body)
+            result = _first_result(reply, group.name)
+            columns = result.get("columns", columns)
+            rows += result.get("values", [])
+            if len(rows) > MAX_RESHARD_ROWS:
+                raise ReshardError(f"more than {MAX_RESHARD_ROWS} rows to move at once")
+        return columns, rows
+
+    async def _insert(self, group: Group, table: str, columns: list[str], rows) -> None:
+        if not rows:
+            return
+        names = ", ".join(_ident(c) for c in columns)
+        marks = ", ".join("?" for _ in columns)
+        for start in range(0, len(rows), COPY_BATCH_ROWS):
+            batch = rows[start : start + COPY_BATCH_ROWS]
+            await self._run(group, [[f"INSERT INTO {table} ({names}) VALUES ({marks})", *row]
+                                    for row in batch], transaction=True)  # fmt: skip
+
+    async def _run(self, group: Group, statements: list, transaction: bool = False) -> None:
+        path = "/db/execute?transaction" if transaction else "/db/execute"
+        reply = await group.send("POST", path, orjson.dumps(statements))
+        if reply.status != 200:
+            raise ReshardError(f"group {group.name}: HTTP {reply.status}")
+        for result in reply.json().get("results", []):
+            if "error" in result:
+                raise ReshardError(f"group {group.name}: {result['error']}")
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _first_result(reply, name: str) -> dict[str, Any]:
+    if reply.status != 200:
+        raise ReshardError(f"group {name}: HTTP {reply.status}")
+    result = reply.json()["results"][0]
+    if "error" in result:
+        raise ReshardError(f"group {name}: {result['error']}")
+    return result
 
 
 def _encode(steps: list[Step]) -> bytes:
