@@ -6,8 +6,10 @@ private caches: every web server asks the same nodes, placed by consistent hashi
 nodes, not with the web servers. Reads of popular users stop at the cache: with a zipf
 key distribution, most of them, so the database's reads per second drop by the hit
 ratio. A dead cache node costs its share of the keys as misses (served by the database),
-never an error. (The edge, the CDN in front of the static assets, joins this stage when
-``components.edge`` lands.)
+never an error. With ``--edge``, an edge cache (``components.edge``, the CDN of the
+figure) stands in front of the balancer and becomes the entry: it serves the static
+assets from its own memory (they carry ``Cache-Control: public, max-age``), and passes
+the API through (user documents carry no freshness, so it does not store them).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ def add_arguments(parser) -> None:
     _replicated_arguments(parser)
     parser.add_argument("--caches", type=count, default=3, help="cache nodes")
     parser.add_argument("--cache-node-mb", type=count, default=64, help="memory per cache node")
+    parser.add_argument("--edge", action="store_true",
+                        help="an edge cache (CDN) in front of the balancer, as the entry")  # fmt: skip
 
 
 def topology(options) -> Topology:
@@ -29,4 +33,6 @@ def topology(options) -> Topology:
               for i in range(1, options.caches + 1)]  # fmt: skip
     cache = "memcached:" + ",".join(f"{{{c.name}}}" for c in caches) if caches else "none"
     webs = web_tier(options, options.web, store_spec(db), cache)
-    return Topology("cached", [*db, failover(db), *caches, *webs, balancer(webs)], entry="lb")
+    front = [Component("edge", "edge", "--origin {lb} --memory-mb 64")] if options.edge else []
+    return Topology("cached", [*db, failover(db), *caches, *webs, balancer(webs), *front],
+                    entry="edge" if options.edge else "lb")  # fmt: skip

@@ -13,6 +13,8 @@ by the components' names and metric names:
   the cache is in-process or the shared tier;
 - **replication lag**: the largest lag, in log records, a store node reported at the
   end of the run;
+- **edge hit ratio**: of the requests the edge could answer from its store (the static
+  assets; the API is passed through), the share it did;
 - **lb share**: each backend's share of the requests the balancer proxied, which
   shows the balance (and a dead or added server) at a glance.
 
@@ -72,6 +74,13 @@ def stage_figures(report: dict) -> dict:
                 if g["name"] == "scalelab_store_replication_lag_records"
                 and g["after"] is not None]  # fmt: skip
         figures["replication_lag_records"] = max(lags) if lags else None
+    if "edge" in tier:
+        # Of the requests the edge could serve from its store (passes excluded: the API).
+        results = {c["labels"].get("result"): c["delta"]
+                   for c in _counters(tier, "edge", "scalelab_edge_requests_total")}  # fmt: skip
+        cacheable = sum(v for k, v in results.items() if k not in ("pass", "uncached", "error"))
+        figures["edge_hit_ratio"] = round(results.get("hit", 0) / cacheable, 4) \
+            if cacheable else None  # fmt: skip
     if "lb" in tier:
         shares = {}
         for c in _counters(tier, "lb", "scalelab_lb_requests_total"):
@@ -100,6 +109,10 @@ def format_figures(figures: dict) -> list[str]:
         nodes = ", ".join(f"{n} {v:.1f}" for n, v in figures["store_queries_per_s"].items())
         lines.append(f"  store queries/s by node: {nodes}; replication lag (records) "
                      f"{_num(figures['replication_lag_records'], 'g')}")  # fmt: skip
+    if "edge_hit_ratio" in figures:
+        lines.append(
+            f"  edge hit ratio (cacheable requests) {_num(figures['edge_hit_ratio'], '.3f')}"
+        )
     if "lb_share" in figures:
         shares = ", ".join(f"{b} {100 * s:.1f}%" for b, s in figures["lb_share"].items())
         lines.append(f"  lb share: {shares or '-'}; retries {figures['lb_retries']:g}")

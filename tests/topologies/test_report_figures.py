@@ -106,6 +106,11 @@ REPORT = {
             counter("scalelab_lb_requests_total", 250, 25.0, backend="b", status="200"),
             counter("scalelab_lb_retries_total", 2, 0.2)]},
         "failover": {"error": "connection refused"},
+        "edge": {"counters": [
+            counter("scalelab_edge_requests_total", 95, 9.5, result="hit"),
+            counter("scalelab_edge_requests_total", 4, 0.4, result="miss"),
+            counter("scalelab_edge_requests_total", 1, 0.1, result="revalidated"),
+            counter("scalelab_edge_requests_total", 900, 90.0, result="pass")]},
     },
 }  # fmt: skip
 
@@ -117,6 +122,7 @@ def test_stage_figures_pick_each_tiers_claim():
     assert figures["store_queries_per_s"] == {"store-1": 6.0, "store-2": 9.0}
     assert figures["replication_lag_records"] == 4
     assert figures["lb_share"] == {"a": 0.75, "b": 0.25} and figures["lb_retries"] == 2
+    assert figures["edge_hit_ratio"] == 0.95  # passes (the API) are not the edge's to serve
     text = "\n".join(format_figures(figures))
     assert "a 75.0%" in text and "store-2 9.0" in text and "0.867" in text
 
@@ -125,6 +131,7 @@ def test_single_server_figures_have_no_store_or_lb_lines():
     report = {**REPORT, "tier": {"web-1": REPORT["tier"]["web-1"]}}
     figures = stage_figures(report)
     assert "lb_share" not in figures and "store_queries_per_s" not in figures
+    assert "edge_hit_ratio" not in figures
     assert len(format_figures(figures)) == 2
 
 

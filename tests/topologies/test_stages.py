@@ -116,8 +116,13 @@ def test_replicated_promotes_a_replica_after_the_primary_is_killed(stage):
 
 
 def test_cached_stage_shares_its_cache_and_survives_a_dead_cache_node(stage):
-    launcher = stage("cached", web=1, replicas=0)
+    launcher = stage("cached", web=1, replicas=0, edge=True)
     entry = launcher.entry_url
+    assert launcher.topology.entry == "edge"
+    statics = [harness.http("GET", entry + "/static/app.css")[1].get("X-Cache") for _ in range(3)]
+    assert statics[-1] == "HIT", statics  # the edge serves the asset from its store
+    code, headers, _ = get(entry + "/users/2")
+    assert code == 200 and headers.get("X-Cache") != "HIT"  # private: passed through
     for _ in range(2):
         for uid in range(1, 31):
             assert get(f"{entry}/users/{uid}")[0] == 200

@@ -85,6 +85,10 @@ REFUSAL = (
     b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s"
     % (len(_REFUSAL_BODY), _REFUSAL_BODY)
 )
+#: User documents are one user's data and change on any write: a browser may keep them but
+#: must revalidate, and a shared cache (the edge, a CDN) must not store them (RFC 9111
+#: §5.2.2.7 ``private``), so an edge in front of the site passes the API through.
+USER_DOCUMENT_HEADERS = {"Cache-Control": "private, no-cache"}
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
@@ -470,7 +474,7 @@ class WebService(Service):
         body = await self.repository.get_json(self._path_id(request))
         if body is None:
             raise ApiError(404, "no such user")
-        return web.Response(body=body, content_type=JSON)
+        return web.Response(body=body, content_type=JSON, headers=USER_DOCUMENT_HEADERS)
 
     async def post_user(self, request: web.Request) -> web.Response:
         user = parse_user(await self.read_json(request))
@@ -510,7 +514,7 @@ class WebService(Service):
         if body is None:  # the user was deleted since logging in
             await self.sessions.delete(token)
             raise ApiError(401, "not logged in")
-        return web.Response(body=body, content_type=JSON)
+        return web.Response(body=body, content_type=JSON, headers=USER_DOCUMENT_HEADERS)
 
     async def logout(self, request: web.Request) -> web.Response:
         token = request.cookies.get(COOKIE_NAME)

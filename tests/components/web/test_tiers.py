@@ -62,8 +62,9 @@ def tiers(tmp_path_factory):
 
 def test_seeded_users_are_served_from_the_store(tiers):
     web = tiers["webs"][0]
-    code, _, body = harness.http("GET", web.url("main") + "/users/7")
+    code, headers, body = harness.http("GET", web.url("main") + "/users/7")
     assert code == 200
+    assert headers["Cache-Control"] == "private, no-cache"  # never stored by an edge
     assert orjson.loads(body) == {"id": 7, **seed_user(7)}
     assert harness.http("GET", web.url("main") + f"/users/{SEED + 1000}")[0] == 404
 
