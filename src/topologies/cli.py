@@ -213,7 +213,9 @@ def run_with_faults(launcher: Launcher, scenario, run, out) -> dict:
     found afterwards, stale reads: ``audit.py``) added, and prints those sections.
     """
     started_at = time.time()
-    entry = launcher.topology.entry.partition(".")[0]
+    # The balancer's view when there is one (its metrics have status and latency by
+    # backend; an edge in front of it has neither), else the entry's.
+    entry = "lb" if "lb" in launcher.instances else launcher.topology.entry.partition(".")[0]
     sampler = TimelineSampler(launcher.url(entry, "admin") + "/metrics", started_at)
     player = ScenarioPlayer(launcher, scenario, started_at) if scenario else None
     auditor = WriteAuditor(launcher.entry_url) if scenario else None
