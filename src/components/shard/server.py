@@ -279,6 +279,10 @@ class ShardService(Service):
             if len(names) == 1:
                 return answers[0]
             return merge_changes(dict(zip(names, answers, strict=True)))
+        failed = [(n, a["error"]) for n, a in zip(names, answers, strict=True) if "error" in a]
+        if failed:  # every group's error, each naming its group
+            return {"error": "; ".join(e if e.startswith("group ") else f"group {n}: {e}"
+                                       for n, e in failed)}  # fmt: skip
         try:
             return merge_rows(list(answers), step.scan, step.params)
         except MergeError as exc:

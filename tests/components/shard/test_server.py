@@ -182,3 +182,53 @@ def test_group_failover_is_followed(spawn, tmp_path):
     cur.execute("INSERT INTO users (id, name) VALUES (2, 'after')")
     cur.execute("SELECT name FROM users ORDER BY id")
     assert [r[0] for r in cur.fetchall()] == ["before", "after"]
+
+
+def _post(proc, path, statements):
+    status, _, body = harness.http("POST", proc.url() + path, json.dumps(statements).encode(),
+                                   {"Content-Type": "application/json"})  # fmt: skip
+    return status, body
+
+
+def test_bad_requests_get_the_stores_own_errors(loaded):
+    router, _, _ = loaded
+    status, _, body = harness.http("POST", router.url() + "/db/execute", b"{not json",
+                                   {"Content-Type": "application/json"})  # fmt: skip
+    assert status == 400 and b"invalid JSON" in body
+    assert _post(router, "/db/execute", [])[0] == 400
+    assert _post(router, "/db/query", [["SELECT 1", {"a": [1]}]])[0] == 400
+    status, body = _post(router, "/db/query", ["SELECT 'open FROM users"])
+    assert status == 200 and "cannot route" in json.loads(body)["results"][0]["error"]
+
+
+def test_fan_out_answers_honour_associative_and_timings(loaded):
+    router, _, oracle = loaded
+    status, body = _post(router, "/db/query?associative&timings",
+                         ["SELECT id, name FROM users ORDER BY id DESC LIMIT 2"])  # fmt: skip
+    doc = json.loads(body)
+    assert status == 200 and "time" in doc and "time" in doc["results"][0]
+    assert [r["id"] for r in doc["results"][0]["rows"]] == [60, 59]
+
+
+def test_request_endpoint_mixes_reads_and_writes_of_one_group(loaded):
+    router, _, _ = loaded
+    status, body = _post(router, "/db/request", [
+        "UPDATE users SET score = score WHERE id = 5", "SELECT name FROM users WHERE id = 5",
+    ])  # fmt: skip
+    results = json.loads(body)["results"]
+    assert status == 200 and results[0]["rows_affected"] == 1
+    assert results[1]["values"] == [["user5"]]
+
+
+def test_a_dead_group_is_a_clear_error_not_a_hang(spawn, tmp_path):
+    store = spawn("store", "--data-dir", str(tmp_path / "s"), name="alive")
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(f'[[groups]]\nname = "g1"\nnodes = ["{store.listen["main"]}"]\n'
+                   '[[groups]]\nname = "dead"\nnodes = ["127.0.0.1:9"]\n'
+                   '[tables]\nusers = "id"\n')  # fmt: skip
+    router = spawn("shard", "--shards", str(cfg))
+    status, body = _post(router, "/db/query", ["SELECT * FROM users"])
+    assert status == 200 and "dead" in json.loads(body)["results"][0]["error"]
+    assert harness.http("GET", router.url() + "/readyz")[0] == 503
+    status, _, nodes = harness.http("GET", router.url() + "/nodes")
+    assert status == 200 and len(json.loads(nodes)) == 2
