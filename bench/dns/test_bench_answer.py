@@ -70,6 +70,19 @@ def test_answer_nxdomain(benchmark, responder):
 
 
 def test_answer_geo_with_client_subnet(benchmark, responder):
-    """A geo name: locate the ECS subnet, weighted pick, encode (never cached)."""
+    """A geo name with ECS, repeated byte for byte (a load tool, a resolver's users):
+    the geo fast path, one ``geo.answer`` (health, weighted pick) and the per-target
+    encoding; no parse, no zone walk."""
     reply = benchmark(responder.respond, GEO_QUERY, "127.0.0.1", True)
     assert reply.region == "eu"
+
+
+def test_answer_geo_full_path(benchmark, responder):
+    """A geo name with ECS seen for the first time: parse, lookup, locate, pick; the
+    per-target encoding still cached."""
+
+    def run():
+        responder._geo_exact[True].clear()
+        return responder.respond(GEO_QUERY, "127.0.0.1", True)
+
+    assert benchmark(run).region == "eu"

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import struct
 
-from .geo import Geo, packed_address
+from .geo import Geo, GeoAnswer, packed_address
 from .protocol import (
     CLASS_IN,
     FLAG_AA,
@@ -51,6 +51,7 @@ from .protocol import (
 from .zone import Answer, Catalog
 
 _ID_FLAGS = struct.Struct("!HH")
+_FLAGS = struct.Struct("!H")
 
 #: Our advertised EDNS payload: the DNS flag day 2020 value, safe from IP fragmentation.
 DEFAULT_UDP_PAYLOAD_BYTES = 1232
@@ -96,6 +97,12 @@ class Responder:
         # repeat queries byte for byte, so this is the common case. Keys are bounded in
         # size and number; per transport, since the size limit differs.
         self._exact: tuple[dict[bytes, tuple], dict[bytes, tuple]] = ({}, {})
+        # The same for geo answers that carry a Client Subnet: the bytes fix everything
+        # but the target (health and the weighted pick decide that per query), so they
+        # remember where the rule is asked, and the reply comes from the per-target
+        # encoding cache after one ``geo.answer`` call: no parsing, no zone walk. Without
+        # ECS the source address decides the region, so those take the full path.
+        self._geo_exact: tuple[dict[bytes, tuple], dict[bytes, tuple]] = ({}, {})
 
     def respond(self, data: bytes, client: str | None, udp: bool) -> Reply | None:
         """Answer one message; None means "send nothing" (unreadable header, a response).
@@ -108,6 +115,26 @@ class Responder:
             hit = exact.get(data[2:])
             if hit is not None:
                 return Reply(data[:2] + hit[0], hit[1], hit[2], None, None, hit[3])
+            hit = self._geo_exact[udp].get(data[2:])
+            if hit is not None:
+                name, address, key, question, qtype = hit
+                found = self.geo.answer(name, address)
+                cached = self._cache.get((key, (found.target,))) if found is not None else None
+                if cached is not None:
+                    flags, counts, tail, rcode, truncated = cached
+                    flags = _FLAGS.pack(flags | (data[2] << 8 & FLAG_RD))
+                    wire = data[:2] + flags + counts + question + tail
+                    return Reply(wire, qtype, rcode, found.region, found.target, truncated)
+                # A target not encoded yet (it just came back, say): the full path. The
+                # pick above is not repeated there, so the split is unchanged.
+                return self._respond(data, client, udp, found)
+        return self._respond(data, client, udp)
+
+    def _respond(self, data: bytes, client: str | None, udp: bool,
+                 picked: GeoAnswer | None = None) -> Reply | None:  # fmt: skip
+        """The full path: parse, decide, look up, encode. ``picked`` is a geo answer
+        already chosen for this query by the fast path, to use instead of picking again."""
+        exact = self._exact[udp]
         try:
             query = parse_query(data)
         except HeaderError:
@@ -137,6 +164,7 @@ class Responder:
 
         geo = self.geo
         used: list = []
+        asked: list = []  # (name, address) of each geo rule consulted
         dynamic = None
         if geo is not None:
 
@@ -148,10 +176,15 @@ class Responder:
                     address = ecs.packed
                 else:
                     address = None  # RFC 7871 §7.1.2: /0 asks us not to use any address
-                found = geo.answer(name, address)
+                nonlocal picked
+                if picked is not None:
+                    found, picked = picked, None
+                else:
+                    found = geo.answer(name, address)
                 if found is None or found.rrset.rtype != rtype:
                     return None
                 used.append(found)
+                asked.append((name, address))
                 return found.rrset
 
         answer = self.catalog.lookup(query.qname, qtype, dynamic)
@@ -166,6 +199,7 @@ class Responder:
             if cached is not None:
                 flags, counts, tail, rcode, truncated = cached
                 header = _ID_FLAGS.pack(query.id, flags | (query.flags & FLAG_RD))
+                self._remember_geo(udp, data, query, asked, key[0])
                 return Reply(header + counts + query.question + tail, qtype, rcode,
                              last.region, last.target, truncated)  # fmt: skip
         scope = used[-1].scope if used else 0
@@ -185,9 +219,21 @@ class Responder:
         self._cache[key] = (flags, wire[4:12], wire[12 + len(query.question) :], answer.rcode,
                             truncated)  # fmt: skip
         if used:
+            self._remember_geo(udp, data, query, asked, key[0])
             return Reply(wire, qtype, answer.rcode, last.region, last.target, truncated)
         self._remember_exact(exact, data, wire, qtype, answer.rcode, truncated)
         return Reply(wire, qtype, answer.rcode, None, None, truncated)
+
+    def _remember_geo(self, udp: bool, data: bytes, query: Query, asked: list,
+                      key: tuple) -> None:  # fmt: skip
+        """Let these bytes skip to the per-target encodings next time (see __init__)."""
+        if len(asked) != 1 or query.ecs is None or len(data) > MAX_EXACT_KEY_BYTES:
+            return
+        table = self._geo_exact[udp]
+        if len(table) >= REPLY_CACHE_ENTRIES:
+            table.clear()
+        name, address = asked[0]
+        table[data[2:]] = (name, address, key, query.question, query.qtype)
 
     @staticmethod
     def _remember_exact(exact: dict, data: bytes, wire: bytes, qtype: int, rcode: int,

@@ -305,3 +305,38 @@ def test_additional_addresses_are_dropped_before_truncating(zone_file):
     assert len(small.answer[0]) == 14 and small.additional == []
     full = ask(responder, query, udp=False)
     assert len(full.additional) == 28
+
+
+def test_repeated_geo_queries_take_the_fast_path_and_match_the_full_one(zone_file, rules_text):
+    def build():
+        catalog = Catalog([load_zone(zone_file)])
+        rules = parse_rules(rules_text)
+        for name, rule in rules.names.items():
+            catalog.add_dynamic(name, rule.rtype)
+        return Responder(catalog, Geo(rules))
+
+    warm, fresh = build(), build()
+    queries = []
+    for subnet, rd in (("10.1.2.0", True), ("10.1.2.0", False), ("10.1.200.0", True)):
+        query = dns.message.make_query("Www.Geo.example.com", "A", use_edns=0,
+                                       options=[dns.edns.ECSOption(subnet, 24)])  # fmt: skip
+        if not rd:
+            query.flags &= ~dns.flags.RD
+        queries.append(query)
+    # Health changes between rounds: the fast path must see them at once.
+    for down in (None, "eu-1", "lab-1", None):
+        for responder in (warm, fresh):
+            for target in ("eu-1", "lab-1"):
+                responder.geo.health.force(target, False if target == down else None)
+        for round_no in range(10):
+            for query in queries:
+                query.id = (query.id + 7) & 0xFFFF
+                got = warm.respond(query.to_wire(), "127.0.0.1", True)
+                expected = fresh.respond(query.to_wire(), "127.0.0.1", True)
+                fresh._cache.clear()
+                fresh._geo_exact[True].clear()
+                assert got.wire == expected.wire, (down, round_no)
+                assert (got.region, got.target) == (expected.region, expected.target)
+                if down is not None:
+                    assert got.target != down
+    assert len(warm._geo_exact[True]) == len(queries)  # remembered, one entry per bytes
