@@ -494,10 +494,18 @@ def test_no_backend_gives_503_with_a_short_body(spawn):
     assert status == 503 and body == b"no healthy backend\n"
 
 
-def test_slow_backend_gives_504(spawn, backends):
-    proc = spawn("lb", "--backend", backends[0].listen["main"], "--health-interval", "0",
-                 "--first-byte-timeout", "0.5")  # fmt: skip
-    status, _, body = harness.http("GET", proc.url() + "/slow?s=3")
+@pytest.fixture(scope="module")
+def lb_short_timeouts(backends):
+    """A balancer over b1 with half-second first-byte and idle timeouts."""
+    proc = harness.start("lb", "--backend", backends[0].listen["main"], "--health-interval", "0",
+                         "--first-byte-timeout", "0.5", "--idle-timeout", "0.5",
+                         name="lb-short")  # fmt: skip
+    yield proc
+    proc.stop(timeout_s=5)
+
+
+def test_slow_backend_gives_504(lb_short_timeouts):
+    status, _, body = harness.http("GET", lb_short_timeouts.url() + "/slow?s=3")
     assert status == 504 and b"timed out" in body
 
 
@@ -738,10 +746,8 @@ def test_errors_eject_a_backend_passively_until_the_cooldown(spawn, backends):
     assert f'scalelab_lb_backend_up{{backend="{b1}"}} 0'.encode() in text
 
 
-def test_idle_client_connection_is_closed_after_the_idle_timeout(spawn, backends):
-    proc = spawn("lb", "--backend", backends[0].listen["main"], "--health-interval", "0",
-                 "--idle-timeout", "0.5")  # fmt: skip
-    with socket.create_connection(proc.address(), timeout=10) as conn:
+def test_idle_client_connection_is_closed_after_the_idle_timeout(lb_short_timeouts):
+    with socket.create_connection(lb_short_timeouts.address(), timeout=10) as conn:
         conn.sendall(b"GET /whoami HTTP/1.1\r\nHost: x\r\n\r\n")
         reply = conn.recv(4096)
         assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"b1")

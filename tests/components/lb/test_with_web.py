@@ -42,19 +42,26 @@ async def me_statuses(lb_url: str, user_id: int, times: int) -> list[int]:
         return statuses
 
 
-async def test_users_are_served_through_the_balancer(spawn, webs):
-    proc = lb_over(spawn, webs, "round_robin")
+@pytest.fixture(scope="module")
+def round_robin_lb(webs):
+    flags = sum((["--backend", proc.listen["main"]] for proc in webs), [])
+    proc = harness.start("lb", *flags, "--health-interval", "0.5", name="lb-web")
+    yield proc
+    proc.stop(timeout_s=5)
+
+
+async def test_users_are_served_through_the_balancer(round_robin_lb):
+    proc = round_robin_lb
     async with aiohttp.ClientSession() as session:
         for user_id in (1, 2, 3, 4):
             async with session.get(f"{proc.url()}/users/{user_id}") as response:
                 assert response.status == 200
                 assert (await response.json())["id"] == user_id
-                assert response.headers["Via"] == "1.1 lb"
+                assert response.headers["Via"] == "1.1 lb-web"
 
 
-async def test_round_robin_loses_in_memory_sessions(spawn, webs):
-    proc = lb_over(spawn, webs, "round_robin")
-    statuses = await me_statuses(proc.url(), 2, 6)
+async def test_round_robin_loses_in_memory_sessions(round_robin_lb):
+    statuses = await me_statuses(round_robin_lb.url(), 2, 6)
     assert 401 in statuses and 200 in statuses  # half the requests reach the other server
 
 
