@@ -87,9 +87,18 @@ _SPECIAL_INITIALS = frozenset(name[0] for name in _ANSWER_FIELDS)
 RESULTS = ("hit", "miss", "stale", "revalidated", "collapsed", "pass", "error", "uncached")
 
 
-def _lower_host(request: Request) -> bytes:
+def cache_key(request: Request) -> tuple[bytes, bytes]:
+    """``(host, origin-form target)``: the primary cache key's parts (RFC 9111 §4.1).
+
+    An absolute-form target (``GET http://host/path``) names its own authority, which
+    replaces Host (RFC 9112 §3.2.2), so both forms of one URI share one entry.
+    """
+    target = request.target
+    if target[:1] != b"/" and b"://" in target:
+        authority, _, path = target.partition(b"://")[2].partition(b"/")
+        return authority.lower(), b"/" + path
     host = request.get(b"host")
-    return host.lower() if host is not None else b""
+    return (host.lower() if host is not None else b""), target
 
 
 class ClientConnection(asyncio.Protocol):
@@ -270,6 +279,10 @@ class ClientConnection(asyncio.Protocol):
         try:
             if request.method in (b"GET", b"HEAD") and request.framing == "none":
                 await edge.lookup_slow(self, request)
+            elif request.method == b"CONNECT":
+                # A reverse proxy opens no tunnels (RFC 9110 §9.3.6 is for forward proxies).
+                self.write(error_response(501, "CONNECT is not supported"))
+                self.close()
             else:
                 if request.expect_continue:
                     self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -388,7 +401,10 @@ class Edge(Service):
                     host = value.lower()
             elif first in _SPECIAL_INITIALS and name.lower() in _ANSWER_FIELDS:
                 special = True
-        entry = self.store.lookup(host, request.target, headers)
+        target = request.target
+        if target[:1] != b"/":
+            return None  # absolute-form: the slow path normalises the key
+        entry = self.store.lookup(host, target, headers)
         if entry is None:
             return None
         qcc = request_directives(headers) if special else {}
@@ -436,8 +452,7 @@ class Edge(Service):
     # -- the slow paths --------------------------------------------------------------------
 
     async def lookup_slow(self, client: ClientConnection, request: Request) -> None:
-        host = _lower_host(request)
-        target = request.target
+        host, target = cache_key(request)
         headers = request.headers
         qcc = request_directives(headers)
         close = client.closing_after(request)
@@ -762,8 +777,8 @@ class Edge(Service):
         await self.stream(client, request, response, conn, [], close, "pass")
 
     def invalidate(self, request: Request, response) -> None:
-        host = _lower_host(request)
-        removed = self.store.remove_url(host, request.target)
+        host, target = cache_key(request)
+        removed = self.store.remove_url(host, target)
         for name in (b"location", b"content-location"):
             value = response.get(name)
             if value is None:

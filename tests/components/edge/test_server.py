@@ -557,3 +557,14 @@ async def test_sigterm_lets_an_in_flight_fill_finish(origin):
         edge.signal(signal.SIGTERM)
         assert await pending == (200, "close", b"late")
     assert await asyncio.to_thread(edge.stop, 5) == 0
+
+
+def test_absolute_form_shares_the_entry_and_connect_is_refused(origin, edge):
+    origin.routes["/absolute"] = Route(headers={"Cache-Control": "max-age=60"}, body=b"abs")
+    host = edge.listen["main"]
+    assert curl(edge, "/absolute")[1]["x-cache"] == "MISS"
+    answer = raw_exchange(edge, b"GET http://%s/absolute HTTP/1.1\r\nHost: %s\r\n"
+                          b"Connection: close\r\n\r\n" % (host.encode(), host.encode()))  # fmt: skip
+    assert b"X-Cache: HIT\r\n" in answer and answer.endswith(b"\r\n\r\nabs")
+    answer = raw_exchange(edge, b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 501 ")
