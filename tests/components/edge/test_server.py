@@ -568,3 +568,15 @@ def test_absolute_form_shares_the_entry_and_connect_is_refused(origin, edge):
     assert b"X-Cache: HIT\r\n" in answer and answer.endswith(b"\r\n\r\nabs")
     answer = raw_exchange(edge, b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 501 ")
+
+
+@pytest.mark.parametrize("directive", ["must-revalidate", "proxy-revalidate", "s-maxage=0"])
+def test_4_2_4_revalidate_directives_forbid_stale_even_on_error(origin, edge, directive):
+    path = f"/mustreval/{directive}"
+    origin.routes[path] = Route(
+        headers={"Cache-Control": f"max-age=0, {directive}, stale-if-error=600"}, body=b"old"
+    )
+    curl(edge, path)
+    origin.routes[path] = Route(status=503, body=b"down", headers={"Cache-Control": "no-store"})
+    status, headers, body = curl(edge, path, "Cache-Control: max-stale")
+    assert (status, body) == (503, b"down")
