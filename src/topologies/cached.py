@@ -9,7 +9,10 @@ ratio. A dead cache node costs its share of the keys as misses (served by the da
 never an error. With ``--edge``, an edge cache (``components.edge``, the CDN of the
 figure) stands in front of the balancer and becomes the entry: it serves the static
 assets from its own memory (they carry ``Cache-Control: public, max-age``), and passes
-the API through (user documents carry no freshness, so it does not store them).
+the API through (user documents say ``Cache-Control: private``, so it does not store
+them). The pages reference their assets as ``/static/...`` on the same origin, so with
+the edge as the entry every asset is fetched through it: the role a separate CDN host
+name plays on the internet.
 """
 
 from __future__ import annotations
