@@ -625,3 +625,22 @@ def test_generic_rfc_3597_records_are_served(server):
     assert udp(server, "generic.example.com", "A").answer[0][0].address == "192.0.2.2"
     nodata = udp(server, "generic.example.com", "TYPE65281")
     assert nodata.answer == [] and nodata.authority[0].rdtype == dns.rdatatype.SOA
+
+
+@pytest.mark.skipif(shutil.which("dig") is None, reason="dig (dnsutils) not installed")
+def test_dig_reads_every_record_type_and_retries_truncated_answers_over_tcp(server):
+    host, port = server.address()
+    questions = [part for name, rdtype, _ in EXPECTED for part in (name, rdtype)]
+    out = subprocess.run(["dig", f"@{host}", "-p", str(port), "+short", "+time=2", "+tries=1",
+                          *questions, "generic.example.com", "TYPE65280"],
+                         capture_output=True, text=True, timeout=20)  # fmt: skip
+    lines = out.stdout.splitlines()
+    for _, _, text in EXPECTED:
+        assert text in lines, (text, out)
+    assert "\\# 4 0A000001" in lines
+    # Without EDNS the big TXT set does not fit 512 bytes: dig sees TC and asks over TCP.
+    out = subprocess.run(["dig", f"@{host}", "-p", str(port), "+noedns", "+time=2",
+                          "+tries=1", "big.example.com", "TXT"],
+                         capture_output=True, text=True, timeout=20)  # fmt: skip
+    assert "Truncated, retrying in TCP mode" in out.stdout + out.stderr, out
+    assert out.stdout.count("IN\tTXT\t") == 21
