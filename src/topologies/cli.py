@@ -91,7 +91,8 @@ def build_parser(stage: ModuleType | None = None):
                      help="logs, data and endpoints.json (default: runs/STAGE-TIMESTAMP)")  # fmt: skip
     run.add_argument("--scenario", metavar="FILE",
                      help="faults to inject during the load: a TOML file or a shipped "
-                     "name (kill_web, kill_primary, kill_cache, add_web, pause_primary)")  # fmt: skip
+                     "name (kill_web, kill_primary, kill_cache, add_web, pause_primary, "
+                     "crash_and_return_primary)")  # fmt: skip
     run.add_argument("--procs", type=positive_int, default=1, metavar="N",
                      help="load generator processes")  # fmt: skip
     run.add_argument("--drain-timeout", type=positive_float, default=DRAIN_TIMEOUT_S,

@@ -105,8 +105,10 @@ def test_replicated_promotes_a_replica_after_the_primary_is_killed(stage):
                 return name
         return None
 
-    new_primary = harness.wait_until_sync(promoted, 5, what="a promotion within 5 s")
-    assert time.monotonic() - killed_at < 5
+    # The chapter's bound, as the deadline of the wait: a promotion within 5 s of the kill.
+    new_primary = harness.wait_until_sync(
+        promoted, 5 - (time.monotonic() - killed_at), what="a promotion within 5 s"
+    )
     harness.wait_until_sync(lambda: put(entry + "/users/5", "After")[0] == 200, 10,
                             what="writes through the new primary")  # fmt: skip
     assert json.loads(get(entry + "/users/5")[2])["firstName"] == "After"
