@@ -170,8 +170,8 @@ class Router:
         groups: list[str] = []
         for value in values:
             key = canonical_key(value)
-            if key is None:
-                continue  # a float or blob never equals an integer/text key: no rows
+            if key is None:  # 5.5 or ' 5' may equal a key, by column affinity: ask all
+                return list(self.all_groups)
             try:
                 group = self.map.group_for(key)
             except KeyError as exc:

@@ -372,6 +372,13 @@ def key_values(where: list[Token] | None, column: str, params: Any) -> list[Any]
             pinned = values
         else:
             keep = {canonical_key(v) for v in values}
+            had = {canonical_key(v) for v in pinned}
+            if None in keep or None in had:
+                # A value only the column's affinity can compare: no exact intersection,
+                # but either side alone is a sound (larger) answer.
+                if None in had and None not in keep:
+                    pinned = values
+                continue
             pinned = [v for v in pinned if canonical_key(v) in keep]
     return pinned
 
@@ -464,8 +471,11 @@ def canonical_key(value: Any) -> Any:
 
     SQLite compares ``5`` and ``'5'`` equal against a column with INTEGER or TEXT
     affinity, so both must land on the same shard: integers and strings that spell an
-    integer in canonical form become ``int``; other strings stay strings; floats that
-    hold an integer become that integer; other floats, blobs and NULL are no key.
+    integer in canonical form become ``int``; floats that hold an integer become that
+    integer. Text that SQLite might read as a number some other way (``' 5'``, ``'5.0'``,
+    ``'+5'``) equals 5 in an INTEGER column but not in a TEXT one; without the schema
+    the router cannot tell, so such text is no key (the statement goes to every group),
+    like other floats, blobs and NULL. Other strings stay strings.
     """
     if isinstance(value, bool):
         return int(value)
@@ -477,7 +487,13 @@ def canonical_key(value: Any) -> Any:
         digits = value.isascii() and (value.isdigit() or (value[:1] == "-" and value[1:].isdigit()))
         if digits and str(int(value)) == value:
             return int(value)
-        return value
+        if not value.isascii():
+            return value  # SQLite reads only ASCII digits as numbers
+        try:
+            float(value)
+        except ValueError:
+            return value
+        return None  # numeric-looking text: equal to a number or not, by column affinity
     return None
 
 

@@ -121,9 +121,10 @@ def test_mergeable_select_facts():
 
 def test_canonical_key_folds_integer_spellings():
     assert canonical_key("42") == canonical_key(42) == canonical_key(42.0) == 42
-    assert canonical_key("042") == "042" and canonical_key("-7") == -7
+    assert canonical_key("042") is None and canonical_key("-7") == -7  # 042 = 42 if INTEGER
     assert canonical_key(1.5) is None and canonical_key(None) is None
     assert canonical_key("٣") == "٣"  # a non-ASCII digit is text, not 3
+    assert canonical_key(" 5") is None and canonical_key("5.0") is None  # affinity decides
 
 
 @settings(max_examples=300, deadline=None)
@@ -158,3 +159,51 @@ def test_key_conjunct_is_found_among_any_others(key, others, position, as_param)
     sql = "SELECT * FROM users WHERE " + " AND ".join(conjuncts)
     assert keys(sql, [key] if as_param else None) == [key]
     assert keys(sql.replace(" AND ", " OR ", 1)) is None or not others
+
+
+# -- soundness against SQLite: a pinned key set always contains every matching row's key --
+
+_atoms = st.one_of(
+    st.builds(lambda v: f"id = {v}", st.integers(-3, 12)),
+    st.builds(lambda v: f"{v} = id", st.integers(-3, 12)),
+    st.builds(lambda v: f"id = '{v}'", st.integers(-3, 12)),
+    st.builds(lambda v: f"id = ' {v}'", st.integers(-3, 12)),
+    st.builds(lambda v: f"id IN ('{v}.0', '+{v}')", st.integers(-3, 12)),
+    st.builds(lambda v: f"id = {v}.0", st.integers(-3, 12)),
+    st.builds(
+        lambda vs: "id IN (" + ", ".join(map(str, vs)) + ")",
+        st.lists(st.integers(-3, 12), min_size=1, max_size=4),
+    ),  # fmt: skip
+    st.builds(lambda a, b: f"v BETWEEN {a} AND {b}", st.integers(0, 5), st.integers(0, 5)),
+    st.builds(lambda v: f"v > {v}", st.integers(0, 5)),
+    st.builds(lambda v: f"t.id = {v}", st.integers(-3, 12)),
+    st.just("v IS NULL"),
+    st.just("id = v"),
+)
+_clauses = st.recursive(
+    _atoms,
+    lambda inner: st.one_of(
+        st.builds(lambda a, b: f"{a} AND {b}", inner, inner),
+        st.builds(lambda a, b: f"{a} OR {b}", inner, inner),
+        st.builds(lambda a: f"({a})", inner),
+        st.builds(lambda a: f"NOT ({a})", inner),
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(clause=_clauses, values=st.lists(st.one_of(st.none(), st.integers(0, 12)), min_size=13,
+                                        max_size=13))  # fmt: skip
+def test_pinned_keys_are_sound_against_sqlite(clause, values):
+    import sqlite3
+
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)")
+    db.executemany("INSERT INTO t VALUES (?, ?)", list(enumerate(values)))
+    sql = f"SELECT id FROM t WHERE {clause}"
+    matched = {row[0] for row in db.execute(sql)}
+    pinned = keys(sql)
+    canonical = {canonical_key(v) for v in (pinned or [])}
+    if pinned is not None and None not in canonical:  # (None: the router asks every group)
+        assert matched <= canonical, (sql, pinned, matched)
