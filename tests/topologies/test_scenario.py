@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from topologies import cli
 from topologies.process import child_env
 from topologies.scenario import (
     SHIPPED_DIR,
@@ -96,12 +97,12 @@ def scalelab(tmp_path, *args, timeout_s=90):
                           capture_output=True, text=True, env=child_env(), timeout=timeout_s)  # fmt: skip
 
 
-def test_scenario_needs_load_and_a_matching_stage(tmp_path):
-    result = scalelab(tmp_path, "run", "separate_db", "--scenario", "kill_web")
-    assert result.returncode == 2 and "--scenario needs --load" in result.stderr
-    result = scalelab(tmp_path, "run", "separate_db", "--load", "default", "--scenario",
-                      "kill_cache")  # fmt: skip
-    assert result.returncode == 2 and "cache-1: no such component" in result.stderr
+def test_scenario_needs_load_and_a_matching_stage(capsys):
+    # Both are usage errors found before anything starts (in-process: no signal handlers).
+    assert cli.main(["run", "separate_db", "--scenario", "kill_web"]) == 2
+    assert "--scenario needs --load" in capsys.readouterr().err
+    assert cli.main(["run", "separate_db", "--load", "default", "--scenario", "kill_cache"]) == 2
+    assert "cache-1: no such component" in capsys.readouterr().err
 
 
 def test_kill_web_under_load_costs_no_failed_gets(tmp_path):
