@@ -25,10 +25,14 @@ and only once per failure (after a promotion it waits for the promoted node to r
 itself writable before it counts misses again). A paused primary that resumes is, for
 at most one check interval, a second writable node at a lower epoch; the controller then
 repoints it. What no controller can close alone is a write that a web server sends to
-that old primary in that interval: it fails (no replica acknowledges it, and semi-sync
-answers with an error or after its timeout), so run the primary with ``--sync-replicas``
-to keep it from being acknowledged as well as written. The store's ``--peers`` closes
-the same gap from the node's side.
+that old primary in that interval: with ``--sync-replicas`` no replica acknowledges it
+(they follow the new primary), so it waits for the store's ``--sync-timeout``, by which
+time the controller has repointed the node; but the store then falls back to
+asynchronous commit (MySQL's semi-sync does the same), so a write that outlives the
+repoint would be acknowledged and later discarded. The store's ``--peers`` closes the
+same gap from the node's side; a lease on the primary role would close it for good.
+The check deadline (``--check-timeout-s``) is the other guard: a primary slow to answer
+is not dead, and mistaking it for dead is what makes the interval happen at all.
 
 How the web tier learns of the new primary: through the store itself, not through this
 controller. The web tier's store client sends writes to the writable node with the
