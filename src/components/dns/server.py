@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import socket
 import time
 
 import aiohttp
@@ -43,6 +44,7 @@ DEFAULT_PORT = 5353
 TCP_IDLE_TIMEOUT_S = 10.0
 MAX_TCP_CONNECTIONS = 256
 HEALTH_TICK_S = 0.1
+UDP_RECEIVE_BUFFER_BYTES = 1 << 20
 BIND_ATTEMPTS = 10  # port 0: UDP picks a port, TCP may find it taken; pick again
 _KNOWN_TYPES = frozenset(t.value for t in RRType)
 
@@ -69,6 +71,18 @@ def build_responder(zone_paths: list[str], rules_path: str | None, udp_payload: 
     except (ZoneError, GeoError) as exc:
         raise LoadError(str(exc)) from None
     return Responder(catalog, geo, udp_payload)
+
+
+def _grow_receive_buffer(sock) -> None:
+    """Ask for a bigger UDP receive buffer than Linux's default 208 KiB.
+
+    One socket receives every client's queries; a burst (a resolver's retries, a load
+    tool opening with hundreds in flight) larger than the buffer is dropped by the kernel
+    before we see it, and the clients time out. NSD asks for 1 MiB too. The kernel caps
+    the request at net.core.rmem_max, which is fine: this is a hint, not a requirement.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER_BYTES)
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
@@ -214,6 +228,7 @@ class DnsService(Service):
             udp, _ = await loop.create_datagram_endpoint(
                 lambda: UdpProtocol(self), local_addr=(host, port)
             )
+            _grow_receive_buffer(udp.get_extra_info("socket"))
             bound = udp.get_extra_info("sockname")[1]
             try:
                 tcp = await loop.create_server(lambda: TcpProtocol(self), host, bound, backlog=512)

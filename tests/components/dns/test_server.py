@@ -644,3 +644,22 @@ def test_dig_reads_every_record_type_and_retries_truncated_answers_over_tcp(serv
                          capture_output=True, text=True, timeout=20)  # fmt: skip
     assert "Truncated, retrying in TCP mode" in out.stdout + out.stderr, out
     assert out.stdout.count("IN\tTXT\t") == 21
+
+
+def test_a_burst_of_queries_fits_the_receive_buffer(server):
+    """1,500 queries sent before reading any reply (a load tool's opening burst): with
+    Linux's default 208 KiB receive buffer the kernel drops most of them unseen."""
+    wire = dns.message.make_query("www.example.com", "A").to_wire()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)  # ours must hold it all
+        sock.settimeout(TIMEOUT_S)
+        sock.connect(server.address())
+        for msg_id in range(1500):
+            sock.send(msg_id.to_bytes(2, "big") + wire[2:])
+        ids = set()
+        try:
+            while len(ids) < 1500:
+                ids.add(int.from_bytes(sock.recv(4096)[:2], "big"))
+        except TimeoutError:
+            pass
+    assert len(ids) == 1500, f"{1500 - len(ids)} queries lost"
