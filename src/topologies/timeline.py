@@ -19,6 +19,7 @@ the sampling thread, so it is tested on scrapes made up by hand.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import urllib.request
@@ -143,15 +144,20 @@ class TimelineSampler(threading.Thread):
 def format_timeline(rows: list[dict], events: list[dict], window_s: float = 60.0) -> list[str]:
     """The timeline as text, each event marked on the second it happened in.
 
-    With events, only the seconds from 3 before to 8 after each event are shown (all of
-    them when the run is shorter than ``window_s``).
+    A run shorter than ``window_s`` is shown whole. A longer one shows, with events, the
+    seconds from 3 before to 8 after each event, and without, one row in N so that at
+    most ``window_s`` rows are printed (the JSON report keeps every row).
     """
     if not rows:
         return []
     show = set(range(len(rows)))
-    if events and rows[-1]["t_s"] > window_s:
-        show = {i for i, row in enumerate(rows)
-                for e in events if -3 <= row["t_s"] - e["at_s"] <= 8}  # fmt: skip
+    if rows[-1]["t_s"] > window_s:
+        if events:
+            show = {i for i, row in enumerate(rows)
+                    for e in events if -3 <= row["t_s"] - e["at_s"] <= 8}  # fmt: skip
+        else:
+            step = math.ceil(len(rows) / window_s)
+            show = set(range(step - 1, len(rows), step))
     lines = [f"  {'t s':>6}  {'req/s':>8}  {'errors/s':>8}  {'p99 ms':>9}"]
     previous_t = 0.0
     for i, row in enumerate(rows):

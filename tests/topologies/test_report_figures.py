@@ -77,6 +77,14 @@ def test_a_long_timeline_shows_only_the_seconds_around_events():
     assert shown == [float(t) for t in range(97, 109)]
 
 
+def test_a_long_run_without_events_is_thinned_to_the_window():
+    rows = [{"t_s": float(t), "rps": 1.0, "errors_per_s": 0.0, "p99_ms": 1.0}
+            for t in range(1, 301)]  # fmt: skip
+    lines = format_timeline(rows, [], window_s=60)
+    shown = [float(line.split()[0]) for line in lines[1:]]
+    assert shown == [float(t) for t in range(5, 301, 5)]
+
+
 def counter(name, delta, per_s, **labels):
     return {"name": name, "labels": labels, "delta": delta, "per_s": per_s}
 
