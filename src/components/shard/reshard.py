@@ -20,6 +20,13 @@ of Vitess' MoveTables/Reshard and of CockroachDB's range moves:
 No row is lost (the fenced re-read is the final truth and lands on the target in one
 transaction before the sources delete) and none is duplicated in an answer (the rows
 sit in staging until the fence, and the sources delete them before traffic resumes).
+
+Failures: anything before the target's commit aborts the move (staging is dropped on
+the next try, the map is unchanged). After it, the move rolls forward: the sources'
+deletes are retried, and if a source stays down the map switches anyway and ``/status``
+says ``cleanup_pending`` with the groups whose old copies remain (fan-out reads would
+count those twice until an operator deletes them). The router's own crash in the fence
+leaves the map unchanged and staging tables behind, which the next move replaces.
 """
 
 from __future__ import annotations

@@ -59,6 +59,9 @@ MAX_UPSTREAM_CONNECTIONS_PER_NODE = 64
 FENCE_WAIT_S = 10.0
 #: Rows per request while copying (the store takes at most 1000 statements).
 COPY_BATCH_ROWS = 500
+#: Tries, with a growing pause, to delete moved rows from a source group.
+CLEANUP_ATTEMPTS = 5
+CLEANUP_BACKOFF_S = 0.2
 
 
 class ShardService(Service):
@@ -342,11 +345,14 @@ class ShardService(Service):
         path = self._map_path()
         if path is None or not os.path.exists(path):
             return
-        with open(path) as fh:
-            for doc in json.load(fh):
-                move = parse_move(doc, list(self.groups))
-                self.router.map = switched(self.router.map, move)
-                self.moves.append(move.describe())
+        try:
+            with open(path) as fh:
+                for doc in json.load(fh):
+                    move = parse_move(doc, list(self.groups))
+                    self.router.map = switched(self.router.map, move)
+                    self.moves.append(move.describe())
+        except (ValueError, ReshardError) as exc:  # the runner reports OSError cleanly
+            raise OSError(0, f"cannot replay {path} against the configured groups: {exc}") from None
 
     def _save_moves(self) -> None:
         path = self._map_path()
@@ -425,12 +431,23 @@ class ShardService(Service):
             live += [f"INSERT INTO {_ident(table)} SELECT * FROM {staging}",
                      f"DROP TABLE {staging}"]  # fmt: skip
         await self._run(target, live, transaction=True)
+        # From here the target holds the truth: roll forward whatever happens.
+        pending = []
         for group in froms:
             deletes = []
             for table, column in tables.items():
                 where, params = move.where(column)
                 deletes.append([f"DELETE FROM {_ident(table)} WHERE {where}", *params])
-            await self._run(group, deletes, transaction=True)
+            for attempt in range(CLEANUP_ATTEMPTS):
+                try:
+                    await self._run(group, deletes, transaction=True)
+                    break
+                except (ReshardError, GroupDown, OutcomeUnknown) as exc:
+                    self.log.warning("reshard_cleanup_retry", group=group.name, error=str(exc),
+                                     attempt=attempt + 1)  # fmt: skip
+                    await asyncio.sleep(CLEANUP_BACKOFF_S * (attempt + 1))
+            else:
+                pending.append(group.name)
         self.router.map = switched(self.router.map, move)
         self.moves.append(move.describe())
         self._save_moves()
@@ -439,6 +456,12 @@ class ShardService(Service):
         self.progress.rows_moved = moved
         self.progress.fence_s = round(time.perf_counter() - fenced_at, 4)
         self.progress.state = "done"
+        if pending:
+            # The moved rows are still on these groups too: fan-out reads would count
+            # them twice until an operator deletes them (the move's WHERE, on each).
+            self.progress.state = "cleanup_pending"
+            self.progress.error = f"old copies left on groups {pending}"
+            self.log.error("reshard_cleanup_failed", groups=pending, **move.describe())
 
     async def _read_moving(self, froms, table: str, column: str, move: Move):
         where, params = move.where(column)

@@ -94,8 +94,20 @@ def test_range_moves_under_concurrent_writes_without_loss_or_duplicates(spawn, t
     _, _, metrics = harness.http("GET", router.url("admin") + "/metrics")
     assert f"scalelab_shard_rows_moved_total {report['rows_moved']}" in metrics.decode()
 
+    # A hot key moves back to g0 on its own; its row and its neighbours' stay right.
+    status, _, body = harness.http("POST", router.url("admin") + "/admin/reshard",
+                                   json.dumps({"key": 7, "to": "g0"}).encode())  # fmt: skip
+    assert status == 200 and json.loads(body)["rows_moved"] == 1, body
+    assert _rows(stores[0], "SELECT id, score FROM users WHERE id < 100") == [[7, expected[7]]]
+    cur.execute("SELECT score FROM users WHERE id = 7")
+    assert cur.fetchone()[0] == expected[7]
+    cur.execute("UPDATE users SET score = -1 WHERE id = 7")
+    assert _rows(stores[0], "SELECT score FROM users WHERE id = 7") == [[-1]]
+    status, _, body = harness.http("POST", router.url("admin") + "/admin/reshard", b'{"to": "x"}')
+    assert status == 400 and b"groups" in body
+
     # The new map survives a restart of the router.
     router.stop(timeout_s=5)
     again = spawn("shard", "--shards", str(cfg), "--data-dir", str(tmp_path / "router"))
     _, _, st = harness.http("GET", again.url() + "/status")
-    assert json.loads(st)["scalelab"]["map"]["version"] == 2
+    assert json.loads(st)["scalelab"]["map"]["version"] == 3
