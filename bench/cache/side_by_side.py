@@ -68,12 +68,15 @@ def rss_kib(pid: int) -> int:
 
 
 class Server:
-    def __init__(self, name: str, argv: list[str]) -> None:
+    def __init__(self, name: str, argv: list[str], src: Path | None = None) -> None:
         self.name = name
         self.port = free_port()
         argv = [a.replace("{port}", str(self.port)) for a in argv]
+        env = None
+        if src is not None:  # our server from another source tree (an older commit)
+            env = {**os.environ, "PYTHONPATH": str(src)}
         self.popen = subprocess.Popen(["taskset", "-c", "0", *argv], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, cwd=ROOT)  # fmt: skip
+                                      stderr=subprocess.DEVNULL, cwd=ROOT, env=env)  # fmt: skip
         wait_listening(self.port)
 
     def stop(self) -> None:
@@ -85,7 +88,7 @@ class Server:
             self.popen.wait()
 
 
-def start_servers(memory_mb: int) -> list[Server]:
+def start_servers(memory_mb: int, baseline: Path | None = None) -> list[Server]:
     memcached = shutil.which("memcached")
     if memcached is None:
         sys.exit("memcached is not installed (apt-get install memcached)")
@@ -96,7 +99,10 @@ def start_servers(memory_mb: int) -> list[Server]:
               "-m", str(memory_mb)]  # fmt: skip
     env_path = str(ROOT / "src")
     os.environ["PYTHONPATH"] = env_path + os.pathsep + os.environ.get("PYTHONPATH", "")
-    return [Server("scalelab", ours), Server("memcached", theirs)]
+    servers = [Server("scalelab", ours), Server("memcached", theirs)]
+    if baseline is not None:
+        servers.append(Server("baseline", ours, baseline))
+    return servers
 
 
 def mcload(binary: Path, port: int, conns: int, depth: int, seconds: float,
@@ -150,6 +156,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per scenario")
     parser.add_argument("--keyspace", type=int, default=100_000)
     parser.add_argument("--items", type=int, default=1_000_000, help="items for the RSS test")
+    parser.add_argument("--only", choices=("pipelined", "unpipelined"),
+                        help="run one scenario only")  # fmt: skip
+    parser.add_argument("--no-rss", action="store_true", help="skip the 1M-item RSS test")
+    parser.add_argument("--baseline-src", type=Path,
+                        help="also run our server from this src/ tree (e.g. `git archive "
+                             "<commit> src | tar -x -C DIR`, then DIR/src), alternating")  # fmt: skip
     parser.add_argument("--memcaslap", action="store_true",
                         help="also run memcaslap (-c 64 -T 1) against both, as a cross-check")  # fmt: skip
     args = parser.parse_args()
@@ -158,7 +170,10 @@ def main() -> None:
         binary = build_mcload(Path(tmp))
         scenarios = [("pipelined (8 conns x depth 32)", 8, 32),
                      ("not pipelined (64 conns x depth 1)", 64, 1)]  # fmt: skip
-        servers = start_servers(memory_mb=1024)
+        if args.only:
+            scenarios = [scenarios[0 if args.only == "pipelined" else 1]]
+        servers = start_servers(memory_mb=1024, baseline=args.baseline_src)
+        names = [server.name for server in servers]
         results: dict[tuple[str, str], list[tuple[float, float]]] = {}
         try:
             for _ in range(args.rounds):
@@ -184,7 +199,7 @@ def main() -> None:
         print(f"{'scenario':38} {'server':10} {'ops/s (median)':>15} {'cpu us/op':>10}")
         for label, _, _ in scenarios:
             medians = {}
-            for name in ("scalelab", "memcached"):
+            for name in names:
                 runs = results[(label, name)]
                 rate = statistics.median(r for r, _ in runs)
                 cpu = statistics.median(c for _, c in runs)
@@ -193,10 +208,16 @@ def main() -> None:
             ratio = medians["scalelab"][0] / medians["memcached"][0]
             cpu_ratio = medians["scalelab"][1] / medians["memcached"][1]
             print(f"{'':38} {'ratio':10} {ratio:15.0%} {cpu_ratio:9.1f}x")
+            if "baseline" in medians:
+                gain = medians["scalelab"][0] / medians["baseline"][0]
+                cpu_gain = medians["scalelab"][1] / medians["baseline"][1]
+                print(f"{'':38} {'vs base':10} {gain:15.0%} {cpu_gain:9.2f}x")
         if caslap:
             print(f"memcaslap -c 64 -T 1 TPS: scalelab {caslap['scalelab']:,.0f}, memcached "
                   f"{caslap['memcached']:,.0f} (ratio {caslap['scalelab'] / caslap['memcached']:.0%})")  # fmt: skip
 
+        if args.no_rss:
+            return
         # Memory: fresh servers, store N items of 100 bytes, compare resident sets.
         servers = start_servers(memory_mb=4096)
         try:

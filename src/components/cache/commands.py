@@ -32,6 +32,10 @@ VERSION = b"1.6.18-scalelab"
 U64 = 1 << 64
 MAX_GET_REPLY_BYTES = 64 * 1024 * 1024
 _MAX_NUMBER_DIGITS = 20  # 2**64 - 1 has 20 decimal digits
+# Module constants for the fast paths (a global load, not a global plus an attribute).
+_END = p.Reply.END
+_STORED = p.Reply.STORED
+_bad_key_byte = p._BAD_KEY_BYTE
 
 
 class Counters:
@@ -160,16 +164,22 @@ class Commands:
                 return
         out.append(p.Reply.END)
 
-    def get_one(self, key: bytes, now: float) -> bytes:
-        """The whole reply to ``get <key>`` (the server's one-request fast path)."""
+    def get_one(self, key: bytes, now: float) -> bytes | None:
+        """The whole reply to ``get <key>``, or None when ``key`` is not one valid key.
+
+        The server's fast path for a burst that is one ``get``: no ``Get`` object, no
+        reply list. An invalid "key" (a space: several keys; a control byte: maybe
+        several commands) is left to the parser, which owns the error replies."""
+        if len(key) > p.MAX_KEY_BYTES or _bad_key_byte(key) is not None or not key:
+            return None
         tail = self.cache.get_tail(key, now)
         counters = self.counters
         counters.cmd_get += 1
         if tail is None:
             counters.get_misses += 1
-            return p.Reply.END
+            return _END
         counters.get_hits += 1
-        return b"VALUE " + key + tail + p.Reply.END
+        return b"VALUE " + key + tail + _END
 
     # -- classic storage
 
@@ -178,19 +188,28 @@ class Commands:
         if not cmd.noreply:  # memcached stays silent under noreply, errors included
             out.append(reply)
 
-    def _do_store(self, cmd: p.Store, now: float) -> bytes:
+    def set_one(self, key: bytes, flags: int, exptime: int, value: bytes, now: float) -> bytes:
+        """``set`` (no noreply): the reply line. The server's fast path and ``_do_store``."""
         cache = self.cache
         self.counters.cmd_set += 1
+        if cache.put(key, value, flags, absolute_expiry(exptime, now), now):
+            return _STORED
+        if item_size(key, value, flags) > cache.max_item_bytes:
+            self.counters.store_too_large += 1
+            cache.delete(key)  # memcached: a failed set must not leave the old value
+            return p.Reply.TOO_LARGE
+        return self._no_memory()  # larger than the whole cache (-m below -I)
+
+    def _do_store(self, cmd: p.Store, now: float) -> bytes:
         mode = cmd.mode
         key = cmd.key
+        if mode == b"set":
+            return self.set_one(key, cmd.flags, cmd.exptime, cmd.value, now)
+        cache = self.cache
+        self.counters.cmd_set += 1
         if item_size(key, cmd.value, cmd.flags) > cache.max_item_bytes:
             self.counters.store_too_large += 1
-            if mode == b"set":
-                cache.delete(key)  # memcached: a failed set must not leave the old value
             return p.Reply.TOO_LARGE
-        if mode == b"set":
-            stored = cache.set(key, cmd.value, cmd.flags, absolute_expiry(cmd.exptime, now), now)
-            return p.Reply.STORED if stored is not None else self._no_memory()
         old = cache.get(key, now)
         if mode == b"add":
             if old is not None:  # the get above bumped it, as memcached's add does

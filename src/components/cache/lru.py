@@ -98,6 +98,10 @@ def item_size(key: bytes, value: bytes, flags: int) -> int:
             + len(value) + 2)  # fmt: skip
 
 
+#: What ``item_size`` adds to the key, suffix and value: header, CAS, key NUL, CRLF.
+_ITEM_FIXED_BYTES = ITEM_HEADER_BYTES + CAS_BYTES + 1 + 2
+
+
 def _charged(key: bytes, entry: bytes) -> int:
     return ITEM_HEADER_BYTES + CAS_BYTES + len(key) + 1 + len(entry) - HEADER_BYTES
 
@@ -253,14 +257,21 @@ class LruCache:
     def set(self, key: bytes, value: bytes, flags: int, exptime: int, now: float,
             cas: int = 0, bits: int = 0) -> Item | None:  # fmt: skip
         """Store ``value`` under ``key`` (``exptime`` absolute, see ``absolute_expiry``)."""
+        cas = self.put(key, value, flags, exptime, now, cas, bits)
+        return Item(value, flags, exptime, cas, int(now), bits) if cas else None
+
+    def put(self, key: bytes, value: bytes, flags: int, exptime: int, now: float,
+            cas: int = 0, bits: int = 0) -> int:  # fmt: skip
+        """``set`` without building the ``Item``: the new CAS, or 0 when it did not fit."""
+        suffix = _suffix(flags, len(value))
+        size = _ITEM_FIXED_BYTES + len(key) + len(suffix) + len(value)  # == item_size()
+        if size > self.max_item_bytes or size > self.max_bytes:
+            return 0
         if not cas:
             self._next_cas += 1
             cas = self._next_cas
         now = int(now)
-        entry = _pack(cas, exptime, now, bits) + _suffix(flags, len(value)) + value + b"\r\n"
-        size = _charged(key, entry)
-        if size > self.max_item_bytes or size > self.max_bytes:
-            return None
+        entry = _pack(cas, exptime, now, bits) + suffix + value + b"\r\n"
         items = self._items
         old = items.pop(key, None)
         if old is not None:
@@ -274,7 +285,7 @@ class LruCache:
             heapq.heappush(self._expiries, (exptime, cas, key))
             if len(self._expiries) > 2 * len(items) + 1024:
                 self._rebuild_expiries()
-        return Item(value, flags, exptime, cas, now, bits)
+        return cas
 
     def update(self, key: bytes, item: Item) -> None:
         """Write an item's changed metadata (cas, exptime, atime, bits) back."""

@@ -19,9 +19,11 @@ parser; replies gathered from one burst are written out early past
 ``MAX_REPLY_BURST_BYTES``, and a client that does not read its replies stops being read
 once its output buffer is over the transport's high-water mark (``pause_writing``).
 
-One shortcut: a burst that is exactly one ``get <key>`` (what a request/response client
-sends) is answered without building a command object (``single_get_key`` and
-``Commands.get_one``); a property test holds it to the parser's answer.
+One shortcut: a burst that is exactly one ``get <key>`` or one plain ``set`` (what a
+request/response client sends) is answered without building a command object or a
+reply list (``Commands.get_one``, ``single_set`` and ``Commands.set_one``), but only while
+the parser is idle: a burst that is the data block of an earlier ``set`` is a value,
+not a command. Property tests hold the fast paths to the general path's bytes.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from components.common.cli import format_address, port
 
 from .commands import Commands
 from .lru import LruCache
-from .protocol import DEFAULT_MAX_VALUE_BYTES, RequestParser, single_get_key
+from .protocol import DEFAULT_MAX_VALUE_BYTES, RequestParser, single_set
 
 MIB = 1024 * 1024
 CLOCK_TICK_S = 1.0
@@ -77,15 +79,24 @@ def positive_int(text: str) -> int:
 class CacheConnection(asyncio.Protocol):
     """One client connection: parse, execute, reply once per read burst."""
 
-    __slots__ = ("service", "parser", "transport", "execute", "counted", "paused")
+    __slots__ = ("service", "parser", "transport", "commands", "execute", "max_value_bytes",
+                 "counted", "paused", "idle", "bytes_read", "bytes_written")  # fmt: skip
 
     def __init__(self, service: CacheService) -> None:
         self.service = service
         self.parser = RequestParser(service.args.max_item_size)
+        self.commands = service.commands
         self.execute = service.commands.execute
+        self.max_value_bytes = service.args.max_item_size
         self.transport: asyncio.Transport | None = None
         self.counted = False
         self.paused = False
+        #: True when a burst may take a fast path: counted, not paused, and the parser
+        #: holds nothing (no partial line, no awaited data block, nothing to swallow).
+        self.idle = False
+        # Per connection, so the hot path bumps its own slots; stats add them up.
+        self.bytes_read = 0
+        self.bytes_written = 0
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -96,31 +107,50 @@ class CacheConnection(asyncio.Protocol):
             transport.close()
             return
         self.counted = True
+        self.idle = True
         service.connections.add(self)
         service.total_connections += 1
 
     def connection_lost(self, exc) -> None:
+        self.idle = False
         if self.counted:
-            self.service.connections.discard(self)
+            service = self.service
+            service.connections.discard(self)
+            service.closed_bytes_read += self.bytes_read
+            service.closed_bytes_written += self.bytes_written
             self.counted = False
 
     def data_received(self, data: bytes) -> None:
-        if not self.counted:
+        if self.idle:
+            # Fast paths: a burst that is exactly one plain "get <key>" or "set", which is
+            # what a request/response client sends. They answer without command objects
+            # or a reply list; anything they do not recognise (and every error) falls
+            # through to the parser, which gives the same bytes, only slower.
+            head = data[:4]
+            if head == b"get ":
+                if data[-2:] == b"\r\n":
+                    reply = self.commands.get_one(data[4:-2], self.service.now)
+                    if reply is not None:
+                        self.bytes_read += len(data)
+                        self.bytes_written += len(reply)
+                        self.transport.write(reply)
+                        return
+            elif head == b"set ":
+                fields = single_set(data, self.max_value_bytes)
+                if fields is not None:
+                    reply = self.commands.set_one(*fields, self.service.now)
+                    self.bytes_read += len(data)
+                    self.bytes_written += len(reply)
+                    self.transport.write(reply)
+                    return
+        elif not self.counted:
             return
-        service = self.service
-        service.bytes_read += len(data)
+        self.bytes_read += len(data)
         parser = self.parser
-        if not parser.buffered and not self.paused:
-            # Fast path: a lone "get <key>", the request/response client's usual burst.
-            key = single_get_key(data)
-            if key is not None:
-                reply = service.commands.get_one(key, service.now)
-                service.bytes_written += len(reply)
-                self.transport.write(reply)
-                return
         parser.feed(data)
         if not self.paused:
             self._process()
+            self.idle = not self.paused and parser.idle()
 
     def _process(self) -> None:
         """Execute every complete command buffered, replying with one write.
@@ -162,12 +192,13 @@ class CacheConnection(asyncio.Protocol):
 
     def _write(self, out: list[bytes]) -> None:
         reply = out[0] if len(out) == 1 else b"".join(out)
-        self.service.bytes_written += len(reply)
+        self.bytes_written += len(reply)
         self.transport.write(reply)
 
     def pause_writing(self) -> None:
         # The client is not reading its replies: stop reading its requests until it does.
         self.paused = True
+        self.idle = False
         self.transport.pause_reading()
 
     def resume_writing(self) -> None:
@@ -175,6 +206,7 @@ class CacheConnection(asyncio.Protocol):
         self.transport.resume_reading()
         if self.counted:
             self._process()
+            self.idle = not self.paused and self.parser.idle()
 
 
 class CacheService(Service):
@@ -216,8 +248,9 @@ class CacheService(Service):
         self.connections: set[CacheConnection] = set()
         self.total_connections = 0
         self.rejected_connections = 0
-        self.bytes_read = 0
-        self.bytes_written = 0
+        #: bytes of connections already closed (open ones keep their own count).
+        self.closed_bytes_read = 0
+        self.closed_bytes_written = 0
         self.clock_offset_s = 0
         self.now = int(time.time())
         self.commands = Commands(self.cache, self._settings(), self._server_stats)
@@ -252,13 +285,14 @@ class CacheService(Service):
         }
 
     def _server_stats(self):
+        conns = self.connections
         return [
             ("max_connections", self.args.conn_limit),
             ("curr_connections", len(self.connections)),
             ("total_connections", self.total_connections),
             ("rejected_connections", self.rejected_connections),
-            ("bytes_read", self.bytes_read),
-            ("bytes_written", self.bytes_written),
+            ("bytes_read", self.closed_bytes_read + sum(c.bytes_read for c in conns)),
+            ("bytes_written", self.closed_bytes_written + sum(c.bytes_written for c in conns)),
         ]
 
     def _register_metrics(self) -> None:

@@ -306,18 +306,6 @@ def test_truncated_command_never_produces_a_reply_until_complete(tail):
     assert parser.next_command() == p.Store(b"set", b"key", 0, 0, tail)
 
 
-@settings(max_examples=150, deadline=None)
-@given(st.one_of(streams, st.binary(max_size=30).map(lambda k: b"get " + k + b"\r\n")))
-def test_single_get_fast_path_agrees_with_the_parser(data):
-    key = p.single_get_key(data)
-    if key is None:
-        return
-    parser = p.RequestParser()
-    parser.feed(data)
-    assert parser.next_command() == p.Get([key])
-    assert parser.next_command() is None and parser.buffered == 0
-
-
 def test_get_reply_is_bounded_even_when_keys_repeat():
     commands = Commands(LruCache(64 << 20, 1 << 20))
     commands.max_reply_bytes = 10_000
