@@ -55,6 +55,8 @@ from .upstream import LSN_HEADER, Group, GroupDown, OutcomeUnknown
 
 #: Upstream connections per store node at most (further requests wait for one).
 MAX_UPSTREAM_CONNECTIONS_PER_NODE = 64
+#: Requests in flight at most; more are answered 503 at once (backpressure).
+MAX_INFLIGHT_REQUESTS = 2048
 #: Longest a statement waits behind a resharding's write fence before a 503.
 FENCE_WAIT_S = 10.0
 #: Rows per request while copying (the store takes at most 1000 statements).
@@ -97,6 +99,7 @@ class ShardService(Service):
         self._open = asyncio.Event()  # set: no fence
         self._open.set()
         self._inflight = 0
+        self._requests = 0
         self._idle = asyncio.Event()
         self._idle.set()
         app = web.Application(client_max_size=protocol.MAX_BODY_BYTES)
@@ -157,6 +160,16 @@ class ShardService(Service):
         return await self._serve(request, write=None)
 
     async def _serve(self, request: web.Request, write: bool | None) -> web.StreamResponse:
+        if self._requests >= MAX_INFLIGHT_REQUESTS:  # shed load rather than queue forever
+            return _json({"error": f"router overloaded: {self._requests} requests in flight"},
+                         503)  # fmt: skip
+        self._requests += 1
+        try:
+            return await self._serve_one(request, write)
+        finally:
+            self._requests -= 1
+
+    async def _serve_one(self, request: web.Request, write: bool | None) -> web.StreamResponse:
         started = time.perf_counter()
         try:
             options = protocol.parse_options(request.query)
@@ -214,15 +227,13 @@ class ShardService(Service):
         """The whole request to one group, its answer passed through."""
         group = self.groups[plan.single]  # type: ignore[index]
         self.m_queries.labels(group.name).inc(len(plan.steps))
-        if request.method == "GET":
-            body = None
-            path = request.path_qs
-        else:
-            body = _encode(plan.steps)
-            path = request.path_qs
+        # Always as a POST with the (maybe rewritten: generated ids) statements in the
+        # body; ``q`` is dropped from the query string, every other flag passes through.
+        flags = [(k, v) for k, v in request.query.items() if k != "q"]
+        path = request.path + ("?" + urlencode(flags) if flags else "")
         to_primary = write or options.level != "none"
         try:
-            reply = await group.send(request.method, path, body, to_primary=to_primary)
+            reply = await group.send("POST", path, _encode(plan.steps), to_primary=to_primary)
         except (GroupDown, OutcomeUnknown):
             self.m_errors.labels(group.name).inc()
             raise
