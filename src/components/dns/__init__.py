@@ -9,4 +9,6 @@ so a failover or a weight change reaches users only as fast as the TTL lets it, 
 why geo answers carry short TTLs. Real GeoDNS services (Route 53, NS1, PowerDNS with
 GeoIP) locate clients with large geo-IP databases and anycast; here regions are explicit
 subnet lists, and the server is a single process speaking real DNS over UDP and TCP.
+``examples/`` ships the zone and rules of the multi_dc stage: two data centres on
+loopback, nearest-centre routing, an 80/20 split and failover between them.
 """
