@@ -179,9 +179,6 @@ class ShardService(Service):
                 statements = protocol.parse_statements(await request.read())
         except BadRequest as exc:
             return web.Response(text=str(exc), status=400)
-        if options.queue:
-            return _json({"error": "queued writes (?queue) are not supported by the router"},
-                         400)  # fmt: skip
         if write is None:
             write = not all(is_read(sql) for sql, _ in statements)
         for _attempt in range(2):
@@ -200,6 +197,10 @@ class ShardService(Service):
                 await asyncio.wait_for(self._open.wait(), FENCE_WAIT_S)
             except TimeoutError:
                 return _json({"error": "resharding in progress: write fence still up"}, 503)
+        if options.queue and plan.single is None:
+            return _refusal("queued writes (?queue) must stay on one group: the router "
+                            "cannot report a sequence number for several", 0, len(statements),
+                            options)  # fmt: skip
         if plan.generated_ids:
             self.m_ids.inc(plan.generated_ids)
         if fenced:

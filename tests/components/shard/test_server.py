@@ -232,3 +232,16 @@ def test_a_dead_group_is_a_clear_error_not_a_hang(spawn, tmp_path):
     assert harness.http("GET", router.url() + "/readyz")[0] == 503
     status, _, nodes = harness.http("GET", router.url() + "/nodes")
     assert status == 200 and len(json.loads(nodes)) == 2
+
+
+def test_queued_write_passes_to_its_group(loaded):
+    router, stores, _ = loaded
+    status, body = _post(router, "/db/execute?queue&wait",
+                         [["INSERT INTO users (id, name) VALUES (?, ?)", 777, "queued"]])  # fmt: skip
+    assert status == 200, body
+    cur = connect(router).cursor()
+    cur.execute("SELECT name FROM users WHERE id = 777")
+    assert cur.fetchone()[0] == "queued"
+    cur.execute("DELETE FROM users WHERE id = 777")
+    status, body = _post(router, "/db/execute?queue", ["DELETE FROM users WHERE id > 5000"])
+    assert "queued writes" in json.loads(body)["results"][0]["error"]
