@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import ShardConfig
+from .hotkeys import SpaceSaving
 from .ids import Snowflake
 from .placement import RoutingMap
 from .sqlscan import (
@@ -98,6 +99,8 @@ class Router:
         self.map: RoutingMap = config.routing
         self.ids = ids
         self.all_groups = list(config.groups)
+        #: Keys of single-key statements, per sharded table (the celebrity finder).
+        self.hot: dict[str, SpaceSaving] = {t: SpaceSaving() for t in config.tables}
 
     def plan(self, statements: list[Statement], *, write: bool, transaction: bool) -> Plan:
         steps = []
@@ -159,6 +162,8 @@ class Router:
             values = key_values(info.where, column, params)
             if values is not None:
                 groups = self._groups_for(values)
+                if len(values) == 1 and (key := canonical_key(values[0])) is not None:
+                    self.hot[table].add(key)
                 return Step(statement, groups or home, info, params, True), 0
         if info.verb not in ("select", "update", "delete", "create", "drop", "alter",
                              "pragma", "explain", "analyze", "reindex"):  # fmt: skip
@@ -205,6 +210,8 @@ class Router:
                               "parameter with an integer or text value")  # fmt: skip
             keys.append(key)
         groups = self._groups_for(keys)
+        if len(keys) == 1:
+            self.hot[table].add(keys[0])
         if len(groups) > 1:
             raise Refused(
                 f"this INSERT has rows for groups {groups}: a statement that writes several "

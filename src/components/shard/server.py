@@ -57,6 +57,8 @@ from .upstream import LSN_HEADER, Group, GroupDown, OutcomeUnknown
 MAX_UPSTREAM_CONNECTIONS_PER_NODE = 64
 #: Requests in flight at most; more are answered 503 at once (backpressure).
 MAX_INFLIGHT_REQUESTS = 2048
+#: Heaviest keys per table shown in /status (candidates for a group of their own).
+HOT_KEYS_SHOWN = 10
 #: Longest a statement waits behind a resharding's write fence before a 503.
 FENCE_WAIT_S = 10.0
 #: Rows per request while copying (the store takes at most 1000 statements).
@@ -310,6 +312,13 @@ class ShardService(Service):
             "map": self.router.map.describe(),
             "reshard": dataclasses.asdict(self.progress),
             "home": self.config.home,
+            "hot_keys": {
+                table: [
+                    {"key": k, "count": c, "at_least": g, "group": self.router.map.group_for(k)}
+                    for k, c, g in sketch.top(HOT_KEYS_SHOWN)
+                ]
+                for table, sketch in self.router.hot.items()
+            },  # fmt: skip
             "tables": self.config.tables,
             "groups": {
                 name: {"nodes": g.nodes, "primary": g.primary, "epoch": g.epoch}

@@ -155,6 +155,9 @@ def test_status_and_metrics_show_the_map_and_per_group_counts(loaded):
     doc = json.loads(body)["scalelab"]
     assert doc["map"]["version"] == 1 and doc["map"]["strategy"] == "consistent"
     assert set(doc["groups"]) == {"g1", "g2", "g3"}
+    hot = doc["hot_keys"]["users"]
+    assert hot and all(h["count"] >= h["at_least"] >= 0 and h["group"] in doc["groups"]
+                       for h in hot)  # fmt: skip
     _, _, metrics = harness.http("GET", router.url("admin") + "/metrics")
     text = metrics.decode()
     assert 'scalelab_shard_queries_total{group="g2"}' in text
