@@ -2,6 +2,7 @@
 
 import json
 import threading
+from collections import Counter
 
 import pyrqlite.dbapi2 as dbapi2
 
@@ -67,14 +68,29 @@ def test_range_moves_under_concurrent_writes_without_loss_or_duplicates(spawn, t
             except Exception as exc:  # a 503 from the fence would show up here
                 errors.append(repr(exc))
 
+    counts = []
+
+    def reader():  # a fan-out read during the move: never a row twice, never one missing
+        c = dbapi2.connect(host=host, port=port).cursor()
+        while not stop.is_set():
+            try:
+                c.execute("SELECT count(*) FROM users WHERE id <= 60")
+                counts.append(c.fetchone()[0])
+            except Exception as exc:
+                errors.append(repr(exc))
+
     thread = threading.Thread(target=writer)
     thread.start()
+    watcher = threading.Thread(target=reader)
+    watcher.start()
     harness.wait_until_sync(lambda: len(expected) > 70, what="writes under way")
     status, _, body = harness.http("POST", router.url("admin") + "/admin/reshard",
                                    json.dumps({"low": 0, "high": 100, "to": "g1"}).encode())  # fmt: skip
     harness.wait_until_sync(lambda: len(expected) > 90, what="writes after the move")
     stop.set()
     thread.join(timeout=30)
+    watcher.join(timeout=30)
+    assert counts and set(counts) == {60}, Counter(counts)
     assert status == 200, body
     report = json.loads(body)
     assert report["state"] == "done" and report["rows_moved"] > 0
