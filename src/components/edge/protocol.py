@@ -88,6 +88,25 @@ def render(
     return head + body
 
 
+def stream_head(
+    entry: Entry, age: float | None, x_cache: bytes, via: bytes, framing: bytes,
+    close: bool = False, keep_alive: bool = False,
+) -> bytes:  # fmt: skip
+    """The head of an answer whose body follows as it arrives (a streamed fill).
+
+    ``entry`` holds the response's stored fields (its body is not there yet);
+    ``framing`` is a ready ``Content-Length`` or ``Transfer-Encoding`` line, or b"".
+    """
+    own = b"Via: 1.1 %s\r\nX-Cache: %s\r\n" % (via, x_cache)
+    if age is not None:
+        own = b"Age: %d\r\n" % age + own
+    if close:
+        own += b"Connection: close\r\n"
+    elif keep_alive:
+        own += b"Connection: keep-alive\r\n"
+    return status_line(entry.status, entry.reason) + entry.head_fields + own + framing + b"\r\n"
+
+
 def _without(entry: Entry, name: bytes) -> bytes:
     return b"".join([k + b": " + v + b"\r\n" for k, v in entry.headers if k.lower() != name])
 

@@ -9,11 +9,14 @@ wait in the parser until it is done, which keeps answers in order (RFC 9112 §9.
 
 The slow paths, in the words of RFC 9111 and RFC 5861:
 
-- *miss*: a fill. Concurrent misses for one URL are collapsed: the first request fetches
-  from the origin, the others wait on its future and are then answered from the store
-  (Varnish's "waiting list"). A response that may not be stored, or outgrows
-  ``--max-object-mb``, is streamed through to the first client and the waiters fetch
-  for themselves.
+- *miss*: a fill (``fill.py``). Concurrent misses for one URL are collapsed: the first
+  request fetches from the origin, the others wait on its future (Varnish's "waiting
+  list"). Once the response head is in and it may be stored, a task reads the body into
+  the fill while every one of them is answered from it *as it arrives* (streamed; HEAD,
+  ``Range`` and conditional requests wait for the whole body), and at its end it is
+  stored. A body that outgrows ``--max-object-mb`` turns the fill into a shared
+  pass-through (paced by its slowest reader, not stored). A response that may not be
+  stored at all is streamed to the first client only; the waiters fetch for themselves.
 - *pass*: once a URL's response could not be stored, the URL is forwarded as it is (the
   client's own conditionals and ``Range`` included, no waiting in line) for
   ``PASS_TTL_S``; Varnish calls this hit-for-pass. A purge forgets these verdicts.
@@ -53,6 +56,7 @@ from components.common.http1 import (
 )
 
 from . import httpcache, protocol
+from .fill import BROKEN, DONE, OPEN, Fill
 from .httpcache import (
     FRESH,
     STALE_OK,
@@ -84,6 +88,8 @@ _HIT, _STALE = b"HIT", b"STALE"
 _ANSWER_FIELDS = frozenset({b"cache-control", b"pragma", b"if-none-match", b"if-modified-since",
                             b"range", b"if-range"})  # fmt: skip
 _SPECIAL_INITIALS = frozenset(name[0] for name in _ANSWER_FIELDS)
+#: Request fields that need a whole response to be answered (not streamed from a fill).
+_JUDGED_ON_THE_WHOLE = (b"range", b"if-none-match", b"if-modified-since")
 RESULTS = ("hit", "miss", "stale", "revalidated", "collapsed", "pass", "error", "uncached")
 
 
@@ -491,6 +497,16 @@ class Edge(Service):
             self.collapsed.inc()
             filled = await asyncio.shield(fill)
             close = client.closing_after(request)
+            if type(filled) is tuple:
+                # A streamed fill: read it from its first byte if the request selects the
+                # same variant (§4.1), else fetch on our own.
+                head, body = filled
+                if head.secondary == httpcache.secondary_key(head.vary, headers):
+                    self.result["collapsed"].inc()
+                    if await self.answer_from_fill(client, request, head, body, _HIT, close):
+                        return
+                await self.fetch(client, request, host, target, qcc, None, None)
+                return
             entry = self.store.lookup(host, target, headers)
             now = time.time()
             # The response the fill just received answers every request that waited for
@@ -554,47 +570,152 @@ class Edge(Service):
             client.write(self.answer(stale, request, response_time, _STALE, close))
             return
         ok, _ = httpcache.storable(b"GET", request.headers, status, response.headers, qcc)
-        if ok and (response.framing != "length" or response.content_length <= self.max_object):
-            pieces, size = [], 0
-            while True:
-                event = await self.next_body_event(conn)
-                if event is None:
-                    self.result["error"].inc()
-                    client.write(error_response(502, "origin response broken", close=close))
-                    return
-                if type(event) is EndOfMessage:
-                    break
-                pieces.append(event.data)
-                size += len(event.data)
-                if size > self.max_object:
-                    break
-            if size <= self.max_object:
-                conn.finished()
-                entry = Entry.from_response(
-                    host, target, status, response.reason, response.headers, b"".join(pieces),
-                    request_time, response_time, request.headers, self.args.heuristic_max,
-                )  # fmt: skip
-                if not self.store.put(entry) and stale is not None:
-                    self.store.remove_entry(stale)
-                if fill is not None and not fill.done():
-                    fill.set_result(entry)
-                self.result["miss"].inc()
-                client.write(self.answer(entry, request, time.time(), b"MISS", close))
-                return
-            # Outgrew --max-object-mb while reading: stream the rest through.
+        if not ok:
             if stale is not None:
                 self.store.remove_entry(stale)
             if fill is not None and not fill.done():
                 fill.set_result(None)
             self.mark_pass(host, target, status, fill)
-            await self.stream(client, request, response, conn, pieces, close, "miss")
+            await self.stream(client, request, response, conn, [], close, "pass")
             return
+        # Storable: a fill, streamed to this client (and any collapsed behind it) while it
+        # is received and stored. The fields are stored now; the body joins them at the end.
+        head = Entry.from_response(
+            host, target, status, response.reason, response.headers, b"",
+            request_time, response_time, request.headers, self.args.heuristic_max,
+        )  # fmt: skip
+        storing = response.framing != "length" or response.content_length <= self.max_object
+        body = Fill(self.loop, storing)
+        body.length = response.content_length if response.framing == "length" else None
+        if not storing:
+            self.stop_offering(host, target, fill, stale, status)
+        if fill is not None and not fill.done():
+            fill.set_result((head, body))
+        task = self.loop.create_task(self.receive(conn, host, target, fill, head, body, stale))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        self.result["miss"].inc()
+        await self.answer_from_fill(client, request, head, body, b"MISS", close)
+
+    async def receive(self, conn, host: bytes, target: bytes, fill, head: Entry, body: Fill,
+                      stale: Entry | None) -> None:  # fmt: skip
+        """Read a fill's body from the origin into ``body``; store it if it stays small."""
+        try:
+            while True:
+                event = await self.next_body_event(conn)
+                if event is None:
+                    self.result["error"].inc()
+                    body.fail()
+                    return
+                if type(event) is EndOfMessage:
+                    break
+                body.append(event.data)
+                if body.storing and body.size > self.max_object:
+                    body.stop_storing()
+                    self.stop_offering(host, target, fill, stale, head.status)
+                if not body.storing and not await body.space():
+                    conn.close()  # every reader left a pass-through: stop reading it
+                    body.fail()
+                    return
+            conn.finished()
+            if body.storing:
+                head.body = body.body()
+                head.size += len(head.body)
+                if not self.store.put(head) and stale is not None:
+                    self.store.remove_entry(stale)
+            body.finish()
+        finally:
+            if fill is not None and self.fills.get((host, target)) is fill:
+                del self.fills[(host, target)]
+            if body.state == OPEN:  # cancelled (stop)
+                conn.close()
+                body.fail()
+
+    def stop_offering(self, host: bytes, target: bytes, fill, stale: Entry | None,
+                      status: int) -> None:  # fmt: skip
+        """A fill that will not be stored: later requests pass instead of joining it."""
+        if fill is not None and self.fills.get((host, target)) is fill:
+            del self.fills[(host, target)]
         if stale is not None:
             self.store.remove_entry(stale)
-        if fill is not None and not fill.done():
-            fill.set_result(None)
         self.mark_pass(host, target, status, fill)
-        await self.stream(client, request, response, conn, [], close, "pass")
+
+    async def answer_from_fill(self, client, request: Request, head: Entry, body: Fill,
+                               x_cache: bytes, close: bool) -> bool:  # fmt: skip
+        """Answer ``request`` from a fill; False when it could not join (fetch instead).
+
+        A plain GET is streamed as the body arrives. HEAD, ``Range`` and conditional
+        requests need the whole response to be judged, so they wait for it and are
+        answered from it; if it turns into a pass-through they get it streamed as a 200
+        (a server may ignore ``Range``, RFC 9110 §14.2).
+        """
+        reader = body.join()
+        if reader is None:
+            return False
+        try:
+            if request.method != b"GET" or any(
+                request.get(name) is not None for name in _JUDGED_ON_THE_WHOLE
+            ):
+                await asyncio.shield(body.settled)
+                close = client.closing_after(request)
+                if body.state == BROKEN:
+                    client.write(error_response(502, "origin response broken", close=close))
+                    return True
+                if body.storing:
+                    client.write(self.answer(head, request, time.time(), x_cache, close))
+                    return True
+            await self.relay(client, request, head, body, reader, x_cache, close)
+            return True
+        finally:
+            body.leave(reader)
+
+    async def relay(self, client, request: Request, head: Entry, body: Fill, reader,
+                    x_cache: bytes, close: bool) -> None:  # fmt: skip
+        """Write a fill's response to ``client``: its head at once, its body as it comes."""
+        status = head.status
+        if status in (204, 304) or status < 200:
+            framing, chunked, has_body = b"", False, False
+        elif body.length is not None:
+            framing, chunked, has_body = b"Content-Length: %d\r\n" % body.length, False, True
+        elif request.version == b"1.1":
+            framing, chunked, has_body = b"Transfer-Encoding: chunked\r\n", True, True
+        else:  # an HTTP/1.0 client: the end of the connection ends the body
+            framing, chunked, has_body, close = b"", False, True, True
+        age = head.current_age(time.time())
+        if x_cache is not _HIT and age < 1:
+            age = None  # §5.1, as in ``answer``
+        out = [protocol.stream_head(head, age, x_cache, self.via, framing, close,
+                                    keep_alive=request.version == b"1.0")]  # fmt: skip
+        if request.method == b"HEAD" or not has_body:
+            client.write(out[0])
+            if close:
+                client.close()
+            return
+        while True:
+            pieces = body.take(reader)
+            if chunked:
+                out.extend([chunk(piece) for piece in pieces])
+            else:
+                out.extend(pieces)
+            state = body.state
+            if state == DONE:
+                if chunked:
+                    out.append(LAST_CHUNK)
+                client.write(b"".join(out))
+                if close:
+                    client.close()
+                return
+            if state == BROKEN:
+                client.write(b"".join(out))
+                client.close()  # the answer is cut short: the client must see it
+                return
+            if out:
+                client.write(b"".join(out))
+                out = []
+            await client.drained()
+            if client.closing:
+                return
+            await body.more(reader)
 
     def mark_pass(self, host: bytes, target: bytes, status: int, fill) -> None:
         """Remember for ``PASS_TTL_S`` that this URL's response was not storable.

@@ -30,6 +30,11 @@ class Route:
     delay_s: float = 0.0
     #: Send the body with chunked coding instead of Content-Length.
     chunked: bool = False
+    #: With ``chunked``: send the first half, then wait for this event before the rest
+    #: (a slow origin whose end the test controls).
+    gate: threading.Event | None = None
+    #: Wait for this event before answering at all (requests pile up behind a fill).
+    head_gate: threading.Event | None = None
 
 
 class ScriptedOrigin:
@@ -87,6 +92,8 @@ class ScriptedOrigin:
             return web.Response(status=404, text="no route", headers={"Cache-Control": "no-store"})
         if route.delay_s:
             await asyncio.sleep(route.delay_s)
+        if route.head_gate is not None:
+            await asyncio.get_running_loop().run_in_executor(None, route.head_gate.wait, 10)
         headers = dict(route.headers)
         if route.etag:
             headers["ETag"] = route.etag
@@ -106,6 +113,10 @@ class ScriptedOrigin:
             await response.prepare(request)
             half = len(route.body) // 2
             await response.write(route.body[:half])
+            if route.gate is not None:
+                opened = await asyncio.get_running_loop().run_in_executor(None, route.gate.wait, 10)
+                if not opened:
+                    raise ConnectionResetError("gate never opened")
             await response.write(route.body[half:])
             await response.write_eof()
             return response

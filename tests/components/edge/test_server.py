@@ -496,8 +496,6 @@ def raw_origin_edge():
     "answer",
     [
         b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
-        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100\r\n\r\nshort",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         b"NOT HTTP AT ALL\r\n\r\n",
     ],
 )
@@ -507,6 +505,29 @@ def test_a_broken_origin_response_is_502_and_never_stored(raw_origin_edge, answe
     for _ in range(2):
         status, headers, _ = curl(edge, "/broken")
         assert status == 502, headers
+    assert metric(edge, "scalelab_edge_objects") == 0
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100\r\n\r\nshort",
+        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n"
+        b"\r\n5\r\nshort\r\nzz\r\n",
+    ],
+)
+def test_a_body_broken_while_streamed_is_cut_short_and_never_stored(raw_origin_edge, answer):
+    # The head (and "short") went to the client as it arrived, so there is no 502 to
+    # send: the client must see an incomplete answer (curl: partial file / bad chunk).
+    origin, edge = raw_origin_edge
+    origin.answer = answer
+    before = origin.hits
+    for _ in range(2):
+        done = subprocess.run(["curl", "-s", "--max-time", "10", edge.url("main") + "/cut"],
+                              capture_output=True)  # fmt: skip
+        assert done.returncode in (18, 56), done
+        assert done.stdout == b"short"
+    assert origin.hits == before + 2  # never stored: both reached the origin
     assert metric(edge, "scalelab_edge_objects") == 0
 
 
