@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# A short journey: the same load on each stage in turn (about 100 s), one comparison
+# table and runs/journey-*/journey.png.
 demo: $(STAMP)
-	$(VENV)/bin/scalelab run single_server --load default --duration 20
+	$(VENV)/bin/scalelab journey --duration 15
 
 test: $(STAMP)
 	$(PY) -m pytest
