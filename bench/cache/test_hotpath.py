@@ -8,12 +8,14 @@ Each benchmark processes a batch of operations; divide the mean by the batch siz
 from __future__ import annotations
 
 import random
+import types
 
 import pytest
 
 from components.cache.commands import Commands
 from components.cache.lru import LruCache
 from components.cache.protocol import RequestParser
+from components.cache.server import CacheConnection
 
 KEYS = 100_000
 BATCH = 32
@@ -100,3 +102,61 @@ def test_parse_and_execute_burst_of_32(benchmark, bursts, loaded_cache):
 
     reply = benchmark(serve)
     assert reply.count(b"END\r\n") + reply.count(b"STORED\r\n") == BATCH
+
+
+class _NullTransport:
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _connection(cache: LruCache) -> CacheConnection:
+    """A real CacheConnection on a stand-in service, writing into the void."""
+    service = types.SimpleNamespace(
+        args=types.SimpleNamespace(max_item_size=1 << 20, conn_limit=8), cache=cache,
+        commands=Commands(cache), now=NOW, connections=set(), total_connections=0,
+        rejected_connections=0, closed_bytes_read=0, closed_bytes_written=0,
+    )  # fmt: skip
+    conn = CacheConnection(service)
+    conn.connection_made(_NullTransport())
+    return conn
+
+
+@pytest.fixture(scope="module")
+def single_requests():
+    """One request per burst (a request/response client), 90% get / 10% set."""
+    return [request for seed in range(8) for request in _requests(seed)]
+
+
+def _requests(seed: int) -> list[bytes]:
+    rnd = random.Random(seed)
+    out = []
+    for _ in range(BATCH):
+        key = b"%016d" % rnd.randrange(KEYS)
+        if rnd.random() < 0.1:
+            out.append(b"set %s 0 0 100\r\n%s\r\n" % (key, VALUE))
+        else:
+            out.append(b"get %s\r\n" % key)
+    return out
+
+
+@pytest.mark.parametrize("path", ["fast", "general"])
+def test_connection_32_single_request_bursts(benchmark, loaded_cache, single_requests, path):
+    """data_received for 32 bursts of one request each: the fast paths against the
+    general path (parser, command objects, reply list) on the same connection."""
+    conn = _connection(loaded_cache)
+    received = conn.data_received
+    batches = [single_requests[i : i + BATCH] for i in range(0, len(single_requests), BATCH)]
+    state = {"i": 0}
+
+    def serve():
+        state["i"] = (state["i"] + 1) % len(batches)
+        for request in batches[state["i"]]:
+            if path == "general":
+                conn.idle = False  # no fast path for this burst
+            received(request)
+        return conn.bytes_written
+
+    benchmark(serve)

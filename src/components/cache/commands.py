@@ -67,6 +67,9 @@ def _number(value: bytes) -> int | None:
 class Commands:
     """Executes commands against one cache; holds the counters ``stats`` reports."""
 
+    __slots__ = ("cache", "counters", "settings", "server_stats", "verbosity",
+                 "max_reply_bytes", "started", "_dispatch")  # fmt: skip
+
     def __init__(self, cache: LruCache, settings: dict[str, object] | None = None,
                  server_stats: Callable[[], Iterable[tuple[str, object]]] | None = None,
                  ) -> None:  # fmt: skip

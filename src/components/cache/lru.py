@@ -150,6 +150,11 @@ class LruCache:
     storage (add, cas, ...) is built from these by the command layer.
     """
 
+    # Slots: the hot paths read several of these per request, and a slot is one load.
+    __slots__ = ("max_bytes", "max_item_bytes", "_items", "_hand", "_hand_at", "_expiries",
+                 "bytes", "_next_cas", "oldest_live", "evictions", "evicted_unfetched",
+                 "reclaimed", "expired_unfetched", "total_items")  # fmt: skip
+
     def __init__(self, max_bytes: int, max_item_bytes: int | None = None) -> None:
         self.max_bytes = max_bytes
         self.max_item_bytes = max_item_bytes if max_item_bytes is not None else max_bytes
