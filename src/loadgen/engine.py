@@ -41,6 +41,7 @@ from yarl import URL
 
 from .profile import Profile, RequestSpec
 from .results import Results
+from .timeline import Timeline
 
 __all__ = ["Engine", "MAX_BODY_READ_BYTES"]
 
@@ -96,6 +97,7 @@ class Engine:
         self.results = Results()
         self.outstanding = 0
         self.stopping = asyncio.Event()
+        self._start = 0.0
         self._warm_end = 0.0
         self._last_done = 0.0
         self._stopped_at: float | None = None
@@ -116,6 +118,8 @@ class Engine:
         """
         p = self.profile
         start = time.monotonic() if start_at is None else start_at
+        self._start = start
+        self.results.timeline = Timeline(p.duration_s, p.warmup_s)
         self._warm_end = start + p.warmup_s
         end = start + p.duration_s
         connector = aiohttp.TCPConnector(limit=self.connections, limit_per_host=0)
@@ -186,7 +190,7 @@ class Engine:
                     await asyncio.sleep(0)
             spec = self._pick()
             if self.outstanding >= self.max_outstanding:
-                self.results.failure(spec.name, "dropped", due >= self._warm_end)
+                self.results.failure(spec.name, "dropped", due >= self._warm_end, due - start)
                 continue
             self.outstanding += 1
             task = loop.create_task(self._request(spec, due))
@@ -246,7 +250,9 @@ class Engine:
         done = time.monotonic()
         if done > self._last_done:
             self._last_done = done
+        at_s = due - self._start
         if error is None:
-            self.results.answer(spec.name, status, round((done - due) * 1_000_000), measured)
+            latency_us = round((done - due) * 1_000_000)
+            self.results.answer(spec.name, status, latency_us, measured, at_s)
         else:
-            self.results.failure(spec.name, error, measured)
+            self.results.failure(spec.name, error, measured, at_s)

@@ -6,6 +6,12 @@ milliseconds with the percentiles every figure of the journey uses (p50, p90, p9
 p99.9, max), overall and per request kind; answers per status; errors per kind; and for
 each scraped component the tier figures (``loadgen.tier``).
 
+``timeline`` is the run second by second (``loadgen.timeline``): a list of rows
+``{"t", "warmup", "requests", "answers", "errors", "p50_ms", "p99_ms", "max_ms"}``, one per
+``timeline_step_s`` seconds (1 unless the run is longer than an hour), from the start of
+the run (warm-up included, rows marked ``"warmup": true``) to its end, seconds without a
+request included, so a fault shows as the seconds it hurt.
+
 The progress line shows the *last second* only (its own histogram), because a
 cumulative p99 hides what is happening now: a stall that started five seconds ago
 barely moves a p99 over two minutes.
@@ -32,8 +38,11 @@ def build_report(
     results: Results,
     tier: dict[str, dict],
     interrupted: bool = False,
+    until_s: float | None = None,
 ) -> dict:
+    """The report dict; ``until_s``: seconds the run lasted, if cut short (timeline rows)."""
     window_s = results.window_s
+    timeline = results.timeline
     requests = results.requests
     errors = results.error_count
     return {
@@ -63,6 +72,8 @@ def build_report(
         "status": {str(s): n for s, n in results.status_totals().items()},
         "tier": tier,
         "histogram_us": results.latency.to_dict(),
+        "timeline_step_s": timeline.step_s if timeline is not None else 1,
+        "timeline": timeline.rows(until_s) if timeline is not None else [],
     }
 
 

@@ -18,7 +18,9 @@ reports can be compared line by line:
 - ``other``: any other client-side failure.
 
 Requests that started during the warm-up are only counted (``warmup_requests``,
-``warmup_errors``), never put in a figure. Everything here is bounded: request kinds by
+``warmup_errors``), never put in a figure. When the engine gives each request its offset
+from the start (``at_s``), it also goes on the per-second ``timeline``
+(``loadgen.timeline``), warm-up included and marked there. Everything here is bounded: request kinds by
 the profile, statuses by HTTP's 100..599, error kinds by the list above.
 """
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .histogram import Histogram
+from .timeline import Timeline
 
 __all__ = ["Results", "ERROR_KINDS"]
 
@@ -49,16 +52,21 @@ class Results:
         # The last second, for the progress line (reset by take_interval).
         self.interval = Histogram()
         self.interval_errors = 0
+        self.timeline: Timeline | None = None  # set by the engine for a run
 
     # -- recording (the hot path) ------------------------------------------------------
-    def answer(self, kind: str, status: int, latency_us: int, measured: bool) -> None:
-        """An HTTP answer arrived ``latency_us`` after the request was due."""
+    def answer(
+        self, kind: str, status: int, latency_us: int, measured: bool, at_s: float | None = None
+    ) -> None:
+        """An HTTP answer arrived ``latency_us`` after the request was due (at ``at_s``)."""
         self.interval.record(latency_us)
         error = None
         if status >= 500:
             error = "http_5xx"
         elif status >= 400:
             error = "http_4xx"
+        if at_s is not None and self.timeline is not None:
+            self.timeline.answer(at_s, latency_us, error)
         if error is not None:
             self.interval_errors += 1
         if not measured:
@@ -76,13 +84,17 @@ class Results:
         if error is not None:
             self._count_error(error, kind, 1)
 
-    def failure(self, kind: str, error: str, measured: bool) -> None:
+    def failure(self, kind: str, error: str, measured: bool, at_s: float | None = None) -> None:
         """A request that got no HTTP answer (``error`` is one of ``ERROR_KINDS``)."""
         self.interval_errors += 1
+        if error not in ERROR_KINDS:
+            error = "other"
+        if at_s is not None and self.timeline is not None:
+            self.timeline.failure(at_s, error)
         if not measured:
             self.warmup_errors += 1
             return
-        self._count_error(error if error in ERROR_KINDS else "other", kind, 1)
+        self._count_error(error, kind, 1)
 
     def _count_error(self, error: str, kind: str, n: int) -> None:
         per_kind = self.errors.setdefault(error, {})
@@ -133,6 +145,10 @@ class Results:
         self.warmup_requests += other.warmup_requests
         self.warmup_errors += other.warmup_errors
         self.window_s = max(self.window_s, other.window_s)
+        if other.timeline is not None:
+            if self.timeline is None:
+                self.timeline = Timeline(other.timeline.duration_s, other.timeline.warmup_s)
+            self.timeline.merge(other.timeline)
 
     def to_dict(self) -> dict:
         return {
@@ -143,6 +159,7 @@ class Results:
             "warmup_requests": self.warmup_requests,
             "warmup_errors": self.warmup_errors,
             "window_s": self.window_s,
+            "timeline": None if self.timeline is None else self.timeline.to_dict(),
         }
 
     @classmethod
@@ -157,4 +174,6 @@ class Results:
         results.warmup_requests = int(data["warmup_requests"])
         results.warmup_errors = int(data["warmup_errors"])
         results.window_s = float(data["window_s"])
+        if data.get("timeline") is not None:
+            results.timeline = Timeline.from_dict(data["timeline"])
         return results

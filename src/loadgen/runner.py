@@ -12,8 +12,9 @@ The shape of a run, for one process or several:
 4. scrape every component's ``/metrics`` at the end of the warm-up and again after the
    run, so the tier figures cover the same window as the latency figures;
 5. once a second, print the progress line from the last second's merged histogram;
-6. merge the workers' results (histograms add up, see ``loadgen.histogram``), build the
-   report, print it, write the JSON.
+6. merge the workers' results (histograms and per-second timelines add up, see
+   ``loadgen.histogram`` and ``loadgen.timeline``), build the report, print it, write
+   the JSON.
 
 Ctrl-C (SIGINT) ends the run early and still reports what was measured, marked
 ``interrupted``.
@@ -128,10 +129,13 @@ async def _run(
     # remove_signal_handler would reset SIGINT to the default, so it is put back.
     previous_sigint = signal.getsignal(signal.SIGINT) if sigint else None
     interrupted = False
+    stopped_at: float | None = None
+    start_at = time.monotonic()  # until the real start instant is chosen
 
     def on_sigint() -> None:
-        nonlocal interrupted
+        nonlocal interrupted, stopped_at
         interrupted = True
+        stopped_at = time.monotonic()
         driver.stop()
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_S)) as http:
@@ -181,6 +185,7 @@ async def _run(
         results=results,
         tier=tier,
         interrupted=interrupted,
+        until_s=None if stopped_at is None else max(0.0, stopped_at - start_at),
     )
 
 

@@ -57,6 +57,9 @@ def test_warmup_requests_are_counted_apart(server):
     assert report["warmup"]["requests"] > 0
     assert report["requests"] + report["warmup"]["requests"] == server.requests
     assert 0.4 < report["window_s"] < 1.0
+    (row,) = report["timeline"]  # a 1 s run: one row, its first half warm-up
+    assert row["warmup"] and row["t"] == 0
+    assert row["requests"] == server.requests
 
 
 def test_open_loop_shows_a_one_second_stall_in_p99_and_max(server):
@@ -73,6 +76,15 @@ def test_open_loop_shows_a_one_second_stall_in_p99_and_max(server):
     assert latency["max"] >= 900
     assert latency["p99"] >= 800
     assert latency["p90"] >= 100  # not one slow request: a whole second of them
+    # Second by second: 200 due in each; the stall (request 100 onwards) is all in second 0's
+    # second half and in second 1, whose requests waited for it; no error anywhere.
+    timeline = report["timeline"]
+    assert report["timeline_step_s"] == 1
+    assert [row["t"] for row in timeline] == [0, 1]
+    assert [row["requests"] for row in timeline] == [200, 200]
+    assert all(row["errors"] == {} and not row["warmup"] for row in timeline)
+    assert timeline[0]["p99_ms"] >= 800
+    assert max(row["max_ms"] for row in timeline) == latency["max"]
 
 
 def test_open_loop_bounds_requests_in_flight_and_counts_the_rest_as_dropped(server, tmp_path):
@@ -100,6 +112,8 @@ def test_server_errors_are_counted_by_kind(server):
     report = run_load(server.url, GET_ONLY, users=2, duration_s=0.5, **quiet())
     assert report["errors"]["by_kind"] == {"http_5xx": report["requests"]}
     assert report["status"] == {"503": report["requests"]}
+    (row,) = report["timeline"]
+    assert row["errors"] == {"http_5xx": row["requests"]} and row["answers"] == row["requests"]
 
 
 def test_timeouts_are_counted_as_timeouts(server, tmp_path):
@@ -161,6 +175,8 @@ def test_two_processes_merge_into_one_report(server):
     assert report["requests"] == server.requests > 0
     assert sum(k["requests"] for k in report["by_kind"].values()) == report["requests"]
     assert report["histogram_us"]["count"] == report["requests"]
+    # Both workers' seconds add up into one timeline.
+    assert sum(row["requests"] for row in report["timeline"]) == server.requests
 
 
 def test_bad_targets_are_refused():
@@ -179,6 +195,7 @@ def test_open_loop_rate_is_split_exactly_over_two_processes(server):
     # 100 due times in one second, interleaved over the two workers: all sent, none twice.
     assert report["requests"] == 100 == server.requests
     assert report["errors"]["total"] == 0
+    assert [row["requests"] for row in report["timeline"]] == [100]
 
 
 class DroppingServer:
