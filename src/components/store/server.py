@@ -24,6 +24,13 @@ What a failover controller needs: ``/status`` (``scalelab.role``, ``epoch``, ``l
 ``applied_lsn``, per-replica ``acked_lsn`` and lag) to choose the most advanced replica,
 ``/admin/promote`` to make it primary at a higher epoch, and ``/admin/repoint`` (or
 ``--peers``, which makes nodes follow the newest primary on their own) for the rest.
+
+Capacity emulation (``--service-time-ms``, ``--max-concurrency``, ``--max-queue``, the web
+tier's flags from ``common/admission.py``) applies to the queries a node serves itself:
+each holds one of ``max_concurrency`` workers for the service time, and one beyond the
+queue is answered 503 with ``Retry-After`` (the client then tries another node). A node
+can then serve ``max_concurrency / service_time`` queries a second whatever this machine
+is, so what a read replica adds is measurable. Writes are not gated.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from components.common import Service
+from components.common import Service, admission
 from components.common.admin import json_response, read_json
 from components.common.cli import format_address, positive_float
 
@@ -117,6 +124,10 @@ class StoreService(Service):
                            help="checkpoint SQLite and compact the redo log beyond this size")  # fmt: skip
         group.add_argument("--advertise", default=None, metavar="HOST:PORT",
                            help="API address other nodes and redirects use (unset: the bound one)")  # fmt: skip
+        # Query capacity, modelled as the web tier models requests (common/admission.py):
+        # a node serves --max-concurrency queries at once, each for --service-time-ms, so
+        # a replica adds a known amount of read capacity whatever this machine is.
+        admission.add_arguments(parser, unit="queries")
 
     @classmethod
     def check_arguments(cls, parser, args) -> None:
@@ -190,6 +201,8 @@ class StoreService(Service):
         self._queued: set[asyncio.Task] = set()
         self._semisync_off = False
         self._reads_waiting = 0
+        self.gate = admission.Gate(args.max_concurrency, args.max_queue)
+        self.service_time_s = args.service_time_ms / 1000.0
 
         if args.join:
             role, primary = Role.REPLICA, args.join
@@ -307,6 +320,13 @@ class StoreService(Service):
             "scalelab_store_execute_duration_seconds", "Execute request latency"
         )
         self.m_query_s = m.histogram("scalelab_store_query_duration_seconds", "Query latency")
+        self.m_rejected = m.counter(
+            "scalelab_store_queries_rejected_total",
+            "Queries refused with 503: --max-concurrency busy and --max-queue full",
+        )
+        m.gauge("scalelab_store_queries_in_service", "Queries holding a worker").set_function(
+            lambda: self.gate.active
+        )
         self.m_forwarded = m.counter(
             "scalelab_store_forwarded_total", "Requests forwarded to the primary"
         )
@@ -512,6 +532,20 @@ class StoreService(Service):
             return _json({"error": "stale read"}, 200)
         if options.min_lsn is not None and not await self._wait_applied(options):
             return _json({"error": f"timed out waiting for lsn {options.min_lsn}"}, 503)
+        if self.gate.limit == 0 and not self.service_time_s:
+            return await self._run_query(statements, options, started)
+        if not await self.gate.acquire():
+            self.m_rejected.inc()
+            return _json({"error": "over capacity, retry later"}, 503,
+                         {"Retry-After": str(self.args.retry_after_s)})  # fmt: skip
+        try:
+            if self.service_time_s:
+                await admission.serve_time(self.service_time_s, self.args.service_mode)
+            return await self._run_query(statements, options, started)
+        finally:
+            self.gate.release()
+
+    async def _run_query(self, statements, options: Options, started: float):
         results = (
             self.db.query_fast(statements) if len(statements) <= FAST_READ_STATEMENTS else None
         )
@@ -961,8 +995,8 @@ class StoreService(Service):
 # -- small helpers ---------------------------------------------------------------------
 
 
-def _json(doc: Any, status: int = 200) -> web.Response:
-    return _json_bytes(orjson.dumps(doc), status)
+def _json(doc: Any, status: int = 200, headers: dict | None = None) -> web.Response:
+    return _json_bytes(orjson.dumps(doc), status, headers)
 
 
 def _json_bytes(body: bytes, status: int = 200, headers: dict | None = None) -> web.Response:

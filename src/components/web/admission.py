@@ -1,88 +1,9 @@
-"""Capacity emulation: a bounded number of requests in service, a bounded wait queue.
+"""The web tier's capacity emulation lives in ``components.common.admission``.
 
-On a 2-core laptop every Python web server is bottlenecked by the same CPU, so "add a
-second web server" would show nothing. The journey therefore *models* a server's
-capacity, the way queueing theory does: a server has ``max_concurrency`` workers (think
-threads or database connections), each request holds one for ``service_time_ms``, and
-at most ``max_queue`` requests may wait for a worker. A request beyond that is refused at
-once with 503 and ``Retry-After`` (RFC 9110 §15.6.4, §10.2.3) instead of joining an
-unbounded queue where it would time out anyway: load shedding, which keeps latency
-bounded for the requests that are accepted.
-
-Service time comes in two kinds (``--service-mode``):
-
-- ``sleep``: ``asyncio.sleep``, like waiting on I/O. Concurrency is limited only by
-  ``max_concurrency``, so N workers give N / service_time throughput (Little's law).
-- ``spin``: a busy loop, like CPU work. It blocks the event loop, so one process serves
-  one request at a time however many workers it has: the reason CPU-bound Python scales
-  by processes, not coroutines.
-
-``Gate`` is FIFO: a released slot is handed directly to the oldest waiter, so a newcomer
-cannot overtake the queue. Waiters that give up (client gone, task cancelled) leave the
-queue, and a waiter cancelled after being handed a slot passes the slot on.
+It moved there so that the store models its query capacity with the same gate; this
+name stays so that ``from .admission import Gate, serve_time`` keeps working.
 """
 
-from __future__ import annotations
+from components.common.admission import Gate, serve_time, spin
 
-import asyncio
-import contextlib
-import time
-from collections import deque
-
-
-class Gate:
-    """At most ``limit`` holders (0: unlimited) and at most ``max_queue`` waiters."""
-
-    def __init__(self, limit: int, max_queue: int) -> None:
-        if limit < 0 or max_queue < 0:
-            raise ValueError("limit and max_queue must be >= 0")
-        self.limit = limit
-        self.max_queue = max_queue
-        self.active = 0
-        self._waiters: deque[asyncio.Future] = deque()
-
-    @property
-    def queued(self) -> int:
-        return len(self._waiters)
-
-    async def acquire(self) -> bool:
-        """Take a slot, waiting in the queue if needed; False when the queue is full."""
-        if self.limit == 0 or (self.active < self.limit and not self._waiters):
-            self.active += 1
-            return True
-        if len(self._waiters) >= self.max_queue:
-            return False
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # the slot was ours already: pass it on
-            else:
-                with contextlib.suppress(ValueError):  # already popped by release
-                    self._waiters.remove(waiter)
-            raise
-        return True  # ``release`` handed its slot over; ``active`` already counts us
-
-    def release(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self.active -= 1
-
-
-def spin(seconds: float) -> None:
-    """Burn CPU for ``seconds`` (wall clock), holding the event loop like real CPU work."""
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        pass
-
-
-async def serve_time(seconds: float, mode: str) -> None:
-    if mode == "spin":
-        spin(seconds)
-    else:
-        await asyncio.sleep(seconds)
+__all__ = ["Gate", "serve_time", "spin"]

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from components.web.admission import Gate
+from components.common.admission import Gate
 
 
 async def test_unlimited_gate_admits_everyone():
@@ -71,3 +71,19 @@ async def test_a_waiter_cancelled_after_being_handed_the_slot_passes_it_on():
     assert gate.active == 1
     gate.release()
     assert gate.active == 0
+
+
+def test_capacity_flags_parse_and_refuse_bad_values():
+    import argparse
+
+    from components.common.admission import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, unit="queries")
+    args = parser.parse_args(["--service-time-ms", "2.5", "--max-concurrency", "4"])
+    assert (args.service_time_ms, args.max_concurrency, args.max_queue) == (2.5, 4, 128)
+    assert (args.service_mode, args.retry_after_s) == ("sleep", 1)
+    for bad in (["--max-concurrency", "-1"], ["--service-time-ms", "nan"],
+                ["--service-time-ms", "inf"], ["--max-queue", "x"]):  # fmt: skip
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
