@@ -127,6 +127,8 @@ class ShardService(Service):
 
     async def stop(self) -> None:
         await self._runner.cleanup()
+        for group in self.groups.values():
+            group.close()
         await self.session.close()
 
     def _setup_metrics(self) -> None:

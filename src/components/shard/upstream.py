@@ -16,21 +16,48 @@ other reads and all writes go to the primary.
 Why not reuse ``components.store.client.StoreClient``: it parses answers and raises on
 SQL errors, while the router passes a single group's answer through byte for byte
 (status, body, LSN header) and only parses the answers it has to merge.
+
+Requests to the stores are the router's hot path, so they go over a small pool of
+keep-alive connections per node, each an ``asyncio.Protocol`` framed by the shared
+HTTP/1.1 codec (``common/http1.py``): one ``transport.write`` per request, the answer
+parsed as it arrives. (aiohttp's client, used only for the rare ``/status`` calls, costs
+noticeably more per request.) A pooled connection idle for longer than
+``IDLE_REUSE_S`` is not reused, well inside the store's keep-alive timeout (aiohttp's
+75 s), so a request is never written into a connection the store is closing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
 
+from components.common.http1 import (
+    NEED_DATA,
+    Data,
+    EndOfMessage,
+    Parser,
+    ProtocolError,
+    Response,
+    serialize_request_head,
+)
+
 LSN_HEADER = "X-Scalelab-Lsn"
 UPSTREAM_TIMEOUT_S = 30.0
 STATUS_TIMEOUT_S = 2.0
+CONNECT_TIMEOUT_S = 5.0
+#: Open connections per store node at most; further requests wait for one.
+MAX_CONNECTIONS_PER_NODE = 64
+#: A pooled connection idle longer than this is closed rather than reused.
+IDLE_REUSE_S = 15.0
+#: Largest answer accepted from a store (a fan-out read holds one per group).
+MAX_REPLY_BYTES = 64 * 1024 * 1024
 
 
 class GroupDown(Exception):
@@ -62,6 +89,7 @@ class Group:
         self._session = session
         self._round_robin = itertools.cycle(range(len(self.nodes)))
         self._discovering: asyncio.Future | None = None
+        self._pools: dict[str, _Pool] = {}
 
     async def discover(self) -> str:
         """Find the primary (one discovery at a time; concurrent callers share it)."""
@@ -129,16 +157,142 @@ class Group:
         raise GroupDown(f"group {self.name}: no primary took the request")
 
     async def _request(self, node: str, method: str, path_qs: str, body: bytes | None) -> Reply:
+        pool = self._pools.get(node)
+        if pool is None:
+            pool = self._pools[node] = _Pool(node)
         try:
-            async with self._session.request(
-                method, f"http://{node}{path_qs}", data=body,
-                headers={"Content-Type": "application/json"} if body is not None else None,
-                timeout=aiohttp.ClientTimeout(total=UPSTREAM_TIMEOUT_S),
-            ) as response:  # fmt: skip
-                payload = await response.read()
-                return Reply(response.status, payload, response.content_type,
-                             response.headers.get(LSN_HEADER), node)  # fmt: skip
-        except aiohttp.ClientConnectorError as exc:
-            raise GroupDown(f"group {self.name}: {node} unreachable: {exc}") from None
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise OutcomeUnknown(f"group {self.name}: answer from {node} lost: {exc!r}") from None
+            return await pool.request(method, path_qs, body)
+        except GroupDown as exc:
+            raise GroupDown(f"group {self.name}: {exc}") from None
+        except OutcomeUnknown as exc:
+            raise OutcomeUnknown(f"group {self.name}: {exc}") from None
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection to a store node, one request at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = Parser(response=True)
+        self.waiter: asyncio.Future | None = None
+        self.closed = False
+        self.idle_since = time.monotonic()
+        self._head: Response | None = None
+        self._body: list[bytes] = []
+        self._size = 0
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def send(self, data: bytes, method: bytes) -> asyncio.Future:
+        self.waiter = asyncio.get_running_loop().create_future()
+        self._head, self._body, self._size = None, [], 0
+        self.parser.expect_response(method)
+        self.transport.write(data)  # type: ignore[union-attr]
+        return self.waiter
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed(data)
+        try:
+            while (event := self.parser.next_event()) is not NEED_DATA:
+                if isinstance(event, Response):
+                    self._head = event
+                elif isinstance(event, Data):
+                    self._size += len(event.data)
+                    if self._size > MAX_REPLY_BYTES:
+                        raise ProtocolError(502, f"answer over {MAX_REPLY_BYTES} bytes")
+                    self._body.append(event.data)
+                elif isinstance(event, EndOfMessage):
+                    self._finish()
+                    return
+        except ProtocolError as exc:
+            self._fail(OutcomeUnknown(f"bad answer: {exc.detail}"))
+
+    def _finish(self) -> None:
+        head = self._head
+        if head is None or self.waiter is None or self.waiter.done():
+            self._fail(OutcomeUnknown("an answer nobody asked for"))
+            return
+        if not head.keep_alive:
+            self.close()
+        self.idle_since = time.monotonic()
+        content_type = (head.get(b"content-type") or b"application/json").split(b";")[0]
+        lsn = head.get(LSN_HEADER.lower().encode())
+        self.waiter.set_result((head.status, b"".join(self._body), content_type.decode(),
+                                lsn.decode() if lsn else None))  # fmt: skip
+
+    def _fail(self, exc: Exception) -> None:
+        self.close()
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(OutcomeUnknown(f"connection closed before the answer "
+                                                     f"({exc or 'EOF'})"))  # fmt: skip
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _Pool:
+    """Keep-alive connections to one node, at most ``MAX_CONNECTIONS_PER_NODE``."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        host, _, port = node.rpartition(":")
+        self.host, self.port = host.strip("[]"), int(port)
+        self.idle: deque[_Connection] = deque()
+        self.slots = asyncio.Semaphore(MAX_CONNECTIONS_PER_NODE)
+
+    async def request(self, method: str, path_qs: str, body: bytes | None) -> Reply:
+        async with self.slots:
+            conn = self._reuse()
+            if conn is None:
+                try:
+                    _, conn = await asyncio.wait_for(
+                        asyncio.get_running_loop().create_connection(
+                            _Connection, self.host, self.port), CONNECT_TIMEOUT_S)  # fmt: skip
+                except (OSError, TimeoutError) as exc:
+                    raise GroupDown(f"{self.node} unreachable: {exc!r}") from None
+            payload = body or b""
+            head = serialize_request_head(method.encode(), path_qs.encode(), [
+                (b"Host", self.node.encode()), (b"Content-Type", b"application/json"),
+                (b"Content-Length", b"%d" % len(payload))])  # fmt: skip
+            done = False
+            try:
+                status, data, content_type, lsn = await asyncio.wait_for(
+                    conn.send(head + payload, method.encode()), UPSTREAM_TIMEOUT_S
+                )
+                done = True
+            except TimeoutError:
+                raise OutcomeUnknown(f"no answer from {self.node} within "
+                                     f"{UPSTREAM_TIMEOUT_S}s") from None  # fmt: skip
+            except OutcomeUnknown as exc:
+                raise OutcomeUnknown(f"answer from {self.node} lost: {exc}") from None
+            finally:
+                if done and not conn.closed:
+                    self.idle.append(conn)
+                else:
+                    conn.close()  # cancelled or failed mid-request: never reuse it
+            return Reply(status, data, content_type, lsn, self.node)
+
+    def _reuse(self) -> _Connection | None:
+        now = time.monotonic()
+        while self.idle:
+            conn = self.idle.pop()  # the most recently used: warmest, least likely closed
+            if not conn.closed and now - conn.idle_since < IDLE_REUSE_S:
+                return conn
+            conn.close()
+        return None
+
+    def close(self) -> None:
+        while self.idle:
+            self.idle.pop().close()
