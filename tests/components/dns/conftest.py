@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import harness
+
 DATA = Path(__file__).resolve().parent / "data"
 ZONE_PATH = DATA / "example.com.zone"  # every record type; 'big' exceeds 512 bytes
 RULES_PATH = DATA / "geo.toml"  # regions eu, eu-lab (nested in eu), us
@@ -31,3 +33,12 @@ def zone_text():
 @pytest.fixture(scope="session")
 def rules_text():
     return RULES_PATH.read_text()
+
+
+@pytest.fixture(scope="session")
+def server():
+    """One server with the test zone and rules for every read-only test (starting a
+    process costs ~0.5-1 s on this machine). Tests that change state spawn their own."""
+    proc = harness.start("dns", "--zone", str(ZONE_PATH), "--geo", str(RULES_PATH))
+    yield proc
+    proc.stop(timeout_s=5)

@@ -10,15 +10,6 @@ import harness
 from components.dns.client import ResolveError, Resolver
 from components.dns.protocol import Rcode, parse_response
 
-from .conftest import RULES_PATH, ZONE_PATH
-
-
-@pytest.fixture(scope="module")
-def server():
-    proc = harness.start("dns", "--zone", str(ZONE_PATH), "--geo", str(RULES_PATH))
-    yield proc
-    proc.stop(timeout_s=5)
-
 
 class FakeClock:
     def __init__(self) -> None:

@@ -32,14 +32,6 @@ from .conftest import RULES_PATH, ZONE_PATH
 TIMEOUT_S = 3.0
 
 
-@pytest.fixture(scope="module")
-def server():
-    """One server for the read-only tests (starting a process costs ~0.5 s)."""
-    proc = harness.start("dns", "--zone", str(ZONE_PATH), "--geo", str(RULES_PATH))
-    yield proc
-    proc.stop(timeout_s=5)
-
-
 def udp(proc, name, rdtype="A", **kwargs):
     query = dns.message.make_query(name, rdtype, **kwargs)
     host, port = proc.address()
