@@ -151,7 +151,11 @@ def start_nsd(work: Path) -> tuple[subprocess.Popen, int]:
     # -d: stay in the foreground, so the PID we hold is NSD's own (its tree is measured).
     popen = subprocess.Popen(["taskset", "-c", "0", "nsd", "-d", "-c", str(conf)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    wait_answering(port, popen, "nsd")
+    try:
+        wait_answering(port, popen, "nsd")
+    except BaseException:
+        stop(popen)  # never leave it behind
+        raise
     return popen, port
 
 
@@ -164,7 +168,11 @@ def start_dnsmasq() -> tuple[subprocess.Popen, int]:
          *DNSMASQ_RECORDS],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    wait_answering(port, popen, "dnsmasq")
+    try:
+        wait_answering(port, popen, "dnsmasq")
+    except BaseException:
+        stop(popen)  # never leave it behind
+        raise
     return popen, port
 
 
