@@ -11,7 +11,13 @@ HTTP 200, as rqlite reports SQL errors), so clients raise it as they would a SQL
 
 Routes: ``/db/execute``, ``/db/query`` (GET and POST), ``/db/request``, ``/status``
 (rqlite's keys plus ``scalelab``: the routing map with its version, every group's
-primary), ``/readyz``, ``/nodes``. Admin: ``GET /admin/map``.
+primary, the hottest keys per table, the last resharding's progress), ``/readyz``,
+``/nodes``. Admin: ``GET /admin/map``, ``POST /admin/reshard`` (``reshard.py``).
+
+Statements on sharded tables pass a gate: while a resharding holds its write fence
+they wait (up to ``FENCE_WAIT_S``, then 503) and are planned again with the new map;
+the resharding waits for those already in flight before its final re-read. Load is shed
+past ``MAX_INFLIGHT_REQUESTS`` with a 503 rather than queued without bound.
 """
 
 from __future__ import annotations
@@ -95,7 +101,6 @@ class ShardService(Service):
             name: Group(name, g.nodes, self.session) for name, g in self.config.groups.items()
         }
         self._load_moves()
-        self._setup_metrics()
         self.progress = Progress()
         self._reshard_lock = asyncio.Lock()
         self._open = asyncio.Event()  # set: no fence
@@ -104,6 +109,7 @@ class ShardService(Service):
         self._requests = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._setup_metrics()
         app = web.Application(client_max_size=protocol.MAX_BODY_BYTES)
         app.router.add_post("/db/execute", self.handle_execute)
         app.router.add_route("GET", "/db/query", self.handle_query)
@@ -149,6 +155,9 @@ class ShardService(Service):
             lambda: self.router.map.version
         )
         self.m_moved = m.counter("scalelab_shard_rows_moved_total", "Rows moved by resharding")
+        m.gauge("scalelab_shard_reshard_fenced",
+                "1 while a resharding holds its write fence").set_function(
+            lambda: 0 if self._open.is_set() else 1)  # fmt: skip
         self.m_fenced = m.counter("scalelab_shard_fenced_requests_total",
                                   "Requests held behind a resharding's write fence")  # fmt: skip
 
