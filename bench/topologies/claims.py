@@ -12,6 +12,10 @@ generator, and reads the figure the claim is about from the report:
   zipf: cache hit ratio (claim >= 0.90) and the drop in database reads/s (claim >= 5x);
 - kill_cache: cached under the same reads, cache-1 killed half-way: errors (claim 0)
   and the hit ratio before and after (claim: drops by about a third, its share);
+- read_replicas: replicated with --replicas 2 vs --replicas 0, no cache, reads only,
+  each store node's capacity emulated (10 ms x 2 queries: 200 queries/s) and the web
+  tier's left unbounded, so the store is the bottleneck: read throughput ratio (claim
+  >= 1.6; three nodes could give 3x, the laptop's two cores give less);
 - kill_primary: replicated under the default mix, store-1 killed: seconds from the kill
   to the promotion (claim <= 5) and the write audit (claim: no acknowledged write lost);
 - kill_web: load_balanced under the default mix, web-1 killed: failed GETs (claim 0);
@@ -89,6 +93,26 @@ def kill_cache(d, base):
              "(drops by ~1/3 of misses after the kill)", None)]  # fmt: skip
 
 
+STORE_EMULATION = {
+    "store_service_time_ms": 10.0,
+    "store_max_concurrency": 2,
+    "service_time_ms": None,
+    "max_concurrency": None,
+    "cache_mb": 0,
+}
+
+
+def read_replicas(d, base):
+    alone = run("replicated", READS, d, base / "replicas0", replicas=0, web=2, **STORE_EMULATION)
+    two = run("replicated", READS, d, base / "replicas2", replicas=2, web=2, **STORE_EMULATION)
+    ratio = two["throughput_rps"] / max(alone["throughput_rps"], 1e-9)
+    shares = two["stage_figures"].get("store_queries_per_s", {})
+    spread = ", ".join(f"{n} {v:.0f}" for n, v in shares.items())
+    return [("reads/s with 2 replicas / primary alone", f"{two['throughput_rps']:.0f} / "
+             f"{alone['throughput_rps']:.0f} = {ratio:.2f}x", ">= 1.6x", ratio >= 1.6),
+            ("store queries/s by node (2 replicas)", spread, "(even)", None)]  # fmt: skip
+
+
 def kill_primary(d, base):
     at = d / 2
     scenario = Scenario("kill_primary", "", (Event(at, "kill", "store-1"),))
@@ -119,8 +143,8 @@ def edge(d, base):
     return [("edge hit ratio (static assets)", f"{ratio:.3f}", ">= 0.95", ratio >= 0.95)]
 
 
-CLAIMS = {f.__name__: f for f in (lb_scaling, cache_offload, kill_cache, kill_primary, kill_web,
-                                  edge)}  # fmt: skip
+CLAIMS = {f.__name__: f for f in (lb_scaling, cache_offload, kill_cache, read_replicas,
+                                  kill_primary, kill_web, edge)}  # fmt: skip
 
 
 def main() -> int:

@@ -156,6 +156,8 @@ def journey(argv: list[str], out=None) -> int:
     args = parser.parse_args(argv)
     if not args.duration > 0 or args.procs < 1 or args.max_concurrency < 0:
         parser.error("--duration must be > 0, --procs >= 1, --max-concurrency >= 0")
+    if (args.store_max_concurrency or 0) < 0 or not (args.store_service_time_ms or 0) >= 0:
+        parser.error("--store-max-concurrency and --store-service-time-ms must be >= 0")
     unknown = [n for n in args.stages.split(",") if n.strip() not in stages.STAGES]
     if unknown:
         parser.error(f"unknown stage(s) {', '.join(unknown)} (stages: {', '.join(stages.STAGES)})")

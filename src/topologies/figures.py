@@ -74,6 +74,10 @@ def stage_figures(report: dict) -> dict:
                 if g["name"] == "scalelab_store_replication_lag_records"
                 and g["after"] is not None]  # fmt: skip
         figures["replication_lag_records"] = max(lags) if lags else None
+        # Queries a node refused over its emulated capacity (the client tried another).
+        figures["store_rejected_per_s"] = round(
+            _per_s(tier, stores, "scalelab_store_queries_rejected_total"), 1
+        )
     if "edge" in tier:
         # Of the requests the edge could serve from its store (passes excluded: the API).
         results = {c["labels"].get("result"): c["delta"]
@@ -107,7 +111,8 @@ def format_figures(figures: dict) -> list[str]:
     ]
     if "store_queries_per_s" in figures:
         nodes = ", ".join(f"{n} {v:.1f}" for n, v in figures["store_queries_per_s"].items())
-        lines.append(f"  store queries/s by node: {nodes}; replication lag (records) "
+        lines.append(f"  store queries/s by node: {nodes}; refused over capacity/s "
+                     f"{figures.get('store_rejected_per_s', 0):g}; replication lag (records) "
                      f"{_num(figures['replication_lag_records'], 'g')}")  # fmt: skip
     if "edge_hit_ratio" in figures:
         lines.append(

@@ -5,7 +5,8 @@ The journey runs them in order with the *same* load profile and the *same* capac
 emulation, so the only thing that changes between two rows of the table is the
 architecture:
 
-- capacity emulation (``--service-time-ms``, ``--max-concurrency`` per web server)
+- capacity emulation (``--service-time-ms``, ``--max-concurrency`` per web server,
+  ``--store-service-time-ms``, ``--store-max-concurrency`` per store node)
   makes a modelled resource the bottleneck instead of this laptop's two cores: a web
   server that can serve ``max_concurrency / service_time`` requests per second, whatever
   the machine. Without it every stage would measure the same thing, the Python
@@ -111,6 +112,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="emulated work per request on each web server")  # fmt: skip
     parser.add_argument("--max-concurrency", type=int, default=DEFAULT_MAX_CONCURRENCY,
                         help="requests each web server serves at once")  # fmt: skip
+    parser.add_argument("--store-service-time-ms", type=float, default=None,
+                        help="emulated work per query on each store node (default: none)")  # fmt: skip
+    parser.add_argument("--store-max-concurrency", type=int, default=None,
+                        help="queries each store node serves at once (default: unlimited)")  # fmt: skip
     parser.add_argument("--run-dir", type=Path, metavar="DIR",
                         help="where each stage's run goes (default: runs/journey-TIMESTAMP)")  # fmt: skip
     parser.add_argument("--procs", type=int, default=1, help="load generator processes")
@@ -129,7 +134,9 @@ def journey_command(args: argparse.Namespace, out: TextIO) -> int:
             )
     run_dir = args.run_dir or new_run_dir("journey")
     run_dir.mkdir(parents=True, exist_ok=True)
-    overrides = {"service_time_ms": args.service_time_ms, "max_concurrency": args.max_concurrency}
+    overrides = {"service_time_ms": args.service_time_ms, "max_concurrency": args.max_concurrency,
+                 "store_service_time_ms": args.store_service_time_ms,
+                 "store_max_concurrency": args.store_max_concurrency}  # fmt: skip
     started = time.monotonic()
 
     def load(launcher):

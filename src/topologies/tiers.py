@@ -34,8 +34,14 @@ def positive(text: str) -> int:
 
 
 def add_arguments(parser, *, web: int | None = None) -> None:
-    """single_server's flags (seed users, capacity emulation), plus ``--web N``."""
+    """single_server's flags (seed users, capacity emulation), the store's capacity
+    emulation, plus ``--web N``."""
     single_server_arguments(parser)
+    parser.add_argument("--store-service-time-ms", type=float, default=None,
+                        help="emulated work per query on each store node")  # fmt: skip
+    parser.add_argument("--store-max-concurrency", type=count, default=None,
+                        help="queries each store node serves at once (its capacity is "
+                             "this / the service time)")  # fmt: skip
     if web is not None:
         parser.add_argument("--web", type=positive, default=web,
                             help="web servers behind the load balancer")  # fmt: skip
@@ -49,10 +55,23 @@ def store(options, replicas: int = 0, sync: int = 0) -> list[Component]:
     """
     sync = min(sync, replicas)
     flags = f"--sync-replicas {sync}" if sync else ""
-    nodes = [Component("store-1", "store", flags)]
+    flags += store_capacity_flags(options)
+    nodes = [Component("store-1", "store", flags.strip())]
     for i in range(2, replicas + 2):
         nodes.append(Component(f"store-{i}", "store", f"--join {{store-1}} {flags}".strip()))
     return nodes
+
+
+def store_capacity_flags(options) -> str:
+    """``--service-time-ms`` / ``--max-concurrency`` for each store node, when set."""
+    flags = ""
+    service_time_ms = getattr(options, "store_service_time_ms", None)
+    max_concurrency = getattr(options, "store_max_concurrency", None)
+    if service_time_ms is not None:
+        flags += f" --service-time-ms {service_time_ms:g}"
+    if max_concurrency is not None:
+        flags += f" --max-concurrency {max_concurrency}"
+    return flags
 
 
 def store_spec(nodes: list[Component]) -> str:

@@ -25,6 +25,7 @@ def test_unknown_stage_and_bad_duration_are_usage_errors(capsys):
     assert cli.main(["journey", "--stages", "single_server,nope"]) == 2
     assert "unknown stage(s) nope" in capsys.readouterr().err
     assert cli.main(["journey", "--duration", "0"]) == 2
+    assert cli.main(["journey", "--store-max-concurrency", "-1"]) == 2
 
 
 def test_the_chart_is_a_png_of_the_right_size(tmp_path):
@@ -36,3 +37,16 @@ def test_the_chart_is_a_png_of_the_right_size(tmp_path):
     assert head[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", head[16:24])
     assert (width, height) == (1210, 462)
+
+
+def test_store_capacity_reaches_every_store_node_and_only_them():
+    overrides = {"store_service_time_ms": 4.0, "store_max_concurrency": 2}
+    options = stage_options(stages.load("single_server"), overrides)
+    assert not hasattr(options, "store_service_time_ms")  # no store: nothing to model
+    options = stage_options(stages.load("replicated"), overrides)
+    components = stages.load("replicated").topology(options).components
+    stores = [" ".join(c.argv) for c in components if c.component == "store"]
+    assert len(stores) == 3
+    assert all("--service-time-ms 4 --max-concurrency 2" in flags for flags in stores)
+    webs = [" ".join(c.argv) for c in components if c.component == "web"]
+    assert webs and not any("--max-concurrency 2" in flags for flags in webs)

@@ -106,7 +106,8 @@ REPORT = {
         "store-1": {"counters": [counter("scalelab_store_queries_total", 60, 6.0)],
                     "gauges": [{"name": "scalelab_store_replication_lag_records", "labels": {},
                                 "before": 0, "after": 0}]},
-        "store-2": {"counters": [counter("scalelab_store_queries_total", 90, 9.0)],
+        "store-2": {"counters": [counter("scalelab_store_queries_total", 90, 9.0),
+                                 counter("scalelab_store_queries_rejected_total", 12, 1.2)],
                     "gauges": [{"name": "scalelab_store_replication_lag_records", "labels": {},
                                 "before": 0, "after": 4}]},
         "lb": {"counters": [
@@ -129,10 +130,12 @@ def test_stage_figures_pick_each_tiers_claim():
     assert figures["cache_hit_ratio"] == pytest.approx(1300 / 1500, abs=1e-4)
     assert figures["store_queries_per_s"] == {"store-1": 6.0, "store-2": 9.0}
     assert figures["replication_lag_records"] == 4
+    assert figures["store_rejected_per_s"] == 1.2
     assert figures["lb_share"] == {"a": 0.75, "b": 0.25} and figures["lb_retries"] == 2
     assert figures["edge_hit_ratio"] == 0.95  # passes (the API) are not the edge's to serve
     text = "\n".join(format_figures(figures))
     assert "a 75.0%" in text and "store-2 9.0" in text and "0.867" in text
+    assert "refused over capacity/s 1.2" in text
 
 
 def test_single_server_figures_have_no_store_or_lb_lines():
