@@ -38,7 +38,6 @@ from .hotkeys import SpaceSaving
 from .ids import Snowflake
 from .placement import RoutingMap
 from .sqlscan import (
-    STRING,
     Scan,
     ScanError,
     Token,
@@ -250,27 +249,34 @@ def _words(info: Scan) -> set[str]:
 
 
 def _refuse_key_update(info: Scan, column: str, table: str) -> None:
-    """``UPDATE t SET key = ...`` would need the row moved to another group."""
+    """``UPDATE t SET key = ...`` (or ``SET (key, x) = ...``) would need the row moved to
+    another group. Only assignment targets count: ``SET n = (CASE WHEN key = 1 ...)``
+    reads the key, it does not change it."""
     tokens: list[Token] = info.tokens
     try:
         start = next(i for i, t in enumerate(tokens) if t.kind == "word" and t.value == "set")
     except StopIteration:
         return
     depth = 0
-    for i in range(start + 1, len(tokens)):
-        tok = tokens[i]
+    target: list[Token] = []
+    in_target = True
+    for tok in tokens[start + 1 :]:
         if tok.kind == "op" and tok.value == "(":
             depth += 1
         elif tok.kind == "op" and tok.value == ")":
             depth -= 1
-        elif depth == 0 and tok.kind == "word" and tok.value in ("where", "from", "returning"):
-            return
-        elif (
-            tok.kind in ("word", "ident")
-            and tok.kind != STRING
-            and str(tok.value).lower() == column
-            and i + 1 < len(tokens)
-            and tokens[i + 1].value == "="
-        ):
-            raise Refused(f"UPDATE of the shard key {column!r} of {table!r} would move the row "
-                          "to another group; delete and re-insert it instead")  # fmt: skip
+        if depth == 0 and tok.kind == "word" and tok.value in ("where", "from", "returning"):
+            break
+        if depth == 0 and tok.kind == "op" and tok.value == ",":
+            target, in_target = [], True
+            continue
+        if in_target:
+            if depth == 0 and tok.kind == "op" and tok.value in ("=", "=="):
+                names = {str(t.value).lower() for t in target if t.kind in ("word", "ident")}
+                if column in names:
+                    raise Refused(f"UPDATE of the shard key {column!r} of {table!r} would "
+                                  "move the row to another group; delete and re-insert it "
+                                  "instead")  # fmt: skip
+                in_target = False
+            else:
+                target.append(tok)

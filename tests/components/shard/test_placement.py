@@ -68,6 +68,8 @@ def test_unsharded_tables_and_keyless_statements():
     ("INSERT INTO posts (body) VALUES ('x')", "shard key"),
     ("INSERT INTO posts (user_id) SELECT 1", "subquery|VALUES"),
     ("UPDATE users SET id = 5 WHERE id = 4", "move the row"),
+    ("UPDATE users SET n = 1, (id, m) = (5, 2) WHERE id = 4", "move the row"),
+    ("UPDATE users SET \"ID\" = 5", "move the row"),
     ("SELECT avg(id) FROM users", "merge"),
 ])  # fmt: skip
 def test_refusals(sql, match):
@@ -126,3 +128,9 @@ def test_bad_configs_are_rejected_with_a_reason(text, match):
 
     with pytest.raises(config.ConfigError, match=match):
         config.parse(tomllib.loads(text))
+
+
+def test_update_reading_the_key_is_not_an_update_of_it():
+    r = make("")
+    sql = "UPDATE users SET n = (CASE WHEN id = 5 THEN 1 ELSE 2 END), m = id WHERE id = 4"
+    assert plan(r, sql, write=True).single == r.map.group_for(4)
