@@ -62,6 +62,8 @@ class Fill:
         self._space: asyncio.Future | None = None
         #: Resolved when the fill is settled: finished, failed or turned pass-through.
         self.settled: asyncio.Future = loop.create_future()
+        if not storing:
+            self.settled.set_result(OPEN)  # a pass-through from the start
 
     # -- the origin side ---------------------------------------------------------------
 

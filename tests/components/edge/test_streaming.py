@@ -131,3 +131,22 @@ async def test_waiters_behind_a_fill_too_big_to_store_share_one_pass_through(ori
     assert (status, body) == (200, BODY)
     assert headers["X-Cache"] == "MISS"
     assert origin.hits["/s/big"] == 2
+
+
+@pytest.mark.parametrize("how", ["HEAD", "Range"])
+def test_head_and_range_on_an_object_declared_too_big_are_passed_through(origin, edge, how):
+    # Content-Length 2.5 MiB > 0.15 MiB: a pass-through from the head on, larger than the
+    # pass-through's backlog bound. HEAD gets the fields; a Range request the whole 200
+    # (a server may ignore Range, RFC 9110 §14.2).
+    path = "/s/declared-" + how
+    big = BODY * 13
+    origin.routes[path] = Route(headers={"Cache-Control": "max-age=60"}, body=big)
+    url = edge.url("main") + path
+    if how == "HEAD":
+        status, headers, body = harness.http("HEAD", url)
+        assert (status, body, headers["Content-Length"]) == (200, b"", str(len(big)))
+    else:
+        status, headers, body = harness.http("GET", url, headers={"Range": "bytes=0-9"})
+        assert (status, body) == (200, big)
+    assert headers["X-Cache"] == "MISS"
+    assert origin.hits[path] == 1
