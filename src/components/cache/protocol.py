@@ -33,6 +33,11 @@ hang up, since the rest of the stream can no longer be framed. Keys are at most 
 bytes with no space or control character; meta flags are single characters from a
 per-command set, each at most once, opaque tokens at most 32 bytes.
 
+``single_set`` is a shortcut for the server's hot path: it recognises a burst that is
+exactly one plain ``set`` (the request/response client's write) without building a
+``Store``, and declines everything else, so the error cases stay in one place; property
+tests hold it to ``RequestParser``'s answer.
+
 The second half is ``ResponseParser``, the client side of the same wire format, used by
 ``client.py``.
 """
