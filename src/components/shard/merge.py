@@ -8,12 +8,13 @@ what a single database holding every row would return. What can be merged exactl
   values the way SQLite does (NULL < numbers < text < blob; numbers by value, text by
   bytes: BINARY collation), then LIMIT n applied to the merged list (each shard already
   returned its own first n, and the global first n are among them);
-- aggregates without GROUP BY: ``count`` and ``sum``/``total`` of the partial results
-  add up, ``min``/``max`` are the min/max of the partial ones (ignoring NULL, as SQL's
-  aggregates do).
+- aggregates: ``count`` and ``sum``/``total`` of the partial results add up,
+  ``min``/``max`` are the min/max of the partial ones (ignoring NULL, as SQL's
+  aggregates do); with GROUP BY over plain columns the result shows, per group (a
+  group's rows may sit on every shard), then ORDER BY and LIMIT over the merged groups.
 
 What cannot (``avg``: the average of averages is wrong without the counts;
-``count(DISTINCT x)``; GROUP BY, DISTINCT, OFFSET) is refused by the scanner before the
+``count(DISTINCT x)``; HAVING, GROUP BY an expression, DISTINCT, OFFSET) is refused by the scanner before the
 query runs. One honest caveat: a float ``sum`` added in a different order can differ
 from a single database's in the last bits, as it would between two SQLite versions.
 
@@ -59,8 +60,14 @@ def merge_rows(results: list[dict[str, Any]], info: Scan, params: Any) -> dict[s
             raise MergeError("shards answered with different columns (schemas differ)")
     types = next((r["types"] for r in results if r.get("values")), first.get("types", []))
     parts = [r.get("values", []) for r in results]
-    if info.aggregates is not None:
-        values = [_aggregate(info, parts, len(columns))] if any(parts) else []
+    if info.aggregates is not None and info.group_by is not None:
+        values = _grouped(info.aggregates[: len(columns)], parts)
+        if info.order_by:
+            positions = _positions(info, columns)
+            values.sort(key=lambda row: _row_key(row, positions))
+    elif info.aggregates is not None:
+        rows = [part[0] for part in parts if part]
+        values = [_combine(info.aggregates[: len(columns)], rows)] if rows else []
     elif info.order_by:
         positions = _positions(info, columns)
         values = list(heapq.merge(*parts, key=lambda row: _row_key(row, positions)))
@@ -118,14 +125,30 @@ def order_positions(info: Scan, columns: list[str]) -> list[tuple[int, bool]]:
     return _positions(info, columns)
 
 
-def _aggregate(info: Scan, parts: list[list[list[Any]]], width: int) -> list[Any]:
-    assert info.aggregates is not None
-    rows = [part[0] for part in parts if part]
+def _grouped(aggregates, parts: list[list[list[Any]]]) -> list[list[Any]]:
+    """GROUP BY across shards: a group may have rows on every shard; combine them.
+    Python's ``1 == 1.0`` with equal hashes groups numbers as SQLite does."""
+    keys = [i for i, agg in enumerate(aggregates) if agg.func == "group"]
+    groups: dict[tuple, list[list[Any]]] = {}
+    for part in parts:
+        for row in part:
+            groups.setdefault(tuple(row[i] for i in keys), []).append(row)
+    merged = [_combine(aggregates, rows) for rows in groups.values()]
+    # SQL gives groups in no defined order; sort by the grouped columns, as SQLite's
+    # sorter usually does, so answers are reproducible.
+    merged.sort(key=lambda row: tuple(sort_key(row[i]) for i in keys))
+    return merged
+
+
+def _combine(aggregates, rows: list[list[Any]]) -> list[Any]:
+    """One output row from partial rows of the same group (or of the whole table)."""
     out = []
-    for i, agg in enumerate(info.aggregates[:width]):
+    for i, agg in enumerate(aggregates):
         column = [row[i] for row in rows]
         present = [v for v in column if v is not None]
-        if agg.func == "count":
+        if agg.func == "group":
+            out.append(column[0])
+        elif agg.func == "count":
             out.append(sum(present))
         elif agg.func == "total":
             out.append(float(sum(present)))

@@ -227,7 +227,10 @@ class Scan:
     # -- for SELECT: how to merge a fan-out
     mergeable: bool = True
     unmergeable_reason: str = ""
-    aggregates: list[Aggregate] | None = None  # set when the projection is aggregates only
+    #: Per result column: its aggregate, or ``Aggregate("group")`` for a GROUP BY column;
+    #: set when the projection is aggregates (and grouped columns) only.
+    aggregates: list[Aggregate] | None = None
+    group_by: list[str] | None = None  # GROUP BY column names (lowercase)
     order_by: list[OrderKey] = field(default_factory=list)
     limit: Token | None = None
     tokens: list[Token] = field(default_factory=list)
@@ -572,7 +575,7 @@ def _scan_select(tokens: list[Token], out: Scan) -> None:
     words = {t.value for _, t in top if t.kind == WORD}
     if out.has_subquery:
         _refuse(out, "a subquery (it would see one shard's rows only)")
-    for word, reason in (("group", "GROUP BY"), ("having", "HAVING"), ("distinct", "DISTINCT"),
+    for word, reason in (("having", "HAVING"), ("distinct", "DISTINCT"),
                          ("union", "UNION"), ("intersect", "INTERSECT"),
                          ("except", "EXCEPT"), ("offset", "OFFSET"), ("window", "WINDOW"),
                          ("join", "JOIN")):  # fmt: skip
@@ -589,15 +592,35 @@ def _scan_select(tokens: list[Token], out: Scan) -> None:
         if t.kind == WORD and t.value in AGGREGATES
         and k + 2 < from_at and tokens[k + 2].kind == OP and tokens[k + 2].value == "("
     ]  # fmt: skip
-    if funcs:
+    group_at = next((i for i, t in top if t.kind == WORD and t.value == "group"), None)
+    if group_at is not None:
+        end = next((i for i, t in top if i > group_at and t.kind == WORD
+                    and t.value in ("having", "order", "limit", "window")), len(tokens))  # fmt: skip
+        out.group_by = []
+        for term in _split_commas(tokens[group_at + 2 : end]):
+            name = _column_name(term)
+            if name is None:
+                _refuse(out, "GROUP BY an expression (only plain columns can be merged)")
+                break
+            out.group_by.append(name)
+    if funcs or out.group_by is not None:
         aggregates = []
         for item in items:
             agg = _simple_aggregate(item)
+            if agg is None and out.group_by is not None:
+                name = _column_name(item)
+                if name is not None and name in out.group_by:
+                    agg = Aggregate("group")
             if agg is None:
-                _refuse(out, "an aggregate inside an expression, or mixed with plain columns")
+                _refuse(out, "an aggregate inside an expression, or mixed with columns that "
+                        "are not grouped")  # fmt: skip
                 break
             aggregates.append(agg)
         out.aggregates = aggregates
+        shown = {_column_name(item) for item in items}
+        if out.group_by is not None and not set(out.group_by) <= shown:
+            _refuse(out, "GROUP BY a column the result does not show (groups could not be "
+                    "matched across shards)")  # fmt: skip
     # ORDER BY terms, and LIMIT.
     order_at = next((i for i, t in top if t.kind == WORD and t.value == "order"), None)
     limit_at = next((i for i, t in top if t.kind == WORD and t.value == "limit"), None)
@@ -617,6 +640,16 @@ def _scan_select(tokens: list[Token], out: Scan) -> None:
             out.limit = rest[0]
         else:
             _refuse(out, "LIMIT with an expression")
+
+
+def _column_name(term: list[Token]) -> str | None:
+    """``col`` or ``table.col`` (lowercased), else None."""
+    if len(term) == 1 and term[0].kind in (WORD, IDENT):
+        return str(term[0].value).lower()
+    if len(term) == 3 and term[1].kind == OP and term[1].value == "." and term[2].kind in (
+        WORD, IDENT):  # fmt: skip
+        return str(term[2].value).lower()
+    return None
 
 
 def _simple_aggregate(item: list[Token]) -> Aggregate | None:

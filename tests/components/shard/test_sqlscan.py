@@ -97,7 +97,7 @@ def test_tables_of_joins_and_ddl():
     ("SELECT count(DISTINCT x) FROM t", "aggregate"),
     ("SELECT x, count(*) FROM t", "aggregate"),
     ("SELECT sum(x) + 1 FROM t", "aggregate"),
-    ("SELECT x FROM t GROUP BY x", "GROUP BY"),
+    ("SELECT y FROM t GROUP BY x", "not grouped"),
     ("SELECT DISTINCT x FROM t", "DISTINCT"),
     ("SELECT x FROM t LIMIT 1 OFFSET 2", "OFFSET"),
     ("SELECT x FROM t LIMIT 2, 1", "offset"),
@@ -108,6 +108,28 @@ def test_tables_of_joins_and_ddl():
 def test_unmergeable_selects_say_why(sql, reason):
     info = scan(sql)
     assert not info.mergeable and reason in info.unmergeable_reason
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT name, count(*) FROM t GROUP BY name",
+    "SELECT t.name, sum(x) AS s FROM t GROUP BY name ORDER BY s DESC LIMIT 3",
+    "SELECT a, b, min(c) FROM t GROUP BY b, a",
+    "SELECT name FROM t GROUP BY name",
+])  # fmt: skip
+def test_group_by_plain_shown_columns_is_mergeable(sql):
+    info = scan(sql)
+    assert info.mergeable, info.unmergeable_reason
+    assert "group" in [a.func for a in info.aggregates]
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT count(*) FROM t GROUP BY name",
+    "SELECT name, x, count(*) FROM t GROUP BY name",
+    "SELECT name, count(*) FROM t GROUP BY lower(name)",
+    "SELECT name, count(*) FROM t GROUP BY name HAVING count(*) > 1",
+])  # fmt: skip
+def test_group_by_that_cannot_be_matched_across_shards_is_refused(sql):
+    assert not scan(sql).mergeable
 
 
 def test_mergeable_select_facts():
