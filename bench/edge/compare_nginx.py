@@ -152,6 +152,23 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def nginx_workers(pid: int) -> list[int]:
+    """nginx's worker (it names itself a little after the master starts listening)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        workers = []
+        for child in children(pid):
+            try:
+                if b"worker" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    workers.append(child)
+            except OSError:
+                continue
+        if workers:
+            return workers
+        time.sleep(0.05)
+    raise SystemExit("nginx started no worker")
+
+
 def to_ms(text: str) -> float:
     match = re.match(r"([\d.]+)(us|ms|s|m)$", text)
     if match is None:
@@ -227,8 +244,7 @@ def main() -> None:
         wait_port(port)
         # Only the worker: with proxy_cache nginx also forks a cache manager and a cache
         # loader (which exits after a minute); neither serves requests.
-        nginx_pids = [pid for pid in children(nginx.pid)
-                      if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes()]  # fmt: skip
+        nginx_pids = nginx_workers(nginx.pid)
         ours, ours_port = start_ours(tmp, origin_port)
         procs.append(ours)
         caches = {"nginx proxy_cache (1 worker)": (port, nginx_pids),

@@ -7,6 +7,8 @@ into one origin request, and serves stale copies while refreshing (stale-while-r
 or while the origin is down (stale-if-error). The trade-off is freshness for load and
 latency: every hit is a request the origin never sees, at the price of answers that may
 be up to their freshness lifetime old, which is why purge (by URL, prefix or surrogate
-key) and invalidation by unsafe methods exist. Storage is a byte-bounded LRU in memory;
-big objects stream through unstored.
+key) and invalidation by unsafe methods exist. Storage is a byte-bounded LRU in memory.
+A miss is streamed to its client, and to the requests collapsed behind it, as the body
+arrives from the origin, and stored at its end; objects larger than ``--max-object-mb``
+become one shared pass-through, not stored.
 """
