@@ -101,6 +101,8 @@ class ShardService(Service):
             name: Group(name, g.nodes, self.session) for name, g in self.config.groups.items()
         }
         self._load_moves()
+        if self.args.data_dir is None:
+            self.log.warning("no_data_dir", note="resharding moves will not survive a restart")
         self.progress = Progress()
         self._reshard_lock = asyncio.Lock()
         self._open = asyncio.Event()  # set: no fence
