@@ -22,6 +22,18 @@ that is not sent and is counted as a ``dropped`` error. Connections are pooled
 (``connections`` per worker for the open loop, one per user for the closed loop);
 waiting for a free connection is part of the measured latency.
 
+**Users keep cookies.** Every simulated user has its own cookie jar (RFC 6265 rules, as
+a browser keeps them; aiohttp's ``CookieJar``), so a ``POST /login`` followed by ``GET
+/me`` works, and the web tier's read-your-writes cookie follows the user who wrote. In
+a closed loop a user is one of the ``users`` coroutines. In an open loop arrivals are
+not tied to anybody, so each request takes a user from a pool of ``max_outstanding``
+users per worker: a new one for each of the first requests, then the least recently
+used idle one (a user never has two requests in flight, and no more than
+``max_outstanding`` are in flight, so the pool never runs dry). The session itself keeps no cookie (``DummyCookieJar``):
+one jar shared by everybody would make 32 users one user. ``cookies = false`` keeps no
+cookie at all, for raw throughput tests. A user's ``first = true`` requests go out
+before its first request from the mix.
+
 Each request kind is drawn from the profile's weights, its key from the key
 distribution; ``{seq}`` numbers are unique across ``--procs`` workers (``worker + i *
 workers``). The clock is ``time.monotonic`` (CLOCK_MONOTONIC on Linux, shared by all
@@ -34,6 +46,7 @@ import asyncio
 import random
 import time
 from bisect import bisect_right
+from collections import deque
 from itertools import accumulate
 
 import aiohttp
@@ -43,7 +56,7 @@ from .profile import Profile, RequestSpec
 from .results import Results
 from .timeline import Timeline
 
-__all__ = ["Engine", "MAX_BODY_READ_BYTES"]
+__all__ = ["Engine", "User", "MAX_BODY_READ_BYTES"]
 
 #: Answers are read whole up to this size; larger ones are streamed and discarded.
 MAX_BODY_READ_BYTES = 1 << 20
@@ -68,6 +81,18 @@ async def sleep_until(instant: float) -> None:
         await asyncio.sleep(delay)
 
 
+class User:
+    """One simulated user: its cookies (None: cookies off) and its first requests sent."""
+
+    __slots__ = ("jar", "setup")
+
+    def __init__(self, cookies: bool) -> None:
+        # unsafe=True: the targets are IP addresses (127.0.0.1), where RFC 6265 jars
+        # would otherwise refuse every cookie.
+        self.jar = aiohttp.CookieJar(unsafe=True) if cookies else None
+        self.setup = 0  # how many of the profile's first requests it has sent
+
+
 class Engine:
     """Drives one target with one profile; ``run()`` returns the ``Results``.
 
@@ -90,9 +115,10 @@ class Engine:
         self.workers = workers
         self.rng = random.Random(seed)
         self.keys = profile.keys.sampler(self.rng)
-        self.specs = profile.requests
+        self.specs = profile.mix
+        self.first = profile.first_requests
         self._cum_weights = list(accumulate(r.weight for r in self.specs))
-        self._headers = {r.name: dict(r.headers) or None for r in self.specs}
+        self._headers = {r.name: dict(r.headers) or None for r in profile.requests}
         self._seq = 0
         self.results = Results()
         self.outstanding = 0
@@ -140,7 +166,7 @@ class Engine:
             self.session = session
             await sleep_until(start)
             if p.users is not None:
-                await asyncio.gather(*(self._user(end) for _ in range(self.users)))
+                await asyncio.gather(*(self._user(end, User(p.cookies)) for _ in range(self.users)))
             else:
                 await self._arrivals(start, end)
         if self._stopped_at is not None:
@@ -154,13 +180,13 @@ class Engine:
             self._stopped_at = time.monotonic()
         self.stopping.set()
 
-    async def _user(self, end: float) -> None:
+    async def _user(self, end: float, user: User) -> None:
         think_s = self.profile.think_ms / 1000.0
         while not self.stopping.is_set():
             now = time.monotonic()
             if now >= end:
                 return
-            await self._request(self._pick(), now)
+            await self._request(self._pick(user), now, user)
             if think_s:
                 await asyncio.sleep(think_s)
 
@@ -172,6 +198,8 @@ class Engine:
         first = start + self.worker / rate
         loop = asyncio.get_running_loop()
         in_flight: set[asyncio.Task] = set()
+        pool: deque[User] = deque()  # idle users, least recently used first
+        created = 0
         i = 0
         burst = 0
         while not self.stopping.is_set():
@@ -188,19 +216,30 @@ class Engine:
                 if burst >= _BURST:
                     burst = 0
                     await asyncio.sleep(0)
-            spec = self._pick()
             if self.outstanding >= self.max_outstanding:
+                spec = self._pick(None)
                 self.results.failure(spec.name, "dropped", due >= self._warm_end, due - start)
                 continue
+            # A new user per request until the pool is full, then the least recently
+            # used idle one (outstanding < max_outstanding = pool size: one is idle).
+            if created < self.max_outstanding or not pool:
+                created += 1
+                user = User(self.profile.cookies)
+            else:
+                user = pool.popleft()
+            spec = self._pick(user)
             self.outstanding += 1
-            task = loop.create_task(self._request(spec, due))
+            task = loop.create_task(self._request(spec, due, user, pool))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
         if in_flight:
             # Each request ends by itself within timeout_s: its answer or its timeout.
             await asyncio.gather(*list(in_flight))
 
-    def _pick(self) -> RequestSpec:
+    def _pick(self, user: User | None = None) -> RequestSpec:
+        if user is not None and user.setup < len(self.first):
+            user.setup += 1
+            return self.first[user.setup - 1]
         if len(self.specs) == 1:
             return self.specs[0]
         index = bisect_right(self._cum_weights, self.rng.random() * self._cum_weights[-1])
@@ -215,19 +254,33 @@ class Engine:
             "rand": self.rng.getrandbits(31),
         }
 
-    async def _request(self, spec: RequestSpec, due: float) -> None:
-        """Send one request due at ``due`` and record its answer or its failure."""
+    async def _request(
+        self, spec: RequestSpec, due: float, user: User, pool: deque[User] | None = None
+    ) -> None:
+        """Send one request due at ``due`` as ``user``; record its answer or its failure.
+
+        ``pool``: open loop, where ``user`` goes back when the request is over.
+        """
         values = self._values(spec) if (spec.path.fields or spec.body) else {}
         url = URL(self.base + spec.path.render(values), encoded=True)
         data = spec.body.render(values).encode() if spec.body is not None else None
         measured = due >= self._warm_end
         error = None
         status = 0
+        headers = self._headers[spec.name]
+        jar = user.jar
+        if jar is not None and len(jar):
+            cookie = jar.filter_cookies(url)
+            if cookie:
+                headers = dict(headers or {})
+                headers["Cookie"] = "; ".join(f"{m.key}={m.coded_value}" for m in cookie.values())
         try:
             async with self.session.request(
-                spec.method, url, data=data, headers=self._headers[spec.name]
+                spec.method, url, data=data, headers=headers
             ) as response:
                 status = response.status
+                if jar is not None and (set_cookie := response.headers.getall("Set-Cookie", ())):
+                    jar.update_cookies_from_headers(set_cookie, response.url)
                 length = response.content_length
                 if length is not None and length <= MAX_BODY_READ_BYTES:
                     await response.read()
@@ -245,8 +298,9 @@ class Engine:
         except aiohttp.ClientError:
             error = "other"
         finally:
-            if self.users == 0:
+            if pool is not None:
                 self.outstanding -= 1
+                pool.append(user)
         done = time.monotonic()
         if done > self._last_done:
             self._last_done = done

@@ -36,6 +36,12 @@ processes) and ``{rand}`` (a random 31-bit integer). Anything else between brace
 looks like a placeholder is an error, as is any unknown setting: a typo in a profile
 must fail loudly, not silently measure something else.
 
+Each simulated user keeps its own cookies (``loadgen.engine``), so a server's sessions
+and read-your-writes cookies work under load; ``cookies = false`` turns that off for raw
+throughput tests (no cookie is ever stored or sent). A request with ``first = true`` is
+not part of the weighted mix: every user sends it once, in file order, before its first
+request from the mix (``POST /login`` before ``GET /me``, see the built-in ``sessions``).
+
 ``users`` and ``rate`` are exclusive: they are the two ways of modelling users (closed
 and open loop, see ``loadgen.engine``). The command line may override either, and the
 duration, warm-up and think time (``Profile.with_overrides``).
@@ -141,6 +147,7 @@ class RequestSpec:
     weight: float
     body: Template | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    first: bool = False  # sent once per user before the mix, not drawn by weight
 
     @property
     def is_write(self) -> bool:
@@ -181,6 +188,17 @@ class Profile:
     timeout_s: float = 10.0
     max_outstanding: int = 1000
     connections: int = 64
+    cookies: bool = True
+
+    @property
+    def mix(self) -> tuple[RequestSpec, ...]:
+        """The requests drawn by weight (all but the ``first = true`` ones)."""
+        return tuple(r for r in self.requests if not r.first)
+
+    @property
+    def first_requests(self) -> tuple[RequestSpec, ...]:
+        """What every user sends once, in order, before its first request from the mix."""
+        return tuple(r for r in self.requests if r.first)
 
     @property
     def mode(self) -> str:
@@ -189,8 +207,9 @@ class Profile:
 
     @property
     def write_fraction(self) -> float:
-        total = sum(r.weight for r in self.requests)
-        return sum(r.weight for r in self.requests if r.is_write) / total
+        mix = self.mix
+        total = sum(r.weight for r in mix)
+        return sum(r.weight for r in mix if r.is_write) / total
 
     def with_overrides(
         self,
@@ -232,8 +251,10 @@ class Profile:
             "timeout_s": self.timeout_s,
             "keys": dataclasses.asdict(self.keys),
             "write_fraction": round(self.write_fraction, 4),
+            "cookies": self.cookies,
             "requests": [
                 {"name": r.name, "method": r.method, "path": r.path.text, "weight": r.weight}
+                | ({"first": True} if r.first else {})
                 for r in self.requests
             ],
         }
@@ -243,10 +264,10 @@ class Profile:
 
 _TOP_KEYS = {
     "description", "duration_s", "warmup_s", "users", "rate", "think_ms", "timeout_s",
-    "max_outstanding", "connections", "keys", "requests",
+    "max_outstanding", "connections", "keys", "requests", "cookies",
 }  # fmt: skip
 _KEYS_KEYS = {"distribution", "n", "s"}
-_REQUEST_KEYS = {"name", "method", "path", "weight", "body", "headers"}
+_REQUEST_KEYS = {"name", "method", "path", "weight", "body", "headers", "first"}
 
 
 def builtin_profiles() -> list[str]:
@@ -300,6 +321,11 @@ def parse_profile(text: str, name: str = "profile") -> Profile:
         if r.name in seen:
             raise ProfileError(f"requests: two requests are named {r.name!r}")
         seen.add(r.name)
+    if all(r.first for r in requests):
+        raise ProfileError("requests: every request is first = true; the mix needs one more")
+    cookies = data.get("cookies", True)
+    if not isinstance(cookies, bool):
+        raise ProfileError(f"cookies: must be true or false, got {cookies!r}")
     users = data.get("users")
     rate = data.get("rate")
     if users is None and rate is None:
@@ -317,6 +343,7 @@ def parse_profile(text: str, name: str = "profile") -> Profile:
         timeout_s=_number(data, "timeout_s", 10.0, ""),
         max_outstanding=_integer_or_none(data.get("max_outstanding", 1000), "max_outstanding"),
         connections=_integer_or_none(data.get("connections", 64), "connections"),
+        cookies=cookies,
     )
     _check_run_settings(profile)
     return profile
@@ -407,7 +434,10 @@ def _parse_request(raw: object, index: int) -> RequestSpec:
     json_body = body is not None and isinstance(raw_body, dict | list)
     if json_body and not any(k.lower() == "content-type" for k, _ in headers):
         headers.append(("Content-Type", "application/json"))
-    return RequestSpec(name, method, path, weight, body, tuple(headers))
+    first = raw.get("first", False)
+    if not isinstance(first, bool):
+        raise ProfileError(f"{where}.first: must be true or false, got {first!r}")
+    return RequestSpec(name, method, path, weight, body, tuple(headers), first)
 
 
 def _no_unknown(table: dict, known: set[str], prefix: str) -> None:

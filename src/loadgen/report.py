@@ -96,7 +96,12 @@ def format_report(report: dict) -> str:
         load = f"open loop, {p['rate']:g} req/s"
     keys = p["keys"]
     skew = f" s={keys['s']:g}" if keys["distribution"] == "zipf" else ""
-    mix = ", ".join(f"{r['name']} {r['weight']:g}" for r in p["requests"])
+    mix = ", ".join(
+        f"{r['name']} once first" if r.get("first") else f"{r['name']} {r['weight']:g}"
+        for r in p["requests"]
+    )
+    if not p.get("cookies", True):
+        mix += " (cookies off)"
     lines = [
         f"scalelab load  {report['target']}  profile {p['name']} ({load})  procs {report['procs']}",
         f"mix {mix}; "

@@ -4,11 +4,20 @@ It counts every request it handles (the figure a closed-loop run must match), ca
 its whole event loop once for a set time after a set number of requests (what an open
 loop must not hide), and serves ``/metrics`` in the Prometheus text format with a
 hit/miss counter pair and a db-queries counter, driven by the keys it is asked for.
+
+For cookies it has sessions as the web tier has them (``POST /login`` with ``{"id": N}``
+sets one, ``GET /me`` answers 401 without it) and ``/chain``: a request without a
+``chain-*`` cookie opens a new chain ``A`` and gets ``chain-A=1``; a request with
+``chain-A=k`` must carry the *latest* value set for ``A`` (else it is counted ``stale``)
+and gets ``chain-A=k+1``; a request carrying two chains holds another user's cookie
+(``leaked``). One user per chain, one request in flight per user: a jar shared by
+users, or none, breaks the counts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 
@@ -27,6 +36,12 @@ class TestServer:
         self.stalled = False
         self.status = 200
         self.port = 0
+        self.sessions: dict[str, int] = {}  # session token -> user id
+        self.me = {200: 0, 401: 0}
+        self.chains: dict[int, int] = {}  # chain -> latest step set
+        self.chain_returns: dict[int, int] = {}  # chain -> requests that carried it
+        self.stale = 0
+        self.leaked = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
 
@@ -49,6 +64,40 @@ class TestServer:
                 self.hits += 1
         return web.Response(status=self.status, text="ok")
 
+    async def _login(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        user = json.loads(await request.read())["id"]
+        token = f"t{len(self.sessions) + 1}"
+        self.sessions[token] = user
+        response = web.Response(text="ok")
+        response.set_cookie("session", token, path="/", httponly=True)
+        return response
+
+    async def _me(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        status = 200 if request.cookies.get("session") in self.sessions else 401
+        self.me[status] += 1
+        return web.Response(status=status, text="me")
+
+    async def _chain(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        carried = {k: v for k, v in request.cookies.items() if k.startswith("chain-")}
+        if len(carried) > 1:
+            self.leaked += 1  # this user holds another user's cookie
+            return web.Response(text="leaked")
+        if not carried:
+            chain, step = len(self.chains) + 1, 0
+        else:
+            ((name, value),) = carried.items()
+            chain, step = int(name[6:]), int(value)
+            self.chain_returns[chain] = self.chain_returns.get(chain, 0) + 1
+            if self.chains.get(chain) != step:
+                self.stale += 1
+        self.chains[chain] = step + 1
+        response = web.Response(text="ok")
+        response.set_cookie(f"chain-{chain}", str(step + 1), path="/")
+        return response
+
     async def _metrics(self, request: web.Request) -> web.Response:
         text = (
             "# HELP test_cache_hits_total Cache hits\n"
@@ -69,6 +118,9 @@ class TestServer:
         async def serve() -> None:
             app = web.Application()
             app.router.add_get("/metrics", self._metrics)
+            app.router.add_post("/login", self._login)
+            app.router.add_get("/me", self._me)
+            app.router.add_get("/chain", self._chain)
             app.router.add_route("*", "/users/{key}", self._handle)
             app.router.add_route("*", "/{tail:.*}", self._handle)
             self._runner = web.AppRunner(app, access_log=None)

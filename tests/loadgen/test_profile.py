@@ -137,3 +137,26 @@ def test_string_body_is_sent_as_is():
     assert p.requests[0].body.render({"key": 1, "seq": 0, "rand": 0}) == "k=1"
     assert p.requests[0].headers == ()
     assert p.write_fraction == 1.0
+
+
+def test_sessions_profile_logs_in_first_with_the_web_tiers_body():
+    from components.web.protocol import parse_login
+
+    p = load_profile("sessions")
+    assert p.cookies is True
+    (login,) = p.first_requests
+    assert (login.method, login.path.text) == ("POST", "/login")
+    assert ("Content-Type", "application/json") in login.headers
+    assert parse_login(json.loads(login.body.render({"key": 17, "seq": 0, "rand": 0}))) == 17
+    assert [r.path.text for r in p.mix] == ["/me"] and p.write_fraction == 0
+    assert p.to_dict()["requests"][0]["first"] is True and p.to_dict()["cookies"] is True
+
+
+def test_cookies_and_first_are_checked():
+    assert parse_profile("cookies = false\n" + MINIMAL).cookies is False
+    with pytest.raises(ProfileError, match="cookies"):
+        parse_profile('cookies = "no"\n' + MINIMAL)
+    with pytest.raises(ProfileError, match="first"):
+        parse_profile(MINIMAL + 'first = "yes"\n')
+    with pytest.raises(ProfileError, match="the mix needs"):
+        parse_profile(MINIMAL + "first = true\n")
