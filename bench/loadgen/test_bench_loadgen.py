@@ -1,7 +1,8 @@
 """The load generator's own per-request costs, so they stay small next to aiohttp's.
 
 Per request the engine draws a request kind and a key, renders the path (and body),
-and records the answer into three histograms (overall, per kind, last second). Per
+and records the answer into three histograms (overall, per kind, last second) and the
+per-second timeline; a user with cookies also builds its ``Cookie`` header. Per
 scrape the report parses a /metrics page. Each benchmark does 1000 operations per
 round, so the mean in µs is the cost per operation in ns.
 
@@ -16,6 +17,7 @@ from loadgen.histogram import Histogram
 from loadgen.keys import ZipfKeys
 from loadgen.profile import load_profile
 from loadgen.results import Results
+from loadgen.timeline import Timeline
 
 OPS = 1000
 
@@ -43,6 +45,48 @@ def test_results_answer(benchmark):
 
     benchmark(run)
     assert results.requests >= OPS
+
+
+def test_results_answer_with_the_timeline(benchmark):
+    """The same, plus the per-second timeline slot (``loadgen.timeline``)."""
+    results = Results()
+    results.timeline = Timeline(60.0, 2.0)
+    answer = results.answer
+
+    def run():
+        for i in range(OPS):
+            answer("get_user", 200, 1_000 + i, True, i * 0.05)
+
+    benchmark(run)
+    assert results.requests >= OPS
+
+
+def test_cookie_header_of_a_user_with_a_session(benchmark):
+    """What a user with cookies pays per request: filter its jar, build ``Cookie:``."""
+    import asyncio
+
+    import aiohttp
+    from yarl import URL
+
+    async def build():
+        jar = aiohttp.CookieJar(unsafe=True)
+        url = URL("http://127.0.0.1:8000/me")
+        jar.update_cookies_from_headers(
+            ["session=abcdef0123456789; Path=/; HttpOnly", "scalelab_lsn=42; Max-Age=10; Path=/"],
+            url,
+        )
+        return jar, url
+
+    jar, url = asyncio.run(build())
+
+    def run():
+        for _ in range(OPS):
+            if len(jar):
+                cookie = jar.filter_cookies(url)
+                "; ".join(f"{m.key}={m.coded_value}" for m in cookie.values())
+
+    benchmark(run)
+    assert len(jar.filter_cookies(url)) == 2
 
 
 def test_zipf_draw(benchmark):

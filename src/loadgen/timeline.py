@@ -92,6 +92,7 @@ class Timeline:
         self.warmup_s = float(warmup_s)
         self.step_s = max(1, math.ceil(self.duration_s / MAX_SLOTS))
         self.slots: dict[int, _Slot] = {}
+        self._last = self.length - 1
 
     @property
     def length(self) -> int:
@@ -99,7 +100,9 @@ class Timeline:
         return max(1, math.ceil(self.duration_s / self.step_s))
 
     def _slot(self, at_s: float) -> _Slot:
-        index = min(max(int(at_s // self.step_s), 0), self.length - 1)
+        index = int(at_s // self.step_s) if at_s > 0 else 0
+        if index >= self._last:
+            index = self._last
         slot = self.slots.get(index)
         if slot is None:
             slot = self.slots[index] = _Slot()
@@ -110,8 +113,16 @@ class Timeline:
         """A request due ``at_s`` after the start got an answer (``error``: http_4xx/5xx)."""
         slot = self._slot(at_s)
         slot.requests += 1
-        index = coarse_index(latency_us)
-        slot.buckets[index] = slot.buckets.get(index, 0) + 1
+        # coarse_index, inlined: this runs once per request.
+        if latency_us < _SUB:
+            index = latency_us if latency_us > 0 else 0
+        else:
+            if latency_us > _MAX_US:
+                latency_us = _MAX_US
+            shift = latency_us.bit_length() - _BITS
+            index = _SUB + (shift - 1) * _HALF + (latency_us >> shift) - _HALF
+        buckets = slot.buckets
+        buckets[index] = buckets.get(index, 0) + 1
         if latency_us > slot.max:
             slot.max = latency_us
         if error is not None:

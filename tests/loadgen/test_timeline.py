@@ -96,3 +96,14 @@ def test_results_feed_the_timeline_warmup_included_and_ship_it():
     merged.merge(copy)
     merged.merge(copy)
     assert [row["requests"] for row in merged.timeline.rows()] == [4, 2]
+
+
+def test_the_inlined_recording_uses_the_coarse_buckets():
+    t = Timeline(1)
+    values = [-7, 0, 5, 31, 32, 33, 63, 64, 1_000, 65_535, 10**9, 1 << 40]
+    for v in values:
+        t.answer(0.0, v, None)
+    expected: dict[int, int] = {}
+    for v in values:
+        expected[coarse_index(v)] = expected.get(coarse_index(v), 0) + 1
+    assert t.slots[0].buckets == expected
