@@ -50,7 +50,6 @@ are checked for clean bytes but otherwise ignored.
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -138,11 +137,6 @@ class _Head:
     content_length: int = 0
     #: Lowercased tokens of the Connection field (names of extra hop-by-hop fields).
     connection: frozenset[bytes] = frozenset()
-    #: The field lines exactly as received (each ending in CRLF, no blank line), set by
-    #: the parser only when every line already has the canonical ``Name: value`` shape,
-    #: so that ``raw_fields == b"".join(n + b": " + v + b"\r\n" for n, v in headers)``.
-    #: A proxy copies it through with a few splices instead of rebuilding every line.
-    raw_fields: bytes | None = field(default=None, kw_only=True)
     # Lowercase name -> first value, built on the first ``get`` (see there).
     _index: tuple | None = field(default=None, kw_only=True, repr=False, compare=False)
 
@@ -151,8 +145,9 @@ class _Head:
 
         The first call builds a lowercase index, so a caller asking for several fields
         (a cache checks Cache-Control, Range, validators...) pays one pass over the
-        headers, not one per lookup. The index remembers which list (and how long) it
-        was built from and is rebuilt if ``headers`` was replaced or grown since.
+        headers, not one per lookup; a message nobody asks pays nothing. The index
+        remembers which list (and how long) it was built from and is rebuilt if
+        ``headers`` was replaced or grown since.
         """
         headers = self.headers
         cached = self._index
@@ -369,37 +364,20 @@ class Parser:
             raise self._fail(431 if not self.response else 502, "header section too large")
         head = buf[pos:end]
         self._pos = end + 4
-        # Counting CRLFs instead of splitting: the fast path below never needs the lines.
-        breaks = head.count(b"\r\n")
-        first = head.find(b"\r\n")
-        start = head if first < 0 else head[:first]
+        lines = head.split(b"\r\n")
+        start = lines[0]
         if len(start) > self.max_start_line:
             raise self._fail(414 if not self.response else 502, "start line too long")
-        if breaks > self.max_fields:
+        if len(lines) - 1 > self.max_fields:
             raise self._fail(431 if not self.response else 502, "too many header fields")
         # One C-speed pass over the whole head: after cutting the CRLFs out, anything
         # outside HTAB/SP/VCHAR/obs-text (a bare CR or LF, NUL, other controls) is fatal.
         # What is left is exactly the CRLF separators unless a bare CR or LF hides inside.
-        if head.translate(None, _HEAD_OK) != b"\r\n" * breaks:
+        if head.translate(None, _HEAD_OK) != b"\r\n" * (len(lines) - 1):
             raise self._fail(self._bad, "control byte (CR, LF, NUL, ...) in head")
+        del lines[0]
         try:
-            raw = None
-            if breaks:
-                block = head[first + 2 :]
-                # Fast path: one regex pass cuts every canonical "Name: value" line; it
-                # matches at most once per line, so as many matches as lines means every
-                # line was canonical, and the result is exactly what the general loop
-                # returns (a property test holds the two together). Anything unusual
-                # (no space after the colon, padding, a bad name, obs-fold) takes the
-                # general loop, which also words the error.
-                headers = _CANONICAL_FIELD.findall(block)
-                if len(headers) == breaks:
-                    raw = block + b"\r\n"
-                    special = _special_fields(headers)
-                else:
-                    headers, special = _parse_fields(block.split(b"\r\n"))
-            else:
-                headers, special = [], []
+            headers, special = _parse_fields(lines)
             if self.response:
                 message = self._response_head(start, headers, special)
             else:
@@ -407,7 +385,6 @@ class Parser:
         except ProtocolError as error:
             # A bad response is the backend's fault: the client hears 502, whatever rule.
             raise self._fail(502 if self.response else error.status, error.detail) from None
-        message.raw_fields = raw
         return message
 
     def _request_head(self, start: bytes, headers: Headers, special: Headers) -> Request:
@@ -646,26 +623,6 @@ def _parse_fields(lines: list[bytes]) -> tuple[Headers, Headers]:
             if lname in _SPECIAL:
                 special.append((lname, value))
     return headers, special
-
-
-# A canonical field line (RFC 9112 §5): a token, a colon, one space, and a value with no
-# surrounding whitespace (or an empty value). ``[^\r]`` cannot leave the line: the head has
-# already been checked to hold CR only as part of CRLF. Multiline: ``^`` and ``$`` are the
-# ends of each line, and ``\r?`` eats the CR that precedes ``$`` on all but the last line.
-_CANONICAL_FIELD = re.compile(
-    rb"^([!#$%&'*+\-.^_`|~0-9A-Za-z]+): ((?:[^\r \t](?:[^\r]*[^\r \t])?)?)\r?$", re.M
-)
-
-
-def _special_fields(headers: Headers) -> Headers:
-    """(lowercased name, value) for the fields in ``_SPECIAL``, as ``_parse_fields`` gives."""
-    special: Headers = []
-    for name, value in headers:
-        if len(name) in _SPECIAL_LENGTHS:
-            lname = name.lower()
-            if lname in _SPECIAL:
-                special.append((lname, value))
-    return special
 
 
 def _field_error(line: bytes) -> ProtocolError:
