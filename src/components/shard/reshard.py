@@ -6,8 +6,9 @@ of Vitess' MoveTables/Reshard and of CockroachDB's range moves:
 1. **copy** (no fence): read the rows of the moving keys from every source group and
    write them into a *staging* table on the target. Reads and writes go on as before; a
    staging table (not the live one) keeps fan-out reads from seeing rows twice.
-2. **fence**: the router holds new statements on sharded tables and waits for those in
-   flight; from now on nothing changes the moving rows.
+2. **fence**: the router holds new statements on sharded tables that touch the groups
+   involved (the sources and the target; others go on) and waits for those in flight;
+   from now on nothing changes the moving rows.
 3. **catch up**: read the moving rows again and apply the difference to the staging
    table (``diff_rows``). Vitess tails the source's binlog for this; this router
    re-reads, which is simple and exact but makes the fence as long as one read of the

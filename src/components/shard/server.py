@@ -15,7 +15,7 @@ primary, the hottest keys per table, the last resharding's progress), ``/readyz`
 ``/nodes``. Admin: ``GET /admin/map``, ``POST /admin/reshard`` (``reshard.py``).
 
 Statements on sharded tables pass a gate: while a resharding holds its write fence
-they wait (up to ``FENCE_WAIT_S``, then 503) and are planned again with the new map;
+over some groups, statements touching those groups wait (up to ``FENCE_WAIT_S``, then 503) and are planned again with the new map;
 the resharding waits for those already in flight before its final re-read. Load is shed
 past ``MAX_INFLIGHT_REQUESTS`` with a 503 rather than queued without bound.
 """
@@ -28,6 +28,7 @@ import dataclasses
 import json
 import os
 import time
+from collections import Counter
 from typing import Any
 from urllib.parse import urlencode
 
@@ -107,10 +108,10 @@ class ShardService(Service):
         self._reshard_lock = asyncio.Lock()
         self._open = asyncio.Event()  # set: no fence
         self._open.set()
-        self._inflight = 0
+        self._fence: set[str] = set()  # groups behind the fence (empty: no fence)
+        self._inflight: Counter[str] = Counter()  # sharded statements in flight, per group
         self._requests = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._settled = asyncio.Event()  # pulsed whenever a fenced-group count drops
         self._setup_metrics()
         app = web.Application(client_max_size=protocol.MAX_BODY_BYTES)
         app.router.add_post("/db/execute", self.handle_execute)
@@ -159,7 +160,7 @@ class ShardService(Service):
         self.m_moved = m.counter("scalelab_shard_rows_moved_total", "Rows moved by resharding")
         m.gauge("scalelab_shard_reshard_fenced",
                 "1 while a resharding holds its write fence").set_function(
-            lambda: 0 if self._open.is_set() else 1)  # fmt: skip
+            lambda: 1 if self._fence else 0)  # fmt: skip
         self.m_fenced = m.counter("scalelab_shard_fenced_requests_total",
                                   "Requests held behind a resharding's write fence")  # fmt: skip
 
@@ -196,20 +197,21 @@ class ShardService(Service):
             return web.Response(text=str(exc), status=400)
         if write is None:
             write = not all(is_read(sql) for sql, _ in statements)
-        for _attempt in range(2):
+        deadline = time.monotonic() + FENCE_WAIT_S
+        while True:
             try:
                 plan = self.router.plan(statements, write=write, transaction=options.transaction)
             except Refused as exc:
                 self.m_refused.inc()
                 self.log.info("refused", reason=str(exc))
                 return _refusal(str(exc), exc.index, len(statements), options)
-            fenced = any(step.sharded for step in plan.steps)
-            if not fenced or self._open.is_set():
+            touched = {g for step in plan.steps if step.sharded for g in step.groups}
+            if not touched & self._fence:
                 break
-            # A resharding is switching the map: wait, then plan again with the new one.
+            # A resharding is switching these groups' map: wait, then plan again.
             self.m_fenced.inc()
             try:
-                await asyncio.wait_for(self._open.wait(), FENCE_WAIT_S)
+                await asyncio.wait_for(self._open.wait(), deadline - time.monotonic())
             except TimeoutError:
                 return _json({"error": "resharding in progress: write fence still up"}, 503)
         if options.queue and plan.single is None:
@@ -218,9 +220,7 @@ class ShardService(Service):
                             options)  # fmt: skip
         if plan.generated_ids:
             self.m_ids.inc(plan.generated_ids)
-        if fenced:
-            self._inflight += 1
-            self._idle.clear()
+        self._inflight.update(touched)
         try:
             if plan.single is not None:
                 response = await self._forward(request, plan, options, write)
@@ -231,10 +231,11 @@ class ShardService(Service):
         except OutcomeUnknown as exc:
             return _json({"error": str(exc)}, 502)
         finally:
-            if fenced:
-                self._inflight -= 1
-                if self._inflight == 0:
-                    self._idle.set()
+            if touched:
+                self._inflight.subtract(touched)
+                if self._fence:
+                    event, self._settled = self._settled, asyncio.Event()
+                    event.set()
         self.m_duration.observe(time.perf_counter() - started)
         return response
 
@@ -418,6 +419,7 @@ class ShardService(Service):
                 self.log.error("reshard_failed", error=str(exc), **move.describe())
                 return web.json_response(dataclasses.asdict(self.progress), status=500)
             finally:
+                self._fence = set()
                 self._open.set()
         self.log.info("resharded", version=self.router.map.version, **move.describe())
         return dataclasses.asdict(self.progress)
@@ -437,14 +439,17 @@ class ShardService(Service):
             columns[table], copied[table] = await self._read_moving(froms, table, column, move)
             await self._insert(target, staging, columns[table], copied[table])
             self.progress.rows_copied += len(copied[table])
-        # 2. fence: hold new statements on sharded tables, let those in flight finish
+        # 2. fence: hold new statements on the groups involved, let those in flight finish
+        self._fence = {move.to, *(g.name for g in froms)}
         self._open.clear()
         fenced_at = time.perf_counter()
         self.progress.state = "fenced"
-        try:
-            await asyncio.wait_for(self._idle.wait(), FENCE_WAIT_S)
-        except TimeoutError:
-            raise ReshardError("statements in flight did not finish within the fence") from None
+        deadline = time.monotonic() + FENCE_WAIT_S
+        while any(self._inflight[g] > 0 for g in self._fence):
+            try:
+                await asyncio.wait_for(self._settled.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                raise ReshardError("statements in flight did not finish within the fence") from None
         # 3. catch up: re-read, apply the difference to staging
         final: dict[str, list[list[Any]]] = {}
         for table, column in tables.items():
