@@ -5,7 +5,9 @@ path's added latency over the origin alone): for cache *hits*, requests per seco
 p50/p99 latency and the cache process's CPU time per request (user+system from
 ``/proc/<pid>/stat`` around the run, divided by the requests served); for the *miss*
 path, the same against an uncacheable URL (``Cache-Control: no-store``, so every request
-goes through to the origin) next to the origin hit directly.
+goes through to the origin) next to the origin hit directly; for *fills*, a storable URL
+never asked before on every request (a wrk Lua script), so each one is fetched, streamed
+and stored.
 
 Varnish joins when ``varnishd`` is on PATH: the default VCL with ``-b`` pointing at the
 origin, ``-s malloc,256m``, in the foreground (``-F``) with its own working directory
@@ -177,9 +179,23 @@ def to_ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
+#: wrk script for the fill target: every request a URL never asked before (a storable
+#: miss each time: fetch, stream, store), under ``/hit/`` so the origin says max-age=60.
+UNIQUE_URLS_LUA = """
+local n = 0
+local run = math.random(1, 1000000000)
+request = function()
+  n = n + 1
+  return wrk.format("GET", "/hit/" .. run .. "-" .. n)
+end
+"""
+
+
 def wrk(port: int, path: str, args, pids: list[int]) -> dict:
     command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{args.connections}",
                f"-d{args.duration}s", "--latency", f"http://127.0.0.1:{port}{path}"]  # fmt: skip
+    if path == "/hit/":
+        command[5:5] = ["-s", str(args.lua)]
     before = cpu_seconds(pids) if pids else 0.0
     out = subprocess.run(command, capture_output=True, text=True, timeout=args.duration + 60).stdout
     after = cpu_seconds(pids) if pids else 0.0
@@ -261,6 +277,10 @@ def main() -> None:
         targets["miss origin alone (nginx)"] = (origin_port, "/pass", [])
         for name, (cport, pids) in caches.items():
             targets[f"miss {name}"] = (cport, "/pass", pids)
+        args.lua = tmp / "unique.lua"
+        args.lua.write_text(UNIQUE_URLS_LUA)
+        for name, (cport, pids) in caches.items():
+            targets[f"fill {name}"] = (cport, "/hit/", pids)
         for _ in range(args.rounds):
             for name, (tport, path, pids) in targets.items():
                 runs.setdefault(name, []).append(wrk(tport, path, args, pids))
@@ -293,7 +313,12 @@ def main() -> None:
         r = results[f"miss {name}"]
         print(f"miss path added p50/p99 over the origin alone, {name}: "
               f"{r['p50_ms'] - base['p50_ms']:+.2f} / {r['p99_ms'] - base['p99_ms']:+.2f} ms")  # fmt: skip
+    for name in caches:
+        r = results[f"fill {name}"]
+        print(f"fill (storable miss, new URL each request) added p50/p99 over the origin alone, "
+              f"{name}: {r['p50_ms'] - base['p50_ms']:+.2f} / {r['p99_ms'] - base['p99_ms']:+.2f} ms")  # fmt: skip
     print(f"wrk: {runs['hit  scalelab edge (uvloop)'][0]['command']}")
+    print(f"wrk (fills): {runs['fill scalelab edge (uvloop)'][0]['command']}")
 
 
 if __name__ == "__main__":
