@@ -16,6 +16,15 @@ The conversation, parent to worker: ``("init", target, profile, index, procs, se
 ``("start", start_at)``, ``("stop",)``; worker to parent: ``("ready",)``, ``("tick",
 interval)`` once a second, ``("done", results)`` or ``("error", text)``.
 
+Blocking pipes: uvloop's ``add_reader`` switches the descriptor to non-blocking mode,
+but ``Connection`` is written for blocking ones: a message over 16 KiB (the results of
+a long run, with its per-second timeline) goes out as a header then a payload, and a
+non-blocking ``recv`` that finds only the header raises ``BlockingIOError``, which
+looked like a worker gone; a non-blocking ``send`` into a full socket buffer would cut a
+message in half. So each side puts its end back in blocking mode after ``add_reader``:
+the loop still learns when a message starts, and reading it whole takes only as long as
+the peer needs to write it.
+
 Lifetime: workers ignore SIGINT (a Ctrl-C reaches the whole process group; the parent
 decides, and sends ``stop``), and a worker whose parent disappears sees end-of-file on
 its socket and stops, so none outlives a killed parent by more than its in-flight
@@ -48,6 +57,13 @@ WORKER_EXTRA_S = 30.0
 _WORKER_COMMAND = (
     "import sys; from loadgen.workers import worker_main; sys.exit(worker_main(int(sys.argv[1])))"
 )
+
+
+def watch(loop: asyncio.AbstractEventLoop, conn: Connection, callback, *args) -> None:
+    """Call ``callback(*args)`` when a message starts arriving on ``conn``, which stays
+    blocking so that ``conn.recv()`` there reads the message whole (module essay)."""
+    loop.add_reader(conn.fileno(), callback, *args)
+    os.set_blocking(conn.fileno(), True)
 
 
 class LoadError(RuntimeError):
@@ -93,7 +109,7 @@ class WorkerPool:
             self.processes.append(process)
             seed = None if self.seed is None else self.seed * 1000 + index
             conn.send(("init", self.target, self.profile, index, self.procs, seed))
-            loop.add_reader(conn.fileno(), self._receive, index)
+            watch(loop, conn, self._receive, index)
         deadline = time.monotonic() + WORKER_START_TIMEOUT_S
         while self.ready < self.procs:
             self._check_failure()
@@ -237,7 +253,7 @@ async def _serve(conn: Connection, target, profile, index: int, procs: int, seed
             with contextlib.suppress(OSError):
                 conn.send(("tick", engine.results.take_interval()))
 
-    loop.add_reader(conn.fileno(), on_message)
+    watch(loop, conn, on_message)
     ticker = asyncio.ensure_future(ticks())
     try:
         results = await engine.run(start_at)
