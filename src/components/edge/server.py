@@ -699,6 +699,7 @@ class Edge(Service):
             if close:
                 client.close()
             return
+        started = False
         while True:
             pieces = body.take(reader)
             if chunked:
@@ -714,15 +715,21 @@ class Edge(Service):
                     client.close()
                 return
             if state == BROKEN:
-                client.write(b"".join(out))
+                if started:
+                    client.write(b"".join(out))
+                else:  # nothing sent yet: the client can still be told properly
+                    client.write(error_response(502, "origin response broken", close=True))
                 client.close()  # the answer is cut short: the client must see it
                 return
-            if out:
+            # The head waits for the first body bytes: for a small body they are already
+            # in the origin parser, so head and body leave in one write.
+            if pieces:
                 client.write(b"".join(out))
                 out = []
-            await client.drained()
-            if client.closing:
-                return
+                started = True
+                await client.drained()
+                if client.closing:
+                    return
             await body.more(reader)
 
     def mark_pass(self, host: bytes, target: bytes, status: int, fill) -> None:

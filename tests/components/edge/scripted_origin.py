@@ -130,6 +130,8 @@ class RawOrigin:
         import socket
 
         self.answer = answer
+        #: When set to an Event: after the answer, hold the connection open until it is set.
+        self.hold: threading.Event | None = None
         self.hits = 0
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
@@ -151,6 +153,8 @@ class RawOrigin:
                     data += piece
                 self.hits += 1
                 conn.sendall(self.answer)
+                if self.hold is not None:
+                    self.hold.wait(10)
 
     def close(self) -> None:
         self.sock.close()
