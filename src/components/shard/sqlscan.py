@@ -632,6 +632,10 @@ def _scan_select(tokens: list[Token], out: Scan) -> None:
                 _refuse(out, "ORDER BY an expression (only result columns can be merged)")
                 break
             out.order_by.append(key)
+    if limit_at is not None and out.group_by is not None:
+        # Each shard would cut its own list of groups, dropping partial counts of groups
+        # that the merged answer keeps: LIMIT would have to be lifted from the shards.
+        _refuse(out, "GROUP BY with LIMIT")
     if limit_at is not None:
         rest = tokens[limit_at + 1 :]
         if any(t.kind == OP and t.value == "," for t in rest):

@@ -1,6 +1,8 @@
 """Strategies, the config file, and the router's plan per strategy (no sockets)."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from components.shard import config
 from components.shard.ids import EPOCH_MS, Snowflake
@@ -134,3 +136,33 @@ def test_update_reading_the_key_is_not_an_update_of_it():
     r = make("")
     sql = "UPDATE users SET n = (CASE WHEN id = 5 THEN 1 ELSE 2 END), m = id WHERE id = 4"
     assert plan(r, sql, write=True).single == r.map.group_for(4)
+
+
+_VOCAB = ["SELECT", "INSERT", "INTO", "UPDATE", "DELETE", "FROM", "WHERE", "users", "posts",
+          "countries", "id", "user_id", "name", "=", "IN", "(", ")", ",", "?", ":k", "AND",
+          "OR", "VALUES", "SET", "ORDER", "BY", "GROUP", "LIMIT", "count(*)", "sum(id)", "1",
+          "'x'", "-", "JOIN", "ON", "*", "CREATE", "TABLE", "DESC", "BETWEEN", ";", "?2",
+          "RETURNING", "OR REPLACE", "WITH", "AS", "NULL", "0x10", "1.5"]  # fmt: skip
+_params = st.one_of(
+    st.none(),
+    st.lists(st.one_of(st.none(), st.integers(), st.text(max_size=5), st.floats()), max_size=3),
+    st.dictionaries(st.sampled_from(["k", "x"]), st.one_of(st.integers(), st.text(max_size=3))),
+)
+
+
+@pytest.mark.parametrize("strategy", ["consistent", "range"])
+@settings(max_examples=150, deadline=None)
+@given(words=st.lists(st.sampled_from(_VOCAB), min_size=1, max_size=14), params=_params,
+       write=st.booleans(), transaction=st.booleans())  # fmt: skip
+def test_any_statement_is_planned_or_refused_never_an_exception(strategy, words, params, write,
+                                                                transaction):  # fmt: skip
+    extra = '\n[[ranges]]\nlow = 0\ngroup = "g1"\n' if strategy == "range" else ""
+    router = ROUTERS.setdefault(strategy, make(f'strategy = "{strategy}"\n{extra}'))
+    try:
+        plan = router.plan([(" ".join(words), params)], write=write, transaction=transaction)
+    except Refused:
+        return
+    assert plan.steps and all(step.groups for step in plan.steps)
+
+
+ROUTERS: dict = {}
