@@ -15,8 +15,10 @@ what a single database holding every row would return. What can be merged exactl
 
 What cannot (``avg``: the average of averages is wrong without the counts;
 ``count(DISTINCT x)``; HAVING, GROUP BY an expression, DISTINCT, OFFSET) is refused by the scanner before the
-query runs. One honest caveat: a float ``sum`` added in a different order can differ
-from a single database's in the last bits, as it would between two SQLite versions.
+query runs, as is GROUP BY with LIMIT (each shard would cut its own groups). Two honest
+caveats: a float ``sum`` added in a different order can differ from a single database's
+in the last bits, as it would between two SQLite versions; and an integer ``sum`` past
+2**63, an "integer overflow" error in one SQLite, is answered here as the exact number.
 
 Writes sent to every group merge as ``rows_affected`` summed; an error from any group
 makes the statement's result an error naming the groups that failed and those that
