@@ -8,7 +8,7 @@ file that says what fails and when, measured from the start of the load::
 
     [[events]]
     at = 6            # seconds after the load started
-    action = "kill"   # kill | stop | pause | resume | restart | add
+    action = "kill"   # kill | stop | pause | resume | restart | add | delay
     target = "store-1"
 
     [[events]]
@@ -28,7 +28,15 @@ the topology under load, which is how a web tier is scaled out.
 and records each one with its wall-clock time and outcome, so the report can put the
 faults on the same timeline as the errors and latency they cause. An event that fails
 (a target already dead, say) is recorded as failed; the rest of the scenario goes on.
-(``delay``, added latency on one link, needs a proxy on that link; not here yet.)
+``delay`` changes the latency of one emulated link under load: its target is a ``link``
+component (``topologies/link.py``, a relay a stage puts between two tiers) and
+``delay_ms`` the new one-way delay, set through the link's ``POST /admin/delay``::
+
+    [[events]]
+    at = 5
+    action = "delay"
+    target = "link-db"
+    delay_ms = 80
 """
 
 from __future__ import annotations
@@ -42,9 +50,10 @@ from pathlib import Path
 import orjson
 
 from .launcher import Launcher
+from .link import MAX_DELAY_MS
 from .topology import NAME, Component
 
-ACTIONS = ("kill", "stop", "pause", "resume", "restart", "add")
+ACTIONS = ("kill", "stop", "pause", "resume", "restart", "add", "delay")
 MAX_EVENTS = 1000
 MAX_AT_S = 24 * 3600.0
 #: Scenarios shipped with scalelab, by name (``--scenario kill_web``).
@@ -62,10 +71,12 @@ class Event:
     target: str
     like: str | None = None
     join: str | None = None
+    delay_ms: float | None = None
 
     def describe(self) -> str:
         extra = f" like {self.like}" if self.like else ""
         extra += f", joining {self.join}" if self.join else ""
+        extra += f" to {self.delay_ms:g} ms" if self.delay_ms is not None else ""
         return f"{self.action} {self.target}{extra}"
 
 
@@ -137,7 +148,7 @@ def parse_scenario(doc: dict, name: str) -> Scenario:
 def _event(item, where: str) -> Event:
     if not isinstance(item, dict):
         raise ScenarioError(f"{where}: must be a table")
-    unknown = set(item) - {"at", "action", "target", "like", "join"}
+    unknown = set(item) - {"at", "action", "target", "like", "join", "delay_ms"}
     if unknown:
         raise ScenarioError(f"{where}: unknown keys {sorted(unknown)}")
     at = item.get("at")
@@ -159,7 +170,15 @@ def _event(item, where: str) -> Event:
             raise ScenarioError(f"{where}: 'join' must be a component name")
     elif like is not None or join is not None:
         raise ScenarioError(f"{where}: 'like' and 'join' are for add only")
-    return Event(float(at), action, target, like, join)
+    delay = item.get("delay_ms")
+    if action == "delay":
+        if isinstance(delay, bool) or not isinstance(delay, int | float) \
+                or not 0 <= delay <= MAX_DELAY_MS:  # fmt: skip
+            raise ScenarioError(f"{where}: delay needs 'delay_ms' in [0, {MAX_DELAY_MS:g}]")
+        delay = float(delay)
+    elif delay is not None:
+        raise ScenarioError(f"{where}: 'delay_ms' is for delay only")
+    return Event(float(at), action, target, like, join, delay)
 
 
 # -- playing it ---------------------------------------------------------------------------
@@ -209,6 +228,12 @@ class ScenarioPlayer(threading.Thread):
             return {}
         if event.action == "restart":
             return {"pid": launcher.restart(event.target).proc.pid}
+        if event.action == "delay":
+            url = launcher.url(event.target, "admin") + "/admin/delay"
+            code = _post(url, orjson.dumps({"delay_ms": event.delay_ms}))
+            if code != 200:
+                raise RuntimeError(f"{event.target} refused the delay (HTTP {code}): not a link?")
+            return {"delay_ms": event.delay_ms}
         return self._add(event)
 
     def _add(self, event: Event) -> dict:

@@ -100,5 +100,14 @@ def balancer(webs: list[Component]) -> Component:
     return Component("lb", "lb", f"{backends} {LB_FLAGS}")
 
 
+def link(name: str, target: str, delay_ms: float = 0.0) -> Component:
+    """An emulated long link (``link.py``) in front of ``target``: whatever connects to
+    ``{name}`` reaches ``{target}`` ``delay_ms`` later each way. A scenario's ``delay``
+    action changes the delay under load; the multi-datacenter stage puts one between
+    its datacenters (a replica joins ``{link}`` instead of the primary)."""
+    return Component(name, "link", f"--target {{{target}}} --delay-ms {delay_ms:g}",
+                     module="topologies.link")  # fmt: skip
+
+
 def local_cache(options) -> str:
     return f"local:{options.cache_mb}" if options.cache_mb > 0 else "none"

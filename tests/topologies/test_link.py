@@ -139,3 +139,30 @@ def unused_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_a_scenario_delays_a_link_in_a_running_topology(tmp_path):
+    """A stage puts a link in front of its web server; a ``delay`` event slows it down."""
+    from topologies.launcher import Launcher
+    from topologies.scenario import Event, Scenario, ScenarioPlayer
+    from topologies.tiers import link
+    from topologies.topology import Component, Topology
+
+    topology = Topology("far", [
+        Component("web-1", "web", "--db sqlite:{data}/app.db --seed-users 5"),
+        link("link-web", "web-1"),
+    ], entry="link-web")  # fmt: skip
+    with Launcher(topology, tmp_path / "far") as launcher:
+        launcher.start()
+        assert harness.http("GET", launcher.entry_url + "/users/1")[0] == 200
+        scenario = Scenario("far", "", (Event(0, "delay", "link-web", delay_ms=200),
+                                        Event(0, "delay", "web-1", delay_ms=5)))  # fmt: skip
+        player = ScenarioPlayer(launcher, scenario)
+        player.start()
+        player.join(30)
+        ok, refused = player.records
+        assert ok["ok"] and ok["delay_ms"] == 200, ok
+        assert not refused["ok"] and "not a link" in refused["error"], refused  # web-1 has no op
+        started = time.monotonic()
+        assert harness.http("GET", launcher.entry_url + "/users/1")[0] == 200
+        assert time.monotonic() - started >= 0.4  # the request and the answer, 200 ms each

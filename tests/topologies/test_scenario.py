@@ -33,6 +33,10 @@ def test_events_are_parsed_and_sorted_by_time():
     assert scenario.events == (Event(2.5, "pause", "store-1"), Event(7.0, "resume", "store-1"),
                                Event(9.0, "add", "web-3", "web-1", "lb"))  # fmt: skip
     assert scenario.last_at_s == 9.0
+    (event,) = parse_scenario(doc({"at": 3, "action": "delay", "target": "link-db",
+                                   "delay_ms": 80}), "d").events  # fmt: skip
+    assert event == Event(3.0, "delay", "link-db", delay_ms=80.0)
+    assert event.describe() == "delay link-db to 80 ms"
 
 
 @pytest.mark.parametrize(("raw", "message"), [
@@ -43,7 +47,12 @@ def test_events_are_parsed_and_sorted_by_time():
     (doc({"at": True, "action": "kill", "target": "a"}), "'at'"),
     (doc({"at": "5", "action": "kill", "target": "a"}), "'at'"),
     (doc({"at": 1, "action": "explode", "target": "a"}), "'action' must be one of"),
-    (doc({"at": 1, "action": "delay", "target": "a"}), "'action' must be one of"),
+    (doc({"at": 1, "action": "delay", "target": "a"}), "needs 'delay_ms'"),
+    (doc({"at": 1, "action": "delay", "target": "a", "delay_ms": -5}), "needs 'delay_ms'"),
+    (doc({"at": 1, "action": "delay", "target": "a", "delay_ms": "5"}), "needs 'delay_ms'"),
+    (doc({"at": 1, "action": "delay", "target": "a", "delay_ms": True}), "needs 'delay_ms'"),
+    (doc({"at": 1, "action": "delay", "target": "a", "delay_ms": 1e9}), "needs 'delay_ms'"),
+    (doc({"at": 1, "action": "kill", "target": "a", "delay_ms": 5}), "for delay only"),
     (doc({"at": 1, "action": "kill", "target": "Web 1"}), "'target'"),
     (doc({"at": 1, "action": "kill"}), "'target'"),
     (doc({"at": 1, "action": "add", "target": "web-3"}), "needs 'like'"),
