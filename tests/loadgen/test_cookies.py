@@ -34,24 +34,28 @@ def test_each_closed_loop_user_carries_its_own_cookie_and_nobody_elses(server):
 
 
 def test_cookies_false_sends_none(server):
-    report = run_load(server.url, chain_profile("cookies = false"), users=4, **quiet())
+    report = run_load(
+        server.url, chain_profile("cookies = false"), users=4, duration_s=0.5, **quiet()
+    )
     assert report["profile"]["cookies"] is False
     assert report["requests"] == server.requests == len(server.chains) > 4
     assert server.chain_returns == {}
 
 
 def test_open_loop_users_come_from_a_bounded_pool(server):
-    # 200 req/s for 1 s through a pool of 8 users: 8 chains, each a user's own.
+    # 200 req/s for 1 s through a pool of 8 users: 8 chains, each a user's own. On a busy
+    # machine a few requests may find 8 in flight and be dropped (never sent, no user).
     profile = chain_profile("max_outstanding = 8")
     report = run_load(server.url, profile, rate=200, **quiet())
-    assert report["requests"] == 200 == server.requests
-    assert report["errors"]["total"] == 0
+    dropped = report["errors"]["by_kind"].get("dropped", 0)
+    assert report["errors"]["total"] == dropped < 100
+    assert report["requests"] == server.requests == 200 - dropped
     assert len(server.chains) == 8 and server.stale == 0 and server.leaked == 0
-    assert sum(server.chain_returns.values()) == 200 - 8
+    assert sum(server.chain_returns.values()) == server.requests - 8
 
 
 def test_users_over_two_processes_keep_their_own_cookies(server):
-    report = run_load(server.url, chain_profile(), users=4, procs=2, **quiet())
+    report = run_load(server.url, chain_profile(), users=4, procs=2, duration_s=0.5, **quiet())
     assert report["requests"] == server.requests > 4
     assert len(server.chains) == 4 and server.stale == 0 and server.leaked == 0
 
