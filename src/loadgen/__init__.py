@@ -8,7 +8,10 @@ due time so a server stall cannot hide: coordinated-omission safe). What the use
 for is a small TOML profile (``loadgen.profile``): a weighted request mix and a skewed
 key distribution. Latencies go into log-linear histograms (``loadgen.histogram``) that
 several worker processes merge (``--procs N``), and the report adds the figures each
-tier reports about itself, scraped from its ``/metrics`` (``loadgen.tier``).
+tier reports about itself, scraped from its ``/metrics`` (``loadgen.tier``), and a
+per-second timeline of requests, errors and p50/p99 (``loadgen.timeline``) so a fault's
+cost can be read second by second. Each simulated user keeps its own cookies, so
+sessions and read-your-writes cookies behave under load as they do for real users.
 
 Trade-offs: Python on one core drives a few thousand requests per second, well below
 wrk (``bench/loadgen`` measures by how much), so ``--procs`` adds cores; the open loop
