@@ -23,11 +23,13 @@ from .histogram import Histogram
 from .profile import Profile
 from .results import Results
 
-__all__ = ["build_report", "format_report", "format_progress"]
+__all__ = ["build_report", "format_report", "format_progress", "format_timeline"]
 
 _PERCENTILES = ("p50", "p90", "p99", "p99.9", "max")
 #: At most this many counter lines per component in the text report (all are in JSON).
 MAX_COUNTER_LINES = 20
+#: The text report shows the timeline for runs of at most this many rows (all in JSON).
+MAX_TIMELINE_LINES = 60
 
 
 def build_report(
@@ -127,9 +129,28 @@ def format_report(report: dict) -> str:
             detail = ", ".join(f"{k} {n}" for k, n in sorted(per.items()))
             parts.append(f"{error}: {sum(per.values())} ({detail})")
         lines.append("  errors  " + "; ".join(parts))
+    timeline = report.get("timeline", [])
+    if 1 < len(timeline) <= MAX_TIMELINE_LINES:
+        lines += ["", *format_timeline(timeline)]
     for component, figures in report["tier"].items():
         lines += ["", *format_tier(component, figures)]
     return "\n".join(lines)
+
+
+def format_timeline(rows: list[dict]) -> list[str]:
+    """The per-second rows: requests, errors (by kind) and p50/p99 of each second."""
+
+    def ms(value: float | None) -> str:
+        return f"{value:>9.2f}" if value is not None else f"{'-':>9}"
+
+    lines = [f"  {'second':<10}{'requests':>9}{'p50 ms':>9}{'p99 ms':>9}  errors"]
+    for row in rows:
+        label = f"{row['t']:g}" + (" warm" if row["warmup"] else "")
+        errors = ", ".join(f"{kind} {n}" for kind, n in row["errors"].items())
+        lines.append(
+            f"  {label:<10}{row['requests']:>9}{ms(row['p50_ms'])}{ms(row['p99_ms'])}  {errors}".rstrip()
+        )
+    return lines
 
 
 def format_tier(component: str, figures: dict) -> list[str]:

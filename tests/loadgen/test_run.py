@@ -167,6 +167,9 @@ def test_json_report_and_text_report(server, tmp_path):
     text = out.getvalue()
     assert "req/s" in text and "p99" in text  # the progress line
     assert "get_user" in text and "put_user" in text and "hit ratio" in text
+    # The timeline, one line per second (1.2 s: seconds 0 and 1).
+    rows = [line.split()[:2] for line in text.splitlines() if line.startswith("  ")]
+    assert [str(report["timeline"][1]["t"]), str(report["timeline"][1]["requests"])] in rows
 
 
 def test_two_processes_merge_into_one_report(server):
