@@ -56,11 +56,15 @@ from .profile import Profile, RequestSpec
 from .results import Results
 from .timeline import Timeline
 
-__all__ = ["Engine", "User", "MAX_BODY_READ_BYTES"]
+__all__ = ["Engine", "User", "MAX_BODY_READ_BYTES", "MAX_COOKIES_PER_USER"]
 
 #: Answers are read whole up to this size; larger ones are streamed and discarded.
 MAX_BODY_READ_BYTES = 1 << 20
 _CHUNK_BYTES = 1 << 16
+#: A user holding more cookies than this forgets them all (browsers evict the oldest at
+#: ~180 per site; a jar must not grow without bound under a server that keeps setting
+#: new names).
+MAX_COOKIES_PER_USER = 64
 #: In an open loop that has fallen behind, yield to the requests after this many sends.
 _BURST = 64
 
@@ -281,6 +285,8 @@ class Engine:
                 status = response.status
                 if jar is not None and (set_cookie := response.headers.getall("Set-Cookie", ())):
                     jar.update_cookies_from_headers(set_cookie, response.url)
+                    if len(jar) > MAX_COOKIES_PER_USER:
+                        jar.clear()
                 length = response.content_length
                 if length is not None and length <= MAX_BODY_READ_BYTES:
                     await response.read()

@@ -42,6 +42,7 @@ class TestServer:
         self.chain_returns: dict[int, int] = {}  # chain -> requests that carried it
         self.stale = 0
         self.leaked = 0
+        self.most_cookies = 0  # most cookies any request carried (/crumbs)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
 
@@ -98,6 +99,14 @@ class TestServer:
         response.set_cookie(f"chain-{chain}", str(step + 1), path="/")
         return response
 
+    async def _crumbs(self, request: web.Request) -> web.Response:
+        """Sets a cookie with a new name on every answer: a jar that never stops growing."""
+        self.requests += 1
+        self.most_cookies = max(self.most_cookies, len(request.cookies))
+        response = web.Response(text="ok")
+        response.set_cookie(f"crumb{self.requests}", "x", path="/")
+        return response
+
     async def _metrics(self, request: web.Request) -> web.Response:
         text = (
             "# HELP test_cache_hits_total Cache hits\n"
@@ -121,6 +130,7 @@ class TestServer:
             app.router.add_post("/login", self._login)
             app.router.add_get("/me", self._me)
             app.router.add_get("/chain", self._chain)
+            app.router.add_get("/crumbs", self._crumbs)
             app.router.add_route("*", "/users/{key}", self._handle)
             app.router.add_route("*", "/{tail:.*}", self._handle)
             self._runner = web.AppRunner(app, access_log=None)

@@ -3,6 +3,7 @@
 import io
 
 from loadgen import run_load
+from loadgen.engine import MAX_COOKIES_PER_USER
 from loadgen.profile import load_profile, parse_profile
 
 CHAIN = """
@@ -76,3 +77,10 @@ def test_without_cookies_the_sessions_profile_is_all_401(server):
     report = run_load(server.url, profile, users=2, duration_s=0.5, warmup_s=0, **quiet())
     assert server.me[200] == 0 and server.me[401] > 0
     assert report["errors"]["by_kind"] == {"http_4xx": server.me[401]}
+
+
+def test_a_users_jar_is_bounded(server):
+    profile = parse_profile('duration_s = 0.5\n[[requests]]\npath = "/crumbs"', "crumbs")
+    report = run_load(server.url, profile, users=1, **quiet())
+    assert report["requests"] > MAX_COOKIES_PER_USER + 1  # enough to pass the bound
+    assert MAX_COOKIES_PER_USER - 1 <= server.most_cookies <= MAX_COOKIES_PER_USER
