@@ -114,5 +114,8 @@ def test_ctrl_c_reports_what_was_measured_and_leaves_no_worker(server, procs):
     window = float(out.split("measured window ")[1].split()[0])
     assert 0.5 < window < 30  # the window ends at Ctrl-C, not at the planned end
     assert int(re.search(r"^requests (\d+)", out, re.M).group(1)) > 0
+    # The timeline stops at Ctrl-C too: a row per second run, not 60.
+    timeline = out.split("  second ")[1].split("\n\n")[0].splitlines()[1:]
+    assert 2 <= len(timeline) <= 31
     wait_until_sync(lambda: not any(Path(f"/proc/{p}").exists() for p in workers),
                     what="workers gone")  # fmt: skip
