@@ -10,7 +10,10 @@ each scraped component the tier figures (``loadgen.tier``).
 ``{"t", "warmup", "requests", "answers", "errors", "p50_ms", "p99_ms", "max_ms"}``, one per
 ``timeline_step_s`` seconds (1 unless the run is longer than an hour), from the start of
 the run (warm-up included, rows marked ``"warmup": true``) to its end, seconds without a
-request included, so a fault shows as the seconds it hurt.
+request included, so a fault shows as the seconds it hurt. ``timeline_started_at`` is
+the Unix time of ``t = 0`` (the start of the warm-up), so events stamped with
+``time.time()`` (a scenario's kills and restarts) fall in row
+``int((ts - timeline_started_at) // timeline_step_s)``.
 
 The progress line shows the *last second* only (its own histogram), because a
 cumulative p99 hides what is happening now: a stall that started five seconds ago
@@ -41,8 +44,10 @@ def build_report(
     tier: dict[str, dict],
     interrupted: bool = False,
     until_s: float | None = None,
+    started_at: float | None = None,
 ) -> dict:
-    """The report dict; ``until_s``: seconds the run lasted, if cut short (timeline rows)."""
+    """The report dict; ``until_s``: seconds the run lasted, if cut short (timeline rows);
+    ``started_at``: the run's start (``t = 0``) as a Unix time."""
     window_s = results.window_s
     timeline = results.timeline
     requests = results.requests
@@ -74,6 +79,7 @@ def build_report(
         "status": {str(s): n for s, n in results.status_totals().items()},
         "tier": tier,
         "histogram_us": results.latency.to_dict(),
+        "timeline_started_at": None if started_at is None else round(started_at, 3),
         "timeline_step_s": timeline.step_s if timeline is not None else 1,
         "timeline": timeline.rows(until_s) if timeline is not None else [],
     }

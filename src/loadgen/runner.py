@@ -131,6 +131,7 @@ async def _run(
     interrupted = False
     stopped_at: float | None = None
     start_at = time.monotonic()  # until the real start instant is chosen
+    start_unix = time.time()
 
     def on_sigint() -> None:
         nonlocal interrupted, stopped_at
@@ -147,6 +148,8 @@ async def _run(
             if profile.warmup_s == 0:
                 before = await _scrape_all(http, metrics)
             start_at = time.monotonic() + START_MARGIN_S
+            # The same instant on the wall clock, which scenario events are stamped with.
+            start_unix = time.time() + (start_at - time.monotonic())
             scraped_at = start_at + profile.warmup_s
             run = asyncio.ensure_future(driver.run(start_at))
             ticker = asyncio.ensure_future(
@@ -186,6 +189,7 @@ async def _run(
         tier=tier,
         interrupted=interrupted,
         until_s=None if stopped_at is None else max(0.0, stopped_at - start_at),
+        started_at=start_unix,
     )
 
 

@@ -3,6 +3,7 @@
 import io
 import json
 import socket
+import time
 
 import pytest
 
@@ -53,7 +54,10 @@ def test_closed_loop_request_count_matches_the_servers_counter(server):
 
 
 def test_warmup_requests_are_counted_apart(server):
+    before = time.time()
     report = run_load(server.url, GET_ONLY, users=2, warmup_s=0.5, **quiet())
+    # t = 0 of the timeline on the wall clock: just after the call began.
+    assert before < report["timeline_started_at"] < before + 5
     assert report["warmup"]["requests"] > 0
     assert report["requests"] + report["warmup"]["requests"] == server.requests
     assert 0.4 < report["window_s"] < 1.0
