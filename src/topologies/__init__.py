@@ -9,6 +9,8 @@
   ``cached.py``: the stages, built from the shared pieces in ``tiers.py``;
 - ``failover.py``: the failover controller, a process of its own in the replicated
   stages (``python -m topologies.failover``);
+- ``link.py``: an emulated long network link (a TCP relay adding latency, changed at
+  runtime by a scenario's ``delay``), a process of its own (``python -m topologies.link``);
 - ``scenario.py`` (and ``scenarios/*.toml``): fault timelines played during a load run;
   ``timeline.py``: the entry's per-second view; ``audit.py``: acknowledged writes found
   afterwards and stale reads; ``figures.py``: each stage's figures and the journey table;
