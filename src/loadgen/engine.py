@@ -29,10 +29,12 @@ a closed loop a user is one of the ``users`` coroutines. In an open loop arrival
 not tied to anybody, so each request takes a user from a pool of ``max_outstanding``
 users per worker: a new one for each of the first requests, then the least recently
 used idle one (a user never has two requests in flight, and no more than
-``max_outstanding`` are in flight, so the pool never runs dry). The session itself keeps no cookie (``DummyCookieJar``):
-one jar shared by everybody would make 32 users one user. ``cookies = false`` keeps no
-cookie at all, for raw throughput tests. A user's ``first = true`` requests go out
-before its first request from the mix.
+``max_outstanding`` are in flight, so the pool never runs dry). The aiohttp session
+itself keeps no cookie (``DummyCookieJar``): one jar shared by everybody would make 32
+users one user. ``cookies = false`` keeps no cookie at all, for raw throughput tests.
+A user's ``first = true`` requests go out before its first request from the mix.
+Cookies set by a redirect are kept for the user's next request, but the request that
+follows the redirect inside aiohttp does not carry them (profiles name final URLs).
 
 Each request kind is drawn from the profile's weights, its key from the key
 distribution; ``{seq}`` numbers are unique across ``--procs`` workers (``worker + i *
@@ -283,8 +285,10 @@ class Engine:
                 spec.method, url, data=data, headers=headers
             ) as response:
                 status = response.status
-                if jar is not None and (set_cookie := response.headers.getall("Set-Cookie", ())):
-                    jar.update_cookies_from_headers(set_cookie, response.url)
+                if jar is not None:
+                    for answer in (*response.history, response):
+                        if set_cookie := answer.headers.getall("Set-Cookie", ()):
+                            jar.update_cookies_from_headers(set_cookie, answer.url)
                     if len(jar) > MAX_COOKIES_PER_USER:
                         jar.clear()
                 length = response.content_length

@@ -43,6 +43,7 @@ class TestServer:
         self.stale = 0
         self.leaked = 0
         self.most_cookies = 0  # most cookies any request carried (/crumbs)
+        self.landings = {True: 0, False: 0}  # /landing requests with / without "bounced"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
 
@@ -107,6 +108,18 @@ class TestServer:
         response.set_cookie(f"crumb{self.requests}", "x", path="/")
         return response
 
+    async def _bounce(self, request: web.Request) -> web.Response:
+        """A redirect that sets a cookie, as a login form's 303 does."""
+        self.requests += 1
+        response = web.Response(status=303, headers={"Location": "/landing"})
+        response.set_cookie("bounced", "1", path="/")
+        return response
+
+    async def _landing(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        self.landings["bounced" in request.cookies] += 1
+        return web.Response(text="ok")
+
     async def _metrics(self, request: web.Request) -> web.Response:
         text = (
             "# HELP test_cache_hits_total Cache hits\n"
@@ -131,6 +144,8 @@ class TestServer:
             app.router.add_get("/me", self._me)
             app.router.add_get("/chain", self._chain)
             app.router.add_get("/crumbs", self._crumbs)
+            app.router.add_get("/bounce", self._bounce)
+            app.router.add_get("/landing", self._landing)
             app.router.add_route("*", "/users/{key}", self._handle)
             app.router.add_route("*", "/{tail:.*}", self._handle)
             self._runner = web.AppRunner(app, access_log=None)

@@ -84,3 +84,23 @@ def test_a_users_jar_is_bounded(server):
     report = run_load(server.url, profile, users=1, **quiet())
     assert report["requests"] > MAX_COOKIES_PER_USER + 1  # enough to pass the bound
     assert MAX_COOKIES_PER_USER - 1 <= server.most_cookies <= MAX_COOKIES_PER_USER
+
+
+def test_a_cookie_set_by_a_redirect_is_kept_for_the_users_next_requests(server):
+    profile = parse_profile(
+        """
+        duration_s = 0.5
+        [[requests]]
+        path = "/bounce"
+        first = true
+        [[requests]]
+        path = "/landing"
+        """,
+        "bounce",
+    )
+    report = run_load(server.url, profile, users=2, **quiet())
+    assert report["errors"]["total"] == 0
+    # The two redirects' own follow-ups went out without it (inside aiohttp); every
+    # later request of both users carried it.
+    assert server.landings[False] == 2
+    assert server.landings[True] == report["requests"] - 2 > 0
