@@ -533,7 +533,10 @@ class Edge(Service):
         try:
             await self.fetch(client, request, host, target, qcc, entry, fill)
         finally:
-            if self.fills.get(key) is fill:
+            # A streamed fill outlives its first client (who may have gone): its
+            # ``receive`` task withdraws it when it ends, so later requests still join.
+            streamed = fill.done() and type(fill.result()) is tuple
+            if not streamed and self.fills.get(key) is fill:
                 del self.fills[key]
             if not fill.done():
                 fill.set_result(None)
