@@ -121,6 +121,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--procs", type=int, default=1, help="load generator processes")
 
 
+def _store_capacity(args: argparse.Namespace) -> str:
+    if args.store_service_time_ms is None and args.store_max_concurrency is None:
+        return ""
+    return (f"and store capacity as {args.store_service_time_ms or 0:g} ms x "
+            f"{args.store_max_concurrency or 'unlimited'} per node ")  # fmt: skip
+
+
 def journey_command(args: argparse.Namespace, out: TextIO) -> int:
     from loadgen import run_load
 
@@ -148,6 +155,7 @@ def journey_command(args: argparse.Namespace, out: TextIO) -> int:
     table = comparison_table(rows)
     print(f"\njourney: {len(rows)} stages, profile {args.load}, {args.duration:g} s each, "
           f"web capacity emulated as {args.service_time_ms:g} ms x {args.max_concurrency} "
+          f"{_store_capacity(args)}"
           f"(took {time.monotonic() - started:.0f} s)\n\n{table}", file=out, flush=True)  # fmt: skip
     doc = {"stages": [{k: v for k, v in row.items() if k != "report"} for row in rows],
            "settings": {**overrides, "profile": args.load, "duration_s": args.duration}}  # fmt: skip

@@ -50,3 +50,13 @@ def test_store_capacity_reaches_every_store_node_and_only_them():
     assert all("--service-time-ms 4 --max-concurrency 2" in flags for flags in stores)
     webs = [" ".join(c.argv) for c in components if c.component == "web"]
     assert webs and not any("--max-concurrency 2" in flags for flags in webs)
+
+
+def test_the_header_names_the_store_capacity_only_when_set():
+    from argparse import Namespace
+
+    from topologies.journey import _store_capacity
+
+    assert _store_capacity(Namespace(store_service_time_ms=None, store_max_concurrency=None)) == ""
+    text = _store_capacity(Namespace(store_service_time_ms=10.0, store_max_concurrency=2))
+    assert text == "and store capacity as 10 ms x 2 per node "
