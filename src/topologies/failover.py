@@ -58,7 +58,7 @@ import orjson
 from aiohttp import web
 
 from components.common import Service, main
-from components.common.cli import format_address, positive_float
+from components.common.cli import format_address, non_negative_float
 
 DEFAULT_INTERVAL_S = 0.5
 DEFAULT_MISSES = 3
@@ -170,11 +170,11 @@ class FailoverService(Service):
         group = parser.add_argument_group("failover")
         group.add_argument("--nodes", type=node_list, required=True, metavar="HOST:PORT,...",
                            help="the store nodes' ADMIN addresses (they serve /admin/status)")  # fmt: skip
-        group.add_argument("--interval-s", type=positive_float, default=DEFAULT_INTERVAL_S,
+        group.add_argument("--interval-s", type=non_negative_float, default=DEFAULT_INTERVAL_S,
                            help="seconds between checks")  # fmt: skip
         group.add_argument("--misses", type=int, default=DEFAULT_MISSES,
                            help="checks without a primary before a promotion")  # fmt: skip
-        group.add_argument("--check-timeout-s", type=positive_float, default=DEFAULT_TIMEOUT_S,
+        group.add_argument("--check-timeout-s", type=non_negative_float, default=DEFAULT_TIMEOUT_S,
                            help="deadline of one status check")  # fmt: skip
         group.add_argument("--store-admin-token", default=None,
                            help="the store nodes' --admin-token, if they have one")  # fmt: skip

@@ -27,11 +27,12 @@ queue, and a waiter cancelled after being handed a slot passes the slot on.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import time
 from collections import deque
+
+from .cli import non_negative_float, non_negative_int
 
 
 class Gate:
@@ -92,36 +93,16 @@ async def serve_time(seconds: float, mode: str) -> None:
         await asyncio.sleep(seconds)
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0 or value == float("inf"):  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {text}")
-    return value
-
-
 def add_arguments(parser, unit: str = "requests") -> None:
     """The capacity flags, with the web tier's names and meanings, for ``unit``."""
     group = parser.add_argument_group("capacity emulation")
-    group.add_argument("--service-time-ms", type=_non_negative_float, default=0.0,
+    group.add_argument("--service-time-ms", type=non_negative_float, default=0.0,
                        help=f"time each of the {unit} holds a worker")  # fmt: skip
     group.add_argument("--service-mode", choices=("sleep", "spin"), default="sleep",
                        help="sleep: like waiting on I/O; spin: like CPU work")  # fmt: skip
-    group.add_argument("--max-concurrency", type=_non_negative_int, default=0,
+    group.add_argument("--max-concurrency", type=non_negative_int, default=0,
                        help=f"{unit} served at once (0: unlimited)")  # fmt: skip
-    group.add_argument("--max-queue", type=_non_negative_int, default=128,
+    group.add_argument("--max-queue", type=non_negative_int, default=128,
                        help=f"{unit} waiting for a worker before 503")  # fmt: skip
-    group.add_argument("--retry-after-s", type=_non_negative_int, default=1,
+    group.add_argument("--retry-after-s", type=non_negative_int, default=1,
                        help="Retry-After sent with a 503 over capacity")  # fmt: skip

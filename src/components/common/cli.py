@@ -35,13 +35,25 @@ def host_port(text: str) -> tuple[str, int]:
     return host, port(port_text)
 
 
-def positive_float(text: str) -> float:
+def non_negative_int(text: str) -> int:
+    """An argparse type for counts and limits where 0 is meaningful ("none", "unlimited")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse type for durations and sizes: a finite number >= 0 (nan and inf refused)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
+    if not 0 <= value < float("inf"):  # also false for nan
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {text}")
     return value
 
 
@@ -71,7 +83,7 @@ def component_parser(
     )
     shared.add_argument(
         "--drain-timeout",
-        type=positive_float,
+        type=non_negative_float,
         default=DRAIN_TIMEOUT_S,
         help="seconds to finish in-flight work on SIGTERM",
     )

@@ -33,7 +33,7 @@ from aiohttp import web
 
 from components.common import Service
 from components.common.admin import json_response, read_json
-from components.common.cli import format_address, positive_float
+from components.common.cli import format_address, non_negative_float
 
 from .geo import Geo, GeoError, HealthBook, load_rules
 from .protocol import Rcode, RRType, name_to_text, type_name
@@ -190,7 +190,7 @@ class DnsService(Service):
         group.add_argument("--udp-payload", type=int, default=DEFAULT_UDP_PAYLOAD_BYTES,
                            help="EDNS UDP payload size we advertise and send up to")  # fmt: skip
         group.add_argument("--max-tcp-connections", type=int, default=MAX_TCP_CONNECTIONS)
-        group.add_argument("--tcp-idle-timeout", type=positive_float, default=TCP_IDLE_TIMEOUT_S,
+        group.add_argument("--tcp-idle-timeout", type=non_negative_float, default=TCP_IDLE_TIMEOUT_S,
                            help="seconds before an idle TCP connection is closed")  # fmt: skip
 
     @classmethod

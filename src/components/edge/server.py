@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 
 from components.common import Service
 from components.common.admin import json_response, read_json
-from components.common.cli import format_address, host_port, positive_float
+from components.common.cli import format_address, host_port, non_negative_float
 from components.common.http1 import (
     LAST_CHUNK,
     NEED_DATA,
@@ -324,16 +324,16 @@ class Edge(Service):
         group = parser.add_argument_group("edge cache")
         group.add_argument("--origin", type=host_port, action="append", default=[],
                            metavar="HOST:PORT", help="an origin server (repeatable)")  # fmt: skip
-        group.add_argument("--memory-mb", type=positive_float, default=256.0,
+        group.add_argument("--memory-mb", type=non_negative_float, default=256.0,
                            help="bytes of responses kept (LRU beyond)")  # fmt: skip
-        group.add_argument("--max-object-mb", type=positive_float, default=16.0,
+        group.add_argument("--max-object-mb", type=non_negative_float, default=16.0,
                            help="larger responses are streamed through, not stored")  # fmt: skip
-        group.add_argument("--heuristic-max", type=positive_float, default=86400.0,
+        group.add_argument("--heuristic-max", type=non_negative_float, default=86400.0,
                            help="cap in seconds on heuristic freshness (RFC 9111 §4.2.2)")  # fmt: skip
         group.add_argument("--max-connections", type=int, default=10_000)
-        group.add_argument("--connect-timeout", type=positive_float, default=3.0)
-        group.add_argument("--first-byte-timeout", type=positive_float, default=30.0)
-        group.add_argument("--idle-timeout", type=positive_float, default=60.0)
+        group.add_argument("--connect-timeout", type=non_negative_float, default=3.0)
+        group.add_argument("--first-byte-timeout", type=non_negative_float, default=30.0)
+        group.add_argument("--idle-timeout", type=non_negative_float, default=60.0)
 
     @classmethod
     def check_arguments(cls, parser, args) -> None:

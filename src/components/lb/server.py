@@ -21,7 +21,7 @@ from aiohttp import web
 
 from components.common import Service
 from components.common.admin import json_response, read_json
-from components.common.cli import format_address, host_port, positive_float
+from components.common.cli import format_address, host_port, non_negative_float
 
 from .balancer import ALGORITHMS, DOWN, Backend, Balancer
 from .health import HealthChecker
@@ -60,23 +60,23 @@ class LoadBalancer(Service):
         group.add_argument("--algorithm", choices=ALGORITHMS, default="round_robin")
         group.add_argument("--max-connections", type=int, default=10_000,
                            help="client connections; more are answered 503 and closed")  # fmt: skip
-        group.add_argument("--connect-timeout", type=positive_float, default=3.0,
+        group.add_argument("--connect-timeout", type=non_negative_float, default=3.0,
                            help="seconds to connect to a backend before trying another")  # fmt: skip
-        group.add_argument("--first-byte-timeout", type=positive_float, default=30.0,
+        group.add_argument("--first-byte-timeout", type=non_negative_float, default=30.0,
                            help="seconds from a sent request to its first response byte (504)")  # fmt: skip
-        group.add_argument("--idle-timeout", type=positive_float, default=60.0,
+        group.add_argument("--idle-timeout", type=non_negative_float, default=60.0,
                            help="seconds a connection may sit silent (client or pooled)")  # fmt: skip
-        group.add_argument("--health-interval", type=positive_float, default=2.0,
+        group.add_argument("--health-interval", type=non_negative_float, default=2.0,
                            help="seconds between active checks (0: off)")  # fmt: skip
         group.add_argument("--health-path", default="/health", help="path the checks GET")
-        group.add_argument("--health-timeout", type=positive_float, default=1.0)
+        group.add_argument("--health-timeout", type=non_negative_float, default=1.0)
         group.add_argument("--rise", type=int, default=2,
                            help="passed checks in a row that bring a backend up")  # fmt: skip
         group.add_argument("--fall", type=int, default=3,
                            help="failed checks in a row that take a backend down")  # fmt: skip
         group.add_argument("--max-fails", type=int, default=3,
                            help="consecutive errors that eject a backend (0: never)")  # fmt: skip
-        group.add_argument("--cooldown", type=positive_float, default=10.0,
+        group.add_argument("--cooldown", type=non_negative_float, default=10.0,
                            help="seconds an ejected backend stays out")  # fmt: skip
 
     @classmethod

@@ -55,7 +55,7 @@ from aiohttp import web
 
 from components.common import Service, admission
 from components.common.admin import json_response, read_json
-from components.common.cli import format_address, positive_float
+from components.common.cli import format_address, non_negative_float
 
 from . import protocol
 from .commit import CommitFailed, GroupCommitter, Overloaded
@@ -113,7 +113,7 @@ class StoreService(Service):
                            help="start as a replica of the primary at this API address")  # fmt: skip
         group.add_argument("--sync-replicas", type=int, default=0, metavar="K",
                            help="acknowledge a write only after K replicas hold it durably")  # fmt: skip
-        group.add_argument("--sync-timeout", type=positive_float, default=5.0,
+        group.add_argument("--sync-timeout", type=non_negative_float, default=5.0,
                            help="seconds to wait for K replicas; after a timeout semi-sync is "
                                 "off until they catch up (MySQL's fallback)")  # fmt: skip
         group.add_argument("--peers", default="", metavar="HOST:PORT,...",

@@ -3,7 +3,7 @@
 Everything interesting is elsewhere and swappable: the documents (``protocol.py``), the
 database (``storage.py``), the cache (``cache.py``) and the cache-aside policy over both
 (``repository.py``), sessions (``sessions.py``), static assets (``static.py``) and the
-capacity model (``admission.py``). This module only parses flags, builds those from
+capacity model (``components.common.admission``). This module only parses flags, builds those from
 them, and maps HTTP requests onto them.
 
 Routes (the chapter's API)::
@@ -20,7 +20,7 @@ Routes (the chapter's API)::
 
 Every error is JSON, ``{"error": "..."}`` plus ``"field"`` for a 422. One middleware
 does the per-request bookkeeping: admission (503 + ``Retry-After`` over capacity, see
-``admission.py``), the emulated service time, the in-flight gauge used by the drain, and
+``components.common.admission``), the emulated service time, the in-flight gauge used by the drain, and
 the request counter and latency histogram labelled by *route pattern* (``/users/{id}``),
 never the raw path, so metric cardinality stays bounded whatever clients send.
 
@@ -47,10 +47,10 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from components.common import Service
-from components.common.cli import format_address
+from components.common import Service, admission
+from components.common.admission import Gate, serve_time
+from components.common.cli import format_address, non_negative_float, non_negative_int
 
-from .admission import Gate, serve_time
 from .cache import open_cache
 from .consistency import COOKIE_MAX_AGE_S, LAST_WRITE_LSN, parse_position
 from .consistency import COOKIE_NAME as LSN_COOKIE
@@ -90,26 +90,6 @@ REFUSAL = (
 #: §5.2.2.7 ``private``), so an edge in front of the site passes the API through.
 USER_DOCUMENT_HEADERS = {"Cache-Control": "private, no-cache"}
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
-    return value
 
 
 def _db_spec(text: str) -> str:
@@ -157,41 +137,31 @@ class WebService(Service):
             help="database: sqlite:PATH (default: <data-dir>/<name>.db, or a temporary file)"
             " or store:HOST:PORT[,HOST:PORT...] (the store tier: primary and replicas)",
         )
-        group.add_argument("--db-timeout-s", type=_non_negative_float, default=5.0,
+        group.add_argument("--db-timeout-s", type=non_negative_float, default=5.0,
                            help="deadline of one call to the store tier (0: none)")  # fmt: skip
         group.add_argument("--sqlite-synchronous", choices=SYNCHRONOUS_MODES, default="full",
                            help="SQLite fsync policy: full fsyncs every commit")  # fmt: skip
-        group.add_argument("--seed-users", type=_non_negative_int, default=1000,
+        group.add_argument("--seed-users", type=non_negative_int, default=1000,
                            help="make sure users 1..N exist (deterministic data)")  # fmt: skip
         group.add_argument("--cache", type=_cache_spec, default=DEFAULT_CACHE_SPEC,
                            help="cache: local:MB (in-process LRU), memcached:HOST:PORT,..."
                            " (the shared cache tier) or none")  # fmt: skip
-        group.add_argument("--cache-ttl-s", type=_non_negative_float, default=60.0,
+        group.add_argument("--cache-ttl-s", type=non_negative_float, default=60.0,
                            help="TTL of cached user documents (0: cache nothing)")  # fmt: skip
-        group.add_argument("--max-body-bytes", type=_non_negative_int,
+        group.add_argument("--max-body-bytes", type=non_negative_int,
                            default=DEFAULT_MAX_BODY_BYTES, help="largest request body (413 above)")  # fmt: skip
-        group.add_argument("--session-ttl-s", type=_non_negative_float, default=3600.0,
+        group.add_argument("--session-ttl-s", type=non_negative_float, default=3600.0,
                            help="idle time after which a session expires")  # fmt: skip
-        group.add_argument("--max-sessions", type=_non_negative_int, default=100_000,
+        group.add_argument("--max-sessions", type=non_negative_int, default=100_000,
                            help="sessions kept in memory (least recently used dropped)")  # fmt: skip
         group.add_argument("--static-dir", default=str(DEFAULT_ROOT),
                            help="directory served under /static/")  # fmt: skip
-        group.add_argument("--static-max-age-s", type=_non_negative_int, default=3600,
+        group.add_argument("--static-max-age-s", type=non_negative_int, default=3600,
                            help="Cache-Control max-age of static assets")  # fmt: skip
-        capacity = parser.add_argument_group("capacity emulation")
-        capacity.add_argument("--service-time-ms", type=_non_negative_float, default=0.0,
-                              help="time each request holds a worker")  # fmt: skip
-        capacity.add_argument("--service-mode", choices=("sleep", "spin"), default="sleep",
-                              help="sleep: like waiting on I/O; spin: like CPU work")  # fmt: skip
-        capacity.add_argument("--max-concurrency", type=_non_negative_int, default=0,
-                              help="requests served at once (0: unlimited)")  # fmt: skip
-        capacity.add_argument("--max-queue", type=_non_negative_int, default=128,
-                              help="requests waiting for a worker before 503")  # fmt: skip
-        capacity.add_argument("--max-connections", type=_non_negative_int,
-                              default=DEFAULT_MAX_CONNECTIONS,
-                              help="open client connections; beyond it a 503 and close")  # fmt: skip
-        capacity.add_argument("--retry-after-s", type=_non_negative_int, default=1,
-                              help="Retry-After sent with a 503 over capacity")  # fmt: skip
+        admission.add_arguments(parser, unit="requests")
+        group.add_argument("--max-connections", type=non_negative_int,
+                           default=DEFAULT_MAX_CONNECTIONS,
+                           help="open client connections; beyond it a 503 and close")  # fmt: skip
 
     @classmethod
     def check_arguments(cls, parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
