@@ -31,13 +31,9 @@ CACHE_EVALUATED = frozenset({b"if-none-match", b"if-modified-since", b"if-range"
 NOT_PASSED = HOP_BY_HOP | {b"content-length", b"x-cache", b"surrogate-key"}
 
 
-#: Reason phrases the shared codec's table lacks (RFC 9110 §15).
-_MORE_REASONS = {416: "Range Not Satisfiable", 412: "Precondition Failed"}
-
-
 def status_line(status: int, reason: bytes | None = None) -> bytes:
     if not reason:
-        reason = (REASONS.get(status) or _MORE_REASONS.get(status, "")).encode()
+        reason = REASONS.get(status, "").encode()
     return b"HTTP/1.1 %d %s\r\n" % (status, reason)
 
 
