@@ -28,22 +28,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import select
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
+
+from topologies import process
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SRC = REPO / "src"
-READY_TIMEOUT_S = 20.0
 ROWS = 1000
 SCHEMA = "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)"
 INSERT_LUA = """
@@ -55,19 +53,8 @@ READ_PATH = "/db/query?q=SELECT%20id%2C%20name%20FROM%20users%20WHERE%20id%20%3D
 
 
 def start(argv: list[str], log_path: Path) -> tuple[subprocess.Popen, dict]:
-    env = dict(os.environ, PYTHONPATH=str(SRC), PYTHONUNBUFFERED="1")
-    log = log_path.open("wb")
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, env=env, cwd=REPO)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    buffered = b""
-    while b"\n" not in buffered:
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise SystemExit(f"not ready: {' '.join(argv)}\n{log_path.read_text()[-2000:]}")
-        readable, _, _ = select.select([proc.stdout], [], [], 0.2)
-        if readable:
-            buffered += os.read(proc.stdout.fileno(), 65536)
-    return proc, json.loads(buffered.partition(b"\n")[0])
+    proc = process.launch(argv, log_path=log_path, cwd=REPO)
+    return proc.popen, proc.ready
 
 
 def wrk(url: str, duration_s: int, connections: int, script: Path | None = None):

@@ -32,23 +32,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import select
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
+
+from topologies import process
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SRC = REPO / "src"
 HELLO_APP = REPO / "bench" / "web" / "hello_app.py"
-READY_TIMEOUT_S = 20.0
 
 INSERT_LUA = """
 wrk.method = "POST"
@@ -90,19 +88,8 @@ print(done / (time.monotonic() - started))
 
 
 def start(argv: list[str], log_path: Path) -> tuple[subprocess.Popen, dict]:
-    env = dict(os.environ, PYTHONPATH=str(SRC), PYTHONUNBUFFERED="1")
-    log = log_path.open("wb")
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, env=env, cwd=REPO)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    buffered = b""
-    while b"\n" not in buffered:
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise SystemExit(f"not ready: {' '.join(argv)}\n{log_path.read_text()[-2000:]}")
-        readable, _, _ = select.select([proc.stdout], [], [], 0.2)
-        if readable:
-            buffered += os.read(proc.stdout.fileno(), 65536)
-    return proc, json.loads(buffered.partition(b"\n")[0])
+    proc = process.launch(argv, log_path=log_path, cwd=REPO)
+    return proc.popen, proc.ready
 
 
 def wrk(url: str, duration_s: int, connections: int, script: Path | None = None):
@@ -190,7 +177,7 @@ def main() -> None:
                       f"({executes / max(fsyncs, 1):.1f} writes per fsync)", flush=True)  # fmt: skip
         reads: dict[str, list[float]] = {}
         query_url = f"{api}/db/query?q=SELECT%20v%20FROM%20bench%20WHERE%20id%3D42&level=none"
-        hello_url = f"http://{hello_ready['listen']}/"
+        hello_url = f"http://{hello_ready['listen']['main']}/"
         for round_number in range(1, args.rounds + 1):
             for label, url in (("hello", hello_url), ("store point SELECT", query_url)):
                 rate, commands[label], non2xx = wrk(url, args.duration, 16)

@@ -21,40 +21,25 @@ Only loopback addresses are used.
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import select
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
-import orjson
+from topologies import process
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SRC = REPO / "src"
-READY_TIMEOUT_S = 20.0
 
 
 def start(argv: list[str], log_path: Path) -> tuple[subprocess.Popen, dict]:
-    env = dict(os.environ, PYTHONPATH=str(SRC), PYTHONUNBUFFERED="1")
-    log = log_path.open("wb")
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, env=env, cwd=REPO)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    buffered = b""
-    while b"\n" not in buffered:
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise SystemExit(f"not ready: {' '.join(argv)}\n{log_path.read_text()[-2000:]}")
-        readable, _, _ = select.select([proc.stdout], [], [], 0.2)
-        if readable:
-            buffered += os.read(proc.stdout.fileno(), 65536)
-    return proc, orjson.loads(buffered.partition(b"\n")[0])
+    proc = process.launch(argv, log_path=log_path, cwd=REPO)
+    return proc.popen, proc.ready
 
 
 def wrk(url: str, duration_s: int, connections: int, threads: int) -> tuple[float, str, int]:
@@ -98,7 +83,7 @@ def main() -> None:
     hello, hello_ready = start(hello_argv, workdir / "hello.log")
     try:
         web_url = f"http://{web_ready['listen']['main']}/users/{args.user_id}"
-        hello_url = f"http://{hello_ready['listen']}/"
+        hello_url = f"http://{hello_ready['listen']['main']}/"
         urllib.request.urlopen(web_url, timeout=5).read()  # fill the cache: one miss
         urllib.request.urlopen(hello_url, timeout=5).read()
         rates: dict[str, list[float]] = {"hello": [], "web": []}

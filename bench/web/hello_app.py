@@ -2,7 +2,8 @@
 
 ``GET /`` answers ``Hello, World!``; no middleware, no access log. Whatever our web tier
 costs beyond this is the price of routing a real API, metrics, admission and the cache.
-Prints ``{"listen": "HOST:PORT"}`` on stdout once bound (port 0 = any).
+Prints a ready line like a component's, ``{"event": "ready", "listen": {"main": "HOST:PORT"}}``,
+on stdout once bound (port 0 = any).
 """
 
 import asyncio
@@ -27,7 +28,10 @@ async def serve(host: str, port: int) -> None:
     site = web.TCPSite(runner, host, port)
     await site.start()
     bound = site._server.sockets[0].getsockname()
-    sys.stdout.write(orjson.dumps({"listen": f"{bound[0]}:{bound[1]}"}).decode() + "\n")
+    sys.stdout.write(
+        orjson.dumps({"event": "ready", "listen": {"main": f"{bound[0]}:{bound[1]}"}}).decode()
+        + "\n"
+    )
     sys.stdout.flush()
     await asyncio.Event().wait()
 

@@ -155,7 +155,27 @@ def start(
         fd, tmp = tempfile.mkstemp(prefix=f"scalelab-{name}-", suffix=".log")
         os.close(fd)
         log_path = tmp
+    return launch(argv, component=component, name=name, log_path=log_path, env=env,
+                  ready_timeout_s=ready_timeout_s)  # fmt: skip
+
+
+def launch(
+    argv: list[str],
+    *,
+    log_path: Path | str,
+    component: str = "",
+    name: str | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | str | None = None,
+    ready_timeout_s: float = READY_TIMEOUT_S,
+) -> ComponentProcess:
+    """Run any command that keeps the ready-line contract and wait for that line.
+
+    ``start`` builds the argv of a component; benchmarks call this directly to put
+    ``taskset -c 0`` in front, or to run a baseline server of their own.
+    """
     log_path = Path(log_path)
+    name = name or log_path.stem
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log_file:
         popen = subprocess.Popen(
@@ -164,6 +184,7 @@ def start(
             stdout=subprocess.PIPE,
             stderr=log_file,
             env=child_env(env),
+            cwd=cwd,
             preexec_fn=_die_with_parent,
             start_new_session=True,
         )
