@@ -9,8 +9,9 @@ once with 503 and ``Retry-After`` (RFC 9110 §15.6.4, §10.2.3) instead of joini
 unbounded queue where it would time out anyway: load shedding, which keeps latency
 bounded for the requests that are accepted.
 
-Shared by the web tier (requests) and the store (queries), so both model capacity with
-the same flags and the same semantics.
+Shared by the web tier (requests) and the store (queries, and writes with the flags
+prefixed ``--write-``), so all model capacity with the same flags and the same semantics.
+``Admission`` bundles one side's gate, service time and ``Retry-After``.
 
 Service time comes in two kinds (``--service-mode``):
 
@@ -93,16 +94,58 @@ async def serve_time(seconds: float, mode: str) -> None:
         await asyncio.sleep(seconds)
 
 
-def add_arguments(parser, unit: str = "requests") -> None:
-    """The capacity flags, with the web tier's names and meanings, for ``unit``."""
-    group = parser.add_argument_group("capacity emulation")
-    group.add_argument("--service-time-ms", type=non_negative_float, default=0.0,
+class Admission:
+    """One side's capacity (a server's requests, a store's queries or its writes): the
+    gate, the service time spent holding a worker, and the ``Retry-After`` of a refusal."""
+
+    def __init__(self, max_concurrency: int = 0, max_queue: int = 0,
+                 service_time_ms: float = 0.0, service_mode: str = "sleep",
+                 retry_after_s: int = 1) -> None:  # fmt: skip
+        self.gate = Gate(max_concurrency, max_queue)
+        self.service_time_s = service_time_ms / 1000.0
+        self.service_mode = service_mode
+        self.retry_after = {"Retry-After": str(retry_after_s)}
+        #: False when neither a limit nor a service time is set: callers skip ``admit``.
+        self.enabled = max_concurrency > 0 or service_time_ms > 0
+
+    @classmethod
+    def from_args(cls, args, prefix: str = "") -> Admission:
+        """From the flags ``add_arguments(parser, prefix=prefix)`` defined."""
+        p = prefix.replace("-", "_")
+        return cls(getattr(args, f"{p}max_concurrency"), getattr(args, f"{p}max_queue"),
+                   getattr(args, f"{p}service_time_ms"), getattr(args, f"{p}service_mode"),
+                   getattr(args, f"{p}retry_after_s"))  # fmt: skip
+
+    async def admit(self) -> bool:
+        """Take a worker (waiting in the queue if needed) and spend the service time in
+        it; False when the queue is full (answer 503 with ``retry_after``). After True the
+        caller does its work and then calls ``release``."""
+        if not await self.gate.acquire():
+            return False
+        if self.service_time_s:
+            try:
+                await serve_time(self.service_time_s, self.service_mode)
+            except BaseException:
+                self.gate.release()
+                raise
+        return True
+
+    def release(self) -> None:
+        self.gate.release()
+
+
+def add_arguments(parser, unit: str = "requests", prefix: str = "") -> None:
+    """The capacity flags, with the web tier's names and meanings, for ``unit``; a
+    ``prefix`` (``"write-"``) gives a second side its own set (``--write-max-queue``)."""
+    group = parser.add_argument_group(f"capacity emulation ({unit})")
+    f = f"--{prefix}"
+    group.add_argument(f"{f}service-time-ms", type=non_negative_float, default=0.0,
                        help=f"time each of the {unit} holds a worker")  # fmt: skip
-    group.add_argument("--service-mode", choices=("sleep", "spin"), default="sleep",
+    group.add_argument(f"{f}service-mode", choices=("sleep", "spin"), default="sleep",
                        help="sleep: like waiting on I/O; spin: like CPU work")  # fmt: skip
-    group.add_argument("--max-concurrency", type=non_negative_int, default=0,
+    group.add_argument(f"{f}max-concurrency", type=non_negative_int, default=0,
                        help=f"{unit} served at once (0: unlimited)")  # fmt: skip
-    group.add_argument("--max-queue", type=non_negative_int, default=128,
+    group.add_argument(f"{f}max-queue", type=non_negative_int, default=128,
                        help=f"{unit} waiting for a worker before 503")  # fmt: skip
-    group.add_argument("--retry-after-s", type=non_negative_int, default=1,
+    group.add_argument(f"{f}retry-after-s", type=non_negative_int, default=1,
                        help="Retry-After sent with a 503 over capacity")  # fmt: skip

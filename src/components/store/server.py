@@ -30,7 +30,13 @@ tier's flags from ``common/admission.py``) applies to the queries a node serves 
 each holds one of ``max_concurrency`` workers for the service time, and one beyond the
 queue is answered 503 with ``Retry-After`` (the client then tries another node). A node
 can then serve ``max_concurrency / service_time`` queries a second whatever this machine
-is, so what a read replica adds is measurable. Writes are not gated.
+is, so what a read replica adds is measurable. The write side has its own set, the same
+flags prefixed ``--write-`` (``--write-service-time-ms``, ``--write-max-concurrency``,
+``--write-max-queue``, ``--write-service-mode``, ``--write-retry-after-s``): an execute
+batch on the primary takes one of the write workers, spends the service time in it,
+then commits and answers while still holding it, so a store whose write capacity is
+the bottleneck (what sharding relieves) can be modelled. Queued (``?queue``) writes,
+``/db/load`` and records a replica applies are not gated (they were already accepted).
 """
 
 from __future__ import annotations
@@ -128,6 +134,8 @@ class StoreService(Service):
         # a node serves --max-concurrency queries at once, each for --service-time-ms, so
         # a replica adds a known amount of read capacity whatever this machine is.
         admission.add_arguments(parser, unit="queries")
+        # Write capacity, the same model with its own flags: --write-service-time-ms etc.
+        admission.add_arguments(parser, unit="writes", prefix="write-")
 
     @classmethod
     def check_arguments(cls, parser, args) -> None:
@@ -201,8 +209,8 @@ class StoreService(Service):
         self._queued: set[asyncio.Task] = set()
         self._semisync_off = False
         self._reads_waiting = 0
-        self.gate = admission.Gate(args.max_concurrency, args.max_queue)
-        self.service_time_s = args.service_time_ms / 1000.0
+        self.reads_admission = admission.Admission.from_args(args)
+        self.writes_admission = admission.Admission.from_args(args, prefix="write-")
 
         if args.join:
             role, primary = Role.REPLICA, args.join
@@ -325,7 +333,14 @@ class StoreService(Service):
             "Queries refused with 503: --max-concurrency busy and --max-queue full",
         )
         m.gauge("scalelab_store_queries_in_service", "Queries holding a worker").set_function(
-            lambda: self.gate.active
+            lambda: self.reads_admission.gate.active
+        )
+        self.m_writes_rejected = m.counter(
+            "scalelab_store_writes_rejected_total",
+            "Writes refused with 503: --write-max-concurrency busy and --write-max-queue full",
+        )
+        m.gauge("scalelab_store_writes_in_service", "Writes holding a write worker").set_function(
+            lambda: self.writes_admission.gate.active
         )
         self.m_forwarded = m.counter(
             "scalelab_store_forwarded_total", "Requests forwarded to the primary"
@@ -439,9 +454,23 @@ class StoreService(Service):
             return await self._to_primary(request, options)
         if options.queue and not options.wait:
             return self._enqueue(statements, options)
-        response = await self._write(statements, options, started)
+        response = await self._admitted_write(statements, options, started)
         self.m_write_s.observe(time.perf_counter() - started)
         return response
+
+    async def _admitted_write(self, statements, options: Options, started: float):
+        """A client's write under the write capacity emulation: a write worker is held
+        for the service time and through the commit; none free and the queue full: 503."""
+        gate = self.writes_admission
+        if not gate.enabled:
+            return await self._write(statements, options, started)
+        if not await gate.admit():
+            self.m_writes_rejected.inc()
+            return _json({"error": "over write capacity, retry later"}, 503, gate.retry_after)
+        try:
+            return await self._write(statements, options, started)
+        finally:
+            gate.release()
 
     def _enqueue(self, statements, options: Options) -> web.Response:
         """rqlite's queued write: answer now with a sequence number, commit in the
@@ -532,18 +561,16 @@ class StoreService(Service):
             return _json({"error": "stale read"}, 200)
         if options.min_lsn is not None and not await self._wait_applied(options):
             return _json({"error": f"timed out waiting for lsn {options.min_lsn}"}, 503)
-        if self.gate.limit == 0 and not self.service_time_s:
+        gate = self.reads_admission
+        if not gate.enabled:
             return await self._run_query(statements, options, started)
-        if not await self.gate.acquire():
+        if not await gate.admit():
             self.m_rejected.inc()
-            return _json({"error": "over capacity, retry later"}, 503,
-                         {"Retry-After": str(self.args.retry_after_s)})  # fmt: skip
+            return _json({"error": "over capacity, retry later"}, 503, gate.retry_after)
         try:
-            if self.service_time_s:
-                await admission.serve_time(self.service_time_s, self.args.service_mode)
             return await self._run_query(statements, options, started)
         finally:
-            self.gate.release()
+            gate.release()
 
     async def _run_query(self, statements, options: Options, started: float):
         results = (
@@ -594,7 +621,7 @@ class StoreService(Service):
             return await self._read(request, statements, options, started)
         if not self.node.writable:
             return await self._to_primary(request, options)
-        return await self._write(statements, options, started)
+        return await self._admitted_write(statements, options, started)
 
     async def _to_primary(self, request: web.Request, options: Options) -> web.StreamResponse:
         """A request only the primary may serve, on another node: redirect or forward.
