@@ -24,8 +24,9 @@ own workload, and this module holds them once:
 - **rounds** (``medians``, ``paired_ratio``): the contenders alternate round after round
   so drift in the machine's load hits each alike; medians are reported, and the median
   of per-round ratios, which is steadier still;
-- **reporting** (``table``, ``machine_note``): a plain aligned table, and the machine's
-  load to quote next to the figures.
+- **reporting** (``table``, ``machine_note``, ``scrape_metric``): a plain aligned table,
+  the machine's load to quote next to the figures, and one figure from a component's
+  ``/metrics`` (hits, misses, fsyncs) to check what a run really exercised.
 
 What it deliberately is not: a framework. Each script keeps its own workload, its own
 reference server's configuration and its own verdict; this module has no opinion on
@@ -42,6 +43,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -402,6 +404,20 @@ def run_wrk(url: str, *, pids: Iterable[int] = (), **options) -> WrkResult:
         command=" ".join(command),
         cpu_us_per_request=us_per_op(spent, result.requests) if pids else math.nan,
     )
+
+
+def scrape_metric(admin: str, name: str) -> float:
+    """The value of an unlabelled sample on a component's ``GET /metrics`` (admin address).
+
+    0.0 when the sample is absent: a counter nothing has incremented yet.
+    """
+    with urllib.request.urlopen(f"http://{admin}/metrics", timeout=10) as response:
+        body = response.read().decode()
+    prefix = name + " "
+    for line in body.splitlines():
+        if line.startswith(prefix):
+            return float(line.split()[1])
+    return 0.0
 
 
 # -- rounds and reporting ---------------------------------------------------------------

@@ -9,7 +9,9 @@ CPU 1 (``taskset -c 1``) with one thread and one connection by default, so it me
 per-request cost (latency-bound), not parallelism. The web server is seeded with 1000
 users and the URL's user is fetched once before measuring, so every measured request
 is a cache hit (checked afterwards on ``/metrics``: exactly one miss). Rounds alternate
-hello / web so that drift in machine load hits both; the report gives medians.
+hello / web so that drift in machine load hits both; the report gives medians, the
+median of per-round ratios, and each server's CPU time per request (user+system from
+``/proc/<pid>/stat``), the steadiest figure on a shared machine.
 
 Run::
 
@@ -21,44 +23,17 @@ Only loopback addresses are used.
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import urllib.request
 from pathlib import Path
 
-from topologies import process
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import benchlib  # noqa: E402
+from topologies import process  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-SRC = REPO / "src"
-
-
-def start(argv: list[str], log_path: Path) -> tuple[subprocess.Popen, dict]:
-    proc = process.launch(argv, log_path=log_path, cwd=REPO)
-    return proc.popen, proc.ready
-
-
-def wrk(url: str, duration_s: int, connections: int, threads: int) -> tuple[float, str, int]:
-    command = ["taskset", "-c", "1", "wrk", f"-t{threads}", f"-c{connections}",
-               f"-d{duration_s}s", url]  # fmt: skip
-    out = subprocess.run(command, capture_output=True, text=True, timeout=duration_s + 30).stdout
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if match is None:
-        raise SystemExit(f"wrk gave no rate:\n{out}")
-    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return float(match.group(1)), " ".join(command), int(errors.group(1)) if errors else 0
-
-
-def scrape(admin: str, name: str) -> float:
-    body = urllib.request.urlopen(f"http://{admin}/metrics", timeout=5).read().decode()
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
 
 
 def main() -> None:
@@ -70,49 +45,57 @@ def main() -> None:
     parser.add_argument("--user-id", type=int, default=42)
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     args = parser.parse_args()
-    for tool in ("wrk", "taskset"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} not found on PATH")
+    benchlib.require("wrk", "taskset")
 
     workdir = Path(tempfile.mkdtemp(prefix="scalelab-bench-web-"))
-    web_argv = ["taskset", "-c", "0", sys.executable, "-m", "components.web", "--port", "0",
-                "--admin-port", "0", "--db", f"sqlite:{workdir / 'app.db'}", "--seed-users",
-                "1000", "--cache", "local:64", "--loop", args.loop, "--log-level", "warning"]  # fmt: skip
-    hello_argv = ["taskset", "-c", "0", sys.executable, str(HERE / "hello_app.py")]
-    web, web_ready = start(web_argv, workdir / "web.log")
-    hello, hello_ready = start(hello_argv, workdir / "hello.log")
+    web_argv = [sys.executable, "-m", "components.web", "--port", "0", "--admin-port", "0",
+                "--db", f"sqlite:{workdir / 'app.db'}", "--seed-users", "1000",
+                "--cache", "local:64", "--loop", args.loop, "--log-level", "warning"]  # fmt: skip
+    hello_argv = [sys.executable, str(HERE / "hello_app.py")]
+    servers = []
     try:
-        web_url = f"http://{web_ready['listen']['main']}/users/{args.user_id}"
-        hello_url = f"http://{hello_ready['listen']['main']}/"
+        for argv, log in ((web_argv, "web.log"), (hello_argv, "hello.log")):
+            servers.append(process.launch(benchlib.pinned(argv), log_path=workdir / log,
+                                          cwd=benchlib.REPO))  # fmt: skip
+        web, hello = servers
+        web_url = f"{web.url()}/users/{args.user_id}"
+        hello_url = f"{hello.url()}/"
         urllib.request.urlopen(web_url, timeout=5).read()  # fill the cache: one miss
         urllib.request.urlopen(hello_url, timeout=5).read()
-        rates: dict[str, list[float]] = {"hello": [], "web": []}
-        commands = {}
-        errors = 0
+        runs: dict[str, list[benchlib.WrkResult]] = {"hello": [], "web": []}
         for round_number in range(1, args.rounds + 1):
-            for label, url in (("hello", hello_url), ("web", web_url)):
-                rate, command, non2xx = wrk(url, args.duration, args.connections, args.threads)
-                rates[label].append(rate)
-                commands[label] = command
-                errors += non2xx
-                print(f"round {round_number}  {label:5}  {rate:10.0f} req/s", flush=True)
-        misses = scrape(web_ready["listen"]["admin"], "scalelab_web_cache_misses_total")
-        hits = scrape(web_ready["listen"]["admin"], "scalelab_web_cache_hits_total")
+            for label, url, server in (("hello", hello_url, hello), ("web", web_url, web)):
+                result = benchlib.run_wrk(url, connections=args.connections,
+                                          duration_s=args.duration, threads=args.threads,
+                                          pids=[server.pid])  # fmt: skip
+                runs[label].append(result)
+                print(f"round {round_number}  {label:5}  {result.rps:10.0f} req/s  "
+                      f"{result.cpu_us_per_request:6.1f} µs CPU/req", flush=True)  # fmt: skip
+        misses = benchlib.scrape_metric(web.listen["admin"], "scalelab_web_cache_misses_total")
+        hits = benchlib.scrape_metric(web.listen["admin"], "scalelab_web_cache_hits_total")
     finally:
-        for proc in (web, hello):
-            proc.terminate()
-            proc.wait(10)
+        benchlib.stop_all(servers)
         shutil.rmtree(workdir, ignore_errors=True)
 
-    hello_median = statistics.median(rates["hello"])
-    web_median = statistics.median(rates["web"])
-    ratio = web_median / hello_median
+    keys = ("rps", "p50_ms", "p99_ms", "cpu_us_per_request")
+    hello_m, web_m = (benchlib.medians(runs[label], keys) for label in ("hello", "web"))
+    errors = sum(r.errors for rs in runs.values() for r in rs)
     print()
-    print(f"servers: taskset -c 0 ({args.loop}); load: {commands['web']}")
-    print(f"  hello (bare aiohttp)       median {hello_median:10.0f} req/s  {rates['hello']}")
-    print(f"  web GET /users/{{id}} (hit)  median {web_median:10.0f} req/s  {rates['web']}")
-    print(f"  ratio web/hello = {ratio:.2f}  (goal >= 0.6)")
-    print(f"  cache: {hits:.0f} hits, {misses:.0f} miss(es); non-2xx responses: {errors}")
+    print(f"servers: taskset -c 0 ({args.loop}); load: {runs['web'][0].command}")
+    print(f"medians of {args.rounds} round(s); {benchlib.machine_note()}")
+    print(benchlib.table(
+        ["target", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "req/s each round"],
+        [[name, m["rps"], m["p50_ms"], m["p99_ms"], m["cpu_us_per_request"],
+          " ".join(f"{r.rps:.0f}" for r in runs[label])]
+         for name, label, m in (("hello (bare aiohttp)", "hello", hello_m),
+                                ("web GET /users/{id} (hit)", "web", web_m))],
+        ["", ".0f", ".2f", ".2f", ".1f", ""],
+    ))  # fmt: skip
+    rates = benchlib.paired_ratio([r.rps for r in runs["web"]], [r.rps for r in runs["hello"]])
+    cpu = web_m["cpu_us_per_request"] / hello_m["cpu_us_per_request"]
+    print(f"  ratio web/hello = {web_m['rps'] / hello_m['rps']:.2f} req/s (goal >= 0.6); "
+          f"median of per-round ratios {rates:.2f}; CPU per request web/hello {cpu:.2f}x")  # fmt: skip
+    print(f"  cache: {hits:.0f} hits, {misses:.0f} miss(es); errors (non-2xx, socket): {errors}")
     if misses != 1 or errors:
         raise SystemExit("the measured requests were not all cache hits with 200 answers")
 

@@ -219,3 +219,25 @@ def test_reference_server_is_pinned_measured_under_wrk_and_stopped(tmp_path):
     finally:
         benchlib.stop_all([server])
     assert not server.alive()
+
+
+def test_scrape_metric_reads_an_unlabelled_sample(tmp_path):
+    (tmp_path / "metrics").write_text(
+        "# TYPE scalelab_web_cache_hits_total counter\n"
+        "scalelab_web_cache_hits_total 41.0\n"
+        'scalelab_web_cache_hits_total_by{tier="x"} 7.0\n'
+        "scalelab_web_cache_hits 3.0\n"
+    )
+    port = benchlib.free_port()
+    server = benchlib.start_reference(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+         "--directory", str(tmp_path)],
+        name="metrics", log_path=tmp_path / "server.log", port=port, cpus=None,
+    )  # fmt: skip
+    try:
+        admin = f"127.0.0.1:{port}"
+        assert benchlib.scrape_metric(admin, "scalelab_web_cache_hits_total") == 41.0
+        assert benchlib.scrape_metric(admin, "scalelab_web_cache_hits") == 3.0
+        assert benchlib.scrape_metric(admin, "scalelab_web_cache_misses_total") == 0.0
+    finally:
+        server.stop()
