@@ -36,6 +36,7 @@ from typing import Any
 from .config import ShardConfig
 from .hotkeys import SpaceSaving
 from .ids import Snowflake
+from .merge import partial_query
 from .placement import RoutingMap
 from .sqlscan import (
     Scan,
@@ -133,6 +134,10 @@ class Router:
                     "(WHERE key = ? or key IN (...)) or simplify the query",
                     i,
                 )
+            if step.fan_out and not step.scan.writes and step.scan.aggregates:
+                sql, params = step.statement  # avg(x) -> sum(x) and count(x) per shard
+                rewritten, step.scan = partial_query(sql, step.scan)
+                step.statement = (rewritten, params)
         return plan
 
     def _place(self, statement: Statement) -> tuple[Step, int]:

@@ -306,9 +306,9 @@ class ShardService(Service):
 
         names = step.groups
         answers = await asyncio.gather(*(one(n) for n in names))
+        if len(names) == 1:
+            return answers[0]  # one group's answer is already the whole answer
         if is_write:
-            if len(names) == 1:
-                return answers[0]
             return merge_changes(dict(zip(names, answers, strict=True)))
         failed = [(n, a["error"]) for n, a in zip(names, answers, strict=True) if "error" in a]
         if failed:  # every group's error, each naming its group

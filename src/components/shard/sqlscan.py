@@ -54,6 +54,7 @@ class Token:
 
 
 _OPS2 = ("<=", ">=", "==", "!=", "<>", "||", "<<", ">>", "->")
+_DIGITS = frozenset("0123456789")
 _WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_$")
 
 
@@ -98,7 +99,7 @@ def tokenize(sql: str) -> list[Token]:
             i = j
         elif c == "?":
             j = i + 1
-            while j < n and sql[j].isdigit():
+            while j < n and sql[j] in _DIGITS:  # ASCII only: "?²" is no parameter number
                 j += 1
             if j > i + 1:
                 index = int(sql[i + 1 : j])
@@ -185,10 +186,11 @@ def _number(text: str) -> int | float | str:
 
 # -- what a statement is ----------------------------------------------------------------
 
-#: Aggregates whose per-shard partial results can be combined exactly.
-MERGEABLE_AGGREGATES = frozenset({"count", "sum", "total", "min", "max"})
+#: Aggregates whose per-shard partial results can be combined exactly (``avg`` once each
+#: shard is asked for its sum and count instead: ``merge.partial_query``).
+MERGEABLE_AGGREGATES = frozenset({"count", "sum", "total", "min", "max", "avg"})
 #: Every aggregate SQLite knows (a fan-out read using one of the others is refused).
-AGGREGATES = MERGEABLE_AGGREGATES | {"avg", "group_concat", "string_agg", "median"}
+AGGREGATES = MERGEABLE_AGGREGATES | {"group_concat", "string_agg", "median"}
 
 
 @dataclass(slots=True)
@@ -196,6 +198,13 @@ class Aggregate:
     """One result column of an aggregate read: ``count(*)``, ``sum(x)``, ..."""
 
     func: str
+    #: Offsets in the SQL text of the call ``func(...)`` and of its arguments, and
+    #: whether the column has an alias (what a rewrite of the call needs).
+    call: tuple[int, int] = (0, 0)
+    args: tuple[int, int] = (0, 0)
+    aliased: bool = False
+    #: For an ``avg`` rewritten for the shards: the result column holding its count.
+    count_at: int | None = None
 
 
 @dataclass(slots=True)
@@ -234,6 +243,10 @@ class Scan:
     order_by: list[OrderKey] = field(default_factory=list)
     limit: Token | None = None
     tokens: list[Token] = field(default_factory=list)
+    #: Offset of the top-level FROM of a SELECT (where result columns can be appended).
+    projection_end: int = 0
+    #: Trailing result columns the shards return for the merge only (see partial_query).
+    hidden: int = 0
 
 
 _CLAUSE_END = frozenset({"group", "order", "limit", "having", "window", "returning",
@@ -585,6 +598,7 @@ def _scan_select(tokens: list[Token], out: Scan) -> None:
         _refuse(out, "a window function")
     # The projection: between SELECT and the top-level FROM (or the end).
     from_at = next((i for i, t in top if t.kind == WORD and t.value == "from"), len(tokens))
+    out.projection_end = tokens[from_at].start if from_at < len(tokens) else tokens[-1].end
     items = _split_commas(tokens[1:from_at])
     funcs = [
         (k, t.value)
@@ -679,7 +693,8 @@ def _simple_aggregate(item: list[Token]) -> Aggregate | None:
         rest = rest[1:]
     if len(rest) > 1 or (rest and rest[0].kind not in (WORD, IDENT, STRING)):
         return None
-    return Aggregate(item[0].value)
+    args = (inner[0].start, inner[-1].end) if inner else (item[1].end, item[1].end)
+    return Aggregate(item[0].value, (item[0].start, item[close].end), args, bool(rest))
 
 
 def _order_term(term: list[Token]) -> OrderKey | None:

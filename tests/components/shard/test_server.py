@@ -98,6 +98,9 @@ def test_point_query_goes_to_the_owning_group(loaded):
     "SELECT count(*) FROM users WHERE score > 50",
     "SELECT id FROM users WHERE id IN (3, 9, 27, 55) ORDER BY id",
     "SELECT score, count(*), min(name) FROM users GROUP BY score ORDER BY 2 DESC, score",
+    "SELECT avg(score), avg(id) AS a, count(*) FROM users",
+    "SELECT avg(score) FROM users WHERE score > 1000",
+    "SELECT name, avg(score) FROM users WHERE id < 20 GROUP BY name ORDER BY 2 DESC, name",
 ])  # fmt: skip
 def test_fan_out_reads_equal_a_single_database(loaded, sql):
     router, _, oracle = loaded
@@ -112,8 +115,8 @@ def test_unmergeable_query_is_refused_not_answered(loaded):
     cur = connect(router).cursor()
     with pytest.raises(dbapi2.Error, match="HAVING"):
         cur.execute("SELECT score, count(*) FROM users GROUP BY score HAVING count(*) > 1")
-    with pytest.raises(dbapi2.Error, match="avg|aggregate"):
-        cur.execute("SELECT avg(score) FROM users")
+    with pytest.raises(dbapi2.Error, match="aggregate"):
+        cur.execute("SELECT group_concat(name) FROM users")
 
 
 def test_cross_shard_transaction_is_refused_and_nothing_runs(loaded):
