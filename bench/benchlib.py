@@ -113,12 +113,22 @@ def accepts(port: int, host: str = LOOPBACK) -> bool:
     return True
 
 
-def wait_port(port: int, timeout_s: float = START_TIMEOUT_S, host: str = LOOPBACK) -> None:
-    """Wait (with a deadline) until ``host:port`` accepts TCP connections."""
+def wait_for(predicate: Callable[[], object], what: str,
+             timeout_s: float = START_TIMEOUT_S) -> object:  # fmt: skip
+    """Poll ``predicate`` until it is true (returned) or the deadline ends the script.
+
+    ``tests/harness.wait_until_sync`` does the polling; a bench script gets a
+    ``BenchError`` (its message, no traceback) instead of an AssertionError.
+    """
     try:
-        wait_until_sync(lambda: accepts(port, host), timeout_s, 0.05, f"{host}:{port} accepting")
+        return wait_until_sync(predicate, timeout_s, 0.05, what)
     except AssertionError as error:
         raise BenchError(str(error)) from None
+
+
+def wait_port(port: int, timeout_s: float = START_TIMEOUT_S, host: str = LOOPBACK) -> None:
+    """Wait (with a deadline) until ``host:port`` accepts TCP connections."""
+    wait_for(lambda: accepts(port, host), f"{host}:{port} accepting", timeout_s)
 
 
 def pinned(argv: Sequence[str], cpus: str = SERVER_CPUS) -> list[str]:
@@ -169,17 +179,16 @@ def start_reference(
 
     def serving() -> bool:
         if not server.alive():
-            raise BenchError(f"{name} exited with {popen.returncode} before it served; "
-                             f"its log:\n{server.log_tail()}")  # fmt: skip
+            raise BenchError(f"{name} exited with {popen.returncode} before it served")
         return ready()
 
     try:
-        wait_until_sync(serving, timeout_s, 0.05, f"{name} serving")
-    except AssertionError as error:
+        wait_for(serving, f"{name} serving", timeout_s)
+    except BenchError as error:
         server.stop(STOP_TIMEOUT_S)
         raise BenchError(f"{error}; its log:\n{server.log_tail()}") from None
     except BaseException:
-        server.stop(STOP_TIMEOUT_S)
+        server.stop(STOP_TIMEOUT_S)  # never leave it behind
         raise
     return server
 

@@ -241,3 +241,13 @@ def test_scrape_metric_reads_an_unlabelled_sample(tmp_path):
         assert benchlib.scrape_metric(admin, "scalelab_web_cache_misses_total") == 0.0
     finally:
         server.stop()
+
+
+def test_reference_server_that_never_serves_is_stopped(tmp_path):
+    port = benchlib.free_port()
+    with pytest.raises(benchlib.BenchError, match="silent serving not met") as raised:
+        benchlib.start_reference(["sleep", "30"], name="silent", log_path=tmp_path / "s.log",
+                                 port=port, timeout_s=0.3)  # fmt: skip
+    assert "its log:" in str(raised.value)
+    assert not any(b"sleep\x0030" in Path(f"/proc/{pid}/cmdline").read_bytes()
+                   for pid in benchlib.children(os.getpid()))  # fmt: skip
