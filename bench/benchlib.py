@@ -157,14 +157,16 @@ def start_reference(
     port: int | None = None,
     ready: Callable[[], bool] | None = None,
     cpus: str | None = SERVER_CPUS,
+    env: Mapping[str, str] | None = None,
     timeout_s: float = START_TIMEOUT_S,
 ) -> process.ComponentProcess:
     """Start a server that prints no ready line, pinned to ``cpus``; wait until it serves.
 
     Ready means ``ready()`` is true when given (a real request answered: some servers
     accept connections before they can answer), else that ``port`` accepts. Its stderr
-    (and stdout) go to ``log_path``; if it exits or stays unready, it is stopped and the
-    error carries its last log lines. Stop it with ``.stop()`` (SIGTERM by PID).
+    (and stdout) go to ``log_path``; ``env`` adds to this process's environment. If it
+    exits or stays unready, it is stopped and the error carries its last log lines.
+    Stop it with ``.stop()`` (SIGTERM by PID).
     """
     if ready is None:
         if port is None:
@@ -174,7 +176,8 @@ def start_reference(
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
-        popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                 env={**os.environ, **env} if env else None)  # fmt: skip
     server = process.ComponentProcess(name, name, command, log_path, popen)
 
     def serving() -> bool:
@@ -453,8 +456,8 @@ def paired_ratio(ours: Sequence[float], theirs: Sequence[float]) -> float:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]],
-          formats: Sequence[str] | None = None) -> str:  # fmt: skip
-    """An aligned plain-text table: first column left, the others right.
+          formats: Sequence[str] | None = None, left: int = 1) -> str:  # fmt: skip
+    """An aligned plain-text table: the first ``left`` columns (names) left, the rest right.
 
     ``formats`` gives a format spec per column (``",.0f"``, ``".2f"``) for cells that
     are numbers; strings are shown as they are. NaN shows as ``-``.
@@ -468,10 +471,8 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]],
     widths = [max(len(line[i]) for line in cells) for i in range(len(headers))]
     lines = []
     for line in cells:
-        first, *rest = line
-        parts = [first.ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(rest, widths[1:], strict=True)
-        ]
+        parts = [cell.ljust(width) if i < left else cell.rjust(width)
+                 for i, (cell, width) in enumerate(zip(line, widths, strict=True))]  # fmt: skip
         lines.append("  ".join(parts).rstrip())
     return "\n".join(lines)
 

@@ -25,39 +25,19 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import benchlib  # noqa: E402
+from topologies import process  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port: int, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port}")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+ROOT = benchlib.REPO
 
 
 def rss_kib(pid: int) -> int:
@@ -67,48 +47,52 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
+@dataclass
 class Server:
-    def __init__(self, name: str, argv: list[str], src: Path | None = None) -> None:
-        self.name = name
-        self.port = free_port()
-        argv = [a.replace("{port}", str(self.port)) for a in argv]
-        env = None
-        if src is not None:  # our server from another source tree (an older commit)
-            env = {**os.environ, "PYTHONPATH": str(src)}
-        self.popen = subprocess.Popen(["taskset", "-c", "0", *argv], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, cwd=ROOT, env=env)  # fmt: skip
-        wait_listening(self.port)
-
-    def stop(self) -> None:
-        self.popen.terminate()
-        try:
-            self.popen.wait(10)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
+    name: str
+    port: int
+    proc: process.ComponentProcess
 
 
-def start_servers(memory_mb: int, baseline: Path | None = None) -> list[Server]:
+def start_server(name: str, argv: list[str], workdir: Path, src: Path | None = None) -> Server:
+    """One server on CPU 0 at a free port; ``src``: ours from another source tree."""
+    port = benchlib.free_port()
+    argv = [a.replace("{port}", str(port)) for a in argv]
+    env = {"PYTHONPATH": str(src or benchlib.SRC)}
+    proc = benchlib.start_reference(argv, name=name, log_path=workdir / f"{name}.log",
+                                    port=port, env=env)  # fmt: skip
+    return Server(name, port, proc)
+
+
+def start_servers(workdir: Path, memory_mb: int, baseline: Path | None = None) -> list[Server]:
     memcached = shutil.which("memcached")
     if memcached is None:
         sys.exit("memcached is not installed (apt-get install memcached)")
     user = ["-u", "root"] if os.geteuid() == 0 else []
-    ours = [str(ROOT / ".venv/bin/python"), "-m", "components.cache", "--port", "{port}",
-            "--admin-port", "0", "-m", str(memory_mb)]  # fmt: skip
+    ours = [sys.executable, "-m", "components.cache", "--port", "{port}", "--admin-port", "0",
+            "-m", str(memory_mb)]  # fmt: skip
     theirs = [memcached, *user, "-t", "1", "-p", "{port}", "-U", "0", "-l", "127.0.0.1",
               "-m", str(memory_mb)]  # fmt: skip
-    env_path = str(ROOT / "src")
-    os.environ["PYTHONPATH"] = env_path + os.pathsep + os.environ.get("PYTHONPATH", "")
-    servers = [Server("scalelab", ours), Server("memcached", theirs)]
-    if baseline is not None:
-        servers.append(Server("baseline", ours, baseline))
+    servers: list[Server] = []
+    try:
+        servers.append(start_server("scalelab", ours, workdir))
+        servers.append(start_server("memcached", theirs, workdir))
+        if baseline is not None:
+            servers.append(start_server("baseline", ours, workdir, baseline))
+    except BaseException:
+        stop(servers)
+        raise
     return servers
+
+
+def stop(servers: list[Server]) -> None:
+    benchlib.stop_all(server.proc for server in servers)
 
 
 def mcload(binary: Path, port: int, conns: int, depth: int, seconds: float,
            keyspace: int) -> float:  # fmt: skip
-    argv = ["taskset", "-c", "1", str(binary), "127.0.0.1", str(port), str(conns), str(depth),
-            str(seconds), str(keyspace), "0.1", "100"]  # fmt: skip
+    argv = benchlib.pinned([str(binary), "127.0.0.1", str(port), str(conns), str(depth),
+                            str(seconds), str(keyspace), "0.1", "100"], benchlib.LOAD_CPUS)  # fmt: skip
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
     if out.returncode != 0:
         raise RuntimeError(f"mcload failed: {out.stderr.strip()}")
@@ -135,8 +119,8 @@ def memcaslap(workdir: Path, port: int, seconds: float) -> float:
     memcaslap than about either server; it is printed as an independent sanity check."""
     config = workdir / "memcaslap.cfg"
     config.write_text(MEMCASLAP_CONFIG)
-    argv = ["taskset", "-c", "1", "memcaslap", "-s", f"127.0.0.1:{port}", "-F", str(config),
-            "-t", f"{int(seconds)}s", "-c", "64", "-T", "1"]  # fmt: skip
+    argv = benchlib.pinned(["memcaslap", "-s", f"127.0.0.1:{port}", "-F", str(config),
+                            "-t", f"{int(seconds)}s", "-c", "64", "-T", "1"], benchlib.LOAD_CPUS)  # fmt: skip
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     for line in out.stdout.splitlines():
         if line.startswith("Run time:") and "TPS:" in line:
@@ -167,57 +151,59 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="cache-bench-") as tmp:
-        binary = build_mcload(Path(tmp))
+        workdir = Path(tmp)
+        binary = build_mcload(workdir)
         scenarios = [("pipelined (8 conns x depth 32)", 8, 32),
                      ("not pipelined (64 conns x depth 1)", 64, 1)]  # fmt: skip
         if args.only:
             scenarios = [scenarios[0 if args.only == "pipelined" else 1]]
-        servers = start_servers(memory_mb=1024, baseline=args.baseline_src)
+        servers = start_servers(workdir, memory_mb=1024, baseline=args.baseline_src)
         names = [server.name for server in servers]
-        results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        results: dict[tuple[str, str], list[dict[str, float]]] = {}
         try:
             for _ in range(args.rounds):
                 for label, conns, depth in scenarios:
                     for server in servers:
-                        before = cpu_seconds(server.popen.pid)
+                        before = benchlib.cpu_seconds([server.proc.pid])
                         rate = mcload(binary, server.port, conns, depth, args.seconds,
                                       args.keyspace)  # fmt: skip
-                        cpu = cpu_seconds(server.popen.pid) - before
+                        cpu = benchlib.cpu_seconds([server.proc.pid]) - before
                         # CPU includes the preload of the keyspace; count those ops too.
                         ops = rate * args.seconds + args.keyspace
-                        results.setdefault((label, server.name), []).append((rate, cpu / ops * 1e6))
+                        results.setdefault((label, server.name), []).append(
+                            {"rate": rate, "cpu": benchlib.us_per_op(cpu, ops)}
+                        )
             caslap = {}
             if args.memcaslap and shutil.which("memcaslap"):
                 for server in servers:
-                    caslap[server.name] = memcaslap(Path(tmp), server.port, args.seconds)
+                    caslap[server.name] = memcaslap(workdir, server.port, args.seconds)
         finally:
-            for server in servers:
-                server.stop()
+            stop(servers)
 
-        print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}  load: {os.getloadavg()[0]:.2f}  "
+        print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}  {benchlib.machine_note()}  "
               f"command: {' '.join(sys.argv)}")  # fmt: skip
-        print(f"{'scenario':38} {'server':10} {'ops/s (median)':>15} {'cpu us/op':>10}")
+        rows, notes = [], []
         for label, _, _ in scenarios:
-            medians = {}
-            for name in names:
-                runs = results[(label, name)]
-                rate = statistics.median(r for r, _ in runs)
-                cpu = statistics.median(c for _, c in runs)
-                medians[name] = (rate, cpu)
-                print(f"{label:38} {name:10} {rate:15,.0f} {cpu:10.2f}")
-            ratio = medians["scalelab"][0] / medians["memcached"][0]
-            cpu_ratio = medians["scalelab"][1] / medians["memcached"][1]
-            print(f"{'':38} {'ratio':10} {ratio:15.0%} {cpu_ratio:9.1f}x")
+            medians = {name: benchlib.medians(results[(label, name)], ("rate", "cpu"))
+                       for name in names}  # fmt: skip
+            rows += [[label, name, m["rate"], m["cpu"]] for name, m in medians.items()]
+            ours, theirs = medians["scalelab"], medians["memcached"]
+            rows.append(["", "ratio", f"{ours['rate'] / theirs['rate']:.0%}",
+                         f"{ours['cpu'] / theirs['cpu']:.1f}x"])  # fmt: skip
             if "baseline" in medians:
                 # Paired by round (the two ran seconds apart), so a load swing on the
                 # shared machine moves both: steadier than the ratio of the medians.
-                pairs = zip(results[(label, "scalelab")], results[(label, "baseline")], strict=True)
-                ratios = [(a[0] / b[0], a[1] / b[1]) for a, b in pairs]
-                gain = statistics.median(r for r, _ in ratios)
-                cpu_gain = statistics.median(c for _, c in ratios)
-                per_round = " ".join(f"{c:.2f}" for _, c in ratios)
-                print(f"{'':38} {'vs base':10} {gain:15.0%} {cpu_gain:9.2f}x  "
-                      f"(paired by round; cpu ratios: {per_round})")  # fmt: skip
+                now, base = results[(label, "scalelab")], results[(label, "baseline")]
+                gain = benchlib.paired_ratio([r["rate"] for r in now], [r["rate"] for r in base])
+                cpu_gain = benchlib.paired_ratio([r["cpu"] for r in now], [r["cpu"] for r in base])
+                per_round = " ".join(
+                    f"{a['cpu'] / b['cpu']:.2f}" for a, b in zip(now, base, strict=True)
+                )
+                rows.append(["", "vs base", f"{gain:.0%}", f"{cpu_gain:.2f}x"])
+                notes.append(f"{label}: vs base paired by round; cpu ratios {per_round}")
+        print(benchlib.table(["scenario", "server", "ops/s (median)", "cpu us/op"], rows,
+                             ["", "", ",.0f", ".2f"], left=2))  # fmt: skip
+        print("\n".join(notes))
         if caslap:
             print(f"memcaslap -c 64 -T 1 TPS: scalelab {caslap['scalelab']:,.0f}, memcached "
                   f"{caslap['memcached']:,.0f} (ratio {caslap['scalelab'] / caslap['memcached']:.0%})")  # fmt: skip
@@ -225,18 +211,17 @@ def main() -> None:
         if args.no_rss:
             return
         # Memory: fresh servers, store N items of 100 bytes, compare resident sets.
-        servers = start_servers(memory_mb=4096)
+        servers = start_servers(workdir, memory_mb=4096)
         try:
             rss = {}
             for server in servers:
                 mcload(binary, server.port, 8, 32, 0.1, args.items)
-                rss[server.name] = rss_kib(server.popen.pid)
+                rss[server.name] = rss_kib(server.proc.pid)
             print(f"RSS after {args.items:,} items of 100 B: scalelab {rss['scalelab'] / 1024:.0f} "
                   f"MiB, memcached {rss['memcached'] / 1024:.0f} MiB, "
                   f"ratio {rss['scalelab'] / rss['memcached']:.2f}x")  # fmt: skip
         finally:
-            for server in servers:
-                server.stop()
+            stop(servers)
 
 
 if __name__ == "__main__":

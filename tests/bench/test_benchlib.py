@@ -145,6 +145,16 @@ def test_table_aligns_columns_and_formats_numbers():
         benchlib.table(["a", "b"], [["only one"]])
 
 
+def test_table_can_left_align_several_name_columns():
+    text = benchlib.table(["scenario", "server", "ops/s"],
+                          [["pipelined", "scalelab", 10], ["", "memcached", 9]], left=2)  # fmt: skip
+    assert text.splitlines() == [
+        "scenario   server     ops/s",
+        "pipelined  scalelab      10",
+        "           memcached      9",
+    ]
+
+
 def test_us_per_op_has_no_figure_for_no_operations():
     assert benchlib.us_per_op(0.5, 1000) == pytest.approx(500.0)
     assert math.isnan(benchlib.us_per_op(0.5, 0))
