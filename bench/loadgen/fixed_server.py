@@ -5,14 +5,16 @@ work (a read burst may hold several requests; they are answered with one write).
 exists so the load generator's ceiling is measured against a server that is not the
 bottleneck when nginx is not installed; ``compare_wrk.py`` prefers nginx.
 
-Run: ``python bench/loadgen/fixed_server.py [--port 0]``; it prints one JSON line
-``{"listen": "127.0.0.1:PORT"}`` when ready. Loopback only.
+Run: ``python bench/loadgen/fixed_server.py [--port 0]``; once bound it prints a ready
+line shaped like a component's, ``{"event": "ready", "listen": {"main": "127.0.0.1:PORT"}}``,
+so ``topologies.process.launch`` starts it. Loopback only.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 
 import uvloop
@@ -43,7 +45,8 @@ async def serve(port: int) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(FixedResponse, "127.0.0.1", port, backlog=1024)
     host, bound = server.sockets[0].getsockname()[:2]
-    print(f'{{"listen": "{host}:{bound}"}}', flush=True)
+    ready = {"event": "ready", "component": "fixed", "listen": {"main": f"{host}:{bound}"}}
+    print(json.dumps(ready), flush=True)
     await server.serve_forever()
 
 
