@@ -23,11 +23,17 @@ transaction before the sources delete) and none is duplicated in an answer (the 
 sit in staging until the fence, and the sources delete them before traffic resumes).
 
 Failures: anything before the target's commit aborts the move (staging is dropped on
-the next try, the map is unchanged). After it, the move rolls forward: the sources'
-deletes are retried, and if a source stays down the map switches anyway and ``/status``
-says ``cleanup_pending`` with the groups whose old copies remain (fan-out reads would
-count those twice until an operator deletes them). The router's own crash in the fence
-leaves the map unchanged and staging tables behind, which the next move replaces.
+the next try, the map is unchanged). After it, the move rolls forward: the map switches,
+and a source whose deletes fail (it is down, or refuses) is left with *old copies* of
+the moved rows: a *pending cleanup*, kept in the moves file so it survives a restart.
+Until it is done, the router must not let those copies be seen: every statement sent
+to that group for a fan-out (reads, and keyless UPDATE/DELETE, whose ``rows_affected``
+would count them) is rewritten by ``without_moved`` to leave the moved keys out (all
+rows of the moved keys on that group are old copies: new writes of those keys go to the
+target since the switch), and the router retries the deletes in the background until
+they succeed. A new resharding waits until no cleanup is pending (one stale range at a
+time keeps the exclusions simple). The router's own crash in the fence leaves the map
+unchanged and staging tables behind, which the next move replaces.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .placement import Directory, RoutingMap
-from .sqlscan import canonical_key
+from .sqlscan import CLAUSE_END, OP, WORD, Scan, canonical_key
 
 #: Rows one resharding may hold in memory (its copy and its re-read).
 MAX_RESHARD_ROWS = 200_000
@@ -60,8 +66,18 @@ class Move:
     def where(self, column: str) -> tuple[str, list[Any]]:
         """The WHERE clause selecting the moving rows of a table keyed by ``column``."""
         if self.low is not None:
-            return f'"{column}" >= ? AND "{column}" < ?', [self.low, self.high]
-        return f'"{column}" = ?', [self.key]
+            return f"{ident(column)} >= ? AND {ident(column)} < ?", [self.low, self.high]
+        return f"{ident(column)} = ?", [self.key]
+
+    def condition(self, column: str) -> str:
+        """``where`` with the values written out (for a rewritten client statement,
+        whose own parameters must keep their numbers)."""
+        col = ident(column)
+        if self.low is not None:
+            return f"{col} >= {int(self.low)} AND {col} < {int(self.high)}"  # type: ignore[arg-type]
+        if isinstance(self.key, int):
+            return f"{col} = {int(self.key)}"
+        return f"{col} = '" + str(self.key).replace("'", "''") + "'"
 
     def describe(self) -> dict[str, Any]:
         if self.low is not None:
@@ -111,6 +127,43 @@ def switched(routing: RoutingMap, move: Move) -> RoutingMap:
                    version=routing.version + 1)  # fmt: skip
 
 
+def without_moved(sql: str, info: Scan, column: str, moves: list[Move]) -> str | None:
+    """``sql`` (a SELECT, UPDATE or DELETE on a table keyed by ``column``) rewritten so
+    that it leaves out the rows of ``moves``: its WHERE becomes ``(old) AND NOT
+    coalesce(moved, 0)``, or one is added before the first clause that follows it.
+    ``coalesce`` keeps rows whose key is NULL (``NULL >= 0`` is NULL, and ``NOT NULL``
+    would drop them). None when the statement's shape is not one of those."""
+    if info.verb not in ("select", "update", "delete") or not moves:
+        return None
+    moved = " OR ".join(f"({m.condition(column)})" for m in moves)
+    exclude = f"NOT coalesce({moved}, 0)"
+    if info.where is not None:
+        if not info.where:
+            return None
+        first, last = info.where[0].start, info.where[-1].end
+        return f"{sql[:first]}({sql[first:last]}) AND {exclude}{sql[last:]}"
+    # No WHERE: add one after the table (FROM t / UPDATE t SET ...), before GROUP BY,
+    # ORDER BY, LIMIT, RETURNING or the end.
+    depth, after, at = 0, False, info.tokens[-1].end if info.tokens else 0
+    for tok in info.tokens:
+        if tok.kind == OP and tok.value in ("(", ")"):
+            depth += 1 if tok.value == "(" else -1
+        elif depth == 0 and tok.kind == WORD:
+            if tok.value in ("from", "set"):
+                after = True
+            elif after and tok.value in CLAUSE_END:
+                at = tok.start
+                break
+    if not after:
+        return None
+    return f"{sql[:at].rstrip()} WHERE {exclude} {sql[at:]}".rstrip()
+
+
+def ident(name: str) -> str:
+    """``name`` as an SQL identifier, quoted."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def diff_rows(copied: list[list[Any]], current: list[list[Any]]):
     """(rows to delete from staging, rows to add) turning ``copied`` into ``current``,
     as multisets (rows are compared whole)."""
@@ -125,7 +178,7 @@ def diff_rows(copied: list[list[Any]], current: list[list[Any]]):
 class Progress:
     """What ``/status`` shows about the current (or last) resharding."""
 
-    state: str = "idle"  # idle, copying, fenced, done, failed
+    state: str = "idle"  # idle, copying, fenced, done, cleanup_pending, failed
     move: dict[str, Any] = field(default_factory=dict)
     rows_copied: int = 0
     rows_caught_up: int = 0

@@ -53,11 +53,14 @@ from .reshard import (
     Progress,
     ReshardError,
     diff_rows,
+    ident,
     parse_move,
     sources,
     switched,
+    without_moved,
 )
 from .router import Plan, Refused, Router, Step, is_read
+from .sqlscan import scan
 from .upstream import LSN_HEADER, Group, GroupDown, OutcomeUnknown
 
 #: Upstream connections per store node at most (further requests wait for one).
@@ -70,9 +73,10 @@ HOT_KEYS_SHOWN = 10
 FENCE_WAIT_S = 10.0
 #: Rows per request while copying (the store takes at most 1000 statements).
 COPY_BATCH_ROWS = 500
-#: Tries, with a growing pause, to delete moved rows from a source group.
-CLEANUP_ATTEMPTS = 5
-CLEANUP_BACKOFF_S = 0.2
+#: Pauses between background tries to delete a move's old copies from a source group
+#: (doubling from the first to the last, then staying there until it succeeds).
+CLEANUP_RETRY_FIRST_S = 0.1
+CLEANUP_RETRY_MAX_S = 2.0
 
 
 class ShardService(Service):
@@ -101,6 +105,7 @@ class ShardService(Service):
         self.groups = {
             name: Group(name, g.nodes, self.session) for name, g in self.config.groups.items()
         }
+        self._cleanup_task: asyncio.Task | None = None
         self._load_moves()
         if self.args.data_dir is None:
             self.log.warning("no_data_dir", note="resharding moves will not survive a restart")
@@ -129,12 +134,15 @@ class ShardService(Service):
         self.runtime.admin.register("map", self.admin_map, method="GET")
         self.runtime.admin.register("reshard", self.admin_reshard)
         self.log.info("routing_map", **self.router.map.describe())
+        self._ensure_cleanup()  # old copies left by a move before a restart
         return {"main": format_address(site._server.sockets[0].getsockname())}  # type: ignore[union-attr]
 
     async def drain(self) -> None:
         await self._runner.cleanup()
 
     async def stop(self) -> None:
+        if self._cleanup_task is not None:
+            self._cleanup_task.cancel()  # the moves file keeps what is still pending
         await self._runner.cleanup()
         for group in self.groups.values():
             group.close()
@@ -161,6 +169,9 @@ class ShardService(Service):
         m.gauge("scalelab_shard_reshard_fenced",
                 "1 while a resharding holds its write fence").set_function(
             lambda: 1 if self._fence else 0)  # fmt: skip
+        m.gauge("scalelab_shard_cleanup_pending",
+                "Groups still holding old copies of moved rows (hidden from fan-outs)"
+                ).set_function(lambda: sum(len(g) for g in self.cleanup.values()))  # fmt: skip
         self.m_fenced = m.counter("scalelab_shard_fenced_requests_total",
                                   "Requests held behind a resharding's write fence")  # fmt: skip
 
@@ -285,11 +296,16 @@ class ShardService(Service):
         )
         body = _encode([step])
         to_primary = is_write or options.level != "none"
+        bodies = self._excluding_old_copies(step) if self.cleanup and step.fan_out else {}
 
         async def one(name: str) -> dict[str, Any]:
             self.m_queries.labels(name).inc()
+            sent = bodies.get(name, body)
+            if sent is None:
+                return {"error": f"group {name} still holds old copies of moved rows (cleanup "
+                        "pending) and this statement cannot be made to leave them out"}  # fmt: skip
             try:
-                reply = await self.groups[name].send("POST", path, body, to_primary=to_primary)
+                reply = await self.groups[name].send("POST", path, sent, to_primary=to_primary)
             except GroupDown as exc:
                 self.m_errors.labels(name).inc()
                 return {"error": str(exc)}
@@ -319,12 +335,33 @@ class ShardService(Service):
         except MergeError as exc:
             return {"error": f"cannot merge across shards: {exc}"}
 
+    def _excluding_old_copies(self, step: Step) -> dict[str, bytes | None]:
+        """Per group with a pending cleanup: the step rewritten to leave out the moved
+        keys whose old copies the group still holds (None: it cannot be)."""
+        table = next((t for t in step.scan.tables if t in self.config.tables), None)
+        if not step.sharded or table is None or step.scan.verb not in ("select", "update",
+                                                                       "delete"):  # fmt: skip
+            return {}  # DDL and the like: no rows to count twice
+        sql, params = step.statement
+        info = scan(sql)  # the text sent may differ from the client's (avg rewritten)
+        out: dict[str, bytes | None] = {}
+        for name in step.groups:
+            moves = [self.moves[i] for i, held in self.cleanup.items() if name in held]
+            if moves:
+                rewritten = without_moved(sql, info, self.config.tables[table], moves)
+                out[name] = None if rewritten is None else _encode_statement(rewritten, params)
+        return out
+
     # -- status -----------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
         return {
             "map": self.router.map.describe(),
             "reshard": dataclasses.asdict(self.progress),
+            "cleanup_pending": {
+                name: [self.moves[i].describe() for i, held in self.cleanup.items() if name in held]
+                for name in sorted({g for held in self.cleanup.values() for g in held})
+            },  # fmt: skip
             "home": self.config.home,
             "hot_keys": {
                 table: [
@@ -375,8 +412,11 @@ class ShardService(Service):
         return os.path.join(self.args.data_dir, "moves.json") if self.args.data_dir else None
 
     def _load_moves(self) -> None:
-        """Replay the moves of earlier reshardings (the map must survive a restart)."""
-        self.moves: list[dict[str, Any]] = []
+        """Replay the moves of earlier reshardings (the map must survive a restart), and
+        their pending cleanups (``"cleanup": [groups still holding old copies]``)."""
+        self.moves: list[Move] = []
+        #: Move index -> groups still holding old copies of its rows.
+        self.cleanup: dict[int, set[str]] = {}
         path = self._map_path()
         if path is None or not os.path.exists(path):
             return
@@ -385,7 +425,12 @@ class ShardService(Service):
                 for doc in json.load(fh):
                     move = parse_move(doc, list(self.groups))
                     self.router.map = switched(self.router.map, move)
-                    self.moves.append(move.describe())
+                    held = doc.get("cleanup", [])
+                    if not isinstance(held, list) or not set(held) <= set(self.groups):
+                        raise ReshardError(f"bad cleanup list {held!r}")
+                    if held:
+                        self.cleanup[len(self.moves)] = set(held)
+                    self.moves.append(move)
         except (ValueError, ReshardError) as exc:  # the runner reports OSError cleanly
             raise OSError(0, f"cannot replay {path} against the configured groups: {exc}") from None
 
@@ -396,7 +441,9 @@ class ShardService(Service):
         os.makedirs(self.args.data_dir, exist_ok=True)
         tmp = path + ".tmp"
         with open(tmp, "w") as fh:
-            json.dump(self.moves, fh)
+            json.dump([m.describe() | ({"cleanup": sorted(self.cleanup[i])}
+                                       if i in self.cleanup else {})
+                       for i, m in enumerate(self.moves)], fh)  # fmt: skip
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -410,6 +457,11 @@ class ShardService(Service):
             return web.json_response({"error": str(exc)}, status=400)
         if self._reshard_lock.locked():
             return web.json_response({"error": "a resharding is already running"}, status=409)
+        if self.cleanup:
+            held = sorted({g for groups in self.cleanup.values() for g in groups})
+            return web.json_response(
+                {"error": f"groups {held} still hold old copies of an earlier move (cleanup "
+                 "pending, retried in the background); a new move waits for it"}, status=409)  # fmt: skip
         async with self._reshard_lock:
             self.progress = Progress("copying", move.describe())
             try:
@@ -432,9 +484,9 @@ class ShardService(Service):
         copied: dict[str, list[list[Any]]] = {}
         columns: dict[str, list[str]] = {}
         for table, column in tables.items():
-            staging = _ident(STAGING_PREFIX + table)
+            staging = ident(STAGING_PREFIX + table)
             await self._run(target, [f"DROP TABLE IF EXISTS {staging}",
-                                     f"CREATE TABLE {staging} AS SELECT * FROM {_ident(table)}"
+                                     f"CREATE TABLE {staging} AS SELECT * FROM {ident(table)}"
                                      " WHERE 0"])  # fmt: skip
             columns[table], copied[table] = await self._read_moving(froms, table, column, move)
             await self._insert(target, staging, columns[table], copied[table])
@@ -453,12 +505,12 @@ class ShardService(Service):
         # 3. catch up: re-read, apply the difference to staging
         final: dict[str, list[list[Any]]] = {}
         for table, column in tables.items():
-            staging = _ident(STAGING_PREFIX + table)
+            staging = ident(STAGING_PREFIX + table)
             _, final[table] = await self._read_moving(froms, table, column, move)
             gone, added = diff_rows(copied[table], final[table])
             cols = columns[table]
             for row in gone:
-                cond = " AND ".join(f"{_ident(c)} IS ?" for c in cols)
+                cond = " AND ".join(f"{ident(c)} IS ?" for c in cols)
                 await self._run(target, [[f"DELETE FROM {staging} WHERE rowid = (SELECT rowid "
                                           f"FROM {staging} WHERE {cond} LIMIT 1)", *row]])  # fmt: skip
             await self._insert(target, staging, cols, [list(r) for r in added])
@@ -466,29 +518,26 @@ class ShardService(Service):
         # 4. switch: staging -> live on the target (one transaction), sources delete
         live = []
         for table in tables:
-            staging = _ident(STAGING_PREFIX + table)
-            live += [f"INSERT INTO {_ident(table)} SELECT * FROM {staging}",
+            staging = ident(STAGING_PREFIX + table)
+            live += [f"INSERT INTO {ident(table)} SELECT * FROM {staging}",
                      f"DROP TABLE {staging}"]  # fmt: skip
         await self._run(target, live, transaction=True)
-        # From here the target holds the truth: roll forward whatever happens.
-        pending = []
+        # From here the target holds the truth: roll forward whatever happens. A source
+        # whose deletes fail keeps old copies, hidden from fan-outs until the background
+        # cleanup removes them (see reshard.py); the fence is still up, so no statement
+        # sees the new map before the exclusion.
+        index = len(self.moves)
+        self.moves.append(move)
+        pending = set()
         for group in froms:
-            deletes = []
-            for table, column in tables.items():
-                where, params = move.where(column)
-                deletes.append([f"DELETE FROM {_ident(table)} WHERE {where}", *params])
-            for attempt in range(CLEANUP_ATTEMPTS):
-                try:
-                    await self._run(group, deletes, transaction=True)
-                    break
-                except (ReshardError, GroupDown, OutcomeUnknown) as exc:
-                    self.log.warning("reshard_cleanup_retry", group=group.name, error=str(exc),
-                                     attempt=attempt + 1)  # fmt: skip
-                    await asyncio.sleep(CLEANUP_BACKOFF_S * (attempt + 1))
-            else:
-                pending.append(group.name)
+            try:
+                await self._delete_moved(group, move)
+            except (ReshardError, GroupDown, OutcomeUnknown) as exc:
+                self.log.warning("reshard_cleanup_deferred", group=group.name, error=str(exc))
+                pending.add(group.name)
+        if pending:
+            self.cleanup[index] = pending
         self.router.map = switched(self.router.map, move)
-        self.moves.append(move.describe())
         self._save_moves()
         moved = sum(len(rows) for rows in final.values())
         self.m_moved.inc(moved)
@@ -496,18 +545,56 @@ class ShardService(Service):
         self.progress.fence_s = round(time.perf_counter() - fenced_at, 4)
         self.progress.state = "done"
         if pending:
-            # The moved rows are still on these groups too: fan-out reads would count
-            # them twice until an operator deletes them (the move's WHERE, on each).
             self.progress.state = "cleanup_pending"
-            self.progress.error = f"old copies left on groups {pending}"
-            self.log.error("reshard_cleanup_failed", groups=pending, **move.describe())
+            self.progress.error = (f"old copies left on groups {sorted(pending)}: hidden from "
+                                   "fan-out statements, deletes retried in the background")  # fmt: skip
+            self._ensure_cleanup()
+
+    async def _delete_moved(self, group: Group, move: Move) -> None:
+        """Delete a move's rows from a source group, every sharded table at once."""
+        deletes = []
+        for table, column in self.config.tables.items():
+            where, params = move.where(column)
+            deletes.append([f"DELETE FROM {ident(table)} WHERE {where}", *params])
+        await self._run(group, deletes, transaction=True)
+
+    def _ensure_cleanup(self) -> None:
+        if self.cleanup and (self._cleanup_task is None or self._cleanup_task.done()):
+            self._cleanup_task = asyncio.get_running_loop().create_task(self._clean_up())
+
+    async def _clean_up(self) -> None:
+        """Retry pending deletes until none is left (a source may be down for long)."""
+        pause = CLEANUP_RETRY_FIRST_S
+        while self.cleanup:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, CLEANUP_RETRY_MAX_S)
+            done = False
+            for index, held in list(self.cleanup.items()):
+                for name in sorted(held):
+                    try:
+                        await self._delete_moved(self.groups[name], self.moves[index])
+                    except (ReshardError, GroupDown, OutcomeUnknown) as exc:
+                        self.log.debug("reshard_cleanup_retry", group=name, error=str(exc))
+                        continue
+                    # Only now, with the deletes committed, may fan-outs see the group
+                    # whole again.
+                    held.discard(name)
+                    done = True
+                    self.log.info("reshard_cleanup_done", group=name,
+                                  **self.moves[index].describe())  # fmt: skip
+                if not held:
+                    del self.cleanup[index]
+            if done:
+                self._save_moves()
+        if self.progress.state == "cleanup_pending":
+            self.progress.state, self.progress.error = "done", ""
 
     async def _read_moving(self, froms, table: str, column: str, move: Move):
         where, params = move.where(column)
         columns: list[str] = []
         rows: list[list[Any]] = []
         for group in froms:
-            body = orjson.dumps([[f"SELECT * FROM {_ident(table)} WHERE {where}", *params]])
+            body = orjson.dumps([[f"SELECT * FROM {ident(table)} WHERE {where}", *params]])
             reply = await group.send("POST", "/db/query?level=strong", body)
             result = _first_result(reply, group.name)
             columns = result.get("columns", columns)
@@ -519,7 +606,7 @@ class ShardService(Service):
     async def _insert(self, group: Group, table: str, columns: list[str], rows) -> None:
         if not rows:
             return
-        names = ", ".join(_ident(c) for c in columns)
+        names = ", ".join(ident(c) for c in columns)
         marks = ", ".join("?" for _ in columns)
         for start in range(0, len(rows), COPY_BATCH_ROWS):
             batch = rows[start : start + COPY_BATCH_ROWS]
@@ -536,10 +623,6 @@ class ShardService(Service):
                 raise ReshardError(f"group {group.name}: {result['error']}")
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _first_result(reply, name: str) -> dict[str, Any]:
     if reply.status != 200:
         raise ReshardError(f"group {name}: HTTP {reply.status}")
@@ -550,16 +633,20 @@ def _first_result(reply, name: str) -> dict[str, Any]:
 
 
 def _encode(steps: list[Step]) -> bytes:
-    out = []
-    for step in steps:
-        sql, params = step.statement
-        if params is None:
-            out.append(sql)
-        elif isinstance(params, dict):
-            out.append([sql, params])
-        else:
-            out.append([sql, *params])
-    return orjson.dumps(out)
+    return orjson.dumps([_statement(*step.statement) for step in steps])
+
+
+def _encode_statement(sql: str, params: Any) -> bytes:
+    return orjson.dumps([_statement(sql, params)])
+
+
+def _statement(sql: str, params: Any) -> Any:
+    """One statement in the store's request form."""
+    if params is None:
+        return sql
+    if isinstance(params, dict):
+        return [sql, params]
+    return [sql, *params]
 
 
 def _as_result(doc: dict[str, Any]):

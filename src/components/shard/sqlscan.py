@@ -249,7 +249,7 @@ class Scan:
     hidden: int = 0
 
 
-_CLAUSE_END = frozenset({"group", "order", "limit", "having", "window", "returning",
+CLAUSE_END = frozenset({"group", "order", "limit", "having", "window", "returning",
                          "union", "intersect", "except"})  # fmt: skip
 _WRITE_VERBS = frozenset({"insert", "replace", "update", "delete", "create", "drop",
                           "alter", "vacuum", "reindex", "analyze"})  # fmt: skip
@@ -324,7 +324,7 @@ def _check_single_source(tokens: list[Token], i: int, out: Scan) -> None:
             depth -= 1
             if depth < 0:
                 return
-        elif depth == 0 and tok.kind == WORD and (tok.value == "where" or tok.value in _CLAUSE_END):
+        elif depth == 0 and tok.kind == WORD and (tok.value == "where" or tok.value in CLAUSE_END):
             return
         elif depth == 0 and tok.kind == OP and tok.value == ",":
             if "," not in out.tables:
@@ -345,7 +345,7 @@ def _where(tokens: list[Token]) -> list[Token] | None:
         elif depth == 0 and tok.kind == WORD:
             if start is None and tok.value == "where":
                 start = i + 1
-            elif start is not None and tok.value in _CLAUSE_END:
+            elif start is not None and tok.value in CLAUSE_END:
                 return tokens[start:i]
     return tokens[start:] if start is not None else None
 
