@@ -7,7 +7,9 @@ each run against both servers in alternation, ``--runs`` times, medians reported
 
 1. *durable puts*: ``-b DIR -f 0`` on both (beanstalkd then fsyncs after each put; we
    group-commit), ``--producers`` connections (default 64) each with one put in flight;
-   the figure is acknowledged puts per second. Goal: >= 10x beanstalkd.
+   the figure is acknowledged puts per second. Goal: >= 10x beanstalkd. A third row runs
+   ours *without* a binlog under the same load: what a put costs with no write and no
+   fsync, the ceiling the durable figure can approach but not pass.
 2. *pipelined cycles*: no binlog; ``--connections`` connections (default 4) each send
    batches of ``--batch`` puts+reserves in one write, then the matching deletes;
    the figure is jobs per second through put, reserve and delete. Goal: >= 50% of
@@ -16,9 +18,12 @@ each run against both servers in alternation, ``--runs`` times, medians reported
 3. *round-trip cycles*: no binlog; ``--producers / 4`` connections (default 16), each
    doing put, reserve, delete one command at a time: per-command cost, no batching.
 
-The load tool is Python (uvloop, one process): on the pipelined workload it can be the
-bottleneck for beanstalkd, which makes the ratio look better than it is; the script
-prints the load tool's own CPU use so a reader can judge. Only loopback is targeted.
+Besides rates, every row has the server's CPU per operation (user + system time of all
+its threads, from /proc/<pid>/stat, around the run): on this shared machine the
+steadiest figure, and the one that says whether a server was CPU-bound (rate x CPU per
+op near 1 s/s) or waiting on its disk. The load tool is Python (uvloop, one process);
+its own CPU per operation is printed too: if rate x that nears 1 s/s, the load tool,
+not the server, set the figure. Only loopback is targeted.
 """
 
 from __future__ import annotations
@@ -27,17 +32,14 @@ import argparse
 import asyncio
 import os
 import shutil
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "src")]
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import benchlib  # noqa: E402
 from components.queue.protocol import ReplyParser  # noqa: E402
 from topologies import process  # noqa: E402
 
@@ -83,7 +85,7 @@ async def connect(port: int, n: int) -> list[Conn]:
     return conns
 
 
-async def durable_puts(port: int, producers: int, duration: float) -> float:
+async def durable_puts(port: int, producers: int, duration: float) -> tuple[int, float]:
     conns = await connect(port, producers)
     put = b"put 1024 0 60 %d\r\n%s\r\n" % (len(BODY), BODY)
     count = 0
@@ -101,10 +103,12 @@ async def durable_puts(port: int, producers: int, duration: float) -> float:
     elapsed = time.monotonic() - started
     for c in conns:
         c.transport.close()
-    return count / elapsed
+    return count, elapsed
 
 
-async def pipelined_cycles(port: int, connections: int, batch: int, duration: float) -> float:
+async def pipelined_cycles(
+    port: int, connections: int, batch: int, duration: float
+) -> tuple[int, float]:
     conns = await connect(port, connections)
     tube = b"bench%d" % os.getpid()
     for i, c in enumerate(conns):  # a tube per connection: each reserves its own puts
@@ -131,7 +135,7 @@ async def pipelined_cycles(port: int, connections: int, batch: int, duration: fl
     elapsed = time.monotonic() - started
     for c in conns:
         c.transport.close()
-    return count / elapsed
+    return count, elapsed
 
 
 async def roundtrip_cycles(port: int, connections: int, duration: float) -> float:
@@ -160,72 +164,70 @@ async def roundtrip_cycles(port: int, connections: int, duration: float) -> floa
     elapsed = time.monotonic() - started
     for c in conns:
         c.transport.close()
-    return count / elapsed
+    return count, elapsed
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def start_beanstalkd(durable: bool, workdir: Path) -> tuple[process.ComponentProcess, int]:
+    port = benchlib.free_port()
+    argv = [shutil.which("beanstalkd") or "beanstalkd", "-l", benchlib.LOOPBACK, "-p", str(port)]
+    if durable:
+        directory = workdir / "beanstalkd"
+        directory.mkdir()
+        argv += ["-b", str(directory), "-f", "0"]
+    server = benchlib.start_reference(argv, name="beanstalkd", port=port,
+                                      log_path=workdir / "beanstalkd.log")  # fmt: skip
+    return server, port
 
 
-def wait_port(port: int, timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port}")
+def start_ours(durable: bool, workdir: Path) -> tuple[process.ComponentProcess, int]:
+    flags = ["--log-level", "warning"]
+    if durable:
+        flags += ["-b", str(workdir / "ours"), "-f", "0"]
+    server = process.start("queue", *flags, log_path=workdir / "queue.log")
+    benchlib.pin(server.pid)  # every thread, the fsync thread created later included
+    return server, server.address()[1]
 
 
-class Beanstalkd:
-    def __init__(self, durable: bool, workdir: Path) -> None:
-        self.port = free_port()
-        argv = ["taskset", "-c", "0", shutil.which("beanstalkd") or "beanstalkd",
-                "-l", "127.0.0.1", "-p", str(self.port)]  # fmt: skip
-        if durable:
-            directory = workdir / "beanstalkd"
-            directory.mkdir()
-            argv += ["-b", str(directory), "-f", "0"]
-        self.popen = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port)
-
-    def stop(self) -> None:
-        self.popen.terminate()
-        self.popen.wait(10)
+def start_ours_memory(durable: bool, workdir: Path) -> tuple[process.ComponentProcess, int]:
+    """Ours without a binlog under the same workload: the ceiling durability costs from."""
+    return start_ours(False, workdir)
 
 
-class Ours:
-    def __init__(self, durable: bool, workdir: Path) -> None:
-        flags = ["--log-level", "warning"]
-        if durable:
-            flags += ["-b", str(workdir / "ours"), "-f", "0"]
-        self.proc = process.start("queue", *flags, log_path=workdir / "queue.log")
-        # -a: every thread, including the fsync worker thread created later by inheritance.
-        subprocess.run(["taskset", "-a", "-p", "-c", "0", str(self.proc.pid)],
-                       check=True, stdout=subprocess.DEVNULL)  # fmt: skip
-        self.port = self.proc.address()[1]
-
-    def stop(self) -> None:
-        self.proc.stop()
+#: Contenders per workload. The durable workload also runs our server without a binlog:
+#: the rate a put costs without its disk write and fsync, which bounds the durable one.
+CONTENDERS = {
+    "durable": (("beanstalkd", start_beanstalkd), ("ours", start_ours),
+                ("ours, no binlog", start_ours_memory)),
+    "pipelined": (("beanstalkd", start_beanstalkd), ("ours", start_ours)),
+    "roundtrip": (("beanstalkd", start_beanstalkd), ("ours", start_ours)),
+}  # fmt: skip
 
 
-def measure(server_cls, workload: str, args) -> float:
-    durable = workload == "durable"
+@dataclass
+class Result:
+    rate: float  # operations (puts, or put+reserve+delete jobs) per second
+    server_us: float  # the server's CPU (all threads) per operation, microseconds
+    load_us: float  # this load tool's CPU per operation, microseconds
+
+
+def measure(start, workload: str, args) -> Result:
     with tempfile.TemporaryDirectory(prefix="qbench-") as tmp:
-        server = server_cls(durable, Path(tmp))
+        server, port = start(workload == "durable", Path(tmp))
         try:
-            if durable:
-                coro = durable_puts(server.port, args.producers, args.duration)
+            if workload == "durable":
+                coro = durable_puts(port, args.producers, args.duration)
             elif workload == "pipelined":
-                coro = pipelined_cycles(server.port, args.connections, args.batch, args.duration)
+                coro = pipelined_cycles(port, args.connections, args.batch, args.duration)
             else:
-                coro = roundtrip_cycles(server.port, args.producers // 4, args.duration)
-            return asyncio.run(coro)
+                coro = roundtrip_cycles(port, args.producers // 4, args.duration)
+            server_cpu, load_cpu = benchlib.cpu_seconds([server.pid]), time.process_time()
+            count, elapsed = asyncio.run(coro)
+            server_cpu = benchlib.cpu_seconds([server.pid]) - server_cpu
+            load_cpu = time.process_time() - load_cpu
         finally:
             server.stop()
+    return Result(count / elapsed, benchlib.us_per_op(server_cpu, count),
+                  benchlib.us_per_op(load_cpu, count))  # fmt: skip
 
 
 def main() -> None:
@@ -235,10 +237,9 @@ def main() -> None:
     parser.add_argument("--producers", type=int, default=64)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--only", choices=("durable", "pipelined", "roundtrip"), default=None)
+    parser.add_argument("--only", choices=tuple(CONTENDERS), default=None)
     args = parser.parse_args()
-    if not shutil.which("beanstalkd") or not shutil.which("taskset"):
-        sys.exit("needs beanstalkd and taskset on PATH")
+    benchlib.require("beanstalkd", "taskset")
     try:
         import uvloop
 
@@ -247,29 +248,29 @@ def main() -> None:
         pass
     # The load tool on CPU 1; servers are put on CPU 0 explicitly with taskset.
     if (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(0, {1})
-    for name in ("durable", "pipelined", "roundtrip"):
+        os.sched_setaffinity(0, {int(benchlib.LOAD_CPUS)})
+    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}  {benchlib.machine_note()}", flush=True)
+    rows = []
+    for name, contenders in CONTENDERS.items():
         if args.only and args.only != name:
             continue
-        results: dict[str, list[float]] = {"ours": [], "beanstalkd": []}
+        results: dict[str, list[Result]] = {label: [] for label, _ in contenders}
         for _ in range(args.runs):
-            for label, cls in (("beanstalkd", Beanstalkd), ("ours", Ours)):
-                cpu_run = time.process_time()
-                rate = measure(cls, name, args)
-                load_cpu = (time.process_time() - cpu_run) / args.duration
-                results[label].append(rate)
-                print(f"  {name:9s} {label:10s} {rate:10.0f} /s  (load tool CPU "
-                      f"{load_cpu:.0%})", flush=True)  # fmt: skip
-        ours = statistics.median(results["ours"])
-        theirs = statistics.median(results["beanstalkd"])
-        unit = "acknowledged durable puts/s" if name == "durable" else "put+reserve+delete jobs/s"
-        # Each run measures both servers back to back, so a pair shares the machine's
-        # mood of the moment; the median of paired ratios is the steadier figure.
-        pairs = zip(results["ours"], results["beanstalkd"], strict=True)
-        paired = statistics.median(o / t for o, t in pairs)
-        print(f"{name}: ours {ours:.0f}, beanstalkd {theirs:.0f} {unit} (medians of "
-              f"{args.runs}); ratio of medians {ours / theirs:.2f}, median of paired "
-              f"ratios {paired:.2f}", flush=True)  # fmt: skip
+            for label, start in contenders:
+                r = measure(start, name, args)
+                results[label].append(r)
+                print(f"  {name:9s} {label:16s} {r.rate:10.0f} /s  server {r.server_us:6.1f} "
+                      f"CPU us/op, load tool {r.load_us:6.1f} CPU us/op", flush=True)  # fmt: skip
+        theirs = [r.rate for r in results["beanstalkd"]]
+        for label, runs in results.items():
+            m = benchlib.medians(runs, ("rate", "server_us", "load_us"))
+            ratio = benchlib.paired_ratio([r.rate for r in runs], theirs)
+            rows.append((name, label, m["rate"], ratio, m["server_us"], m["load_us"]))
+    print(f"# medians of {args.runs} runs; ratio: median of per-run ratios to beanstalkd; "
+          f"{benchlib.machine_note()}")  # fmt: skip
+    print(benchlib.table(["workload", "server", "ops/s", "x beanstalkd", "server CPU us/op",
+                          "load tool CPU us/op"], rows,
+                         ["", "", ",.0f", ".2f", ".1f", ".1f"], left=2))  # fmt: skip
 
 
 if __name__ == "__main__":
