@@ -10,12 +10,11 @@ id is a generated Snowflake id). Contenders, in one run, alternating rounds:
 
 On this 2-core machine every server shares CPU 0 (``taskset -c 0``) and wrk has CPU 1,
 so N groups cannot show write scaling here (they compete for the same core); what the
-figures show is the router's overhead. Near-linear write scaling needs one core (or
-machine) per group, which this bench does not have; say so when quoting it. Inserts
-even get slower with more groups on one machine: each store fsyncs its own log, so the
-16 concurrent writers that shared one group commit on a single store now share N of
-them (N times the fsyncs on the same disk). The store has no capacity emulation flag
-(the issue's "under the store's capacity emulation"), so none is applied.
+figures show is the router's overhead at full speed, no capacity emulation applied.
+Inserts even get slower with more groups on one machine: each store fsyncs its own
+log, so the 16 concurrent writers that shared one group commit on a single store now
+share N of them (N times the fsyncs on the same disk). Write scaling under the store's
+capacity emulation is ``write_scaling.py``'s subject.
 
 Run::
 
