@@ -18,15 +18,14 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import socket
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import benchlib  # noqa: E402
 from components.cache.commands import Commands  # noqa: E402
 from components.cache.lru import LruCache  # noqa: E402
 from components.cache.protocol import RequestParser  # noqa: E402
@@ -101,25 +100,14 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=300)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    binary = shutil.which("memcached")
-    if binary is None:
-        sys.exit("memcached is not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    benchlib.require("memcached")
+    port = benchlib.free_port()
     user = ["-u", "root"] if os.geteuid() == 0 else []
-    server = subprocess.Popen([binary, *user, "-t", "1", "-p", str(port), "-U", "0",
-                               "-l", "127.0.0.1"])  # fmt: skip
+    workdir = Path(tempfile.mkdtemp(prefix="cache-differential-"))
+    server = benchlib.start_reference(["memcached", *user, "-t", "1", "-p", str(port), "-U", "0",
+                                       "-l", "127.0.0.1"], name="memcached",
+                                      log_path=workdir / "memcached.log", port=port, cpus=None)  # fmt: skip
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
         rnd = random.Random(args.seed)
         differ = 0
         for _ in range(args.streams):
@@ -130,8 +118,9 @@ def main() -> None:
                 print(f"stream:    {stream!r}\nmemcached: {theirs!r}\nours:      {ours!r}\n")
         print(f"{differ} of {args.streams} streams differ")
     finally:
-        server.terminate()
-        server.wait()
+        server.stop()
+        server.log_path.unlink(missing_ok=True)
+        workdir.rmdir()
 
 
 if __name__ == "__main__":

@@ -25,15 +25,7 @@ NOW = 1_700_000_000
 
 def _burst(seed: int) -> bytes:
     """32 pipelined requests, 90% get / 10% set, 16-byte keys, 100-byte values."""
-    rnd = random.Random(seed)
-    parts = []
-    for _ in range(BATCH):
-        key = b"%016d" % rnd.randrange(KEYS)
-        if rnd.random() < 0.1:
-            parts.append(b"set %s 0 0 100\r\n%s\r\n" % (key, VALUE))
-        else:
-            parts.append(b"get %s\r\n" % key)
-    return b"".join(parts)
+    return b"".join(_requests(seed))
 
 
 @pytest.fixture(scope="module")
