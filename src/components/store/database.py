@@ -350,22 +350,36 @@ class Database:
 
     # -- reads --------------------------------------------------------------------------
 
-    def query(self, statements: list[tuple[str, Any]], timeout_s: float = READ_TIMEOUT_S):
-        """Run read-only statements on one consistent snapshot (one read transaction)."""
+    def query(
+        self, statements: list[tuple[str, Any]], timeout_s: float = READ_TIMEOUT_S
+    ) -> tuple[int, list[Result]]:
+        """Run read-only statements on one consistent snapshot (one read transaction):
+        ``(lsn, results)``, ``lsn`` being the last batch that snapshot contains."""
         with self._read_lock:
             r = self._r
             self._read_deadline = time.monotonic() + timeout_s
             r.execute("BEGIN" + self._tag)
             try:
-                return [self._run_user(r, self._rguard, sql, p) for sql, p in statements]
+                lsn = self._snapshot_lsn(r)
+                return lsn, [self._run_user(r, self._rguard, sql, p) for sql, p in statements]
             finally:
                 r.execute("ROLLBACK" + self._tag)
 
-    def query_fast(self, statements: list[tuple[str, Any]]) -> list[Result] | None:
+    def _snapshot_lsn(self, conn: sqlite3.Connection) -> int:
+        """The applied LSN as the open read transaction sees it. SQLite takes a WAL-mode
+        read snapshot at a transaction's first read, so this read fixes the snapshot and
+        names it: the statements after it read exactly the batches up to this LSN (which
+        ``apply_group`` writes inside the same transaction as the batches themselves)."""
+        row = conn.execute(
+            f"SELECT v FROM {META_TABLE} WHERE k = 'applied_lsn'" + self._tag
+        ).fetchone()
+        return row[0] if row else 0
+
+    def query_fast(self, statements: list[tuple[str, Any]]) -> tuple[int, list[Result]] | None:
         """Small reads on the calling thread, cut off after ``FAST_READ_STEPS`` SQLite
-        instructions or ``FAST_READ_ROWS`` rows: the results, or None when the read is
-        not small, and the caller runs it on the reader thread instead (a read has no
-        side effect, so trying it twice is safe).
+        instructions or ``FAST_READ_ROWS`` rows: ``(lsn, results)`` from one snapshot as
+        ``query``, or None when the read is not small, and the caller runs it on the
+        reader thread instead (a read has no side effect, so trying it twice is safe).
 
         The server calls this on the event loop: a point SELECT costs a few microseconds,
         less than the hop to another thread, and the budget bounds how long the loop can
@@ -375,11 +389,9 @@ class Database:
             return None  # a snapshot is being installed
         try:
             f = self._f
-            # One statement is its own snapshot; several share one read transaction.
-            several = len(statements) > 1
-            if several:
-                f.execute("BEGIN" + self._tag)
+            f.execute("BEGIN" + self._tag)  # one snapshot, named by its LSN
             try:
+                lsn = self._snapshot_lsn(f)
                 results = []
                 for sql, params in statements:
                     self._fast_steps = 0
@@ -389,10 +401,9 @@ class Database:
                     if isinstance(result, Rows) and len(result.values) > FAST_READ_ROWS:
                         return None
                     results.append(result)
-                return results
+                return lsn, results
             finally:
-                if several:
-                    f.execute("ROLLBACK" + self._tag)
+                f.execute("ROLLBACK" + self._tag)
         finally:
             self._fast_lock.release()
 

@@ -20,8 +20,12 @@ shapes follow rqlite's documented Data API (rqlite.io/docs/api/api, /bulk-api,
 
 Beyond rqlite: ``min_lsn=N`` on a query asks the node to wait until it has applied the
 write with that LSN (read-your-writes across replicas); every write answer carries its
-LSN in the ``X-Scalelab-Lsn`` header (rqlite's ``raft_index`` has the same role and is in
-the body when ``?raft_index`` is asked for).
+LSN in the body (``"lsn"``, next to ``"results"``) and in the ``X-Scalelab-Lsn`` header
+(rqlite's ``raft_index`` has the same role and is in the body when ``?raft_index`` is
+asked for). Every query answer carries ``"lsn"`` too: the last write contained in the
+snapshot it read. All statements of one query request, with or without
+``?transaction``, read one SQLite snapshot, so rows copied by a query plus the change
+feed (``changes_body``) from that LSN on reproduce the table exactly.
 
 ``/db/load`` takes a SQL dump (or a SQLite file, converted by the server) and
 ``split_sql`` cuts it into statements that run as one logged transaction. ``?queue``
@@ -43,6 +47,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from .database import Changes, Failure, Result, Rows
+from .wal import Batch
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_STATEMENTS = 1000
@@ -283,13 +288,37 @@ def result_json(result: Result, options: Options) -> dict[str, Any]:
 def results_body(
     results: list[Result], options: Options, elapsed_s: float, lsn: int | None = None
 ) -> bytes:
-    """The whole answer: ``{"results": [...]}`` plus ``time`` / ``raft_index`` when asked."""
+    """The whole answer: ``{"results": [...], "lsn": N}`` (``lsn`` when known) plus
+    ``time`` / ``raft_index`` when asked."""
     doc: dict[str, Any] = {"results": [result_json(r, options) for r in results]}
+    if lsn is not None:
+        doc["lsn"] = lsn
     if options.timings:
         doc["time"] = elapsed_s
     if options.raft_index and lsn is not None:
         doc["raft_index"] = lsn
     return dumps(doc, options.pretty)
+
+
+def statement_json(sql: str, params: Any) -> str | list[Any]:
+    """A statement in the request body's own form: ``sql``, ``[sql, p1, ...]`` or
+    ``[sql, {"name": value}]``, so a change can be sent back to ``/db/execute`` as is."""
+    if params is None:
+        return sql
+    if isinstance(params, dict):
+        return [sql, params]
+    return [sql, *params]
+
+
+def change_json(lsn: int, epoch: int, batch: Batch) -> dict[str, Any]:
+    """One redo record in the change feed: its LSN, its epoch, whether it was
+    all-or-nothing, and its statements as logged (after the nondeterminism rewrite)."""
+    return {
+        "lsn": lsn,
+        "epoch": epoch,
+        "transaction": batch.transaction,
+        "statements": [statement_json(sql, params) for sql, params in batch.statements],
+    }
 
 
 def error_body(message: str, options: Options | None = None) -> bytes:

@@ -18,7 +18,14 @@ Routes (public port): ``/db/execute``, ``/db/query``, ``/db/request``, ``/db/loa
 ``/db/backup``, ``/status``, ``/readyz``, ``/nodes``, and the replication pair
 ``/_replication/stream`` (a replica's long-lived GET: the primary's log records from the
 replica's position, heartbeats when idle) and ``/_replication/ack``. Admin port:
-``POST /admin/promote``, ``/admin/repoint``, ``/admin/checkpoint``, ``GET /admin/status``.
+``POST /admin/promote``, ``/admin/repoint``, ``/admin/checkpoint``, ``GET /admin/status``,
+and ``GET /admin/changes?since=LSN&limit=N``, the change feed for online resharding: the
+durable redo records after ``since`` as JSON (``{"lsn", "first_lsn", "changes": [{"lsn",
+"epoch", "transaction", "statements"}]}``, statements as logged, i.e. after the rewrite
+of ``random()`` and the clock), bounded by ``limit`` and ``CHANGES_MAX_BYTES``; 410 when
+the log no longer holds the record after ``since`` (compacted: copy again). Together
+with the ``"lsn"`` of a query answer (the snapshot it read) a caller copies a table and
+then tails exactly the writes it has not seen.
 
 What a failover controller needs: ``/status`` (``scalelab.role``, ``epoch``, ``lsn``,
 ``applied_lsn``, per-replica ``acked_lsn`` and lag) to choose the most advanced replica,
@@ -76,6 +83,7 @@ from .wal import (
     RedoLog,
     decode_batch,
     encode_record,
+    scan,
 )
 
 #: How long a replica's stream may stay silent before the primary sends a heartbeat.
@@ -99,6 +107,12 @@ FORWARDED_HEADER = "X-Scalelab-Forwarded"
 LSN_HEADER = "X-Scalelab-Lsn"
 CLUSTER_TOKEN_HEADER = "X-Scalelab-Cluster-Token"
 READY_TEXT = "[+]node ok\n[+]leader ok\n[+]store ok\n"
+
+#: The change feed (``GET /admin/changes``): records per answer by default and at most,
+#: and the bytes of log one answer covers (plus at most one record beyond).
+CHANGES_DEFAULT_LIMIT = 1000
+CHANGES_MAX_LIMIT = 10_000
+CHANGES_MAX_BYTES = 1 << 20
 
 #: Reads of at most this many statements try the event loop's own handle first.
 FAST_READ_STATEMENTS = 4
@@ -255,6 +269,7 @@ class StoreService(Service):
         self.runtime.admin.register("repoint", self.admin_repoint)
         self.runtime.admin.register("status", self.admin_status, method="GET")
         self.runtime.admin.register("checkpoint", self.admin_checkpoint)
+        self.runtime.admin.register("changes", self.admin_changes, method="GET")
         return {"main": bound}
 
     def _recover(self) -> int:
@@ -573,26 +588,25 @@ class StoreService(Service):
             gate.release()
 
     async def _run_query(self, statements, options: Options, started: float):
-        results = (
-            self.db.query_fast(statements) if len(statements) <= FAST_READ_STATEMENTS else None
-        )
-        if results is None:  # not small: on the reader thread, with the full timeout
+        read = self.db.query_fast(statements) if len(statements) <= FAST_READ_STATEMENTS else None
+        if read is None:  # not small: on the reader thread, with the full timeout
             if self._reads_waiting >= MAX_QUEUED_READS:
                 return _json({"error": f"{MAX_QUEUED_READS} queries already waiting"}, 503)
             timeout = min(options.timeout_s or READ_TIMEOUT_S, MAX_READ_TIMEOUT_S)
             loop = asyncio.get_running_loop()
             self._reads_waiting += 1
             try:
-                results = await loop.run_in_executor(
+                read = await loop.run_in_executor(
                     self._read_pool, self.db.query, statements, timeout
                 )
             finally:
                 self._reads_waiting -= 1
+        lsn, results = read
         self.m_queries.inc()
         self.m_stmt_read.inc(len(results))
         self._count_errors(results)
         self.m_query_s.observe(time.perf_counter() - started)
-        body = protocol.results_body(results, options, time.perf_counter() - started)
+        body = protocol.results_body(results, options, time.perf_counter() - started, lsn)
         return _json_bytes(body)
 
     async def _wait_applied(self, options: Options) -> bool:
@@ -1012,6 +1026,44 @@ class StoreService(Service):
     async def admin_status(self, request: web.Request):
         return self.status()
 
+    async def admin_changes(self, request: web.Request):
+        """``GET /admin/changes?since=LSN&limit=N``: the durable records after ``since``,
+        in LSN order; 410 when the log was compacted past ``since``."""
+        try:
+            since = int(request.query["since"])
+            limit = int(request.query.get("limit", CHANGES_DEFAULT_LIMIT))
+        except (KeyError, ValueError):
+            return json_response({"error": "need since=LSN and optionally limit=N (integers)"}, 400)
+        if since < 0 or not 1 <= limit <= CHANGES_MAX_LIMIT:
+            return json_response(
+                {"error": f"since must be >= 0 and limit in 1..{CHANGES_MAX_LIMIT}"}, 400
+            )
+        durable = self.durable_lsn
+        loop = asyncio.get_running_loop()
+        first_lsn, data = await loop.run_in_executor(
+            self._log_pool, self._read_changes, since, durable, limit
+        )
+        if since < first_lsn - 1:
+            return json_response({
+                "error": f"log compacted: it starts at lsn {first_lsn}, the records after "
+                         f"{since} are gone; copy the data again (a query answer's lsn says "
+                         "from where to tail)",
+                "first_lsn": first_lsn, "lsn": durable,
+            }, 410)  # fmt: skip
+        # Decoding is CPU work: on the reader thread, not the log's (fsyncs) or the loop.
+        changes = await loop.run_in_executor(self._read_pool, _decode_changes, data)
+        return {"lsn": durable, "first_lsn": first_lsn, "changes": changes}
+
+    def _read_changes(self, since: int, upto: int, limit: int) -> tuple[int, bytes]:
+        """On the log thread (so no compaction runs meanwhile): the log's first LSN and
+        the frames of at most ``limit`` records after ``since``, none beyond ``upto``."""
+        wal = self.wal
+        first_lsn = wal.first_lsn or upto + 1  # an empty log holds nothing older
+        if since < first_lsn - 1 or since >= upto:
+            return first_lsn, b""
+        data, _ = wal.read_from(since + 1, CHANGES_MAX_BYTES, min(limit, upto - since))
+        return first_lsn, data
+
     async def save_state(self) -> None:
         self.state.update(epoch=self.node.epoch, role=self.node.role.value,
                           primary=self.node.primary)  # fmt: skip
@@ -1033,6 +1085,12 @@ def _json_bytes(body: bytes, status: int = 200, headers: dict | None = None) -> 
 
 def _text(text: str, status: int) -> web.Response:
     return web.Response(text=text, status=status)
+
+
+def _decode_changes(data: bytes) -> list[dict[str, Any]]:
+    return [
+        protocol.change_json(r.lsn, r.epoch, decode_batch(r.payload)) for _, r in scan(data).records
+    ]
 
 
 def _sqlite_version() -> str:

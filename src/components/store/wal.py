@@ -205,10 +205,12 @@ class RedoLog:
             return None
         return self._offsets[lsn - self.first_lsn]
 
-    def read_from(self, lsn: int, max_bytes: int = 1 << 20) -> tuple[bytes, int]:
+    def read_from(
+        self, lsn: int, max_bytes: int = 1 << 20, max_records: int | None = None
+    ) -> tuple[bytes, int]:
         """Raw frames of whole records from ``lsn`` on, and the LSN of the last one: every
-        record that starts within ``max_bytes`` of the first (so at least one). ``(b"", lsn - 1)`` when ``lsn``
-        is not in the log."""
+        record that starts within ``max_bytes`` of the first (so at least one), at most
+        ``max_records`` of them. ``(b"", lsn - 1)`` when ``lsn`` is not in the log."""
         start = self.offset_of(lsn)
         if start is None:
             return b"", lsn - 1
@@ -216,6 +218,8 @@ class RedoLog:
         # start + max_bytes (at least the record at ``lsn`` itself). Offsets are sorted.
         first_index = lsn - self.first_lsn
         stop_index = bisect_left(self._offsets, start + max_bytes, first_index + 1)
+        if max_records is not None:
+            stop_index = min(stop_index, first_index + max(1, max_records))
         if stop_index >= len(self._offsets):
             last, end = self.last_lsn, self.size
         else:

@@ -1,6 +1,8 @@
 """The SQLite state machine: one transaction per batch, the LSN inside it, rqlite's modes."""
 
 import sqlite3
+import threading
+import time
 
 import pytest
 
@@ -26,7 +28,7 @@ def db(tmp_path):
 
 
 def count(db):
-    return db.query([("SELECT count(*) FROM t", None)])[0].values[0][0]
+    return db.query([("SELECT count(*) FROM t", None)])[1][0].values[0][0]
 
 
 def test_applied_lsn_and_epoch_are_committed_with_the_batch(db, tmp_path):
@@ -61,11 +63,11 @@ def test_user_sql_cannot_control_transactions_or_touch_the_meta_table(db):
         (result,) = db.apply(db.applied_lsn + 1, 1, Batch(((sql, None),), False))
         assert isinstance(result, Failure), sql
         assert "not authorized" in result.error
-    assert db.query([(f"SELECT v FROM {META_TABLE} WHERE k='applied_lsn'", None)])[0].values
+    assert db.query([(f"SELECT v FROM {META_TABLE} WHERE k='applied_lsn'", None)])[1][0].values
 
 
 def test_queries_refuse_writes_with_rqlites_message(db):
-    (result,) = db.query([("INSERT INTO t(v) VALUES(1)", None)])
+    _, (result,) = db.query([("INSERT INTO t(v) VALUES(1)", None)])
     assert result == Failure(READ_ONLY_ERROR, result.time)
     assert count(db) == 0
 
@@ -80,7 +82,7 @@ def test_is_read_classifies_without_running(db):
 
 def test_blobs_are_base64_and_types_come_from_values(db):
     db.apply(2, 1, Batch((("INSERT INTO t(v) VALUES(x'0001ff')", None),), False))
-    (rows,) = db.query([("SELECT id, v, 1.5, NULL FROM t", None)])
+    _, (rows,) = db.query([("SELECT id, v, 1.5, NULL FROM t", None)])
     assert rows == Rows(["id", "v", "1.5", "NULL"], ["integer", "blob", "real", ""],
                         [[1, "AAH/", 1.5, None]], rows.time)  # fmt: skip
 
@@ -95,7 +97,7 @@ def test_a_runaway_write_is_cut_by_a_deterministic_budget(db, monkeypatch):
 
 def test_a_runaway_read_times_out(db):
     loop = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c"
-    (result,) = db.query([(loop, None)], timeout_s=0.05)
+    _, (result,) = db.query([(loop, None)], timeout_s=0.05)
     assert result.error == "query timed out"
 
 
@@ -150,16 +152,45 @@ def test_a_group_gives_each_batch_the_results_it_gets_alone(db, monkeypatch, tmp
 
     assert shape(grouped) == shape(one_by_one)
     assert shape(grouped)[1] == [("Changes", None), ("Failure", "UNIQUE constraint failed: t.id")]
-    assert [r[1] for r in db.query([("SELECT id, v FROM t", None)])[0].values] == ["a", "c"]
+    assert [r[1] for r in db.query([("SELECT id, v FROM t", None)])[1][0].values] == ["a", "c"]
     assert db.applied_lsn == 5
 
 
 def test_fast_reads_answer_small_queries_and_give_up_on_big_ones(db):
     db.apply(2, 1, Batch((("INSERT INTO t(v) VALUES(7)", None),), False))
-    (rows,) = db.query_fast([("SELECT v FROM t WHERE id = ?", [1])])
+    _, (rows,) = db.query_fast([("SELECT v FROM t WHERE id = ?", [1])])
     assert rows.values == [[7]]
     loop = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT 100000) SELECT sum(x) FROM c"
     assert db.query_fast([(loop, None)]) is None
-    assert db.query([(loop, None)])[0].values == [[5000050000]]
-    (refused,) = db.query_fast([("DELETE FROM t", None)])
+    assert db.query([(loop, None)])[1][0].values == [[5000050000]]
+    _, (refused,) = db.query_fast([("DELETE FROM t", None)])
     assert refused.error == READ_ONLY_ERROR
+
+
+@pytest.mark.parametrize("method", ["query", "query_fast"])
+def test_statements_of_one_query_read_one_snapshot_named_by_its_lsn(db, method):
+    """While another thread applies one INSERT per LSN, both counts of one query and the
+    query's LSN always agree: they come from the same snapshot (LSN 1 made the table)."""
+    stop = threading.Event()
+
+    def writer():
+        lsn = db.applied_lsn
+        while not stop.is_set():
+            lsn += 1
+            db.apply(lsn, 1, Batch((("INSERT INTO t(v) VALUES(1)", None),), False))
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    seen = set()
+    deadline = time.monotonic() + 10
+    try:
+        while len(seen) < 20 and time.monotonic() < deadline:
+            read = getattr(db, method)([("SELECT count(*) FROM t", None)] * 2)
+            assert read is not None
+            lsn, (first, second) = read
+            assert first.values == second.values == [[lsn - 1]]
+            seen.add(lsn)
+    finally:
+        stop.set()
+        thread.join()
+    assert len(seen) >= 20  # the writer did move underneath the reads

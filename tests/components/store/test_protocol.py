@@ -97,7 +97,7 @@ def test_associative_timings_and_raft_index():
                                                   raft_index=True), 0.5, lsn=9)  # fmt: skip
     assert body == (
         b'{"results":[{"types":{"id":"integer","name":"text"},"rows":[{"id":1,"name":"fiona"}],'
-        b'"time":0.25}],"time":0.5,"raft_index":9}'
+        b'"time":0.25}],"lsn":9,"time":0.5,"raft_index":9}'
     )
 
 
