@@ -12,8 +12,9 @@ bytes into commands, ``broker.Broker`` applies them. What only the shell can do:
   reserve timeout, a paused tube); the server keeps a single ``call_later`` for it.
 - *Group commit.* With ``-b DIR -f 0`` a state-changing reply (``INSERTED``,
   ``DELETED``, ``RELEASED``, ``BURIED``, ``KICKED``) is held until its record is on disk.
-  Records are appended to the file on the loop, in order; the fsync runs in a worker
-  thread, and records that arrive meanwhile wait for the next one, so 64 concurrent
+  Records are written to the file on the loop, in order; the fsync (``fdatasync`` of a
+  preallocated segment, see binlog.py) runs on the disk thread (diskthread.py), and
+  records that arrive meanwhile wait for the next one, so 64 concurrent
   producers share an fsync instead of queueing for 64 (beanstalkd fsyncs each put).
   Replies on a connection stay in order: anything behind a held reply is held too. If
   the disk fails, connections with unacknowledged replies are aborted: a client never
@@ -47,17 +48,15 @@ from components.common.admin import json_response, read_json
 from components.common.cli import format_address
 
 from . import protocol
-from .binlog import DEFAULT_COMPACT_MIN_BYTES, Batch, Binlog
+from .binlog import DEFAULT_COMPACT_MIN_BYTES, DEFAULT_PREALLOCATE_BYTES, Batch, Binlog
 from .broker import Broker, Job, Tube
+from .diskthread import DiskThread
 from .protocol import Command, CommandParser, Put, Reply
 
 #: Stop reading from a connection whose unparsed input passes this (a blocked reserve
 #: with pipelined commands behind it, or a client that does not read its replies).
 PAUSE_READING_BYTES = 256 * 1024
 VERSION = "1.12-scalelab"
-#: Group commit: fsyncs allowed to run at once (see the group commit section). 2 was
-#: measured too (bench/queue/side_by_side.py): no gain beyond this noisy disk's spread.
-MAX_FSYNCS_IN_FLIGHT = 1
 FSYNC_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
@@ -407,6 +406,10 @@ class QueueService(Service):
                                 "that changes state (group commit)")  # fmt: skip
         group.add_argument("-z", "--max-job-size", type=int,
                            default=protocol.DEFAULT_MAX_JOB_BYTES, help="largest job body, bytes")  # fmt: skip
+        group.add_argument("--preallocate-bytes", type=int, default=DEFAULT_PREALLOCATE_BYTES,
+                           help="zero-fill binlog segments this far ahead, so a group "
+                                "commit's fdatasync need not write the file size "
+                                "(0: plain appends)")  # fmt: skip
         group.add_argument("--compact-min-bytes", type=int, default=DEFAULT_COMPACT_MIN_BYTES,
                            help="do not compact a binlog smaller than this")  # fmt: skip
         group.add_argument("--max-jobs", type=int, default=0,
@@ -422,8 +425,10 @@ class QueueService(Service):
             parser.error(f"-z must be in 1..{protocol.MAX_JOB_BYTES_LIMIT}")
         if args.fsync_ms < 0:
             parser.error("-f must be >= 0")
-        if args.max_jobs < 0 or args.max_connections < 1 or args.compact_min_bytes < 0:
-            parser.error("--max-jobs, --max-connections and --compact-min-bytes must be >= 0")
+        if (args.max_jobs < 0 or args.max_connections < 1 or args.compact_min_bytes < 0
+                or args.preallocate_bytes < 0):  # fmt: skip
+            parser.error("--max-jobs, --compact-min-bytes and --preallocate-bytes must be "
+                         ">= 0, --max-connections >= 1")  # fmt: skip
         if args.max_tubes < 1:
             parser.error("--max-tubes must be >= 1")
 
@@ -443,7 +448,9 @@ class QueueService(Service):
         self.durable_seq = 0
         self.binlog: Binlog | None = None
         self.sync_commit = False
-        self._inflight: set[asyncio.Future] = set()  # fsyncs and snapshots running
+        self._disk: DiskThread | None = None  # runs fsyncs and snapshots, one at a time
+        # The disk thread runs jobs in order: when the last one submitted is done, all are.
+        self._last_disk_job: asyncio.Future | None = None
         self._fsyncs_in_flight = 0
         self._snapshotting = False
         self._sync_timer: asyncio.TimerHandle | None = None
@@ -455,7 +462,7 @@ class QueueService(Service):
         self._metrics()
         directory = args.binlog_dir or args.data_dir
         if directory:
-            self.binlog = Binlog(directory, args.compact_min_bytes)
+            self.binlog = Binlog(directory, args.compact_min_bytes, args.preallocate_bytes)
             started = time.monotonic()
             recovered = self.binlog.open(self.broker)
             self.durable_seq = self.binlog.written_seq
@@ -485,8 +492,8 @@ class QueueService(Service):
             self.holding or (self.binlog is not None and self.binlog.pending)
         ):
             self._commit_soon()
-            if self._inflight:
-                await asyncio.wait(list(self._inflight))
+            if self._last_disk_job is not None and not self._last_disk_job.done():
+                await self._last_disk_job
             else:
                 await asyncio.sleep(0.001)
 
@@ -504,14 +511,16 @@ class QueueService(Service):
             else:
                 conn.transport.close()
         if self.binlog is not None:
-            if self._inflight:
-                await asyncio.wait(list(self._inflight))
+            if self._last_disk_job is not None:
+                await self._last_disk_job
             batch = self.binlog.take_batch()
             if batch is not None:
                 self.binlog.write_batch(batch, fsync=True)
                 self.binlog.complete(batch)
             self.binlog.sync()
             self.binlog.close()
+        if self._disk is not None:
+            self._disk.close()
 
     def health(self) -> tuple[bool, str]:
         if self.binlog_failed:
@@ -586,13 +595,12 @@ class QueueService(Service):
     # -- group commit ---------------------------------------------------------------------
     #
     # Appends are written to the file on the loop thread (a page-cache copy, in record
-    # order, no thread can reorder them); fsyncs run in worker threads, at most
-    # MAX_FSYNCS_IN_FLIGHT at a time. An fsync covers every byte written to the file
-    # before it started, so when one completes, every record written before it was
-    # submitted is durable, whatever another fsync is doing; so more than one may run
-    # (MAX_FSYNCS_IN_FLIGHT), and records that arrive while they run share the next.
-    # A snapshot (compaction) swaps files, so it runs alone: it waits for in-flight
-    # fsyncs to finish, and new fsyncs wait for it.
+    # order, no thread can reorder them); fsyncs run on the disk thread, one at a time.
+    # An fsync covers every byte written to the file before it started, so when one
+    # completes, every record written before it was submitted is durable; records that
+    # arrive while it runs are written and share the next one. A snapshot (compaction)
+    # swaps files, so it runs alone: it waits for the fsync in flight, and new fsyncs
+    # wait for it.
 
     def _commit_soon(self) -> None:
         """Write what was appended; start an fsync if one is due and a slot is free."""
@@ -613,7 +621,7 @@ class QueueService(Service):
                     self.args.fsync_ms / 1000, self._periodic_sync
                 )
             return
-        if self._fsyncs_in_flight < MAX_FSYNCS_IN_FLIGHT and binlog.pending and self._write_now():
+        if not self._fsyncs_in_flight and binlog.pending and self._write_now():
             self._start_fsync()
 
     def _write_now(self) -> bool:
@@ -636,14 +644,16 @@ class QueueService(Service):
         seq, records = binlog.written_seq, binlog.unsynced
         binlog.unsynced = 0
         self._fsyncs_in_flight += 1
-        future = self.loop.run_in_executor(None, binlog.sync)
-        future.add_done_callback(partial(self._synced, seq, records, time.monotonic()))
-        self._inflight.add(future)
+        done = partial(self._synced, seq, records, time.monotonic())
+        self._submit(binlog.sync, (), done)
 
-    def _synced(self, seq: int, records: int, started: float, future) -> None:
-        self._inflight.discard(future)
+    def _submit(self, fn, args: tuple, done) -> None:
+        if self._disk is None:  # started on first use: a memory-only queue has none
+            self._disk = DiskThread(self.loop)
+        self._last_disk_job = self._disk.submit(fn, args, done)
+
+    def _synced(self, seq: int, records: int, started: float, _result, error) -> None:
         self._fsyncs_in_flight -= 1
-        error = future.exception()
         if error is not None:
             self._binlog_failed(error)
             return
@@ -660,16 +670,13 @@ class QueueService(Service):
         batch = binlog.take_batch()
         assert batch is not None and batch.snapshot_index
         self._snapshotting = True
-        future = self.loop.run_in_executor(None, binlog.write_batch, batch, True)
-        future.add_done_callback(partial(self._snapshot_written, batch, time.monotonic()))
-        self._inflight.add(future)
+        done = partial(self._snapshot_written, batch, time.monotonic())
+        self._submit(binlog.write_batch, (batch, True), done)
 
-    def _snapshot_written(self, batch: Batch, started: float, future) -> None:
-        self._inflight.discard(future)
+    def _snapshot_written(self, batch: Batch, started: float, _result, error) -> None:
         self._snapshotting = False
         binlog = self.binlog
         assert binlog is not None
-        error = future.exception()
         if error is not None:
             self._binlog_failed(error)
             return

@@ -69,9 +69,13 @@ def test_torn_tail_is_cut_not_fatal(spawn, tmp_path):
     queue.kill()
     segment = sorted(p for p in tmp_path.iterdir() if p.name.startswith("binlog."))[-1]
     whole = segment.read_bytes()
-    # Half of a valid record, as a crash in the middle of a write leaves it.
+    # Half of a valid record right after the last whole one, in the preallocated zeros,
+    # as a crash in the middle of a write leaves it.
+    end = binlog.replay(whole, binlog.Recovered())
+    assert not whole[end:].strip(b"\x00"), "the segment ends in its preallocated zeros"
     record = binlog._frame(b"\x01" + b"\x00" * 60)
-    segment.write_bytes(whole + record[: len(record) // 2])
+    half = record[: len(record) // 2]
+    segment.write_bytes(whole[:end] + half + whole[end + len(half) :])
     queue = durable(spawn, tmp_path)
     with greenstalk.Client(queue.address()) as c:
         assert [c.peek(i).body for i in kept] == [f"job-{i}" for i in range(5)]
@@ -148,7 +152,8 @@ def test_group_commit_shares_fsyncs_between_producers(spawn, tmp_path):
 
 
 def test_compaction_keeps_disk_proportional_to_live_jobs(spawn, tmp_path):
-    queue = durable(spawn, tmp_path, "--compact-min-bytes", "20000")
+    # Disk use is the live log plus at most one preallocation step: keep the step small.
+    queue = durable(spawn, tmp_path, "--compact-min-bytes", "20000", "--preallocate-bytes", "4096")
     body = "b" * 1000
     with greenstalk.Client(queue.address()) as c:
         keep = [c.put(f"keep-{i}") for i in range(5)]
