@@ -7,9 +7,13 @@ Example (``--shards shards.toml``)::
     home = "g1"                  # group holding the unsharded tables (default: the first)
     worker_id = 1                # 0..1023, this router's part of the generated ids
 
+    store_admin_token = "..."    # the stores' --admin-token, for their change feed
+
     [[groups]]
     name = "g1"
     nodes = ["127.0.0.1:4001", "127.0.0.1:4002"]   # a store primary and its replicas
+    admin = ["127.0.0.1:14001", "127.0.0.1:14002"] # their admin listeners (default:
+                                                   # each node's port + 10000)
 
     [[groups]]
     name = "g2"
@@ -57,6 +61,9 @@ class ConfigError(ValueError):
 class Group:
     name: str
     nodes: tuple[str, ...]
+    #: Each node's admin listener (``GET /admin/changes``, the change feed resharding
+    #: catches up from), in the order of ``nodes``.
+    admin: tuple[str, ...] = ()
 
 
 @dataclass
@@ -67,6 +74,7 @@ class ShardConfig:
     routing: RoutingMap
     ids: dict[str, str] = field(default_factory=dict)  # table -> generated column
     worker_id: int = 0
+    store_admin_token: str | None = None
 
 
 def load(path: str) -> ShardConfig:
@@ -95,7 +103,14 @@ def parse(doc: dict[str, Any]) -> ShardConfig:
             raise ConfigError(f"group {name!r} is listed twice")
         if not isinstance(nodes, list) or not nodes or not all(isinstance(n, str) for n in nodes):
             raise ConfigError(f'group {name!r} needs nodes = ["host:port", ...]')
-        groups[name] = Group(name, tuple(nodes))
+        admin = g.get("admin", [_admin_default(n) for n in nodes])
+        if (
+            not isinstance(admin, list)
+            or len(admin) != len(nodes)
+            or not all(isinstance(a, str) and a for a in admin)
+        ):
+            raise ConfigError(f"group {name!r}: admin must list one host:port per node")
+        groups[name] = Group(name, tuple(nodes), tuple(admin))
     names = list(groups)
 
     tables = _str_map(doc.get("tables", {}), "tables")
@@ -109,6 +124,9 @@ def parse(doc: dict[str, Any]) -> ShardConfig:
     home = doc.get("home", names[0])
     if home not in groups:
         raise ConfigError(f"home group {home!r} is not a group")
+    token = doc.get("store_admin_token")
+    if token is not None and (not isinstance(token, str) or not token):
+        raise ConfigError("store_admin_token must be a non-empty string")
     worker_id = doc.get("worker_id", 0)
     if not isinstance(worker_id, int) or not 0 <= worker_id < 1024:
         raise ConfigError("worker_id must be an integer in 0..1023")
@@ -117,7 +135,13 @@ def parse(doc: dict[str, Any]) -> ShardConfig:
     if strategy not in STRATEGIES:
         raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}")
     placement = _placement(strategy, doc, names)
-    return ShardConfig(groups, tables, home, RoutingMap(placement), ids, worker_id)
+    return ShardConfig(groups, tables, home, RoutingMap(placement), ids, worker_id, token)
+
+
+def _admin_default(node: str) -> str:
+    """DESIGN.md's default: a component's admin port is its public port + 10000."""
+    host, _, port = node.rpartition(":")
+    return f"{host}:{int(port) + 10000}" if port.isdigit() and int(port) < 55536 else node
 
 
 def _str_map(raw: Any, what: str) -> dict[str, str]:

@@ -4,23 +4,32 @@ Moving a hot key or a key range to another group while traffic runs follows the 
 of Vitess' MoveTables/Reshard and of CockroachDB's range moves:
 
 1. **copy** (no fence): read the rows of the moving keys from every source group and
-   write them into a *staging* table on the target. Reads and writes go on as before; a
-   staging table (not the live one) keeps fan-out reads from seeing rows twice.
-2. **fence**: the router holds new statements on sharded tables that touch the groups
+   write them into a *staging* table on the target, noting the LSN of the snapshot each
+   source answered from. Reads and writes go on as before; a staging table (not the
+   live one) keeps fan-out reads from seeing rows twice.
+2. **catch up** (no fence): follow each source's change feed from that LSN
+   (``catchup.py`` names the moving keys each logged statement touched) and read those
+   keys' rows again into staging, round after round, until a round changes few keys.
+   This is Vitess' VReplication in miniature; it is what keeps the next step short.
+3. **fence**: the router holds new statements on sharded tables that touch the groups
    involved (the sources and the target; others go on) and waits for those in flight;
-   from now on nothing changes the moving rows.
-3. **catch up**: read the moving rows again and apply the difference to the staging
-   table (``diff_rows``). Vitess tails the source's binlog for this; this router
-   re-reads, which is simple and exact but makes the fence as long as one read of the
-   range (the store's redo log is not exposed per table yet).
+   from now on nothing changes the moving rows. The last changes are caught up under
+   it, exactly as in step 2. *Fallback*: when a feed cannot be used (the store does not
+   offer one, the log was compacted past the copy's LSN: HTTP 410, the source has
+   triggers) or a logged statement's keys cannot be named (a keyless UPDATE, an
+   upsert, DDL), the router copies again (unfenced, if it can) or, under the fence,
+   reads every moving row again and applies the difference (``diff_rows``): exact, but
+   the fence then lasts one read of the whole range. ``/status`` says which path ran
+   (``catchup``, ``catchup_note``) and how long the fence was (``fence_s``).
 4. **switch**: on the target, one transaction moves the staging rows into the live
    table; the sources delete the moved rows; the routing map gets the new placement
    (a directory entry over the old placement) and a higher version, saved to disk.
 5. **lift the fence**: held statements are planned again with the new map.
 
-No row is lost (the fenced re-read is the final truth and lands on the target in one
-transaction before the sources delete) and none is duplicated in an answer (the rows
-sit in staging until the fence, and the sources delete them before traffic resumes).
+No row is lost and none is duplicated: under the fence, staging equals the sources'
+moving rows (every key changed since the copy was read again after its last change, or
+everything was read again), it lands on the target in one transaction before the
+sources delete, and the rows sit in staging, invisible, until then.
 
 Failures: anything before the target's commit aborts the move (staging is dropped on
 the next try, the map is unchanged). After it, the move rolls forward: the map switches,
@@ -68,6 +77,12 @@ class Move:
         if self.low is not None:
             return f"{ident(column)} >= ? AND {ident(column)} < ?", [self.low, self.high]
         return f"{ident(column)} = ?", [self.key]
+
+    def covers(self, key: Any) -> bool:
+        """Is ``key`` (canonical, see ``sqlscan.canonical_key``) one of the moving keys?"""
+        if self.low is not None:
+            return isinstance(key, int) and self.low <= key < self.high  # type: ignore[operator]
+        return key == self.key
 
     def condition(self, column: str) -> str:
         """``where`` with the values written out (for a rewritten client statement,
@@ -174,14 +189,65 @@ def diff_rows(copied: list[list[Any]], current: list[list[Any]]):
     return list(gone.elements()), list(added.elements())
 
 
+class Staged:
+    """The rows in the staging tables, mirrored in memory by table and key, so that a
+    catch-up can replace a key's rows and a full re-read can be applied as a diff."""
+
+    def __init__(self, tables: dict[str, str]) -> None:
+        self.tables = tables
+        self.columns: dict[str, list[str]] = {}
+        self.by_key: dict[str, dict[Any, list[list[Any]]]] = {t: {} for t in tables}
+        self.count = 0
+
+    def key_at(self, table: str) -> int:
+        """Position of the key column in ``SELECT *`` rows of ``table``."""
+        lowered = [c.lower() for c in self.columns.get(table, [])]
+        if self.tables[table] not in lowered:
+            raise ReshardError(f"table {table!r} has no column {self.tables[table]!r}")
+        return lowered.index(self.tables[table])
+
+    def add(self, table: str, columns: list[str], rows: list[list[Any]]) -> None:
+        if columns:
+            self.columns[table] = columns
+        if not rows:
+            return
+        at = self.key_at(table)
+        for row in rows:
+            self.by_key[table].setdefault(canonical_key(row[at]), []).append(row)
+        self.count += len(rows)
+        if self.count > MAX_RESHARD_ROWS:
+            raise ReshardError(f"more than {MAX_RESHARD_ROWS} rows to move at once")
+
+    def replace(self, table: str, keys: list[Any], rows: list[list[Any]]) -> None:
+        """The rows of ``keys`` are now ``rows`` (as read again from the source)."""
+        for key in keys:
+            self.count -= len(self.by_key[table].pop(key, ()))
+        self.add(table, self.columns.get(table, []), rows)
+
+    def rows(self, table: str) -> list[list[Any]]:
+        return [row for rows in self.by_key[table].values() for row in rows]
+
+    def reset(self, table: str, rows: list[list[Any]]) -> None:
+        self.count -= sum(len(r) for r in self.by_key[table].values())
+        self.by_key[table] = {}
+        self.add(table, self.columns.get(table, []), rows)
+
+
 @dataclass
 class Progress:
     """What ``/status`` shows about the current (or last) resharding."""
 
-    state: str = "idle"  # idle, copying, fenced, done, cleanup_pending, failed
+    state: str = "idle"  # idle, copying, catching_up, fenced, done, cleanup_pending, failed
     move: dict[str, Any] = field(default_factory=dict)
     rows_copied: int = 0
     rows_caught_up: int = 0
     rows_moved: int = 0
-    fence_s: float = 0.0
+    #: How the copy was caught up: "changes" (from the sources' change feeds) or
+    #: "reread" (every moving row read again under the fence), and why not "changes".
+    catchup: str = ""
+    catchup_note: str = ""
+    catchup_rounds: int = 0  # unfenced rounds of tailing the feeds
+    changes_seen: int = 0  # logged statements on sharded tables read from the feeds
+    keys_refetched: int = 0  # moving keys whose rows were read again
+    fence_s: float = 0.0  # how long statements on the groups involved were held
     error: str = ""

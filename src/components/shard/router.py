@@ -39,6 +39,7 @@ from .ids import Snowflake
 from .merge import partial_query
 from .placement import RoutingMap
 from .sqlscan import (
+    MISSING,
     Scan,
     ScanError,
     Token,
@@ -161,7 +162,7 @@ class Router:
         if info.verb in ("insert", "replace"):
             return self._place_insert(statement, info, table, column)
         if info.verb == "update":
-            _refuse_key_update(info, column, table)
+            refuse_key_update(info, column, table)
         if info.verb in ("select", "update", "delete"):
             values = key_values(info.where, column, params)
             if values is not None:
@@ -209,7 +210,7 @@ class Router:
                 raise Refused("an INSERT row has fewer values than columns")
             value = value_of(row[where], params)
             key = canonical_key(value) if value is not None else None
-            if key is None or _is_missing(value):
+            if key is None or value is MISSING:
                 raise Refused(f"the shard key {column!r} of an INSERT must be a literal or a "
                               "parameter with an integer or text value")  # fmt: skip
             keys.append(key)
@@ -245,15 +246,11 @@ class Router:
         return Step((sql, params), [group], scan(sql), params, True), len(ids)
 
 
-def _is_missing(value: Any) -> bool:
-    return value.__class__ is object
-
-
 def _words(info: Scan) -> set[str]:
     return {t.value for t in info.tokens if t.kind == "word"}
 
 
-def _refuse_key_update(info: Scan, column: str, table: str) -> None:
+def refuse_key_update(info: Scan, column: str, table: str) -> None:
     """``UPDATE t SET key = ...`` (or ``SET (key, x) = ...``) would need the row moved to
     another group. Only assignment targets count: ``SET n = (CASE WHEN key = 1 ...)``
     reads the key, it does not change it."""

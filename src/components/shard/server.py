@@ -15,9 +15,12 @@ primary, the hottest keys per table, the last resharding's progress), ``/readyz`
 ``/nodes``. Admin: ``GET /admin/map``, ``POST /admin/reshard`` (``reshard.py``).
 
 Statements on sharded tables pass a gate: while a resharding holds its write fence
-over some groups, statements touching those groups wait (up to ``FENCE_WAIT_S``, then 503) and are planned again with the new map;
-the resharding waits for those already in flight before its final re-read. Load is shed
-past ``MAX_INFLIGHT_REQUESTS`` with a 503 rather than queued without bound.
+over some groups, statements touching those groups wait (up to ``FENCE_WAIT_S``, then
+503) and are planned again with the new map; the resharding waits for those already in
+flight before its last catch-up. ``Catchup`` (at the end) drives the catch-up from the
+sources' change feeds (``GET /admin/changes`` on each store's admin listener, with
+``store_admin_token``); ``--reshard-catchup reread`` turns it off, to compare fences.
+Load is shed past ``MAX_INFLIGHT_REQUESTS`` with a 503 rather than queued without bound.
 """
 
 from __future__ import annotations
@@ -44,14 +47,17 @@ from components.store.database import Changes, Failure, Rows
 from components.store.protocol import BadRequest, Options
 
 from . import config as shard_config
+from .catchup import Changed, changed_keys
 from .ids import Snowflake
 from .merge import MergeError, merge_changes, merge_rows
+from .placement import RoutingMap
 from .reshard import (
     MAX_RESHARD_ROWS,
     STAGING_PREFIX,
     Move,
     Progress,
     ReshardError,
+    Staged,
     diff_rows,
     ident,
     parse_move,
@@ -61,7 +67,7 @@ from .reshard import (
 )
 from .router import Plan, Refused, Router, Step, is_read
 from .sqlscan import scan
-from .upstream import LSN_HEADER, Group, GroupDown, OutcomeUnknown
+from .upstream import LSN_HEADER, FeedGone, Group, GroupDown, OutcomeUnknown
 
 #: Upstream connections per store node at most (further requests wait for one).
 MAX_UPSTREAM_CONNECTIONS_PER_NODE = 64
@@ -73,6 +79,16 @@ HOT_KEYS_SHOWN = 10
 FENCE_WAIT_S = 10.0
 #: Rows per request while copying (the store takes at most 1000 statements).
 COPY_BATCH_ROWS = 500
+#: Unfenced rounds of following the change feeds at most, and the number of changed
+#: moving keys in a round below which the router takes the fence (the rest is caught up
+#: under it, so the fence lasts about one small round).
+MAX_CATCHUP_ROUNDS = 20
+CATCHUP_SMALL_KEYS = 64
+#: Records per change-feed request, and requests per source per round at most.
+FEED_PAGE_RECORDS = 1000
+MAX_FEED_PAGES = 20
+#: Keys read again from a source per request.
+REFETCH_BATCH_KEYS = 200
 #: Pauses between background tries to delete a move's old copies from a source group
 #: (doubling from the first to the last, then staying there until it succeeds).
 CLEANUP_RETRY_FIRST_S = 0.1
@@ -89,6 +105,10 @@ class ShardService(Service):
         group = parser.add_argument_group("shard")
         group.add_argument("--shards", required=True, metavar="CONFIG.toml",
                            help="shard groups, sharded tables and strategy (see config.py)")  # fmt: skip
+        group.add_argument("--reshard-catchup", choices=("changes", "reread"), default="changes",
+                           help="how a resharding catches its copy up: from the sources' "
+                           "change feeds (short fence), or by reading every moving row "
+                           "again under the fence")  # fmt: skip
 
     async def start(self) -> dict[str, str]:
         try:
@@ -103,9 +123,11 @@ class ShardService(Service):
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
         )  # fmt: skip
         self.groups = {
-            name: Group(name, g.nodes, self.session) for name, g in self.config.groups.items()
+            name: Group(name, g.nodes, self.session, g.admin, self.config.store_admin_token)
+            for name, g in self.config.groups.items()
         }
         self._cleanup_task: asyncio.Task | None = None
+        self._fenced_at = 0.0
         self._load_moves()
         if self.args.data_dir is None:
             self.log.warning("no_data_dir", note="resharding moves will not survive a restart")
@@ -172,6 +194,8 @@ class ShardService(Service):
         m.gauge("scalelab_shard_cleanup_pending",
                 "Groups still holding old copies of moved rows (hidden from fan-outs)"
                 ).set_function(lambda: sum(len(g) for g in self.cleanup.values()))  # fmt: skip
+        self.m_fence_s = m.gauge("scalelab_shard_reshard_fence_seconds",
+                                 "How long the last resharding held its write fence")  # fmt: skip
         self.m_fenced = m.counter("scalelab_shard_fenced_requests_total",
                                   "Requests held behind a resharding's write fence")  # fmt: skip
 
@@ -471,6 +495,9 @@ class ShardService(Service):
                 self.log.error("reshard_failed", error=str(exc), **move.describe())
                 return web.json_response(dataclasses.asdict(self.progress), status=500)
             finally:
+                if self._fence:  # how long statements were held: the cost users saw
+                    self.progress.fence_s = round(time.perf_counter() - self._fenced_at, 4)
+                    self.m_fence_s.set(self.progress.fence_s)
                 self._fence = set()
                 self._open.set()
         self.log.info("resharded", version=self.router.map.version, **move.describe())
@@ -480,48 +507,49 @@ class ShardService(Service):
         target = self.groups[move.to]
         froms = [self.groups[g] for g in sources(self.router.map, move, list(self.groups))]
         tables = self.config.tables
-        # 1. copy, unfenced, into staging tables on the target
-        copied: dict[str, list[list[Any]]] = {}
-        columns: dict[str, list[str]] = {}
-        for table, column in tables.items():
+        owners = self.router.map  # the placement the rows were written under
+        p = self.progress
+        # 1. copy, unfenced, into staging tables on the target; note each source's LSN
+        staged = Staged(tables)
+        for table in tables:
             staging = ident(STAGING_PREFIX + table)
             await self._run(target, [f"DROP TABLE IF EXISTS {staging}",
                                      f"CREATE TABLE {staging} AS SELECT * FROM {ident(table)}"
                                      " WHERE 0"])  # fmt: skip
-            columns[table], copied[table] = await self._read_moving(froms, table, column, move)
-            await self._insert(target, staging, columns[table], copied[table])
-            self.progress.rows_copied += len(copied[table])
-        # 2. fence: hold new statements on the groups involved, let those in flight finish
+        positions, _ = await self._resync(froms, target, move, staged)
+        p.rows_copied = staged.count
+        catchup = Catchup(self, move, froms, target, staged, owners, positions)
+        await catchup.choose(self.args.reshard_catchup)
+        # 2. catch up unfenced from the change feeds, until what is left is small
+        if catchup.mode == "changes":
+            p.state = "catching_up"
+            await catchup.unfenced()
+        # 3. fence: hold new statements on the groups involved, let those in flight finish
         self._fence = {move.to, *(g.name for g in froms)}
         self._open.clear()
-        fenced_at = time.perf_counter()
-        self.progress.state = "fenced"
+        self._fenced_at = time.perf_counter()
+        p.state = "fenced"
         deadline = time.monotonic() + FENCE_WAIT_S
         while any(self._inflight[g] > 0 for g in self._fence):
             try:
                 await asyncio.wait_for(self._settled.wait(), deadline - time.monotonic())
             except TimeoutError:
                 raise ReshardError("statements in flight did not finish within the fence") from None
-        # 3. catch up: re-read, apply the difference to staging
-        final: dict[str, list[list[Any]]] = {}
-        for table, column in tables.items():
-            staging = ident(STAGING_PREFIX + table)
-            _, final[table] = await self._read_moving(froms, table, column, move)
-            gone, added = diff_rows(copied[table], final[table])
-            cols = columns[table]
-            for row in gone:
-                cond = " AND ".join(f"{ident(c)} IS ?" for c in cols)
-                await self._run(target, [[f"DELETE FROM {staging} WHERE rowid = (SELECT rowid "
-                                          f"FROM {staging} WHERE {cond} LIMIT 1)", *row]])  # fmt: skip
-            await self._insert(target, staging, cols, [list(r) for r in added])
-            self.progress.rows_caught_up += len(gone) + len(added)
-        # 4. switch: staging -> live on the target (one transaction), sources delete
+        # 4. the last changes; or, without a usable feed, every moving row read again
+        if catchup.mode == "changes":
+            await catchup.fenced()
+        if catchup.mode == "reread":
+            _, changed = await self._resync(froms, target, move, staged)
+            p.rows_caught_up += changed
+        p.catchup, p.catchup_note = catchup.mode, catchup.note
+        # 5. switch: staging -> live on the target (one transaction), sources delete
         live = []
         for table in tables:
             staging = ident(STAGING_PREFIX + table)
             live += [f"INSERT INTO {ident(table)} SELECT * FROM {staging}",
                      f"DROP TABLE {staging}"]  # fmt: skip
         await self._run(target, live, transaction=True)
+        final = staged.count
         # From here the target holds the truth: roll forward whatever happens. A source
         # whose deletes fail keeps old copies, hidden from fan-outs until the background
         # cleanup removes them (see reshard.py); the fence is still up, so no statement
@@ -539,10 +567,8 @@ class ShardService(Service):
             self.cleanup[index] = pending
         self.router.map = switched(self.router.map, move)
         self._save_moves()
-        moved = sum(len(rows) for rows in final.values())
-        self.m_moved.inc(moved)
-        self.progress.rows_moved = moved
-        self.progress.fence_s = round(time.perf_counter() - fenced_at, 4)
+        self.m_moved.inc(final)
+        self.progress.rows_moved = final
         self.progress.state = "done"
         if pending:
             self.progress.state = "cleanup_pending"
@@ -589,19 +615,60 @@ class ShardService(Service):
         if self.progress.state == "cleanup_pending":
             self.progress.state, self.progress.error = "done", ""
 
-    async def _read_moving(self, froms, table: str, column: str, move: Move):
-        where, params = move.where(column)
-        columns: list[str] = []
-        rows: list[list[Any]] = []
-        for group in froms:
-            body = orjson.dumps([[f"SELECT * FROM {ident(table)} WHERE {where}", *params]])
-            reply = await group.send("POST", "/db/query?level=strong", body)
-            result = _first_result(reply, group.name)
-            columns = result.get("columns", columns)
-            rows += result.get("values", [])
-            if len(rows) > MAX_RESHARD_ROWS:
-                raise ReshardError(f"more than {MAX_RESHARD_ROWS} rows to move at once")
-        return columns, rows
+    async def _read_moving(self, group: Group, table: str, where: str, params: list):
+        """``(columns, rows, lsn)``: the rows of ``table`` matching ``where`` on the
+        group's primary, and the LSN of the snapshot they were read from (None when the
+        store does not say)."""
+        body = orjson.dumps([[f"SELECT * FROM {ident(table)} WHERE {where}", *params]])
+        reply = await group.send("POST", "/db/query?level=strong", body)
+        result = _first_result(reply, group.name)
+        lsn = reply.json().get("lsn")
+        return result.get("columns", []), result.get("values", []), (
+            lsn if isinstance(lsn, int) else None)  # fmt: skip
+
+    async def _resync(self, froms: list[Group], target: Group, move: Move,
+                      staged: Staged) -> tuple[dict[str, int | None], int]:  # fmt: skip
+        """Read every moving row from the sources and make staging equal to it (the first
+        copy, a fresh start for the feed, or the fenced re-read): each source's LSN, and
+        how many rows staging had to change."""
+        changed = 0
+        positions: dict[str, int | None] = {}
+        for table, column in self.config.tables.items():
+            where, params = move.where(column)
+            rows: list[list[Any]] = []
+            for group in froms:
+                columns, part, lsn = await self._read_moving(group, table, where, params)
+                staged.columns.setdefault(table, columns)
+                rows += part
+                if len(rows) > MAX_RESHARD_ROWS:
+                    raise ReshardError(f"more than {MAX_RESHARD_ROWS} rows to move at once")
+                known = positions.get(group.name, lsn)  # tables read apart: the oldest
+                positions[group.name] = None if lsn is None or known is None else min(known, lsn)
+            gone, added = diff_rows(staged.rows(table), rows)
+            await self._apply_diff(target, table, gone, added, staged)
+            staged.reset(table, rows)
+            changed += len(gone) + len(added)
+        return positions, changed
+
+    async def _apply_diff(self, target: Group, table: str, gone, added, staged: Staged) -> None:
+        staging = ident(STAGING_PREFIX + table)
+        cols = staged.columns.get(table, [])
+        cond = " AND ".join(f"{ident(c)} IS ?" for c in cols)
+        deletes = [[f"DELETE FROM {staging} WHERE rowid = (SELECT rowid FROM {staging} "
+                    f"WHERE {cond} LIMIT 1)", *row] for row in gone]  # fmt: skip
+        for start in range(0, len(deletes), COPY_BATCH_ROWS):
+            await self._run(target, deletes[start : start + COPY_BATCH_ROWS], transaction=True)
+        await self._insert(target, staging, cols, [list(r) for r in added])
+
+    async def replace_keys(self, target: Group, table: str, keys: list[Any],
+                           rows: list[list[Any]], staged: Staged) -> None:  # fmt: skip
+        """On the target, in one transaction: staging's rows of ``keys`` become ``rows``."""
+        staging = ident(STAGING_PREFIX + table)
+        column = ident(self.config.tables[table])
+        marks = ", ".join("?" for _ in keys)
+        await self._run(target, [[f"DELETE FROM {staging} WHERE {column} IN ({marks})", *keys]])
+        await self._insert(target, staging, staged.columns[table], rows)
+        staged.replace(table, keys, rows)
 
     async def _insert(self, group: Group, table: str, columns: list[str], rows) -> None:
         if not rows:
@@ -621,6 +688,130 @@ class ShardService(Service):
         for result in reply.json().get("results", []):
             if "error" in result:
                 raise ReshardError(f"group {group.name}: {result['error']}")
+
+
+class Catchup:
+    """One move's catch-up from its sources' change feeds (``catchup.py`` names the keys;
+    this reads them again and keeps each source's position). ``mode`` falls back from
+    "changes" to "reread" when the feed cannot be used; ``note`` says why."""
+
+    def __init__(self, service: ShardService, move: Move, froms: list[Group], target: Group,
+                 staged: Staged, owners: RoutingMap,
+                 positions: dict[str, int | None]) -> None:  # fmt: skip
+        self.service = service
+        self.move = move
+        self.froms = froms
+        self.target = target
+        self.staged = staged
+        self.owners = owners
+        self.positions = positions
+        self.epochs = {g.name: g.epoch for g in froms}
+        self.mode, self.note = "changes", ""
+
+    def _fall_back(self, why: str) -> None:
+        self.mode, self.note = "reread", why
+        self.service.log.info("reshard_catchup_reread", reason=why, **self.move.describe())
+
+    async def choose(self, wanted: str) -> None:
+        """Use the feeds only if every source offers one from the copy's LSN and has no
+        triggers (a trigger changes rows no logged statement names)."""
+        if wanted == "reread":
+            return self._fall_back("--reshard-catchup reread")
+        if any(lsn is None for lsn in self.positions.values()):
+            return self._fall_back("a source's query answers carry no lsn")
+        for group in self.froms:
+            body = orjson.dumps(["SELECT count(*) FROM sqlite_master WHERE type = 'trigger'"])
+            result = _first_result(await group.send("POST", "/db/query?level=strong", body),
+                                   group.name)  # fmt: skip
+            if result.get("values", [[0]])[0][0]:
+                return self._fall_back(f"group {group.name} has triggers")
+            try:
+                await group.changes(self.positions[group.name] or 0, 1)
+            except FeedGone as exc:
+                return self._fall_back(str(exc))
+        return None
+
+    async def unfenced(self) -> None:
+        """Follow the feeds while writes go on, until a round changes few keys."""
+        progress = self.service.progress
+        for _ in range(MAX_CATCHUP_ROUNDS):
+            progress.catchup_rounds += 1
+            try:
+                changed = await self._tail()
+            except FeedGone as exc:
+                if not exc.retry:
+                    return self._fall_back(str(exc))
+                changed = Changed(unknown=str(exc))
+            if changed.unknown:  # start again from a fresh copy, still unfenced
+                self.note = f"copied again once: {changed.unknown}"
+                self.positions, _ = await self.service._resync(
+                    self.froms, self.target, self.move, self.staged)  # fmt: skip
+                if any(lsn is None for lsn in self.positions.values()):
+                    return self._fall_back("a source's query answers carry no lsn")
+                continue
+            await self._refetch(changed)
+            if changed.count <= CATCHUP_SMALL_KEYS:
+                return None
+        return None  # still busy: the fenced round takes the rest
+
+    async def fenced(self) -> None:
+        """Under the fence: the last changes, exactly (or fall back to the re-read)."""
+        try:
+            changed = await self._tail()
+        except FeedGone as exc:
+            return self._fall_back(str(exc))
+        if changed.unknown:
+            return self._fall_back(changed.unknown)
+        await self._refetch(changed)
+        return None
+
+    async def _tail(self) -> Changed:
+        tables = self.service.config.tables
+        total = Changed({t: set() for t in tables})
+        for group in self.froms:
+            if group.epoch != self.epochs[group.name]:
+                raise FeedGone(f"group {group.name}'s primary changed during the move", True)
+            since = self.positions[group.name] or 0
+            for _ in range(MAX_FEED_PAGES):
+                doc = await group.changes(since, FEED_PAGE_RECORDS)
+                records = doc["changes"]
+                part = changed_keys(records, tables, self.move)
+                total.statements += part.statements
+                total.unknown = total.unknown or part.unknown
+                for table, keys in part.keys.items():
+                    total.keys[table] |= keys
+                if total.count > MAX_RESHARD_ROWS:
+                    raise ReshardError(f"more than {MAX_RESHARD_ROWS} keys changed during the "
+                                       "move")  # fmt: skip
+                last = records[-1].get("lsn") if records else None
+                if not isinstance(last, int) or last <= since:
+                    break
+                since = last
+                if since >= doc["lsn"]:
+                    break
+            self.positions[group.name] = since
+        self.service.progress.changes_seen += total.statements
+        return total
+
+    async def _refetch(self, changed: Changed) -> None:
+        """Read the changed keys' rows again from their owners; replace them in staging."""
+        names = {g.name for g in self.froms}
+        for table, keys in changed.keys.items():
+            by_owner: dict[str, list[Any]] = {}
+            for key in keys:
+                owner = self.owners.group_for(key)
+                if owner in names:  # others (the target's own keys) were never copied
+                    by_owner.setdefault(owner, []).append(key)
+            column = ident(self.service.config.tables[table])
+            for owner, owned in by_owner.items():
+                for start in range(0, len(owned), REFETCH_BATCH_KEYS):
+                    batch = owned[start : start + REFETCH_BATCH_KEYS]
+                    where = f"{column} IN ({', '.join('?' for _ in batch)})"
+                    _, rows, _ = await self.service._read_moving(
+                        self.service.groups[owner], table, where, batch)  # fmt: skip
+                    await self.service.replace_keys(self.target, table, batch, rows,
+                                                    self.staged)  # fmt: skip
+                    self.service.progress.keys_refetched += len(batch)
 
 
 def _first_result(reply, name: str) -> dict[str, Any]:

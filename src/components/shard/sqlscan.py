@@ -408,19 +408,20 @@ def _is_column(tokens: list[Token], column: str) -> bool:
     return False
 
 
-_MISSING = object()
+#: What ``value_of`` returns for tokens that are not one value (an expression).
+MISSING = object()
 
 
 def value_of(tokens: list[Token], params: Any) -> Any:
-    """The value of a literal, a signed number or a parameter; ``_MISSING`` otherwise."""
+    """The value of a literal, a signed number or a parameter; ``MISSING`` otherwise."""
     sign = 1
     if len(tokens) == 2 and tokens[0].kind == OP and tokens[0].value in "+-":
         sign = -1 if tokens[0].value == "-" else 1
         tokens = tokens[1:]
         if tokens[0].kind != NUMBER:
-            return _MISSING
+            return MISSING
     if len(tokens) != 1:
-        return _MISSING
+        return MISSING
     tok = tokens[0]
     if tok.kind == STRING:
         return tok.value
@@ -431,12 +432,12 @@ def value_of(tokens: list[Token], params: Any) -> Any:
             if isinstance(tok.value, int):
                 if isinstance(params, list):
                     return params[tok.value - 1]
-                return _MISSING
+                return MISSING
             if isinstance(params, dict):
                 return params[tok.value]
         except (IndexError, KeyError):
-            return _MISSING
-    return _MISSING
+            return MISSING
+    return MISSING
 
 
 def _pinning(conj: list[Token], column: str, params: Any) -> list[Any] | None:
@@ -449,7 +450,7 @@ def _pinning(conj: list[Token], column: str, params: Any) -> list[Any] | None:
                 value = value_of(left, params)
             else:
                 return None
-            return None if value is _MISSING or value is None else [value]
+            return None if value is MISSING or value is None else [value]
         if tok.kind == WORD and tok.value == "in" and _is_column(conj[:i], column):
             inner = conj[i + 1 :]
             if len(inner) < 2 or inner[0].value != "(" or inner[-1].value != ")":
@@ -459,7 +460,7 @@ def _pinning(conj: list[Token], column: str, params: Any) -> list[Any] | None:
             values = []
             for item in _split_commas(inner[1:-1]):
                 value = value_of(item, params)
-                if value is _MISSING:
+                if value is MISSING:
                     return None  # a subquery or an expression: not pinned
                 if value is not None:
                     values.append(value)

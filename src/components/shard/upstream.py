@@ -68,6 +68,18 @@ class OutcomeUnknown(Exception):
     """The request was sent but its answer was lost: it may or may not have run."""
 
 
+class FeedGone(Exception):
+    """The primary's change feed cannot continue from the asked position: the log was
+    compacted past it (410), the feed is not offered or not allowed (404, 401), or the
+    primary is unreachable. A resharding then reads the moving rows again instead;
+    ``retry`` says a fresh copy can be followed again (the log moved on, the feed is
+    still there)."""
+
+    def __init__(self, message: str, retry: bool = False) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     status: int
@@ -81,9 +93,12 @@ class Reply:
 
 
 class Group:
-    def __init__(self, name: str, nodes: tuple[str, ...], session: aiohttp.ClientSession) -> None:
+    def __init__(self, name: str, nodes: tuple[str, ...], session: aiohttp.ClientSession,
+                 admin: tuple[str, ...] = (), admin_token: str | None = None) -> None:  # fmt: skip
         self.name = name
         self.nodes = list(nodes)
+        self.admin = list(admin)
+        self._admin_token = admin_token
         self.primary: str | None = None
         self.epoch = 0
         self._session = session
@@ -166,6 +181,34 @@ class Group:
             raise GroupDown(f"group {self.name}: {exc}") from None
         except OutcomeUnknown as exc:
             raise OutcomeUnknown(f"group {self.name}: {exc}") from None
+
+    async def changes(self, since: int, limit: int) -> dict[str, Any]:
+        """The primary's redo records after LSN ``since`` (``GET /admin/changes`` on its
+        admin listener): ``{"lsn": durable, "first_lsn", "changes": [...]}``. Rare (a
+        few calls per resharding), so over aiohttp, like ``/status``."""
+        primary = self.primary or await self.discover()
+        if primary not in self.nodes or len(self.admin) != len(self.nodes):
+            raise FeedGone(f"group {self.name}: no admin address known for {primary}")
+        url = f"http://{self.admin[self.nodes.index(primary)]}/admin/changes"
+        headers = {"Authorization": f"Bearer {self._admin_token}"} if self._admin_token else {}
+        try:
+            async with self._session.get(
+                url, params={"since": str(since), "limit": str(limit)}, headers=headers,
+                timeout=aiohttp.ClientTimeout(total=UPSTREAM_TIMEOUT_S)) as r:  # fmt: skip
+                body = await r.read()
+                status = r.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise FeedGone(f"group {self.name}: change feed unreachable: {exc!r}") from None
+        if status != 200:
+            raise FeedGone(f"group {self.name}: change feed answered {status}: "
+                           f"{body[:200].decode(errors='replace')}", retry=status == 410)  # fmt: skip
+        try:
+            doc = orjson.loads(body)
+            if not isinstance(doc.get("lsn"), int) or not isinstance(doc.get("changes"), list):
+                raise ValueError("no lsn or changes")
+        except (ValueError, AttributeError) as exc:
+            raise FeedGone(f"group {self.name}: not a change feed answer: {exc}") from None
+        return doc
 
     def close(self) -> None:
         for pool in self._pools.values():
