@@ -222,10 +222,19 @@ class Parser:
     ``expect_response``. After an ``EndOfMessage`` the next message is parsed from what
     is already buffered (pipelining); after a message that does not keep the connection
     alive, or after a ``ProtocolError``, the parser is closed and ignores further bytes.
+
+    ``repeat_heads=True`` is for proxies: a keep-alive peer usually repeats itself (the
+    same request head from a polling client or a load generator, the same response head
+    from a backend until its ``Date`` ticks), so a head byte-identical to the previous
+    one (and, for a response, answering the same method) is not parsed again: the
+    previous event object is returned with the framing state it implied. Same bytes,
+    same verdict, so no rule is skipped; but the event is then shared between messages,
+    so a caller that opts in must treat events as read-only.
     """
 
     __slots__ = ("response", "_buf", "_pos", "_state", "_remaining", "_methods", "_keep_alive",
-                 "_eof", "max_start_line", "max_head", "max_fields")  # fmt: skip
+                 "_eof", "max_start_line", "max_head", "max_fields", "repeat_heads",
+                 "_memo")  # fmt: skip
 
     def __init__(
         self,
@@ -234,6 +243,7 @@ class Parser:
         max_start_line: int = MAX_START_LINE_BYTES,
         max_head: int = MAX_HEAD_BYTES,
         max_fields: int = MAX_FIELDS,
+        repeat_heads: bool = False,
     ) -> None:
         self.response = response
         # Unconsumed input is ``_buf[_pos:]``. Moving ``_pos`` instead of slicing the
@@ -248,6 +258,11 @@ class Parser:
         self.max_start_line = max_start_line
         self.max_head = max_head
         self.max_fields = max_fields
+        #: Opt-in: a head byte-identical to the previous one returns the previous event.
+        self.repeat_heads = repeat_heads
+        # (head bytes incl. the blank line, method answered, event, state, remaining,
+        # keep_alive) of the last head parsed, when ``repeat_heads``.
+        self._memo: tuple | None = None
 
     # -- input -------------------------------------------------------------------------
 
@@ -362,6 +377,19 @@ class Parser:
             return self._truncated()
         if end + 4 - pos > self.max_head:
             raise self._fail(431 if not self.response else 502, "header section too large")
+        memo = self._memo
+        if (
+            memo is not None
+            and len(memo[0]) == end + 4 - pos
+            and buf.startswith(memo[0], pos)
+            and (not self.response or memo[1] == self._methods[0])
+        ):
+            # The same bytes as the last head (a client or backend repeating itself on a
+            # keep-alive connection, the common case): the same verdict, the same event.
+            # For a response the framing also depends on the method answered (HEAD).
+            self._pos = end + 4
+            self._state, self._remaining, self._keep_alive = memo[3], memo[4], memo[5]
+            return memo[2]
         head = buf[pos:end]
         self._pos = end + 4
         lines = head.split(b"\r\n")
@@ -385,6 +413,16 @@ class Parser:
         except ProtocolError as error:
             # A bad response is the backend's fault: the client hears 502, whatever rule.
             raise self._fail(502 if self.response else error.status, error.detail) from None
+        if self.repeat_heads and (not self.response or message.status >= 200):
+            # (Interim 1xx heads are not remembered: they leave the state unchanged.)
+            self._memo = (
+                buf[pos : end + 4],
+                self._methods[0] if self.response else None,
+                message,
+                self._state,
+                self._remaining,
+                self._keep_alive,
+            )
         return message
 
     def _request_head(self, start: bytes, headers: Headers, special: Headers) -> Request:

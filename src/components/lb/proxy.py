@@ -8,6 +8,14 @@ rewritten head goes out and the body streams behind it piece by piece. The
 per client connection is in flight at a time; pipelined requests simply wait in the
 client's parser buffer and are answered in order, which is all RFC 9112 §9.3.2 asks.
 
+Peers on keep-alive connections mostly repeat themselves: a client sends the same request
+head again and again, a backend the same response head until its ``Date`` ticks. Both
+parsers run with ``repeat_heads`` (an identical head yields the previous event), and each
+side keeps the head it last rewrote from that event, so a repeated exchange costs two
+byte comparisons instead of two parses and two rewrites; anything that changes the
+rewritten bytes (the backend, the client's version, keep-alive, a cookie) is part of
+the key.
+
 Flow control is end to end and bounded: when a side's write buffer passes its high-water
 mark (``pause_writing``) the *other* side stops reading, so a fast backend streaming to a
 slow client holds at most a few buffers in this process, not the whole body; and a client
@@ -67,18 +75,22 @@ class BackendConnection(asyncio.Protocol):
 
     # Slots: these objects live on the hot path, and slot access is cheaper than a dict.
     __slots__ = ("proxy", "backend", "transport", "parser", "client", "closed", "deadline",
-                 "mode", "response")  # fmt: skip
+                 "mode", "response", "memo")  # fmt: skip
 
     def __init__(self, proxy: LoadBalancer, backend: Backend) -> None:
         self.proxy = proxy
         self.backend = backend
         self.transport: asyncio.Transport | None = None
-        self.parser = Parser(response=True)
+        self.parser = Parser(response=True, repeat_heads=True)
         self.client: ClientConnection | None = None
         self.closed = False
         self.deadline = 0.0
         self.mode = protocol.NONE
         self.response: Response | None = None
+        # The last client-bound head made from a response: (response event, client
+        # version, keep-alive asked, Set-Cookie) -> (head, mode, keep-alive). With the
+        # parser's ``repeat_heads``, a backend repeating its answer reuses it.
+        self.memo: tuple | None = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -173,12 +185,13 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = ("proxy", "transport", "parser", "peer", "phase", "deadline", "pulling",
                  "paused_by", "request", "backend", "conn", "head", "request_complete",
                  "response_started", "keep_alive", "retried", "status", "started_at",
-                 "closing", "advancing", "head_pending", "lingering", "write_paused")  # fmt: skip
+                 "closing", "advancing", "head_pending", "lingering", "write_paused",
+                 "memo_request", "memo_heads")  # fmt: skip
 
     def __init__(self, proxy: LoadBalancer) -> None:
         self.proxy = proxy
         self.transport: asyncio.Transport | None = None
-        self.parser = Parser()
+        self.parser = Parser(repeat_heads=True)
         self.peer = ""
         self.phase = READING
         self.deadline = 0.0
@@ -199,6 +212,10 @@ class ClientConnection(asyncio.Protocol):
         self.head_pending = False
         self.lingering = False
         self.write_paused = False
+        # Backend-bound heads made from the last request event, per backend: with the
+        # parser's ``repeat_heads`` a client repeating its request reuses them.
+        self.memo_request: Request | None = None
+        self.memo_heads: dict[Backend, bytes] = {}
 
     # -- connection lifecycle ----------------------------------------------------------
 
@@ -418,9 +435,16 @@ class ClientConnection(asyncio.Protocol):
             return
         self.backend = backend
         proxy.balancer.started(backend)
-        self.head = protocol.backend_request_head(
-            self.request, self.peer, proxy.via_name, backend.address.encode()
-        )
+        request = self.request
+        if request is not self.memo_request:
+            self.memo_request = request
+            self.memo_heads = {}
+        head = self.memo_heads.get(backend)
+        if head is None:
+            head = self.memo_heads[backend] = protocol.backend_request_head(
+                request, self.peer, proxy.via_name, backend.address.encode()
+            )
+        self.head = head
         conn = proxy.pool.take(backend) if exclude is None else None
         if conn is not None:
             self.attach(conn)
@@ -497,13 +521,25 @@ class ClientConnection(asyncio.Protocol):
             and protocol.cookie_value(request, COOKIE_NAME) != backend_id
         ):
             set_cookie = b"%s=%s; Path=/; HttpOnly" % (COOKIE_NAME, backend_id.encode())
-        head, mode, keep_alive = protocol.client_response_head(
-            response,
-            client_version=request.version,
-            keep_alive=keep_alive,
-            via_name=proxy.via_name,
-            set_cookie=set_cookie,
-        )
+        memo = conn.memo
+        if (
+            memo is not None
+            and memo[0] is response
+            and memo[1] == request.version
+            and memo[2] == keep_alive
+            and memo[3] == set_cookie
+        ):
+            head, mode, keep_alive = memo[4]
+        else:
+            result = protocol.client_response_head(
+                response,
+                client_version=request.version,
+                keep_alive=keep_alive,
+                via_name=proxy.via_name,
+                set_cookie=set_cookie,
+            )
+            conn.memo = (response, request.version, keep_alive, set_cookie, result)
+            head, mode, keep_alive = result
         self.keep_alive = keep_alive
         conn.mode = mode
         conn.response = response

@@ -403,3 +403,48 @@ def test_serialised_messages_parse_back():
 
 def test_head_max_size_constant_is_64k():
     assert MAX_HEAD_BYTES == 65536
+
+
+# -- repeat_heads (the property tests are in test_http1_fuzz.py) ---------------------------
+
+
+def test_a_repeated_request_head_is_the_same_event_with_its_body_length_restored():
+    message = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"
+    evs = events(Parser(repeat_heads=True), message * 3)
+    heads = [e for e in evs if type(e) is Request]
+    assert len(heads) == 3 and heads[0] is heads[1] is heads[2]
+    assert [e.data for e in evs if type(e) is Data] == [b"hello"] * 3
+    assert sum(type(e) is EndOfMessage for e in evs) == 3
+
+
+def test_a_different_head_is_parsed_afresh_and_only_the_last_is_remembered():
+    first, second = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n", b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n"
+    heads = [e for e in events(Parser(repeat_heads=True), first + second + first)
+             if type(e) is Request]  # fmt: skip
+    assert [h.target for h in heads] == [b"/a", b"/b", b"/a"] and heads[0] is not heads[2]
+
+
+def test_the_same_response_head_answering_head_has_no_body():
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n"
+    parser = Parser(response=True, repeat_heads=True)
+    for method in (b"GET", b"HEAD", b"GET"):
+        parser.expect_response(method)
+    evs = events(parser, head + b"body" + head + head + b"body")
+    assert [type(e) for e in evs] == [Response, Data, EndOfMessage, Response, EndOfMessage,
+                                      Response, Data, EndOfMessage]  # fmt: skip
+    assert evs[3] is not evs[0] and evs[3].framing == "none"  # parsed, not recalled
+    assert evs[5].framing == "length"
+
+
+def test_a_repeated_head_then_connection_close_still_closes_the_parser():
+    message = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+    closing = b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+    parser = Parser(repeat_heads=True)
+    evs = events(parser, message + message + closing + message)
+    assert sum(type(e) is Request for e in evs) == 3 and parser.closed
+
+
+def test_without_repeat_heads_every_head_is_a_new_event():
+    message = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+    first, second = (e for e in events(Parser(), message * 2) if type(e) is Request)
+    assert first == second and first is not second

@@ -53,9 +53,14 @@ def normalise(evs: list) -> list:
     return out
 
 
-def run(pieces: list[bytes], methods: list[bytes] | None = None, eof: bool = True):
+def run(
+    pieces: list[bytes],
+    methods: list[bytes] | None = None,
+    eof: bool = True,
+    repeat_heads: bool = False,
+):
     """Feed pieces one by one, draining events after each; (events, error or None)."""
-    parser = Parser(response=methods is not None)
+    parser = Parser(response=methods is not None, repeat_heads=repeat_heads)
     for method in methods or ():
         parser.expect_response(method)
     evs: list = []
@@ -213,3 +218,46 @@ def test_endless_empty_lines_between_requests_are_dropped_not_buffered():
         assert parser.buffered == 0
     parser.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     assert type(parser.next_event()) is Request
+
+
+# -- repeat_heads: a repeated head is recalled, not parsed, and nothing else changes ------
+
+REPEATED_REQUESTS = [
+    b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
+    b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    b"GET /x HTTP/1.0\r\n\r\n",
+    b"GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",  # 400
+]
+#: (head and body, the method it answers; None for an interim answer)
+REPEATED_RESPONSES = [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody", b"GET"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n", b"HEAD"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", b"GET"),
+    (b"HTTP/1.1 100 Continue\r\n\r\n", None),
+    (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", b"GET"),
+]
+
+
+def same_outcome(a, b) -> bool:
+    (events_a, error_a), (events_b, error_b) = a, b
+    errors = [(e.status, e.detail) if e else None for e in (error_a, error_b)]
+    return events_a == events_b and errors[0] == errors[1]
+
+
+@settings(max_examples=300)
+@given(st.lists(st.sampled_from(REPEATED_REQUESTS), min_size=1, max_size=8), st.data())
+def test_repeat_heads_gives_the_same_request_events_as_parsing_every_head(messages, data):
+    pieces = data.draw(cuts(b"".join(messages)))
+    assert same_outcome(run(pieces, repeat_heads=True), run(pieces))
+
+
+@settings(max_examples=300)
+@given(st.lists(st.sampled_from(REPEATED_RESPONSES), min_size=1, max_size=8), st.data())
+def test_repeat_heads_gives_the_same_response_events_as_parsing_every_head(answers, data):
+    pieces = data.draw(cuts(b"".join(message for message, _ in answers)))
+    methods = [method for _, method in answers if method is not None]
+    plain = run(pieces, list(methods))
+    assert same_outcome(run(pieces, list(methods), repeat_heads=True), plain)

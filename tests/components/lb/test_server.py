@@ -253,6 +253,17 @@ def test_http10_keep_alive_is_honoured(lb):
     assert reply.count(b"Connection: keep-alive\r\n") == 2
 
 
+def test_a_repeated_hostless_request_names_each_backend_as_its_host(lb, backends):
+    # The proxy reuses the forwarded head of a request repeated on one connection; a
+    # Host-less 1.0 request's head names the backend, so that reuse must be per backend.
+    request = b"GET /headers HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+    reply, _ = raw_exchange(lb.address(), request * 4, quiet_s=0.3)
+    answers = [json.loads(body) for _, body in parse_responses(reply, 4)]
+    hosts = [dict((k.lower(), v) for k, v in a["headers"])["host"] for a in answers]
+    assert sorted(set(hosts)) == sorted(b.listen["main"] for b in backends)
+    assert hosts[0] != hosts[1] and hosts[:2] == hosts[2:]  # round robin, each its own
+
+
 def test_metrics_count_requests_per_backend_and_status(lb, backends):
     harness.http("GET", lb.url() + "/status/418")
     _, _, text = harness.http("GET", lb.url("admin") + "/metrics")
