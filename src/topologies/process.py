@@ -9,6 +9,13 @@ Orphans: every child asks the kernel to SIGKILL it if its parent dies
 (``PR_SET_PDEATHSIG``), so even a ``kill -9`` of the launcher leaves no server behind;
 children also run in their own session, so a Ctrl-C in the terminal reaches only the
 launcher, which then stops them in order.
+
+Stdout after the ready line: the contract says nothing more comes, but a component that
+prints anyway (a debug print, a library that writes to stdout) would fill the pipe's
+64 KiB and then block in ``write``, a hang that looks like a dead server. So once the
+ready line is read, a small thread reads the rest of the pipe until EOF and throws it
+away (counting the bytes: ``stdout_discarded_bytes``). It ends by itself when the
+process exits; ``stop()`` and ``kill()`` wait for it, so no thread outlives its process.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -29,6 +37,12 @@ import orjson
 
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
+#: How long stop()/kill() wait for the stdout drain to see EOF once the process is gone;
+#: longer only if a grandchild inherited the pipe and still holds it open.
+DRAIN_JOIN_TIMEOUT_S = 2.0
+READ_CHUNK_BYTES = 65536
+#: A ready line is a few hundred bytes; this much stdout without a newline is not one.
+MAX_READY_LINE_BYTES = 65536
 _PR_SET_PDEATHSIG = 1
 _SRC_DIR = Path(__file__).resolve().parents[1]
 
@@ -75,6 +89,9 @@ class ComponentProcess:
     log_path: Path
     popen: subprocess.Popen
     ready: dict = field(default_factory=dict)
+    #: Bytes printed on stdout after the ready line, read and discarded (see the essay).
+    stdout_discarded_bytes: int = 0
+    _drain: threading.Thread | None = field(default=None, repr=False)
 
     @property
     def pid(self) -> int:
@@ -122,8 +139,30 @@ class ComponentProcess:
     def log_tail(self, lines: int = 20) -> str:
         return tail(self.log_path, lines)
 
+    def start_drain(self, already_read: int = 0) -> None:
+        """Read and discard stdout from now on, in a thread that ends at EOF."""
+        self.stdout_discarded_bytes = already_read
+        self._drain = threading.Thread(target=self._discard_stdout, daemon=True,
+                                       name=f"stdout-drain-{self.name}")  # fmt: skip
+        self._drain.start()
+
+    def _discard_stdout(self) -> None:
+        stdout = self.popen.stdout
+        assert stdout is not None
+        try:
+            while chunk := os.read(stdout.fileno(), READ_CHUNK_BYTES):
+                self.stdout_discarded_bytes += len(chunk)
+        except (OSError, ValueError):  # closed under us: nothing more to read
+            pass
+        finally:
+            stdout.close()  # the drain owns the pipe once it runs: only it closes it
+
     def _close_pipes(self) -> None:
-        if self.popen.stdout is not None:
+        if self._drain is not None:
+            # The process is gone, so EOF is on its way; closing the fd under a blocked
+            # read instead would race with the fd number being reused.
+            self._drain.join(DRAIN_JOIN_TIMEOUT_S)
+        elif self.popen.stdout is not None:
             self.popen.stdout.close()
 
 
@@ -190,14 +229,16 @@ def launch(
         )
     proc = ComponentProcess(component, name, argv, log_path, popen)
     try:
-        proc.ready = _wait_ready(proc, ready_timeout_s)
+        proc.ready, extra = _wait_ready(proc, ready_timeout_s)
     except BaseException:
         proc.kill()
         raise
+    proc.start_drain(already_read=extra)
     return proc
 
 
-def _wait_ready(proc: ComponentProcess, timeout_s: float) -> dict:
+def _wait_ready(proc: ComponentProcess, timeout_s: float) -> tuple[dict, int]:
+    """The ready line, and how many bytes after it were read with it (discarded)."""
     deadline = time.monotonic() + timeout_s
     stdout = proc.popen.stdout
     assert stdout is not None
@@ -211,7 +252,7 @@ def _wait_ready(proc: ComponentProcess, timeout_s: float) -> dict:
             )
         readable, _, _ = select.select([stdout], [], [], min(remaining, 0.2))
         if readable:
-            chunk = os.read(stdout.fileno(), 65536)
+            chunk = os.read(stdout.fileno(), READ_CHUNK_BYTES)
             if not chunk:
                 code = proc.popen.wait()
                 raise StartError(
@@ -219,15 +260,18 @@ def _wait_ready(proc: ComponentProcess, timeout_s: float) -> dict:
                     f"last log lines:\n{proc.log_tail()}"
                 )
             buffered += chunk
-            line, newline, _ = buffered.partition(b"\n")
+            line, newline, rest = buffered.partition(b"\n")
             if newline:
                 try:
                     ready = orjson.loads(line)
                 except orjson.JSONDecodeError:
                     raise StartError(f"{proc.name}: not a ready line: {line[:200]!r}") from None
-                if ready.get("event") != "ready":
+                if not isinstance(ready, dict) or ready.get("event") != "ready":
                     raise StartError(f"{proc.name}: expected a ready line, got {ready}")
-                return ready
+                return ready, len(rest)
+            if len(buffered) > MAX_READY_LINE_BYTES:
+                raise StartError(f"{proc.name}: no newline in the first "
+                                 f"{MAX_READY_LINE_BYTES} bytes of stdout: {buffered[:200]!r}")  # fmt: skip
         elif proc.popen.poll() is not None:
             raise StartError(
                 f"{proc.name}: exited with code {proc.popen.returncode} before it was ready; "
