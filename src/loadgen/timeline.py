@@ -5,8 +5,8 @@ trickle or two bad seconds around a killed primary. The timeline keeps, for ever
 second of the run (warm-up included, and marked), how many requests fell due, how many
 failed and how, and a small latency histogram, so a report can put the scenario's
 events next to the seconds they hurt. It is the user's view (measured by the client,
-from each request's *due* time, see ``loadgen.engine``); ``topologies.timeline`` is the
-server's view of the same seconds.
+from each request's *due* time, see ``loadgen.engine``); ``topologies.timeline`` cuts
+the seconds around each of a scenario's faults out of it.
 
 A request belongs to the second its due time falls in (closed loop: when it was sent),
 not the second its answer came back: a request sent just before a primary died and

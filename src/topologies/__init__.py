@@ -12,7 +12,7 @@
 - ``link.py``: an emulated long network link (a TCP relay adding latency, changed at
   runtime by a scenario's ``delay``), a process of its own (``python -m topologies.link``);
 - ``scenario.py`` (and ``scenarios/*.toml``): fault timelines played during a load run;
-  ``timeline.py``: the entry's per-second view; ``audit.py``: acknowledged writes found
+  ``timeline.py``: the users' seconds around each fault; ``audit.py``: acknowledged writes found
   afterwards and stale reads; ``figures.py``: each stage's figures and the journey table;
 - ``journey.py``: ``scalelab journey``, every stage under the same load, one table and
   a chart;

@@ -18,7 +18,7 @@ name plays on the internet.
 from __future__ import annotations
 
 from .replicated import add_arguments as _replicated_arguments
-from .tiers import balancer, count, failover, store, store_spec, web_tier
+from .tiers import balancer, count, failover, store, store_access, web_tier
 from .topology import Component, Topology
 
 
@@ -35,7 +35,8 @@ def topology(options) -> Topology:
     caches = [Component(f"cache-{i}", "cache", f"--memory-mb {options.cache_node_mb}")
               for i in range(1, options.caches + 1)]  # fmt: skip
     cache = "memcached:" + ",".join(f"{{{c.name}}}" for c in caches) if caches else "none"
-    webs = web_tier(options, options.web, store_spec(db), cache)
+    between, spec = store_access(options, db)
+    webs = web_tier(options, options.web, spec, cache)
     front = [Component("edge", "edge", "--origin {lb} --memory-mb 64")] if options.edge else []
-    return Topology("cached", [*db, failover(db), *caches, *webs, balancer(webs), *front],
-                    entry="edge" if options.edge else "lb")  # fmt: skip
+    return Topology("cached", [*db, failover(db), *between, *caches, *webs, balancer(webs),
+                               *front], entry="edge" if options.edge else "lb")  # fmt: skip

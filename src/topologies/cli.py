@@ -13,9 +13,10 @@
 until Ctrl-C (or for ``--duration`` seconds). With ``--load`` it drives the stage's entry
 point with the load generator, scrapes every component's ``/metrics`` before and after,
 prints the report and stops everything. ``--scenario`` plays a timeline of faults
-(``scenario.py``) during the load; the report then adds the events and a per-second
-timeline of the entry (``timeline.py``). STAGE is a name from ``scalelab stages`` or the
-path of a topology file (``my_topology.py``, written like ``single_server.py``).
+(``scenario.py``) during the load; the report then adds the events and, around each,
+the users' errors by kind and p99 second by second (``timeline.py``). STAGE is a name
+from ``scalelab stages`` or the path of a topology file (``my_topology.py``, written
+like ``single_server.py``).
 
 Exit codes: 0 done, 1 a component failed to start (its last log lines are shown),
 2 bad arguments (with usage), 130 a load run cut short by Ctrl-C.
@@ -37,7 +38,7 @@ from .figures import format_figures, stage_figures
 from .launcher import DRAIN_TIMEOUT_S, Launcher, install_signal_handlers
 from .process import READY_TIMEOUT_S, StartError
 from .scenario import ScenarioError, ScenarioPlayer, load_scenario
-from .timeline import TimelineSampler, format_timeline
+from .timeline import fault_windows, format_windows
 from .topology import TopologyError
 
 EXIT_OK = 0
@@ -92,7 +93,7 @@ def build_parser(stage: ModuleType | None = None):
     run.add_argument("--scenario", metavar="FILE",
                      help="faults to inject during the load: a TOML file or a shipped "
                      "name (kill_web, kill_primary, kill_cache, add_web, pause_primary, "
-                     "crash_and_return_primary)")  # fmt: skip
+                     "crash_and_return_primary, delay_db)")  # fmt: skip
     run.add_argument("--procs", type=positive_int, default=1, metavar="N",
                      help="load generator processes")  # fmt: skip
     run.add_argument("--drain-timeout", type=positive_float, default=DRAIN_TIMEOUT_S,
@@ -209,20 +210,15 @@ def new_run_dir(stage: str, base: Path = RUNS_DIR) -> Path:
 
 
 def run_with_faults(launcher: Launcher, scenario, run, out) -> dict:
-    """Run ``run()`` (the load) while a scenario plays and the entry's timeline is sampled.
+    """Run ``run()`` (the load) while a scenario plays.
 
-    Returns the load report with ``stage_figures``, ``timeline`` and, with a scenario,
-    ``scenario`` (its events as they happened) and ``write_audit`` (acknowledged writes
-    found afterwards, stale reads: ``audit.py``) added, and prints those sections.
+    Returns the load report with ``stage_figures`` and, with a scenario, ``scenario`` (its
+    events as they happened), ``fault_windows`` (the client's seconds around each event:
+    ``timeline.py``) and ``write_audit`` (acknowledged writes found afterwards, stale
+    reads: ``audit.py``) added, and prints those sections.
     """
-    started_at = time.time()
-    # The balancer's view when there is one (its metrics have status and latency by
-    # backend; an edge in front of it has neither), else the entry's.
-    entry = "lb" if "lb" in launcher.instances else launcher.topology.entry.partition(".")[0]
-    sampler = TimelineSampler(launcher.url(entry, "admin") + "/metrics", started_at)
-    player = ScenarioPlayer(launcher, scenario, started_at) if scenario else None
+    player = ScenarioPlayer(launcher, scenario) if scenario else None
     auditor = WriteAuditor(launcher.entry_url) if scenario else None
-    sampler.start()
     if player is not None:
         print(f"scenario {scenario.name}: {scenario.description}", file=out, flush=True)
         player.start()
@@ -230,19 +226,16 @@ def run_with_faults(launcher: Launcher, scenario, run, out) -> dict:
     try:
         report = run()
     finally:
-        sampler.stop()
         if player is not None:
             player.cancel()
             auditor.stop()
             player.join()
             auditor.join()
-        sampler.join()
     report["stage"] = launcher.topology.stage
     report["stage_figures"] = figures = stage_figures(report)
-    report["timeline"] = sampler.rows
     lines = ["", *format_figures(figures)]
-    events = player.records if player is not None else []
     if player is not None:
+        events = player.records
         report["scenario"] = {"name": scenario.name, "description": scenario.description,
                               "events": events}  # fmt: skip
         lines += ["", f"scenario {scenario.name}: {scenario.description}"]
@@ -255,9 +248,8 @@ def run_with_faults(launcher: Launcher, scenario, run, out) -> dict:
             lines.append(f"  {missed} event(s) not played: the load ended first")
         report["write_audit"] = audit = auditor.verify()
         lines.append(format_audit(audit))
-    if sampler.rows:
-        lines += ["", f"timeline of {entry} (its own view, per second):",
-                  *format_timeline(sampler.rows, events)]  # fmt: skip
+        report["fault_windows"] = windows = fault_windows(report, events)
+        lines += format_windows(windows)
     print("\n".join(lines), file=out, flush=True)
     return report
 

@@ -12,7 +12,7 @@ each web server's memory: use cookie stickiness at the balancer, or the stateles
 from __future__ import annotations
 
 from .tiers import add_arguments as _add_arguments
-from .tiers import balancer, local_cache, store, store_spec, web_tier
+from .tiers import balancer, local_cache, store, store_access, web_tier
 from .topology import Topology
 
 
@@ -22,5 +22,6 @@ def add_arguments(parser) -> None:
 
 def topology(options) -> Topology:
     db = store(options)
-    webs = web_tier(options, options.web, store_spec(db), local_cache(options))
-    return Topology("load_balanced", [*db, *webs, balancer(webs)], entry="lb")
+    between, spec = store_access(options, db)
+    webs = web_tier(options, options.web, spec, local_cache(options))
+    return Topology("load_balanced", [*db, *between, *webs, balancer(webs)], entry="lb")

@@ -13,7 +13,7 @@ write; the price is a replica round trip on every write.
 from __future__ import annotations
 
 from .tiers import add_arguments as _add_arguments
-from .tiers import balancer, count, failover, local_cache, store, store_spec, web_tier
+from .tiers import balancer, count, failover, local_cache, store, store_access, web_tier
 from .topology import Topology
 
 
@@ -26,5 +26,7 @@ def add_arguments(parser) -> None:
 
 def topology(options) -> Topology:
     db = store(options, replicas=options.replicas, sync=options.sync_replicas)
-    webs = web_tier(options, options.web, store_spec(db), local_cache(options))
-    return Topology("replicated", [*db, failover(db), *webs, balancer(webs)], entry="lb")
+    between, spec = store_access(options, db)
+    webs = web_tier(options, options.web, spec, local_cache(options))
+    return Topology("replicated", [*db, failover(db), *between, *webs, balancer(webs)],
+                    entry="lb")  # fmt: skip

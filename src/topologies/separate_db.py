@@ -11,7 +11,7 @@ that hit the web server's cache still succeed).
 from __future__ import annotations
 
 from .tiers import add_arguments as _add_arguments
-from .tiers import local_cache, store, store_spec, web_tier
+from .tiers import local_cache, store, store_access, web_tier
 from .topology import Topology
 
 
@@ -21,8 +21,9 @@ def add_arguments(parser) -> None:
 
 def topology(options) -> Topology:
     db = store(options)
+    between, spec = store_access(options, db)
     return Topology(
         "separate_db",
-        [*db, *web_tier(options, 1, store_spec(db), local_cache(options))],
+        [*db, *between, *web_tier(options, 1, spec, local_cache(options))],
         entry="web-1",
     )

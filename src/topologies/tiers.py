@@ -9,12 +9,18 @@ ejection on 5xx answers is off (``--max-fails 0``): a web server answering 503 w
 database fails over is healthy, and ejecting every web server for it would turn a few
 failed writes into a site-wide outage. The failover controller checks the store every 0.3 s and
 promotes after three misses (one to two and a half seconds of silence).
+
+``--db-link-ms MS`` puts an emulated long link (``link-db``, ``link.py``) between the web
+tier and the store primary: the database in another building. A ``delay`` scenario
+(``scenarios/delay_db.toml``) changes its delay under load, and every cache miss and
+write pays the new round trip while cached reads do not.
 """
 
 from __future__ import annotations
 
 import argparse
 
+from .link import delay_ms
 from .single_server import add_arguments as single_server_arguments
 from .single_server import count, web_flags
 from .topology import Component
@@ -42,6 +48,9 @@ def add_arguments(parser, *, web: int | None = None) -> None:
     parser.add_argument("--store-max-concurrency", type=count, default=None,
                         help="queries each store node serves at once (its capacity is "
                              "this / the service time)")  # fmt: skip
+    parser.add_argument("--db-link-ms", type=delay_ms, default=None, metavar="MS",
+                        help="put an emulated link (link-db) between the web tier and the "
+                        "store primary, adding MS each way (a delay scenario changes it)")  # fmt: skip
     if web is not None:
         parser.add_argument("--web", type=positive, default=web,
                             help="web servers behind the load balancer")  # fmt: skip
@@ -77,6 +86,20 @@ def store_capacity_flags(options) -> str:
 def store_spec(nodes: list[Component]) -> str:
     """The web tier's ``--db`` for these store nodes: ``store:{store-1},{store-2},...``."""
     return "store:" + ",".join(f"{{{n.name}}}" for n in nodes)
+
+
+def store_access(options, nodes: list[Component]) -> tuple[list[Component], str]:
+    """The components between the web tier and the store, and the web tier's ``--db``.
+
+    Without ``--db-link-ms``: none, and ``store_spec(nodes)``. With it: ``link-db`` in front
+    of the primary, named in the primary's place (replicas are still reached directly;
+    after a failover the store's redirect names the new primary itself, not the link).
+    """
+    delay = getattr(options, "db_link_ms", None)
+    if delay is None:
+        return [], store_spec(nodes)
+    front = link("link-db", nodes[0].name, delay)
+    return [front], store_spec([front, *nodes[1:]])
 
 
 def failover(nodes: list[Component]) -> Component:

@@ -1,88 +1,66 @@
-"""The timeline's per-second rows and the stage figures, on scrapes and reports made by hand."""
+"""The windows around faults and the stage figures, on reports made by hand."""
 
 import pytest
 
-from loadgen.exposition import parse_exposition
 from topologies.figures import comparison_table, format_figures, stage_figures
-from topologies.timeline import format_timeline, quantile, second_row
-
-LB_BEFORE = """# TYPE scalelab_lb_requests_total counter
-scalelab_lb_requests_total{backend="a",status="200"} 100
-scalelab_lb_requests_total{backend="b",status="200"} 100
-# TYPE scalelab_lb_rejected_total counter
-scalelab_lb_rejected_total{reason="no_backend"} 1
-# TYPE scalelab_lb_request_duration_seconds histogram
-scalelab_lb_request_duration_seconds_bucket{backend="a",le="0.01"} 100
-scalelab_lb_request_duration_seconds_bucket{backend="a",le="0.1"} 100
-scalelab_lb_request_duration_seconds_bucket{backend="a",le="+Inf"} 100
-scalelab_lb_request_duration_seconds_bucket{backend="b",le="0.01"} 100
-scalelab_lb_request_duration_seconds_bucket{backend="b",le="0.1"} 100
-scalelab_lb_request_duration_seconds_bucket{backend="b",le="+Inf"} 100
-"""
-# One second later: a +150, b +40 of which 10 were 503s, 5 answered by the lb itself;
-# 100 of the 190 proxied took up to 10 ms, 90 up to 100 ms.
-LB_AFTER = """# TYPE scalelab_lb_requests_total counter
-scalelab_lb_requests_total{backend="a",status="200"} 250
-scalelab_lb_requests_total{backend="b",status="200"} 130
-scalelab_lb_requests_total{backend="b",status="503"} 10
-# TYPE scalelab_lb_rejected_total counter
-scalelab_lb_rejected_total{reason="no_backend"} 6
-# TYPE scalelab_lb_request_duration_seconds histogram
-scalelab_lb_request_duration_seconds_bucket{backend="a",le="0.01"} 200
-scalelab_lb_request_duration_seconds_bucket{backend="a",le="0.1"} 250
-scalelab_lb_request_duration_seconds_bucket{backend="a",le="+Inf"} 250
-scalelab_lb_request_duration_seconds_bucket{backend="b",le="0.01"} 100
-scalelab_lb_request_duration_seconds_bucket{backend="b",le="0.1"} 140
-scalelab_lb_request_duration_seconds_bucket{backend="b",le="+Inf"} 140
-"""
+from topologies.timeline import event_row, fault_windows, format_windows
 
 
-def test_second_row_sums_backends_counts_5xx_and_rejections_as_errors():
-    row = second_row(parse_exposition(LB_BEFORE), parse_exposition(LB_AFTER), 0.5)
-    assert row["rps"] == (150 + 30 + 10 + 5) / 0.5
-    assert row["errors_per_s"] == (10 + 5) / 0.5
-    # rank 0.99 * 190 = 188.1 falls in (0.01, 0.1] holding 90 after the first 100
-    expected = 0.01 + 0.09 * (188.1 - 100) / 90
-    assert row["p99_ms"] == pytest.approx(expected * 1000, abs=0.01)
+def timeline_row(t, requests=100, errors=None, p99_ms=5.0):
+    return {"t": t, "warmup": t < 1, "requests": requests, "answers": requests,
+            "errors": errors or {}, "p50_ms": 1.0, "p99_ms": p99_ms, "max_ms": p99_ms}  # fmt: skip
 
 
-def test_a_restarted_counter_counts_its_new_value():
-    after = LB_BEFORE.replace("} 100", "} 7")
-    row = second_row(parse_exposition(LB_BEFORE), parse_exposition(after), 1.0)
-    assert row["rps"] == 7 + 7  # a and b restarted at 7; rejected unchanged (1 -> 1)
+def run_report(rows, started_at=1000.0, step_s=1):
+    return {"timeline": rows, "timeline_started_at": started_at, "timeline_step_s": step_s}
 
 
-def test_quantile_edges():
-    assert quantile(0.99, []) is None
-    assert quantile(0.99, [(0.1, 0), (float("inf"), 0)]) is None
-    assert quantile(0.5, [(0.1, 10), (float("inf"), 10)]) == pytest.approx(0.05)
-    assert quantile(0.99, [(0.1, 0), (float("inf"), 5)]) == 0.1  # only "above 0.1" is known
+def test_an_event_falls_in_the_row_of_its_wall_clock_second():
+    report = run_report([timeline_row(t) for t in range(10)])
+    assert event_row(report, 1004.99) == 4
+    assert event_row(report, 1005.0) == 5
+    assert event_row(report, 990.0) == 0  # played before the load started: its first row
+    assert event_row(report, 2000.0) == 9  # after its end: its last row
+    assert event_row({"timeline": [], "timeline_started_at": 1000.0}, 1001) is None
+    wide = run_report([timeline_row(t) for t in range(0, 20, 2)], step_s=2)
+    assert event_row(wide, 1005.0) == 2  # 2-second rows: t = 4
 
 
-def test_timeline_marks_events_on_their_second():
-    rows = [{"t_s": float(t), "rps": 100.0, "errors_per_s": 0.0, "p99_ms": 5.0}
-            for t in range(1, 6)]  # fmt: skip
-    rows[2]["p99_ms"] = None
-    lines = format_timeline(rows, [{"at_s": 2.5, "what": "kill web-1"}])
-    assert len(lines) == 6
-    assert lines[3].endswith("<- kill web-1") and "-" in lines[3]
-    assert not any("<-" in line for line in lines[:3] + lines[4:])
+def test_a_window_holds_the_seconds_around_its_event_with_errors_by_kind():
+    rows = [timeline_row(t) for t in range(12)]
+    rows[5] = timeline_row(5, errors={"connect_refused": 3, "http_5xx": 1}, p99_ms=900.0)
+    rows[6] = timeline_row(6, errors={"connect_refused": 1})
+    rows[1] = timeline_row(1, errors={"timeout": 2})
+    events = [{"what": "kill web-1", "at_s": 5.0, "ts": 1005.4},
+              {"what": "add web-3", "at_s": 11.0, "ts": 1011.2}]  # fmt: skip
+    first, last = fault_windows(run_report(rows), events)
+    assert first["second"] == 5 and first["load_s"] == 5.4
+    assert [r["t"] for r in first["rows"]] == [2, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert [r["offset_s"] for r in first["rows"]][:4] == [-3, -2, -1, 0]
+    assert first["rows"][3]["p99_ms"] == 900.0
+    assert first["errors"] == first["errors_from_event"] == {"connect_refused": 4, "http_5xx": 1}
+    assert [r["t"] for r in last["rows"]] == [8, 9, 10, 11]  # cut at the end of the run
+    assert last["errors"] == {} and last["second"] == 11
+    wide = fault_windows(run_report(rows), events[:1], before_s=5)
+    assert wide[0]["rows"][0]["t"] == 0 and wide[0]["errors"]["timeout"] == 2
+    assert wide[0]["errors_from_event"] == first["errors_from_event"]
 
 
-def test_a_long_timeline_shows_only_the_seconds_around_events():
-    rows = [{"t_s": float(t), "rps": 1.0, "errors_per_s": 0.0, "p99_ms": 1.0}
-            for t in range(1, 201)]  # fmt: skip
-    lines = format_timeline(rows, [{"at_s": 100, "what": "kill x"}])
-    shown = [float(line.split()[0]) for line in lines[1:]]
-    assert shown == [float(t) for t in range(97, 109)]
+def test_no_timeline_means_no_windows():
+    assert fault_windows({"timeline": [], "timeline_started_at": None}, [
+        {"what": "kill x", "at_s": 1.0, "ts": 5.0}]) == []  # fmt: skip
 
 
-def test_a_long_run_without_events_is_thinned_to_the_window():
-    rows = [{"t_s": float(t), "rps": 1.0, "errors_per_s": 0.0, "p99_ms": 1.0}
-            for t in range(1, 301)]  # fmt: skip
-    lines = format_timeline(rows, [], window_s=60)
-    shown = [float(line.split()[0]) for line in lines[1:]]
-    assert shown == [float(t) for t in range(5, 301, 5)]
+def test_windows_as_text_mark_the_event_on_its_second():
+    rows = [timeline_row(t) for t in range(8)]
+    rows[4] = timeline_row(4, errors={"connect_refused": 7}, p99_ms=None)
+    [window] = fault_windows(run_report(rows), [{"what": "kill web-1", "at_s": 4.0,
+                                                 "ts": 1004.5}])  # fmt: skip
+    lines = format_windows([window])
+    assert "kill web-1" in lines[1] and "connect_refused 7" in lines[1]
+    marked = [line for line in lines if line.endswith("<- kill web-1")]
+    assert len(marked) == 1 and marked[0].split()[0] == "4" and "connect_refused 7" in marked[0]
+    assert len(lines) == 3 + len(window["rows"])  # blank, title, header, one per row
 
 
 def counter(name, delta, per_s, **labels):

@@ -136,6 +136,10 @@ def test_kill_web_under_load_costs_no_failed_gets(tmp_path):
     assert "http_4xx" not in report["errors"]["by_request"], report["errors"]
     assert report["requests"] > 100
     assert len(report["timeline"]) >= 3
+    [window] = report["fault_windows"]  # the users' seconds around the kill, in the JSON
+    assert any(row["offset_s"] == 0 for row in window["rows"])
+    for kind, n in window["errors"].items():  # a part of the run's errors of that kind
+        assert n <= report["errors"]["by_kind"].get(kind, 0) + report["warmup"]["errors"]
     assert "<- kill web-1" in result.stdout
     audit = report["write_audit"]  # the auditor's writes went through web-2 or were retried
     assert audit["acknowledged"] >= 5 and audit["lost"] == 0, audit
@@ -143,3 +147,98 @@ def test_kill_web_under_load_costs_no_failed_gets(tmp_path):
     assert "write audit:" in result.stdout
     share = report["stage_figures"]["lb_share"]
     assert len(share) == 2 and abs(sum(share.values()) - 1) < 0.01
+
+
+READS_PROFILE = """
+description = "reads of 20 users by 4 users, for the scenarios played in-process"
+duration_s = 4
+warmup_s = 0
+users = 4
+think_ms = 20
+timeout_s = 5
+
+[keys]
+n = 20
+
+[[requests]]
+name = "get_user"
+method = "GET"
+path = "/users/{key}"
+weight = 1
+"""
+
+
+def play(tmp_path, stage, scenario, duration_s=4, **options):
+    """``scalelab run STAGE --load (4 s of reads) --scenario``, in this process: the
+    report dict that the CLI writes as JSON, and the text it prints."""
+    import io
+
+    from loadgen import run_load
+    from topologies import stages
+    from topologies.launcher import Launcher
+
+    module = stages.load(stage)
+    args = stages.default_options(module)
+    vars(args).update({"seed_users": 20, **options})
+    topology = module.topology(args)
+    scenario.check_against(topology.names)
+    profile = tmp_path / "reads.toml"
+    profile.write_text(READS_PROFILE)
+    out = io.StringIO()
+    with Launcher(topology, tmp_path / "run", out=out) as launcher:
+        launcher.start()
+        report = cli.run_with_faults(launcher, scenario, lambda: run_load(
+            launcher.entry_url, profile, duration_s=duration_s, progress=False, out=out), out)  # fmt: skip
+    assert all(e["ok"] for e in report["scenario"]["events"]), report["scenario"]
+    return report, out.getvalue()
+
+
+def test_the_users_errors_around_a_kill_are_in_its_window_by_kind(tmp_path):
+    """The client's timeline, cut around the event: killing the only web server leaves
+    every later request refused, and the window puts those errors on the kill's second."""
+    scenario = parse_scenario(doc({"at": 1.5, "action": "kill", "target": "web-1"}), "kill_entry")
+    report, text = play(tmp_path, "single_server", scenario)
+    [window] = report["fault_windows"]
+    assert window["what"] == "kill web-1"
+    offsets = [row["offset_s"] for row in window["rows"]]
+    assert 0 in offsets and min(offsets) < 0  # the kill's second, and seconds before it
+    kill_row = next(row for row in report["timeline"] if row["t"] == window["second"])
+    assert kill_row["t"] <= window["load_s"] < kill_row["t"] + report["timeline_step_s"]
+    before = [row for row in window["rows"] if row["offset_s"] < 0]
+    assert all(row["answers"] > 0 and not row["errors"] for row in before), before
+    # After the kill nothing answers: connections refused (or cut, for one in flight).
+    after = [row for row in window["rows"] if row["offset_s"] > 0]
+    assert after and all(row["answers"] == 0 for row in after), after
+    errors = window["errors_from_event"]
+    assert errors.get("connect", 0) > 0 and set(errors) <= {"connect", "disconnect"}, errors
+    assert sum(errors.values()) == sum(sum(r["errors"].values()) for r in [kill_row, *after])
+    assert window["errors"] == errors  # nothing failed before the kill
+    assert "around kill web-1" in text and "<- kill web-1" in text
+
+
+def test_the_shipped_delay_scenario_shows_in_the_users_p50(tmp_path):
+    """``delay_db`` played faster (its delay at 1.2 s, its return to 0 at 3.6 s): with no
+    cache every GET crosses link-db twice, so the seconds between have a p50 of at least
+    the delay, and those before and after are far below it."""
+    import dataclasses
+
+    shipped = load_scenario("delay_db")
+    delay, back = shipped.events
+    assert delay.action == back.action == "delay" and delay.target == back.target == "link-db"
+    assert delay.delay_ms >= 50 and back.delay_ms == 0
+    events = (dataclasses.replace(delay, at_s=1.2), dataclasses.replace(back, at_s=3.6))
+    report, text = play(tmp_path, "separate_db", dataclasses.replace(shipped, events=events),
+                        duration_s=5, db_link_ms=0.0, cache_mb=0)  # fmt: skip
+    assert report["errors"]["total"] == 0, report["errors"]
+    slowed, restored = report["fault_windows"]
+    # Lower bounds only: the added delay is a floor (2 x delay_ms per GET, asserted as 1 x),
+    # and without it a GET on loopback is far below it even on a busy machine.
+    before = [row for row in slowed["rows"] if row["offset_s"] < 0]
+    during = [
+        row for row in slowed["rows"] if row["offset_s"] > 0 and row["t"] < restored["second"]
+    ]
+    after = [row for row in restored["rows"] if row["offset_s"] > 0]
+    assert before and during and after, report["fault_windows"]
+    assert all(row["p50_ms"] < delay.delay_ms for row in before + after), before + after
+    assert all(row["p50_ms"] >= delay.delay_ms for row in during), during
+    assert f"<- delay link-db to {delay.delay_ms:g} ms" in text
