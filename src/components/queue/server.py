@@ -233,8 +233,13 @@ class QueueConnection(asyncio.Protocol):
         job = self.broker.put(self.session, self.session.use, put.pri, put.delay, put.ttr,
                               put.body, service.now())  # fmt: skip
         service.puts.inc()
-        if service.binlog is not None:
-            self.emit_durable(protocol.inserted(job.id))
+        if service.sync_commit:  # emit_durable, inlined: the hot path of a durable put
+            seq = service.binlog.appended_seq  # always past durable_seq: a new record
+            if not self.held:
+                service.holding.add(self)
+            self.held.append((seq, protocol.inserted(job.id)))
+        elif service.binlog is not None:
+            self.emit(protocol.inserted(job.id))
         else:
             self.out.append(protocol.inserted(job.id))
 
