@@ -83,6 +83,7 @@ class GroupCommitter:
         self._closed = False
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._tasks = [
             asyncio.ensure_future(self._log_stage()),
             asyncio.ensure_future(self._apply_stage()),
@@ -94,14 +95,21 @@ class GroupCommitter:
 
     async def submit(self, batch: Batch, epoch: int) -> tuple[int, list[Result]]:
         """Log, fsync and apply one batch as primary; returns (lsn, results)."""
+        return await self.enqueue(batch, epoch)
+
+    def enqueue(self, batch: Batch, epoch: int) -> asyncio.Future:
+        """``submit`` without the coroutine: the future of ``(lsn, results)``, for a
+        caller that answers from a done-callback instead of a task of its own. Raises
+        ``CommitFailed``/``Overloaded`` at once, as ``submit`` does."""
         if self.broken:
             raise CommitFailed(self.broken)
         if len(self._pending) >= MAX_PENDING:
             raise Overloaded(f"{MAX_PENDING} writes already waiting")
-        future = asyncio.get_running_loop().create_future()
+        future = self._loop.create_future()
         self._pending.append(_Entry(batch, future, epoch))
-        self._wake.set()
-        return await future
+        if not self._wake.is_set():
+            self._wake.set()
+        return future
 
     async def submit_records(self, records: list[Record]) -> None:
         """Log, fsync and apply records received from the primary (a replica's path)."""

@@ -244,8 +244,11 @@ class Database:
         """One batch inside the open transaction: ``(results, transaction_lost)``."""
         w.execute("SAVEPOINT batch" + self._tag)
         results: list[Result] = []
+        # A batch of one statement needs no savepoint of its own: the batch's savepoint
+        # undoes exactly that statement, and the results are the same in both modes.
+        atomic = batch.transaction or len(batch.statements) == 1
         for sql, params in batch.statements:
-            if not batch.transaction:
+            if not atomic:
                 w.execute("SAVEPOINT stmt" + self._tag)
             result = self._run_user(w, self._wguard, sql, params)
             if isinstance(result, Failure) and not w.in_transaction:
@@ -253,11 +256,11 @@ class Database:
                 return results, True
             results.append(result)
             if isinstance(result, Failure):
-                if batch.transaction:
+                if atomic:
                     w.execute("ROLLBACK TO batch" + self._tag)  # rqlite: stop at the error
                     break
                 w.execute("ROLLBACK TO stmt" + self._tag)
-            if not batch.transaction:
+            if not atomic:
                 w.execute("RELEASE stmt" + self._tag)
         w.execute("RELEASE batch" + self._tag)
         return results, False

@@ -1,11 +1,13 @@
 """The store's asyncio shell: rqlite's HTTP API over aiohttp.web, the log, SQLite, replication.
 
-Why aiohttp.web and not the shared HTTP/1.1 codec (``common/http1.py``): the store's
-requests are JSON documents whose cost is dominated by SQLite and by an fsync, not by
-header parsing; the store needs chunked streaming responses (replication, backups), an
+Why aiohttp.web: the store needs chunked streaming responses (replication, backups), an
 HTTP *client* (forwarding to the primary, following it as a replica) and request-body
-limits, all of which aiohttp provides in one well-tested package. The load balancer is
-where a hand-written codec earns its keep.
+limits, all of which aiohttp provides in one well-tested package. But per request its
+machinery costs more CPU than a durable single-row write itself, so the public port's
+connections start in ``front.py``, which serves the common ``/db/execute`` and
+``/db/query`` requests on the shared HTTP/1.1 codec (``serve_fast`` below decides which:
+only those it can answer without waiting for anything but the commit) and hands the
+connection to aiohttp for everything else.
 
 Threads: the event loop never waits on the disk. The redo log has one thread (appends,
 fsyncs, reads for replication, so they are serialised without locks), SQLite's write
@@ -74,6 +76,7 @@ from . import protocol
 from .commit import CommitFailed, GroupCommitter, Overloaded
 from .database import META_TABLE, Changes, Database
 from .follower import Follower
+from .front import JSON, TEXT, Answer, ApiProtocol, Deferred
 from .protocol import BadRequest, Options
 from .replication import LogView, NeedSnapshot, Node, Refuse, Role, Stream
 from .rewrite import Rewriter
@@ -105,6 +108,9 @@ MAX_QUEUED_WRITES = 5000
 FORWARD_TIMEOUT_S = 30.0
 FORWARDED_HEADER = "X-Scalelab-Forwarded"
 LSN_HEADER = "X-Scalelab-Lsn"
+LSN_HEADER_BYTES = LSN_HEADER.encode()
+#: Distinct query strings whose parsed flags the fast front remembers.
+OPTIONS_CACHE_SIZE = 256
 CLUSTER_TOKEN_HEADER = "X-Scalelab-Cluster-Token"
 READY_TEXT = "[+]node ok\n[+]leader ok\n[+]store ok\n"
 
@@ -255,9 +261,17 @@ class StoreService(Service):
             app, access_log=None, handle_signals=False, shutdown_timeout=args.drain_timeout
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, args.host, args.port, reuse_address=True)
-        await site.start()
-        bound = format_address(site._server.sockets[0].getsockname())  # type: ignore[union-attr]
+        # The listener is front.py's: each connection starts there and is handed to
+        # aiohttp's request handler (the runner's protocol factory) when needed.
+        self._front_connections: set[ApiProtocol] = set()
+        self._options_cache: dict[bytes, Options] = {}
+        aiohttp_protocol = self._runner.server
+        assert aiohttp_protocol is not None
+        self._listener = await loop.create_server(
+            lambda: ApiProtocol(self.serve_fast, aiohttp_protocol, self._front_connections),
+            args.host, args.port, reuse_address=True,
+        )  # fmt: skip
+        bound = format_address(self._listener.sockets[0].getsockname())
         self.api_addr = args.advertise or bound
         self.node.api_addr = self.api_addr
         await self.save_state()
@@ -287,6 +301,7 @@ class StoreService(Service):
 
     async def drain(self) -> None:
         """Stop accepting, finish in-flight requests and queued writes, flush the log."""
+        self._close_front()
         await self.follower.close()
         for task in list(self._streams):  # replicas reconnect to whoever is primary next
             task.cancel()
@@ -294,8 +309,16 @@ class StoreService(Service):
         if self._queued:
             await asyncio.gather(*list(self._queued), return_exceptions=True)
         await self.committer.close()
+        while any(c.busy for c in self._front_connections):  # answers from done-callbacks
+            await asyncio.sleep(0.005)
+
+    def _close_front(self) -> None:
+        self._listener.close()
+        for connection in list(self._front_connections):
+            connection.close_when_idle()
 
     async def stop(self) -> None:
+        self._close_front()
         await self.follower.close()
         for task in list(self._streams):
             task.cancel()
@@ -500,22 +523,105 @@ class StoreService(Service):
         return _json_bytes(protocol.dumps(body, options.pretty))
 
     async def _write(self, statements, options: Options, started: float) -> web.Response:
-        batch = Batch(
-            tuple((self.rewriter.rewrite(sql), params) for sql, params in statements),
-            options.transaction,
-        )
         try:
-            lsn, results = await self.committer.submit(batch, self.node.epoch)
+            lsn, results = await self.committer.submit(self._batch(statements, options),
+                                                       self.node.epoch)  # fmt: skip
         except Overloaded as exc:
             return _json({"error": str(exc)}, 503)
         except CommitFailed as exc:
             return _json({"error": str(exc)}, 500)
         await self._wait_replicas(lsn)
+        body = self._write_body(lsn, results, options, started)
+        return _json_bytes(body, headers={LSN_HEADER: str(lsn)})
+
+    def _batch(self, statements, options: Options) -> Batch:
+        rewrite = self.rewriter.rewrite
+        return Batch(tuple((rewrite(sql), params) for sql, params in statements),
+                     options.transaction)  # fmt: skip
+
+    def _write_body(self, lsn: int, results, options: Options, started: float) -> bytes:
+        """A committed write's answer (both fronts), counted in the metrics."""
         self.m_executes.inc()
         self.m_stmt_write.inc(len(results))
         self._count_errors(results)
-        body = protocol.results_body(results, options, time.perf_counter() - started, lsn)
-        return _json_bytes(body, headers={LSN_HEADER: str(lsn)})
+        return protocol.results_body(results, options, time.perf_counter() - started, lsn)
+
+    # -- the fast front (front.py): answers computed without awaiting -----------------
+
+    def serve_fast(self, route: str, request, body: bytes) -> Answer | Deferred | None:
+        """Serve ``route`` ("execute" or "query") on the fast front if the answer needs
+        nothing but the commit; None hands the request to aiohttp (the handlers above),
+        which then serves everything this declines, with the same answers."""
+        started = time.perf_counter()
+        options = self._fast_options(request.target)
+        if options is None:
+            return None
+        try:
+            if route == "execute":
+                if (options.queue or not self.node.writable or self.args.sync_replicas
+                        or self.writes_admission.enabled):  # fmt: skip
+                    return None
+                statements = protocol.parse_statements(body)
+            elif request.method == b"GET" or options.q is not None:
+                statements = protocol.single_statement(options.q or "")
+            else:
+                statements = protocol.parse_statements(body)
+        except BadRequest as exc:
+            return 400, TEXT, b"", str(exc).encode()
+        if route == "execute":
+            try:
+                future = self.committer.enqueue(self._batch(statements, options), self.node.epoch)
+            except Overloaded as exc:
+                return 503, JSON, b"", orjson.dumps({"error": str(exc)})
+            except CommitFailed as exc:
+                return 500, JSON, b"", orjson.dumps({"error": str(exc)})
+            return Deferred(future, lambda f: self._fast_write_answer(f, options, started))
+        return self._fast_query(statements, options, started)
+
+    def _fast_options(self, target: bytes) -> Options | None:
+        """The flags of a request target, parsed once per distinct query string (clients
+        repeat theirs); None for a target whose query string is malformed (aiohttp's
+        handler answers it)."""
+        _, _, query = target.partition(b"?")
+        options = self._options_cache.get(query)
+        if options is None:
+            try:
+                options = protocol.parse_options(query.decode())  # parse_qsl unquotes
+            except (BadRequest, UnicodeDecodeError):
+                return None
+            if len(self._options_cache) >= OPTIONS_CACHE_SIZE:
+                self._options_cache.clear()
+            self._options_cache[query] = options
+        return options
+
+    def _fast_write_answer(self, future: asyncio.Future, options: Options, started: float):
+        try:
+            lsn, results = future.result()
+        except CommitFailed as exc:
+            return 500, JSON, b"", orjson.dumps({"error": str(exc)})
+        except BaseException as exc:  # noqa: BLE001 - cancelled by a closing committer
+            return 503, JSON, b"", orjson.dumps({"error": f"write not committed: {exc!r}"})
+        body = self._write_body(lsn, results, options, started)
+        self.m_write_s.observe(time.perf_counter() - started)
+        return 200, JSON, b"%s: %d\r\n" % (LSN_HEADER_BYTES, lsn), body
+
+    def _fast_query(self, statements, options: Options, started: float) -> Answer | None:
+        node = self.node
+        if options.level != "none" and not node.writable:
+            return None  # forwarded to the primary
+        if options.level == "strong" and self.follower.peers:
+            return None  # asks the peers first
+        stale = options.level == "none" and options.freshness_s is not None
+        if stale and not node.fresh(time.monotonic(), options.freshness_s):
+            return 200, JSON, b"", orjson.dumps({"error": "stale read"})
+        if options.min_lsn is not None and self.db.applied_lsn < options.min_lsn:
+            return None  # waits for the write
+        if self.reads_admission.enabled or len(statements) > FAST_READ_STATEMENTS:
+            return None
+        read = self.db.query_fast(statements)
+        if read is None:
+            return None  # not small: the reader thread
+        return 200, JSON, b"", self._query_body(read, options, started)
 
     async def _wait_replicas(self, lsn: int) -> None:
         """Semi-synchronous commit: wait (bounded) for K replicas to hold ``lsn``.
@@ -601,13 +707,16 @@ class StoreService(Service):
                 )
             finally:
                 self._reads_waiting -= 1
+        return _json_bytes(self._query_body(read, options, started))
+
+    def _query_body(self, read, options: Options, started: float) -> bytes:
+        """A query's answer (both fronts), counted in the metrics."""
         lsn, results = read
         self.m_queries.inc()
         self.m_stmt_read.inc(len(results))
         self._count_errors(results)
         self.m_query_s.observe(time.perf_counter() - started)
-        body = protocol.results_body(results, options, time.perf_counter() - started, lsn)
-        return _json_bytes(body)
+        return protocol.results_body(results, options, time.perf_counter() - started, lsn)
 
     async def _wait_applied(self, options: Options) -> bool:
         deadline = time.monotonic() + (options.timeout_s or MIN_LSN_WAIT_S)
