@@ -34,17 +34,16 @@ closed-loop load tool waits on the busiest group, so scaling is a little under N
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for benchlib
 
+from shardbench import Servers, post  # noqa: E402
+
 import benchlib  # noqa: E402
 from components.shard import config as shard_config  # noqa: E402
-from topologies import process  # noqa: E402
 
 ROWS = 2000
 SCHEMA = "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)"
@@ -63,21 +62,10 @@ wrk.body = '[["INSERT INTO users(name) VALUES(?)", "fiona"]]'
 """
 
 
-def post(address: str, path: str, statements: list) -> None:
-    request = urllib.request.Request(f"http://{address}{path}", method="POST",
-                                     data=json.dumps(statements).encode(),
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
-    with urllib.request.urlopen(request, timeout=60) as response:
-        doc = json.loads(response.read())
-    for result in doc["results"]:
-        if "error" in result:
-            raise benchlib.BenchError(f"setup failed on {address}: {result['error']}")
-
-
 def load(address: str, ids: list[int]) -> None:
     """Rows straight into one store, in batches (one write service time each)."""
     for start in range(0, len(ids), LOAD_BATCH):
-        post(address, "/db/execute?transaction",
+        post(f"http://{address}/db/execute?transaction",
              [["INSERT INTO users(id, name) VALUES(?, ?)", i, "x"]
               for i in ids[start : start + LOAD_BATCH]])  # fmt: skip
 
@@ -101,18 +89,13 @@ def main() -> None:
                  "--write-max-concurrency", str(args.concurrency),
                  "--max-queue", str(4 * args.connections),
                  "--write-max-queue", str(4 * args.connections)]  # fmt: skip
-    servers: list[process.ComponentProcess] = []
-
-    def start(component: str, name: str, *flags: str) -> process.ComponentProcess:
-        proc = process.start(component, *flags, name=name, log_path=work / f"{name}.log")
-        servers.append(proc)
-        benchlib.pin(proc.pid)
-        return proc
+    servers = Servers(work)
+    start = servers.start
 
     try:
         contenders: dict[str, tuple[str, list[int]]] = {}  # label -> (address, CPU pids)
         direct = start("store", "direct", "--data-dir", str(work / "direct"), *emulation)
-        post(direct.listen["main"], "/db/execute", [SCHEMA])
+        post(f"http://{direct.listen['main']}/db/execute", [SCHEMA])
         load(direct.listen["main"], list(range(1, ROWS + 1)))
         contenders["direct"] = (direct.listen["main"], [direct.pid])
         counts = [int(n) for n in args.groups.split(",")]
@@ -128,7 +111,7 @@ def main() -> None:
                            + '[tables]\nusers = "id"\n[ids]\nusers = "id"\n')  # fmt: skip
             routing = shard_config.parse(doc).routing  # the router's own placement
             for i, store in enumerate(stores):
-                post(store.listen["main"], "/db/execute", [SCHEMA])
+                post(f"http://{store.listen['main']}/db/execute", [SCHEMA])
                 load(
                     store.listen["main"],
                     [k for k in range(1, ROWS + 1) if routing.group_for(k) == f"g{i}"],
@@ -153,7 +136,7 @@ def main() -> None:
                     runs.setdefault((label, kind), []).append(result)
         report(runs, contenders, counts, args)
     finally:
-        benchlib.stop_all(servers)
+        servers.stop()
 
 
 def report(runs, contenders, counts, args) -> None:

@@ -22,18 +22,22 @@ of Vitess' MoveTables/Reshard and of CockroachDB's range moves:
    the fence then lasts one read of the whole range. ``/status`` says which path ran
    (``catchup``, ``catchup_note``) and how long the fence was (``fence_s``).
 4. **switch**: on the target, one transaction moves the staging rows into the live
-   table; the sources delete the moved rows; the routing map gets the new placement
-   (a directory entry over the old placement) and a higher version, saved to disk.
+   table; the routing map gets the new placement (a directory entry over the old
+   placement) and a higher version, saved to disk with the sources' copies marked as
+   old copies (a *pending cleanup*, below).
 5. **lift the fence**: held statements are planned again with the new map.
+6. **clean up**: the sources delete the moved rows, outside the fence (until then the
+   old copies are hidden from fan-outs like any pending cleanup).
 
 No row is lost and none is duplicated: under the fence, staging equals the sources'
 moving rows (every key changed since the copy was read again after its last change, or
-everything was read again), it lands on the target in one transaction before the
-sources delete, and the rows sit in staging, invisible, until then.
+everything was read again), it lands on the target in one transaction while the fence
+holds, the rows sit in staging, invisible, until then, and from the switch on the
+sources' copies are hidden until they are deleted.
 
 Failures: anything before the target's commit aborts the move (staging is dropped on
 the next try, the map is unchanged). After it, the move rolls forward: the map switches,
-and a source whose deletes fail (it is down, or refuses) is left with *old copies* of
+and a source whose deletes fail (it is down, or refuses) stays with *old copies* of
 the moved rows: a *pending cleanup*, kept in the moves file so it survives a restart.
 Until it is done, the router must not let those copies be seen: every statement sent
 to that group for a fan-out (reads, and keyless UPDATE/DELETE, whose ``rows_affected``
@@ -237,7 +241,8 @@ class Staged:
 class Progress:
     """What ``/status`` shows about the current (or last) resharding."""
 
-    state: str = "idle"  # idle, copying, catching_up, fenced, done, cleanup_pending, failed
+    #: idle, copying, catching_up, fenced, cleaning_up, done, cleanup_pending, failed
+    state: str = "idle"
     move: dict[str, Any] = field(default_factory=dict)
     rows_copied: int = 0
     rows_caught_up: int = 0
@@ -250,4 +255,6 @@ class Progress:
     changes_seen: int = 0  # logged statements on sharded tables read from the feeds
     keys_refetched: int = 0  # moving keys whose rows were read again
     fence_s: float = 0.0  # how long statements on the groups involved were held
+    #: Where the fence's time went: in-flight statements, catch-up, switch, deletes.
+    fence_phases_ms: dict[str, float] = field(default_factory=dict)
     error: str = ""

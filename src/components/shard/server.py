@@ -489,7 +489,7 @@ class ShardService(Service):
         async with self._reshard_lock:
             self.progress = Progress("copying", move.describe())
             try:
-                await self._reshard(move)
+                index = await self._reshard(move)
             except (ReshardError, GroupDown, OutcomeUnknown) as exc:
                 self.progress.state, self.progress.error = "failed", str(exc)
                 self.log.error("reshard_failed", error=str(exc), **move.describe())
@@ -500,10 +500,14 @@ class ShardService(Service):
                     self.m_fence_s.set(self.progress.fence_s)
                 self._fence = set()
                 self._open.set()
+            self.progress.state = "cleaning_up"
+            await self._delete_old_copies(index)
         self.log.info("resharded", version=self.router.map.version, **move.describe())
         return dataclasses.asdict(self.progress)
 
-    async def _reshard(self, move: Move) -> None:
+    async def _reshard(self, move: Move) -> int:
+        """Copy, catch up, fence, switch; the new move's index in ``self.moves`` (whose
+        sources' old copies ``_delete_old_copies`` removes once the fence is down)."""
         target = self.groups[move.to]
         froms = [self.groups[g] for g in sources(self.router.map, move, list(self.groups))]
         tables = self.config.tables
@@ -535,6 +539,16 @@ class ShardService(Service):
                 await asyncio.wait_for(self._settled.wait(), deadline - time.monotonic())
             except TimeoutError:
                 raise ReshardError("statements in flight did not finish within the fence") from None
+        phases = p.fence_phases_ms
+        mark = self._fenced_at
+
+        def phase(name: str) -> None:
+            nonlocal mark
+            now = time.perf_counter()
+            phases[name] = round((now - mark) * 1000, 1)
+            mark = now
+
+        phase("in_flight")
         # 4. the last changes; or, without a usable feed, every moving row read again
         if catchup.mode == "changes":
             await catchup.fenced()
@@ -542,39 +556,52 @@ class ShardService(Service):
             _, changed = await self._resync(froms, target, move, staged)
             p.rows_caught_up += changed
         p.catchup, p.catchup_note = catchup.mode, catchup.note
-        # 5. switch: staging -> live on the target (one transaction), sources delete
+        phase("catch_up")
+        # 5. switch: staging -> live on the target (one transaction), then the map
         live = []
         for table in tables:
             staging = ident(STAGING_PREFIX + table)
             live += [f"INSERT INTO {ident(table)} SELECT * FROM {staging}",
                      f"DROP TABLE {staging}"]  # fmt: skip
         await self._run(target, live, transaction=True)
+        phase("switch")
         final = staged.count
-        # From here the target holds the truth: roll forward whatever happens. A source
-        # whose deletes fail keeps old copies, hidden from fan-outs until the background
-        # cleanup removes them (see reshard.py); the fence is still up, so no statement
-        # sees the new map before the exclusion.
+        # From here the target holds the truth: roll forward whatever happens. The
+        # sources' copies are now old copies: recorded as such (and so hidden from
+        # fan-outs, see reshard.py) before the fence lifts, deleted after it, so that
+        # deleting them does not hold anyone's writes.
         index = len(self.moves)
         self.moves.append(move)
-        pending = set()
-        for group in froms:
-            try:
-                await self._delete_moved(group, move)
-            except (ReshardError, GroupDown, OutcomeUnknown) as exc:
-                self.log.warning("reshard_cleanup_deferred", group=group.name, error=str(exc))
-                pending.add(group.name)
-        if pending:
-            self.cleanup[index] = pending
+        if froms:
+            self.cleanup[index] = {g.name for g in froms}
         self.router.map = switched(self.router.map, move)
         self._save_moves()
+        phase("switch_map")
         self.m_moved.inc(final)
         self.progress.rows_moved = final
-        self.progress.state = "done"
-        if pending:
+        return index
+
+    async def _delete_old_copies(self, index: int) -> None:
+        """After the fence: delete a move's rows from its sources; any source that does
+        not take the deletes is left to the background cleanup."""
+        move = self.moves[index]
+        held = self.cleanup.get(index, set())
+        for name in sorted(held):
+            try:
+                await self._delete_moved(self.groups[name], move)
+            except (ReshardError, GroupDown, OutcomeUnknown) as exc:
+                self.log.warning("reshard_cleanup_deferred", group=name, error=str(exc))
+                continue
+            held.discard(name)
+        if held:
             self.progress.state = "cleanup_pending"
-            self.progress.error = (f"old copies left on groups {sorted(pending)}: hidden from "
+            self.progress.error = (f"old copies left on groups {sorted(held)}: hidden from "
                                    "fan-out statements, deletes retried in the background")  # fmt: skip
             self._ensure_cleanup()
+            return
+        self.cleanup.pop(index, None)
+        self._save_moves()
+        self.progress.state = "done"
 
     async def _delete_moved(self, group: Group, move: Move) -> None:
         """Delete a move's rows from a source group, every sharded table at once."""
