@@ -9,10 +9,15 @@ What it measures (issue 6):
    same run. The store pays HTTP, JSON and Python on every write, but shares one fsync
    among every write that arrived meanwhile (group commit); SQLite has no group commit,
    so more clients do not help it (its writers serialise on the database lock). Goal:
-   store >= 3x sqlite3 at 64 clients.
+   store >= 3x sqlite3 at 64 clients. Next to each rate: the store's CPU time per write
+   (user+system of all its threads, ``/proc/<pid>/stat``), the steadiest figure on a
+   shared machine, and the writes per fsync.
 2. **Point reads/s.** ``GET /db/query?q=SELECT ... WHERE id = 42`` through the API vs the
    bare aiohttp hello app (``bench/web/hello_app.py``), the ceiling for any aiohttp
-   server on this machine.
+   server on this machine, with the CPU per request of both.
+3. **Before/after** (``--base REV``): the store of git revision REV (``git archive``
+   into a temporary directory) runs next to this work tree's, alternating, at the
+   largest client count, so an optimisation is judged by a ratio measured in one run.
 
 rqlite itself (the Go server whose API we speak) is not installable here (no package in
 the distribution, and we do not download binaries), so it is not in the comparison.
@@ -23,7 +28,7 @@ write's answer is checked (wrk counts non-2xx; the row count is checked at the e
 
 Run::
 
-    .venv/bin/python bench/store/compare_sqlite.py [--duration 5] [--rounds 3]
+    .venv/bin/python bench/store/compare_sqlite.py [--duration 5] [--rounds 3] [--base REV]
 
 Only loopback addresses are used.
 """
@@ -32,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import statistics
 import subprocess
@@ -41,11 +45,12 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from topologies import process
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import benchlib  # noqa: E402
+from topologies import process  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-SRC = REPO / "src"
+REPO = benchlib.REPO
 HELLO_APP = REPO / "bench" / "web" / "hello_app.py"
 
 INSERT_LUA = """
@@ -53,6 +58,10 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '[["INSERT INTO bench(v) VALUES(?)", "0123456789abcdef"]]'
 """
+
+#: Runs ``components.store`` from another source tree (``--base``), ahead of this one.
+RUN_FROM = "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); " \
+           "runpy.run_module('components.store', run_name='__main__')"  # fmt: skip
 
 SQLITE_LOOP = r"""
 import sqlite3, sys, time
@@ -87,26 +96,16 @@ print(done / (time.monotonic() - started))
 """
 
 
-def start(argv: list[str], log_path: Path) -> tuple[subprocess.Popen, dict]:
-    proc = process.launch(argv, log_path=log_path, cwd=REPO)
-    return proc.popen, proc.ready
-
-
-def wrk(url: str, duration_s: int, connections: int, script: Path | None = None):
-    command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration_s}s"]
-    if script is not None:
-        command += ["-s", str(script)]
-    command.append(url)
-    out = subprocess.run(command, capture_output=True, text=True, timeout=duration_s + 60).stdout
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if match is None:
-        raise SystemExit(f"wrk gave no rate:\n{out}")
-    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return float(match.group(1)), " ".join(command), int(errors.group(1)) if errors else 0
+def store_argv(data_dir: Path, src: Path | None = None) -> list[str]:
+    flags = ["--port", "0", "--admin-port", "0", "--data-dir", str(data_dir),
+             "--log-level", "warning"]  # fmt: skip
+    if src is None:
+        return benchlib.pinned([sys.executable, "-m", "components.store", *flags])
+    return benchlib.pinned([sys.executable, "-c", RUN_FROM, str(src), *flags])
 
 
 def loop_rate(code: str, path: Path, duration_s: int) -> float:
-    command = ["taskset", "-c", "0", sys.executable, "-c", code, str(path), str(duration_s)]
+    command = benchlib.pinned([sys.executable, "-c", code, str(path), str(duration_s)])
     out = subprocess.run(command, capture_output=True, text=True, timeout=duration_s + 60)
     return float(out.stdout.strip())
 
@@ -117,12 +116,25 @@ def post(url: str, statements) -> dict:
     return json.loads(urllib.request.urlopen(request, timeout=10).read())
 
 
-def scrape(admin: str, name: str) -> float:
-    body = urllib.request.urlopen(f"http://{admin}/metrics", timeout=5).read().decode()
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
+def export(rev: str, into: Path) -> Path:
+    """``src`` of git revision ``rev``, extracted (read-only for the repository)."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", rev, "src"], cwd=REPO, capture_output=True,
+                             check=True).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "src"
+
+
+def write_run(store: process.ComponentProcess, script: Path, clients: int, duration: int):
+    """One wrk run of single-row INSERTs: (writes/s, CPU µs/write, writes per fsync)."""
+    api, admin = store.listen["main"], store.listen["admin"]
+    fsyncs = benchlib.scrape_metric(admin, "scalelab_store_fsyncs_total")
+    executes = benchlib.scrape_metric(admin, "scalelab_store_executes_total")
+    result = benchlib.run_wrk(f"http://{api}/db/execute", pids=[store.pid], connections=clients,
+                              duration_s=duration, script=script, latency=False)  # fmt: skip
+    fsyncs = benchlib.scrape_metric(admin, "scalelab_store_fsyncs_total") - fsyncs
+    executes = benchlib.scrape_metric(admin, "scalelab_store_executes_total") - executes
+    return result, executes / max(fsyncs, 1)
 
 
 def main() -> None:
@@ -130,83 +142,120 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5, help="seconds per run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", default="1,16,64")
+    parser.add_argument("--base", default=None, metavar="REV",
+                        help="also run the store of this git revision (before/after)")  # fmt: skip
+    parser.add_argument("--no-reads", action="store_true", help="skip the read comparison")
     args = parser.parse_args()
-    for tool in ("wrk", "taskset"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} not found on PATH")
+    benchlib.require("wrk", "taskset")
     clients = [int(c) for c in args.clients.split(",")]
+    top = max(clients)
 
     # /tmp here is the same ext4 disk as the repository (check with df -T: a tmpfs would
     # make every fsync free and the comparison meaningless).
     workdir = Path(tempfile.mkdtemp(prefix="scalelab-bench-store-"))
     script = workdir / "insert.lua"
     script.write_text(INSERT_LUA)
-    store_argv = ["taskset", "-c", "0", sys.executable, "-m", "components.store", "--port", "0",
-                  "--admin-port", "0", "--data-dir", str(workdir / "store"),
-                  "--log-level", "warning"]  # fmt: skip
-    hello_argv = ["taskset", "-c", "0", sys.executable, str(HELLO_APP)]
-    store, store_ready = start(store_argv, workdir / "store.log")
-    hello, hello_ready = start(hello_argv, workdir / "hello.log")
-    api = f"http://{store_ready['listen']['main']}"
-    admin = store_ready["listen"]["admin"]
+    servers: list[process.ComponentProcess] = []
     errors = 0
     try:
-        post(f"{api}/db/execute", ["CREATE TABLE bench (id INTEGER PRIMARY KEY, v TEXT)",
-                                   "INSERT INTO bench(id, v) VALUES(42, 'answer')"])  # fmt: skip
-        writes: dict[str, list[float]] = {}
+        stores = {"store": process.launch(store_argv(workdir / "store"),
+                                          log_path=workdir / "store.log", cwd=REPO)}  # fmt: skip
+        servers.append(stores["store"])
+        if args.base:
+            base_src = export(args.base, workdir / "base")
+            stores[f"store@{args.base}"] = process.launch(
+                store_argv(workdir / "store-base", base_src), log_path=workdir / "base.log",
+                cwd=REPO,
+            )  # fmt: skip
+            servers.append(stores[f"store@{args.base}"])
+        hello = process.launch(benchlib.pinned([sys.executable, str(HELLO_APP)]),
+                               log_path=workdir / "hello.log", cwd=REPO)  # fmt: skip
+        servers.append(hello)
+        for store in stores.values():
+            post(f"http://{store.listen['main']}/db/execute",
+                 ["CREATE TABLE bench (id INTEGER PRIMARY KEY, v TEXT)",
+                  "INSERT INTO bench(id, v) VALUES(42, 'answer')"])  # fmt: skip
+        rates: dict[str, list[float]] = {}
+        cpu: dict[str, list[float]] = {}
+        per_fsync: dict[str, list[float]] = {}
         commands: dict[str, str] = {}
         for round_number in range(1, args.rounds + 1):
             rate = loop_rate(SQLITE_LOOP, workdir / f"plain{round_number}.db", args.duration)
             commands["sqlite3"] = "taskset -c 0 python -c <sqlite3 WAL synchronous=FULL loop>"
-            writes.setdefault("sqlite3", []).append(rate)
-            print(f"round {round_number}  sqlite3 FULL    {rate:9.0f} writes/s", flush=True)
+            rates.setdefault("sqlite3", []).append(rate)
+            print(f"round {round_number}  sqlite3 FULL        {rate:9.0f} writes/s", flush=True)
             rate = loop_rate(FSYNC_LOOP, workdir / f"raw{round_number}.log", args.duration)
             commands["raw fsync"] = "taskset -c 0 python -c <os.write + os.fsync loop>"
-            writes.setdefault("raw fsync", []).append(rate)
-            print(f"round {round_number}  raw fsync       {rate:9.0f} appends/s", flush=True)
-            for c in clients:
-                fsyncs_before = scrape(admin, "scalelab_store_fsyncs_total")
-                executes_before = scrape(admin, "scalelab_store_executes_total")
-                rate, command, non2xx = wrk(f"{api}/db/execute", args.duration, c, script)
-                errors += non2xx
-                commands[f"store c={c}"] = command
-                writes.setdefault(f"store c={c}", []).append(rate)
-                fsyncs = scrape(admin, "scalelab_store_fsyncs_total") - fsyncs_before
-                executes = scrape(admin, "scalelab_store_executes_total") - executes_before
-                print(f"round {round_number}  store c={c:<3}     {rate:9.0f} writes/s  "
-                      f"({executes / max(fsyncs, 1):.1f} writes per fsync)", flush=True)  # fmt: skip
-        reads: dict[str, list[float]] = {}
-        query_url = f"{api}/db/query?q=SELECT%20v%20FROM%20bench%20WHERE%20id%3D42&level=none"
-        hello_url = f"http://{hello_ready['listen']['main']}/"
-        for round_number in range(1, args.rounds + 1):
-            for label, url in (("hello", hello_url), ("store point SELECT", query_url)):
-                rate, commands[label], non2xx = wrk(url, args.duration, 16)
-                errors += non2xx
-                reads.setdefault(label, []).append(rate)
-                print(f"round {round_number}  {label:18} {rate:9.0f} req/s", flush=True)
-        rows = post(f"{api}/db/query", ["SELECT count(*) FROM bench"])["results"][0]["values"]
+            rates.setdefault("raw fsync", []).append(rate)
+            print(f"round {round_number}  raw fsync           {rate:9.0f} appends/s", flush=True)
+            for label, store in stores.items():
+                for c in clients if label == "store" else [top]:
+                    key = f"{label} c={c}"
+                    result, grouped = write_run(store, script, c, args.duration)
+                    errors += result.errors
+                    commands[key] = result.command
+                    rates.setdefault(key, []).append(result.rps)
+                    cpu.setdefault(key, []).append(result.cpu_us_per_request)
+                    per_fsync.setdefault(key, []).append(grouped)
+                    print(f"round {round_number}  {key:<19} {result.rps:9.0f} writes/s  "
+                          f"{result.cpu_us_per_request:6.1f} CPU us/write  "
+                          f"{grouped:5.1f} writes/fsync", flush=True)  # fmt: skip
+        reads: dict[str, list[benchlib.WrkResult]] = {}
+        if not args.no_reads:
+            api = stores["store"].listen["main"]
+            query_url = (
+                f"http://{api}/db/query?q=SELECT%20v%20FROM%20bench%20WHERE%20id%3D42&level=none"
+            )
+            hello_url = f"http://{hello.listen['main']}/"
+            for round_number in range(1, args.rounds + 1):
+                for label, url, pid in (("hello", hello_url, hello.pid),
+                                        ("store point SELECT", query_url, stores["store"].pid)):  # fmt: skip
+                    result = benchlib.run_wrk(url, pids=[pid], connections=16,
+                                              duration_s=args.duration, latency=False)  # fmt: skip
+                    errors += result.errors
+                    commands[label] = result.command
+                    reads.setdefault(label, []).append(result)
+                    print(f"round {round_number}  {label:18} {result.rps:9.0f} req/s  "
+                          f"{result.cpu_us_per_request:6.1f} CPU us/req", flush=True)  # fmt: skip
+        rows = post(f"http://{stores['store'].listen['main']}/db/query",
+                    ["SELECT count(*) FROM bench"])["results"][0]["values"]  # fmt: skip
     finally:
-        for proc in (store, hello):
-            proc.terminate()
-            proc.wait(10)
+        benchlib.stop_all(servers)
         shutil.rmtree(workdir, ignore_errors=True)
 
     print()
-    print("servers pinned with taskset -c 0, wrk with taskset -c 1; medians of", args.rounds)
-    base = statistics.median(writes["sqlite3"])
-    print(f"  sqlite3 (WAL, synchronous=FULL, one commit per row)  {base:9.0f} writes/s")
-    raw = statistics.median(writes["raw fsync"])
-    print(f"  raw append + fsync loop (the disk's ceiling, 1 writer) {raw:9.0f} appends/s")
-    for c in clients:
-        median = statistics.median(writes[f"store c={c}"])
-        print(f"  store, {c:2} clients, 1 INSERT per request          {median:9.0f} writes/s"
-              f"  ratio {median / base:5.2f}x")  # fmt: skip
-    hello_median = statistics.median(reads["hello"])
-    read_median = statistics.median(reads["store point SELECT"])
-    print(f"  aiohttp hello (16 conns)                              {hello_median:9.0f} req/s")
-    print(f"  store point SELECT level=none (16 conns)              {read_median:9.0f} req/s"
-          f"  ratio {read_median / hello_median:.2f}")  # fmt: skip
-    print(f"  rows in the store's table: {rows[0][0]}; non-2xx answers: {errors}")
+    print(f"servers pinned with taskset -c 0, wrk with taskset -c 1; medians of {args.rounds}; "
+          f"{benchlib.machine_note()}")  # fmt: skip
+    base = statistics.median(rates["sqlite3"])
+    table = [("sqlite3 (WAL, synchronous=FULL, commit per row)", base, 1.0, float("nan"),
+              float("nan")),
+             ("raw append + fsync loop (1 writer)", statistics.median(rates["raw fsync"]),
+              benchlib.paired_ratio(rates["raw fsync"], rates["sqlite3"]), float("nan"),
+              float("nan"))]  # fmt: skip
+    for key in rates:
+        if key.startswith("store"):
+            table.append((f"{key}, 1 INSERT per request", statistics.median(rates[key]),
+                          benchlib.paired_ratio(rates[key], rates["sqlite3"]),
+                          statistics.median(cpu[key]), statistics.median(per_fsync[key])))  # fmt: skip
+    print(benchlib.table(("durable writes", "writes/s", "x sqlite3", "CPU us/write",
+                          "writes/fsync"), table, ("", ",.0f", ".2f", ".1f", ".1f")))  # fmt: skip
+    if args.base:
+        ours, theirs = f"store c={top}", f"store@{args.base} c={top}"
+        print(f"  work tree vs {args.base} at {top} clients: writes/s x"
+              f"{benchlib.paired_ratio(rates[ours], rates[theirs]):.2f}, CPU us/write x"
+              f"{benchlib.paired_ratio(cpu[ours], cpu[theirs]):.2f}")  # fmt: skip
+    if reads:
+        hello_m, read_m = (benchlib.medians(reads[k], ("rps", "cpu_us_per_request"))
+                           for k in ("hello", "store point SELECT"))  # fmt: skip
+        print(benchlib.table(
+            ("reads (16 connections)", "req/s", "CPU us/req"),
+            [("aiohttp hello", hello_m["rps"], hello_m["cpu_us_per_request"]),
+             ("store point SELECT level=none", read_m["rps"], read_m["cpu_us_per_request"])],
+            ("", ",.0f", ".1f")))  # fmt: skip
+        ratio = benchlib.paired_ratio([r.rps for r in reads["store point SELECT"]],
+                                      [r.rps for r in reads["hello"]])  # fmt: skip
+        print(f"  point SELECT / hello: {ratio:.2f} (median of per-round ratios)")
+    print(f"  rows in the store's table: {rows[0][0]}; non-2xx answers and socket errors: {errors}")
     print("  commands:")
     for label, command in commands.items():
         print(f"    {label}: {command}")
