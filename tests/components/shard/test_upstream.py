@@ -74,3 +74,35 @@ async def test_oversized_answer_is_refused(monkeypatch):
         with pytest.raises(OutcomeUnknown, match="over 10 bytes"):
             await Group("g", (node,), session)._request(node, "POST", "/db/query", b"")
     server.close()
+
+
+def test_change_feed_of_a_real_store_token_and_compaction(spawn, tmp_path):
+    """``Group.changes`` against a store: records after an LSN with the admin token; 401
+    without it (not retryable); 410 once the log is compacted past it (retryable)."""
+    store = spawn("store", "--data-dir", str(tmp_path / "s"), "--admin-token", "sesame")
+    node, admin = store.listen["main"], store.listen["admin"]
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            group = Group("g", (node,), session, (admin,), "sesame")
+            for i in range(3):
+                reply = await group.send("POST", "/db/execute", (
+                    b'["CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY)", '
+                    b'["INSERT INTO t (id) VALUES (?)", %d]]' % i))  # fmt: skip
+                assert reply.status == 200
+            doc = await group.changes(0, 1000)
+            statements = [s for c in doc["changes"] for s in c["statements"]]
+            assert ["INSERT INTO t (id) VALUES (?)", 2] in statements
+            assert doc["lsn"] == doc["changes"][-1]["lsn"]
+            with pytest.raises(upstream.FeedGone, match="401") as denied:
+                await Group("g", (node,), session, (admin,), None).changes(0, 10)
+            assert not denied.value.retry
+            async with session.post(f"http://{admin}/admin/checkpoint",
+                                    headers={"Authorization": "Bearer sesame"}) as r:  # fmt: skip
+                assert r.status == 200
+            with pytest.raises(upstream.FeedGone, match="410") as gone:
+                await group.changes(0, 10)
+            assert gone.value.retry
+            group.close()
+
+    asyncio.run(scenario())
