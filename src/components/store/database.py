@@ -6,13 +6,16 @@ SQLite does the SQL; this module decides *how* it is driven so that the redo log
 - **One batch, one transaction, LSN inside.** ``apply(lsn, epoch, batch)`` runs the
   batch in one ``BEGIN IMMEDIATE ... COMMIT`` and, in the same transaction, sets
   ``applied_lsn`` in the ``_scalelab_meta`` table (``apply_group`` does the same for the
-  batches of one group commit, each in its own savepoint). After any crash the file's
+  batches of one group commit). After any crash the file's
   ``applied_lsn`` names exactly the last batch it holds, so recovery replays the log
   records after it: none twice, none missed. A batch whose statements all fail still
   commits its LSN.
-- **rqlite's two modes.** With ``?transaction`` the first error rolls the whole batch
-  back (results stop at the error). Without it each statement runs under its own
-  ``SAVEPOINT``: a failing one is undone alone and the rest commit, as in rqlite.
+- **rqlite's two modes.** With ``?transaction`` the batch runs in a ``SAVEPOINT`` and the
+  first error rolls the whole batch back (results stop at the error). Without it each
+  statement stands alone, as in rqlite: a failing one is undone by SQLite itself (a
+  statement is atomic, sqlite.org/lang_conflict.html; ``OR FAIL`` keeps what the
+  statement did before failing, as rqlite does) and the rest commit. No savepoint is
+  needed for that, which saves two statements per write on the hot path.
 - **User SQL is fenced by an authorizer.** Statements may not open or end transactions,
   attach files, change pragmas, or touch ``_scalelab_meta``; the store owns those. On
   the read handles every action that would write is denied, which is also how
@@ -199,13 +202,14 @@ class Database:
 
     def apply_group(self, items: list[tuple[int, int, Batch]]) -> list[list[Result]]:
         """Apply consecutive logged batches ``(lsn, epoch, batch)`` in one SQLite
-        transaction, each batch inside its own savepoint, and record the last LSN in it.
+        transaction and record the last LSN in it.
 
         This is group commit's second half: the batches that shared one fsync of the log
-        also share one SQLite commit. Each batch is still all-or-nothing (its savepoint),
-        readers still never see half a batch (they see whole groups), and the results are
-        the ones each batch would get alone, so a replica or a recovery that groups the
-        same records differently computes the same thing.
+        also share one SQLite commit. Each batch keeps its own semantics (a
+        ``?transaction`` batch is all-or-nothing in its savepoint, the statements of
+        another stand alone), readers still never see half a batch (they see whole
+        groups), and the results are the ones each batch would get alone, so a replica or
+        a recovery that groups the same records differently computes the same thing.
         """
         if not items:
             return []
@@ -242,27 +246,21 @@ class Database:
 
     def _run_batch(self, w: sqlite3.Connection, batch: Batch) -> tuple[list[Result], bool]:
         """One batch inside the open transaction: ``(results, transaction_lost)``."""
-        w.execute("SAVEPOINT batch" + self._tag)
+        atomic = batch.transaction
+        if atomic:
+            w.execute("SAVEPOINT batch" + self._tag)
         results: list[Result] = []
-        # A batch of one statement needs no savepoint of its own: the batch's savepoint
-        # undoes exactly that statement, and the results are the same in both modes.
-        atomic = batch.transaction or len(batch.statements) == 1
         for sql, params in batch.statements:
-            if not atomic:
-                w.execute("SAVEPOINT stmt" + self._tag)
             result = self._run_user(w, self._wguard, sql, params)
             if isinstance(result, Failure) and not w.in_transaction:
                 self._rolled_back(results, result)
                 return results, True
             results.append(result)
-            if isinstance(result, Failure):
-                if atomic:
-                    w.execute("ROLLBACK TO batch" + self._tag)  # rqlite: stop at the error
-                    break
-                w.execute("ROLLBACK TO stmt" + self._tag)
-            if not atomic:
-                w.execute("RELEASE stmt" + self._tag)
-        w.execute("RELEASE batch" + self._tag)
+            if atomic and isinstance(result, Failure):
+                w.execute("ROLLBACK TO batch" + self._tag)  # rqlite: stop at the error
+                break
+        if atomic:
+            w.execute("RELEASE batch" + self._tag)
         return results, False
 
     def _rolled_back(self, results: list[Result], failure: Failure) -> Failure:

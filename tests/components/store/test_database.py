@@ -48,6 +48,19 @@ def test_without_transaction_a_failing_statement_is_undone_alone(db):
     assert count(db) == 2
 
 
+def test_without_transaction_a_failing_multi_row_statement_is_undone_by_sqlite_itself(db):
+    db.apply(2, 1, Batch((("INSERT INTO t(id) VALUES(1)", None),), False))
+    (failed,) = db.apply(3, 1, Batch((("INSERT INTO t(id) VALUES(10), (1)", None),), False))
+    assert isinstance(failed, Failure) and count(db) == 1  # row 10 went with the statement
+    # OR FAIL keeps what the statement did before the error, as in rqlite (autocommit)
+    db.apply(4, 1, Batch((("INSERT OR FAIL INTO t(id) VALUES(11), (1)", None),), False))
+    assert count(db) == 2
+    group = db.apply_group([(5, 1, Batch((("INSERT INTO t(id) VALUES(20), (1)", None),), False)),
+                            (6, 1, Batch((("INSERT INTO t(id) VALUES(21)", None),), False))])  # fmt: skip
+    assert isinstance(group[0][0], Failure) and isinstance(group[1][0], Changes)
+    assert count(db) == 3 and db.applied_lsn == 6
+
+
 def test_with_transaction_the_first_error_rolls_back_everything(db):
     results = db.apply(2, 1, Batch((("INSERT INTO t(v) VALUES(1)", None),
                                     ("INSERT INTO nope VALUES(1)", None),
