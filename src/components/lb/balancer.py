@@ -14,7 +14,15 @@ Health is one small state machine per backend, modelled on HAProxy's:
   5xx) eject the backend for ``cooldown_s``; afterwards it is tried again, and one more
   error ejects it again;
 - an operator may *drain* a backend (no new requests, in-flight ones finish) or remove
-  it; both are live.
+  it; both are live;
+- *panic* (Envoy's panic threshold): when the healthy share of the backends that are
+  not draining falls below ``panic_threshold_pct``, health is ignored and requests are
+  spread over all of them. Health signals fail together more often than servers do (a
+  shared dependency of ``/health`` breaks, an overload makes every backend slow and
+  passive ejection takes them out one after the other, each ejection loading the rest
+  more): then answering 503 to everyone, or piling all traffic on the last one or two
+  survivors, is worse than trying everyone, some requests getting a 502 (after the
+  usual retry) and the rest an answer. 0 turns panic off (no healthy backend: 503).
 
 The algorithms, all choosing among the backends eligible right now:
 
@@ -51,6 +59,12 @@ ALGORITHMS = (
 
 #: How often ip_hash rehashes past ineligible backends before falling back to WRR (nginx: 20).
 IP_HASH_TRIES = 20
+
+#: Default panic threshold, Envoy's: below half the (non-draining) pool healthy, ignore
+#: health. At 50 the chapter's case (one of two web servers dies) is still routed around,
+#: since 1 of 2 healthy is not below half; losing more than half at once is more likely a
+#: broken health signal or an ejection cascade than a dead fleet.
+DEFAULT_PANIC_THRESHOLD_PCT = 50
 
 UP = "up"
 DOWN = "down"
@@ -113,6 +127,7 @@ class Balancer:
         fall: int = 3,
         max_fails: int = 3,
         cooldown_s: float = 10.0,
+        panic_threshold_pct: float = DEFAULT_PANIC_THRESHOLD_PCT,
         rng: random.Random | None = None,
     ) -> None:
         if algorithm not in ALGORITHMS:
@@ -122,6 +137,9 @@ class Balancer:
         self.fall = fall
         self.max_fails = max_fails
         self.cooldown_s = cooldown_s
+        if not 0 <= panic_threshold_pct <= 100:
+            raise ValueError("panic_threshold_pct must be within 0..100")
+        self.panic_threshold_pct = panic_threshold_pct
         self.rng = rng or random.Random()
         self.backends: list[Backend] = []
         self._by_address: dict[str, Backend] = {}
@@ -177,6 +195,17 @@ class Balancer:
     def eligible(self, now: float) -> list[Backend]:
         return [b for b in self.backends if b.eligible(now)]
 
+    def _in_panic(self, healthy: int, serving: int) -> bool:
+        # healthy / serving < threshold / 100, in integers.
+        return serving > 0 and healthy * 100 < self.panic_threshold_pct * serving
+
+    def panicking(self, now: float) -> bool:
+        """Whether ``pick`` ignores health right now (too few healthy backends)."""
+        if self._all_eligible:
+            return False
+        serving = [b for b in self.backends if b.state != DRAINING]
+        return self._in_panic(sum(1 for b in serving if b.eligible(now)), len(serving))
+
     # -- the choice --------------------------------------------------------------------
 
     def pick(
@@ -190,8 +219,13 @@ class Balancer:
         if self._all_eligible and exclude is None:
             candidates = self.backends
         else:
-            candidates = [b for b in self.backends if b.eligible(now)]
-            self._all_eligible = len(candidates) == len(self.backends)
+            backends = self.backends
+            candidates = [b for b in backends if b.eligible(now)]
+            self._all_eligible = len(candidates) == len(backends)
+            if not self._all_eligible and self.panic_threshold_pct:
+                serving = [b for b in backends if b.state != DRAINING]
+                if self._in_panic(len(candidates), len(serving)):
+                    candidates = serving  # panic: health is ignored, drained ones are not
             if exclude is not None and exclude in candidates:
                 candidates.remove(exclude)
         if not candidates:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .balancer import UP, Backend
+from .balancer import DRAINING, Backend
 
 if TYPE_CHECKING:
     from .proxy import BackendConnection
@@ -43,7 +43,9 @@ class BackendPool:
     def put(self, conn: BackendConnection) -> None:
         backend = conn.backend
         conns = self.idle.setdefault(backend, [])
-        if backend.removed or backend.state != UP or len(conns) >= MAX_IDLE_PER_BACKEND:
+        # A backend marked down keeps the connection: it just answered on it, and in
+        # panic down backends still serve. Draining or removed ones take no new requests.
+        if backend.removed or backend.state == DRAINING or len(conns) >= MAX_IDLE_PER_BACKEND:
             conn.close()
             return
         conn.deadline = self.proxy.now() + self.proxy.args.idle_timeout

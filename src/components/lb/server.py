@@ -5,7 +5,8 @@ This module is the shell around the exchange (``proxy.py``), the policy
 (``health.py``): it parses the flags, binds the public listener, exposes the pool as a
 live admin API (``GET/POST /admin/backends``, ``DELETE /admin/backends/{addr}``,
 ``POST /admin/backends/{addr}/drain``) and the per-backend metrics, sweeps timeouts for
-all connections with one timer (``TICK_S``) instead of one timer each, and on SIGTERM
+all connections with one timer (``TICK_S``) instead of one timer each (the same tick
+logs the balancer entering or leaving panic, ``--panic-threshold``), and on SIGTERM
 stops accepting, lets every exchange in flight finish (their answers say
 ``Connection: close``) and closes idle connections.
 """
@@ -23,7 +24,14 @@ from components.common import Service
 from components.common.admin import json_response, read_json
 from components.common.cli import format_address, host_port, non_negative_float
 
-from .balancer import ALGORITHMS, DOWN, Backend, Balancer
+from .balancer import (
+    ALGORITHMS,
+    DEFAULT_PANIC_THRESHOLD_PCT,
+    DOWN,
+    DRAINING,
+    Backend,
+    Balancer,
+)
 from .health import HealthChecker
 from .pool import BackendPool
 from .proxy import CONNECTING, ClientConnection
@@ -78,6 +86,12 @@ class LoadBalancer(Service):
                            help="consecutive errors that eject a backend (0: never)")  # fmt: skip
         group.add_argument("--cooldown", type=non_negative_float, default=10.0,
                            help="seconds an ejected backend stays out")  # fmt: skip
+        group.add_argument("--panic-threshold", type=non_negative_float,
+                           default=DEFAULT_PANIC_THRESHOLD_PCT, metavar="PCT",
+                           help="below this %% of non-draining backends healthy, ignore "
+                                "health and use them all, as Envoy does (default %(default)s: "
+                                "one of two down is still routed around; 0: never, answer "
+                                "503 when none is healthy)")  # fmt: skip
 
     @classmethod
     def check_arguments(cls, parser, args) -> None:
@@ -87,6 +101,8 @@ class LoadBalancer(Service):
             parser.error("--rise and --fall must be >= 1")
         if args.max_fails < 0:
             parser.error("--max-fails must be >= 0")
+        if args.panic_threshold > 100:
+            parser.error("--panic-threshold is a percentage (0..100)")
 
     async def start(self) -> dict[str, str]:
         self.setup(asyncio.get_running_loop())
@@ -112,7 +128,10 @@ class LoadBalancer(Service):
         self.balancer = Balancer(
             args.algorithm, rise=args.rise, fall=args.fall,
             max_fails=args.max_fails, cooldown_s=args.cooldown,
+            panic_threshold_pct=args.panic_threshold,
         )  # fmt: skip
+        # Whether the balancer was last seen in panic (the sweep logs the changes).
+        self.panic = False
         self.pool = BackendPool(self)
         m = self.metrics
         self.requests = m.counter("scalelab_lb_requests_total", "Requests proxied",
@@ -131,6 +150,10 @@ class LoadBalancer(Service):
         m.gauge("scalelab_lb_client_connections", "Open client connections").set_function(
             lambda: len(self.clients)
         )
+        m.gauge("scalelab_lb_panic",
+                "1 while too few backends are healthy and health is ignored").set_function(
+            lambda: 1 if self.balancer.panicking(self.now()) else 0
+        )  # fmt: skip
         self.retries = m.counter("scalelab_lb_retries_total", "Requests retried on another backend")
         self.rejected = m.counter("scalelab_lb_rejected_total",
                                   "Requests answered by the proxy itself", ["reason"])  # fmt: skip
@@ -187,7 +210,12 @@ class LoadBalancer(Service):
             entry = backend.describe(now)
             entry["idle_connections"] = self.pool.count(backend)
             listing.append(entry)
-        return {"algorithm": self.balancer.algorithm, "backends": listing}
+        return {
+            "algorithm": self.balancer.algorithm,
+            "panic": self.balancer.panicking(now),
+            "panic_threshold_pct": self.balancer.panic_threshold_pct,
+            "backends": listing,
+        }
 
     async def admin_add(self, request: web.Request):
         body = await read_json(request)
@@ -230,6 +258,18 @@ class LoadBalancer(Service):
                 if client.phase != CONNECTING:
                     client.timed_out(now)
             self.pool.sweep(now)
+            self.check_panic(now)
+
+    def check_panic(self, now: float) -> None:
+        """Log entering and leaving panic (checked each sweep tick, not per request)."""
+        panic = self.balancer.panicking(now)
+        if panic != self.panic:
+            self.panic = panic
+            healthy = sum(1 for b in self.balancer.backends if b.eligible(now))
+            serving = sum(1 for b in self.balancer.backends if b.state != DRAINING)
+            log = self.log.warning if panic else self.log.info
+            log("panic_entered" if panic else "panic_left", healthy=healthy, serving=serving,
+                threshold_pct=self.balancer.panic_threshold_pct)  # fmt: skip
 
     async def drain(self) -> None:
         self.draining = True

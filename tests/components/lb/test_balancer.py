@@ -96,11 +96,68 @@ def test_cookie_sticks_to_the_named_backend_and_falls_back_when_it_is_out():
     assert len(set(picks(balancer, 10, cookie="unknown"))) == 2
 
 
-def test_no_eligible_backend_gives_none():
-    balancer = pool("round_robin", 1)
+def test_no_eligible_backend_gives_none_without_panic():
+    balancer = pool("round_robin", 1, panic_threshold_pct=0)
     balancer.set_state(balancer.get("10.0.0.1:80"), DOWN)
-    assert balancer.pick(0.0) is None
+    assert balancer.pick(0.0) is None and not balancer.panicking(0.0)
     assert Balancer().pick(0.0) is None
+
+
+# -- panic: too few healthy backends and health is ignored -----------------------------------
+
+
+def test_below_the_threshold_every_non_draining_backend_is_picked():
+    balancer = pool("round_robin", 1, 1, 1)  # default threshold: 50%
+    balancer.set_state(balancer.get("10.0.0.1:80"), DOWN)
+    assert not balancer.panicking(0.0)  # 2 of 3 healthy
+    assert set(picks(balancer, 6)) == {"10.0.0.2:80", "10.0.0.3:80"}
+    balancer.failed(balancer.get("10.0.0.2:80"), 0.0)
+    balancer.failed(balancer.get("10.0.0.2:80"), 0.0)
+    balancer.failed(balancer.get("10.0.0.2:80"), 0.0)  # max_fails 3: ejected
+    assert balancer.panicking(1.0)  # 1 of 3 healthy < 50%
+    assert set(picks(balancer, 6, now=1.0)) == {"10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"}
+    assert not balancer.panicking(20.0)  # the ejection's cooldown is over: 2 of 3
+    assert set(picks(balancer, 6, now=20.0)) == {"10.0.0.2:80", "10.0.0.3:80"}
+
+
+def test_exactly_at_the_threshold_is_not_panic():
+    balancer = pool("round_robin", 1, 1)
+    balancer.set_state(balancer.get("10.0.0.1:80"), DOWN)
+    assert not balancer.panicking(0.0)  # 1 of 2 is 50%: not below 50%
+    assert set(picks(balancer, 4)) == {"10.0.0.2:80"}
+    balancer.set_state(balancer.get("10.0.0.2:80"), DOWN)
+    assert balancer.panicking(0.0) and len(set(picks(balancer, 4))) == 2
+
+
+def test_drained_backends_neither_count_nor_serve_in_panic():
+    balancer = pool("round_robin", 1, 1, 1, panic_threshold_pct=60)
+    balancer.drain("10.0.0.3:80")
+    balancer.set_state(balancer.get("10.0.0.1:80"), DOWN)
+    assert balancer.panicking(0.0)  # 1 of 2 serving = 50% < 60%
+    assert set(picks(balancer, 6)) == {"10.0.0.1:80", "10.0.0.2:80"}
+    balancer.drain("10.0.0.2:80")
+    assert balancer.panicking(0.0)  # 0 of 1
+    assert set(picks(balancer, 3)) == {"10.0.0.1:80"}
+    balancer.drain("10.0.0.1:80")
+    assert balancer.pick(0.0) is None and not balancer.panicking(0.0)  # nothing serves
+
+
+def test_a_retry_in_panic_still_avoids_the_first_choice():
+    balancer = pool("round_robin", 1, 1)
+    for backend in balancer.backends:
+        balancer.set_state(backend, DOWN)
+    first = balancer.get("10.0.0.1:80")
+    assert {balancer.pick(0.0, exclude=first).address for _ in range(4)} == {"10.0.0.2:80"}
+    assert balancer.pick(0.0, exclude=balancer.get("10.0.0.2:80")) is first
+
+
+def test_threshold_100_panics_as_soon_as_one_is_out_and_bad_values_are_refused():
+    balancer = pool("round_robin", 1, 1, panic_threshold_pct=100)
+    assert not balancer.panicking(0.0)
+    balancer.set_state(balancer.get("10.0.0.1:80"), DOWN)
+    assert balancer.panicking(0.0) and len(set(picks(balancer, 4))) == 2
+    with pytest.raises(ValueError):
+        Balancer(panic_threshold_pct=101)
 
 
 def test_exclude_skips_the_first_choice_for_a_retry():
@@ -110,7 +167,7 @@ def test_exclude_skips_the_first_choice_for_a_retry():
 
 
 def test_active_checks_need_fall_failures_to_mark_down_and_rise_to_come_back():
-    balancer = pool("round_robin", 1, rise=2, fall=3)
+    balancer = pool("round_robin", 1, rise=2, fall=3, panic_threshold_pct=0)
     backend = balancer.backends[0]
     assert balancer.check_result(backend, False, 0) is None
     assert balancer.check_result(backend, False, 0) is None

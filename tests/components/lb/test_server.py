@@ -688,7 +688,9 @@ async def test_killed_backend_is_routed_around_with_no_get_errors(spawn, backend
 def test_sick_backend_is_taken_out_by_active_checks_and_recovers(spawn):
     sick = start_backend("sick")
     try:
-        proc = spawn("lb", "--backend", sick.listen["main"], *FAST_HEALTH)
+        # --panic-threshold 0: no panic, so a pool with no healthy backend answers 503.
+        proc = spawn("lb", "--backend", sick.listen["main"], *FAST_HEALTH,
+                     "--panic-threshold", "0")  # fmt: skip
         assert harness.http("GET", proc.url() + "/whoami")[0] == 200
         harness.http("POST", sick.url() + "/_sick")
         harness.wait_until_sync(
@@ -705,6 +707,44 @@ def test_sick_backend_is_taken_out_by_active_checks_and_recovers(spawn):
         assert "backend_up" in proc.log_tail(50) and "backend_down" in proc.log_tail(50)
     finally:
         sick.kill()
+
+
+def admin_listing(proc) -> dict:
+    return json.loads(harness.http("GET", proc.url("admin") + "/admin/backends")[2])
+
+
+def test_panic_when_every_backend_fails_its_checks_serves_from_all_until_one_recovers(spawn):
+    p1, p2 = (spawn("testbackend", module="backend_service", env=BACKEND_ENV, name=n)
+              for n in ("p1", "p2"))  # fmt: skip
+    proc = spawn("lb", "--backend", p1.listen["main"], "--backend", p2.listen["main"],
+                 *FAST_HEALTH)  # default --panic-threshold 50  # fmt: skip
+    metrics = proc.url("admin") + "/metrics"
+    assert admin_listing(proc)["panic"] is False
+    assert b"scalelab_lb_panic 0" in harness.http("GET", metrics)[2]
+    for backend in (p1, p2):  # the health checks fail everywhere; the servers still serve
+        harness.http("POST", backend.url() + "/_sick")
+    harness.wait_until_sync(lambda: admin_listing(proc)["panic"], what="panic entered")
+    listing = admin_listing(proc)
+    assert [b["state"] for b in listing["backends"]] == ["down", "down"]
+    assert b"scalelab_lb_panic 1" in harness.http("GET", metrics)[2]
+    answers = [harness.http("GET", proc.url() + "/whoami")[:3:2] for _ in range(4)]
+    assert sorted(answers) == [(200, b"p1"), (200, b"p1"), (200, b"p2"), (200, b"p2")]
+    p2.kill()  # dead as well as down: in panic it is still tried, and GETs retried on p1
+    assert [harness.http("GET", proc.url() + "/whoami")[:3:2] for _ in range(4)] == [
+        (200, b"p1")
+    ] * 4
+    harness.http("POST", p1.url() + "/_well")  # 1 of 2 healthy: not below 50%
+    harness.wait_until_sync(lambda: not admin_listing(proc)["panic"], what="panic left")
+    assert {harness.http("GET", proc.url() + "/whoami")[2] for _ in range(4)} == {b"p1"}
+    assert b"scalelab_lb_panic 0" in harness.http("GET", metrics)[2]
+
+    # The transitions are logged by the sweep tick, a moment after the admin view sees them.
+    def log_with_panic_left() -> str | None:
+        text = proc.log_tail(100)
+        return text if '"panic_left"' in text else None
+
+    log = harness.wait_until_sync(log_with_panic_left, what="panic_left logged")
+    assert '"panic_entered"' in log and log.index('"panic_entered"') < log.index('"panic_left"')
 
 
 async def test_add_drain_and_remove_live_under_load_lose_no_request(spawn, backends):
