@@ -851,20 +851,11 @@ def _first_result(reply, name: str) -> dict[str, Any]:
 
 
 def _encode(steps: list[Step]) -> bytes:
-    return orjson.dumps([_statement(*step.statement) for step in steps])
+    return orjson.dumps([protocol.statement_json(*step.statement) for step in steps])
 
 
 def _encode_statement(sql: str, params: Any) -> bytes:
-    return orjson.dumps([_statement(sql, params)])
-
-
-def _statement(sql: str, params: Any) -> Any:
-    """One statement in the store's request form."""
-    if params is None:
-        return sql
-    if isinstance(params, dict):
-        return [sql, params]
-    return [sql, *params]
+    return orjson.dumps([protocol.statement_json(sql, params)])
 
 
 def _as_result(doc: dict[str, Any]):
