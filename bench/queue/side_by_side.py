@@ -7,7 +7,10 @@ each run against both servers in alternation, ``--runs`` times, medians reported
 
 1. *durable puts*: ``-b DIR -f 0`` on both (beanstalkd then fsyncs after each put; we
    group-commit), ``--producers`` connections (default 64) each with one put in flight;
-   the figure is acknowledged puts per second. Goal: >= 10x beanstalkd. A third row runs
+   the figure is acknowledged puts per second. Goal: >= 10x beanstalkd. The producers
+   are ``putload.c`` (one C epoll loop, compiled on the fly with ``cc -O2``; see its
+   header for why), or this script's Python ones with ``--producer-tool python``.
+   A third row runs
    ours *without* a binlog under the same load: what a put costs with no write and no
    fsync, the ceiling the durable figure can approach but not pass.
 2. *pipelined cycles*: no binlog; ``--connections`` connections (default 4) each send
@@ -31,7 +34,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import benchlib  # noqa: E402
 from components.queue.protocol import ReplyParser  # noqa: E402
 from topologies import process  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
 
 BODY = b"x" * 64
 
@@ -210,10 +217,38 @@ class Result:
     load_us: float  # this load tool's CPU per operation, microseconds
 
 
+def build_putload(workdir: Path) -> Path:
+    """Compile putload.c (the C producers of the durable workload) into ``workdir``."""
+    binary = workdir / "putload"
+    subprocess.run(["cc", "-O2", "-o", str(binary), str(HERE / "putload.c")], check=True)
+    return binary
+
+
+def c_durable_puts(putload: Path, port: int, producers: int, duration: float):
+    """Run putload on the load CPU; (puts, seconds, its CPU seconds)."""
+    argv = benchlib.pinned([str(putload), benchlib.LOOPBACK, str(port), str(producers),
+                            str(duration)], benchlib.LOAD_CPUS)  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    fields = dict(part.split("=") for part in out.split())
+    if int(fields["errors"]):
+        raise benchlib.BenchError(f"putload saw errors: {out.strip()}")
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return int(fields["puts"]), float(fields["seconds"]), cpu
+
+
 def measure(start, workload: str, args) -> Result:
     with tempfile.TemporaryDirectory(prefix="qbench-") as tmp:
         server, port = start(workload == "durable", Path(tmp))
         try:
+            if workload == "durable" and args.putload is not None:
+                server_cpu = benchlib.cpu_seconds([server.pid])
+                count, elapsed, load_cpu = c_durable_puts(args.putload, port, args.producers,
+                                                          args.duration)  # fmt: skip
+                server_cpu = benchlib.cpu_seconds([server.pid]) - server_cpu
+                return Result(count / elapsed, benchlib.us_per_op(server_cpu, count),
+                              benchlib.us_per_op(load_cpu, count))  # fmt: skip
             if workload == "durable":
                 coro = durable_puts(port, args.producers, args.duration)
             elif workload == "pipelined":
@@ -238,8 +273,15 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--only", choices=tuple(CONTENDERS), default=None)
+    parser.add_argument("--producer-tool", choices=("c", "python"), default="c",
+                        help="durable workload: putload.c (default) or the Python producers")  # fmt: skip
     args = parser.parse_args()
     benchlib.require("beanstalkd", "taskset")
+    args.putload = None
+    if args.producer_tool == "c":
+        benchlib.require("cc")
+        tools = tempfile.TemporaryDirectory(prefix="putload-")  # removed at exit
+        args.putload = build_putload(Path(tools.name))
     try:
         import uvloop
 
