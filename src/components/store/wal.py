@@ -337,7 +337,8 @@ class Batch:
 
 
 def encode_batch(batch: Batch) -> bytes:
-    return orjson.dumps({"t": batch.transaction, "s": [list(s) for s in batch.statements]})
+    # orjson writes the (sql, params) tuples as JSON arrays: no copies into lists.
+    return orjson.dumps({"t": batch.transaction, "s": batch.statements})
 
 
 def decode_batch(payload: bytes) -> Batch:
