@@ -57,9 +57,9 @@ def run(stage: str, profile: str, duration: float, run_dir: Path, scenario=None,
     out = io.StringIO()
     with Launcher(module.topology(args), run_dir) as launcher:
         launcher.start()
-        report = run_with_faults(launcher, scenario, lambda: run_load(
+        report = run_with_faults(launcher, scenario, lambda on_start: run_load(
             launcher.entry_url, profile, duration_s=duration, progress=False, out=out,
-            metrics=launcher.metrics_urls()), out)  # fmt: skip
+            metrics=launcher.metrics_urls(), on_start=on_start), out)  # fmt: skip
         events = [dict(e) for e in launcher.events]
     report["launcher_events"] = events
     return report

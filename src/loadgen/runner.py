@@ -8,7 +8,8 @@ The shape of a run, for one process or several:
    core per process; a second process is how the load generator stops being the
    bottleneck;
 3. hand every engine the same start instant (``time.monotonic`` is system-wide), so the
-   workers' warm-up and measured windows coincide;
+   workers' warm-up and measured windows coincide, and tell the caller that instant as
+   a Unix time (``on_start``), so a fault scenario can count its seconds from it;
 4. scrape every component's ``/metrics`` at the end of the warm-up and again after the
    run, so the tier figures cover the same window as the latency figures;
 5. once a second, print the progress line from the last second's merged histogram;
@@ -28,6 +29,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -68,8 +70,12 @@ def run_load(
     think_ms: float | None = None,
     warmup_s: float | None = None,
     seed: int | None = None,
+    on_start: Callable[[float], None] | None = None,
 ) -> dict:
     """Run ``profile`` against ``target`` and return the report (see ``loadgen.report``).
+
+    ``on_start(started_at)`` is called once the start instant is chosen (just before
+    it), with that instant as a Unix time: the report's ``timeline_started_at``.
 
     Blocking: runs its own uvloop event loop, so call it from synchronous code. Raises
     ``ProfileError`` for a bad profile or override and ``LoadError`` for a bad target or
@@ -89,7 +95,7 @@ def run_load(
     for url in metrics.values():
         check_target(url)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        report = runner.run(_run(target, prof, procs, metrics, progress, out, seed))
+        report = runner.run(_run(target, prof, procs, metrics, progress, out, seed, on_start))
     print(format_report(report), file=out, flush=True)
     if json_path is not None:
         Path(json_path).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
@@ -117,6 +123,7 @@ async def _run(
     progress: bool,
     out: TextIO,
     seed: int | None,
+    on_start: Callable[[float], None] | None = None,
 ) -> dict:
     driver: _InProcess | WorkerPool
     if procs == 1:
@@ -150,6 +157,8 @@ async def _run(
             start_at = time.monotonic() + START_MARGIN_S
             # The same instant on the wall clock, which scenario events are stamped with.
             start_unix = time.time() + (start_at - time.monotonic())
+            if on_start is not None:
+                on_start(start_unix)
             scraped_at = start_at + profile.warmup_s
             run = asyncio.ensure_future(driver.run(start_at))
             ticker = asyncio.ensure_future(

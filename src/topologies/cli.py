@@ -210,27 +210,38 @@ def new_run_dir(stage: str, base: Path = RUNS_DIR) -> Path:
 
 
 def run_with_faults(launcher: Launcher, scenario, run, out) -> dict:
-    """Run ``run()`` (the load) while a scenario plays.
+    """Run ``run(on_start)`` (the load) while a scenario plays.
 
+    ``run`` passes ``on_start`` to ``run_load``, which calls it with the load's ``t = 0``
+    (a Unix time): the scenario's clock starts there, so an event ``at = 5`` is played
+    5 s into the load (warm-up included), whatever the load generator took to start.
     Returns the load report with ``stage_figures`` and, with a scenario, ``scenario`` (its
     events as they happened), ``fault_windows`` (the client's seconds around each event:
     ``timeline.py``) and ``write_audit`` (acknowledged writes found afterwards, stale
     reads: ``audit.py``) added, and prints those sections.
     """
-    player = ScenarioPlayer(launcher, scenario) if scenario else None
-    auditor = WriteAuditor(launcher.entry_url) if scenario else None
-    if player is not None:
+    player = auditor = None
+    if scenario is not None:
         print(f"scenario {scenario.name}: {scenario.description}", file=out, flush=True)
-        player.start()
-        auditor.start()
+        auditor = WriteAuditor(launcher.entry_url)
+
+    def on_start(started_at: float) -> None:
+        nonlocal player
+        if scenario is not None:
+            player = ScenarioPlayer(launcher, scenario, started_at)
+            player.start()
+            auditor.start()
+
     try:
-        report = run()
+        report = run(on_start)
     finally:
         if player is not None:
             player.cancel()
             auditor.stop()
             player.join()
             auditor.join()
+    if scenario is not None and player is None:
+        raise RuntimeError("the load never started, so the scenario was not played")
     report["stage"] = launcher.topology.stage
     report["stage_figures"] = figures = stage_figures(report)
     lines = ["", *format_figures(figures)]
@@ -296,7 +307,7 @@ def run_command(args: argparse.Namespace, stage: ModuleType, parser) -> int:
             print(launcher.table(), file=out, flush=True)
             if run_load is not None:
                 report_path = args.report or launcher.run_dir / "report.json"
-                report = run_with_faults(launcher, scenario, lambda: run_load(
+                report = run_with_faults(launcher, scenario, lambda on_start: run_load(
                     launcher.entry_url,
                     args.load,
                     duration_s=args.duration,
@@ -304,6 +315,7 @@ def run_command(args: argparse.Namespace, stage: ModuleType, parser) -> int:
                     metrics=launcher.metrics_urls(),
                     json_path=report_path,
                     out=out,
+                    on_start=on_start,
                 ), out)  # fmt: skip
                 Path(report_path).write_bytes(
                     orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n"

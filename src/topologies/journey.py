@@ -74,7 +74,7 @@ def run_journey(
                       ready_timeout_s=ready_timeout_s, out=out) as launcher:  # fmt: skip
             launcher.start()
             print(launcher.table(), file=out, flush=True)
-            report = run_with_faults(launcher, None, lambda lr=launcher: run_load(lr), out)
+            report = run_with_faults(launcher, None, lambda _, lr=launcher: run_load(lr), out)
         rows.append({"stage": name, **report["stage_figures"], "report": report})
     return rows
 

@@ -55,9 +55,13 @@ def test_closed_loop_request_count_matches_the_servers_counter(server):
 
 def test_warmup_requests_are_counted_apart(server):
     before = time.time()
-    report = run_load(server.url, GET_ONLY, users=2, warmup_s=0.5, **quiet())
-    # t = 0 of the timeline on the wall clock: just after the call began.
+    started = []
+    report = run_load(server.url, GET_ONLY, users=2, warmup_s=0.5, on_start=started.append,
+                      **quiet())  # fmt: skip
+    # t = 0 of the timeline on the wall clock: just after the call began, and told to
+    # the caller (a scenario's clock) before any request.
     assert before < report["timeline_started_at"] < before + 5
+    assert started == [pytest.approx(report["timeline_started_at"], abs=0.001)]
     assert report["warmup"]["requests"] > 0
     assert report["requests"] + report["warmup"]["requests"] == server.requests
     assert 0.4 < report["window_s"] < 1.0

@@ -187,8 +187,9 @@ def play(tmp_path, stage, scenario, duration_s=4, **options):
     out = io.StringIO()
     with Launcher(topology, tmp_path / "run", out=out) as launcher:
         launcher.start()
-        report = cli.run_with_faults(launcher, scenario, lambda: run_load(
-            launcher.entry_url, profile, duration_s=duration_s, progress=False, out=out), out)  # fmt: skip
+        report = cli.run_with_faults(launcher, scenario, lambda on_start: run_load(
+            launcher.entry_url, profile, duration_s=duration_s, progress=False, out=out,
+            on_start=on_start), out)  # fmt: skip
     assert all(e["ok"] for e in report["scenario"]["events"]), report["scenario"]
     return report, out.getvalue()
 
@@ -200,6 +201,7 @@ def test_the_users_errors_around_a_kill_are_in_its_window_by_kind(tmp_path):
     report, text = play(tmp_path, "single_server", scenario)
     [window] = report["fault_windows"]
     assert window["what"] == "kill web-1"
+    assert window["load_s"] >= 1.5  # the scenario's clock starts at the load's t = 0
     offsets = [row["offset_s"] for row in window["rows"]]
     assert 0 in offsets and min(offsets) < 0  # the kill's second, and seconds before it
     kill_row = next(row for row in report["timeline"] if row["t"] == window["second"])
