@@ -23,12 +23,13 @@ pipelining faster than we answer stops being read once ``MAX_BUFFERED_BYTES`` wa
 
 Failures are handled where they can be told apart. A request whose connect fails has
 sent nothing, so it is retried once on another backend whatever its method (its body is
-still unread in the parser). A backend that resets before any response byte gets an
-idempotent, bodiless request retried once; everything else gets 502. Each connection keeps a
-deadline that the server's single sweep timer checks (not one timer per connection): connect
-(``--connect-timeout``, then retry), first response byte (``--first-byte-timeout``, 504)
-and idle (``--idle-timeout``, the connection is closed). Every backend error also feeds
-the balancer's passive health; ``HealthChecker`` adds the active ``GET /health`` probes.
+still unread in the parser); a connect bounded by ``--connect-timeout`` that times out
+with no retry left is 504, a refused one 502. A backend that resets before any response
+byte gets an idempotent, bodiless request retried once; everything else gets 502. Each
+client connection keeps a deadline that the server's single sweep timer checks (not one
+timer per connection): first response byte (``--first-byte-timeout``, 504) and idle
+(``--idle-timeout``, the connection is closed). Every backend error also feeds the
+balancer's passive health; ``HealthChecker`` adds the active ``GET /health`` probes.
 """
 
 from __future__ import annotations
@@ -462,12 +463,15 @@ class ClientConnection(asyncio.Protocol):
                 ),
                 proxy.args.connect_timeout,
             )
-        except (OSError, TimeoutError) as error:
+        except OSError as error:  # TimeoutError included: ours or the kernel's ETIMEDOUT
             if self.closing or self.backend is not backend:
                 return
-            proxy.log.warning("backend_connect_failed", backend=backend.address, error=str(error))
+            timed_out = isinstance(error, TimeoutError)
+            proxy.log.warning("backend_connect_failed", backend=backend.address,
+                              error=str(error) or "timed out")  # fmt: skip
             # Nothing was sent, so any request may go elsewhere; its body is still unread.
-            self.backend_failed(None, "connect", retryable=True, any_method=True)
+            kind = "connect_timeout" if timed_out else "connect"
+            self.backend_failed(None, kind, retryable=True, any_method=True)
             return
         if self.closing or self.backend is not backend:
             conn.close()
@@ -616,8 +620,15 @@ class ClientConnection(asyncio.Protocol):
             proxy.retries.inc()
             self.route(exclude=backend)
             return
-        proxy.record(backend, 502, proxy.now() - self.started_at)
-        self.local_reply(502, f"backend {kind} error")
+        # A backend that never answered the connect timed out (504, as nginx answers);
+        # one that refused, reset or spoke nonsense is a bad gateway (502).
+        status, message = (
+            (504, "backend connect timed out")
+            if kind == "connect_timeout"
+            else (502, f"backend {kind} error")
+        )
+        proxy.record(backend, status, proxy.now() - self.started_at)
+        self.local_reply(status, message)
 
     def local_reply(self, status: int, message: str) -> None:
         """An answer the proxy makes itself (501, 502, 503, 504)."""

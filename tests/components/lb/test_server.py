@@ -538,6 +538,49 @@ def test_connection_refused_is_retried_on_another_backend(spawn, backends):
     )
 
 
+@pytest.fixture
+def blackhole():
+    """HOST:PORT where a connect hangs until the caller's timeout, neither refused nor taken.
+
+    A listener with ``listen(0)`` and one connection queued and never accepted has a full
+    accept queue; Linux then drops further SYNs (``tcp_abort_on_overflow`` = 0), so the
+    client's SYN goes unanswered, exactly as with a host that has vanished.
+    """
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        with socket.create_connection(address, timeout=5):  # fills the queue
+            with socket.socket() as probe:  # the premise, checked: a connect now hangs
+                probe.settimeout(0.2)
+                with pytest.raises(TimeoutError):
+                    probe.connect(address)
+            yield f"{address[0]}:{address[1]}"
+
+
+def test_connect_timeout_is_retried_on_another_backend_for_any_method(spawn, backends, blackhole):
+    proc = spawn("lb", "--backend", blackhole, "--backend", backends[0].listen["main"],
+                 "--connect-timeout", "0.3", "--health-interval", "0",
+                 "--max-fails", "100")  # fmt: skip
+    for _ in range(2):  # round robin: one of each pair goes to the blackhole first
+        assert harness.http("GET", proc.url() + "/whoami")[:3:2] == (200, b"b1")
+        status, _, body = harness.http("POST", proc.url() + "/echo", body=b"payload")
+        assert (status, body) == (200, b"payload")
+    _, _, text = harness.http("GET", proc.url("admin") + "/metrics")
+    assert b"scalelab_lb_retries_total 2" in text
+    errors = f'scalelab_lb_backend_errors_total{{backend="{blackhole}",kind="connect_timeout"}} 2'
+    assert errors.encode() in text
+
+
+def test_connect_timeout_with_no_other_backend_is_504(spawn, blackhole):
+    proc = spawn("lb", "--backend", blackhole, "--connect-timeout", "0.3",
+                 "--health-interval", "0")  # fmt: skip
+    status, headers, body = harness.http("GET", proc.url() + "/whoami")
+    assert (status, body) == (504, b"backend connect timed out\n")
+    assert headers["Connection"] == "close"
+    assert '"backend_connect_failed"' in proc.log_tail(20)
+
+
 def test_max_connections_refuses_the_extra_client(spawn, backends):
     proc = spawn("lb", "--backend", backends[0].listen["main"], "--health-interval", "0",
                  "--max-connections", "1")  # fmt: skip
