@@ -88,9 +88,11 @@ def format_windows(windows: list[dict]) -> list[str]:
     """Each window as the load generator's timeline lines, the event's second marked."""
     lines = []
     for window in windows:
-        errors = ", ".join(f"{k} {n}" for k, n in window["errors_from_event"].items())
+        # The whole window's errors: a request in flight when the fault struck belongs to
+        # the second it was sent in, which may be the one before the event's.
+        errors = ", ".join(f"{k} {n}" for k, n in window["errors"].items())
         lines += ["", f"around {window['what']} (played {window['load_s']:.1f} s into the load; "
-                      f"errors from its second on: {errors or 'none'}):"]  # fmt: skip
+                      f"errors in these seconds: {errors or 'none'}):"]  # fmt: skip
         rows = format_timeline(window["rows"])
         lines.append(rows[0])
         for row, line in zip(window["rows"], rows[1:], strict=True):
