@@ -355,7 +355,8 @@ class Binlog:
             return max(start, end)
         chunk = self.preallocate_bytes
         size = (end // chunk + 1) * chunk
-        _write_all(fd, bytes(size - start), start)
+        fill_from = max(start, end)  # the batch about to be written covers start..end
+        _write_all(fd, bytes(size - fill_from), fill_from)
         return size
 
     def complete(self, batch: Batch) -> None:

@@ -129,6 +129,11 @@ def test_segments_are_preallocated_and_written_in_place(tmp_path):
     for body in bodies:
         broker.put(p, p.use, 0, 0, 60, body, 0.0)
         commit(log)
+    big = [bytes([97 + i]) * 5000 for i in range(3)]  # one batch longer than a step
+    for body in big:
+        broker.put(p, p.use, 0, 0, 60, body, 0.0)
+    commit(log)
+    bodies += big
     data = segment.read_bytes()
     assert len(data) % 4096 == 0 and len(data) >= log.log_bytes
     recovered = Recovered()
