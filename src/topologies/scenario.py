@@ -29,8 +29,10 @@ and records each one with its wall-clock time and outcome, so the report can put
 faults on the same timeline as the errors and latency they cause. An event that fails
 (a target already dead, say) is recorded as failed; the rest of the scenario goes on.
 ``delay`` changes the latency of one emulated link under load: its target is a ``link``
-component (``topologies/link.py``, a relay a stage puts between two tiers) and
-``delay_ms`` the new one-way delay, set through the link's ``POST /admin/delay``::
+component (``topologies/link.py``, a relay a stage puts between two tiers: the stages'
+``--db-link-ms`` puts ``link-db`` between the web tier and the store primary) and
+``delay_ms`` the new one-way delay, set through the link's ``POST /admin/delay``
+(shipped: ``delay_db``)::
 
     [[events]]
     at = 5
