@@ -16,9 +16,11 @@ log, so the 16 concurrent writers that shared one group commit on a single store
 share N of them (N times the fsyncs on the same disk). Write scaling under the store's
 capacity emulation is ``write_scaling.py``'s subject.
 
-Run::
+Reported: requests/s (median of rounds), the median of per-round ratios to the store
+straight, and CPU µs per request of the contender's serving process (the router's own
+cost per request; the stores behind it are not counted). Run::
 
-    .venv/bin/python bench/shard/compare_direct.py [--duration 5] [--rounds 2] [--groups 1,2]
+    .venv/bin/python bench/shard/compare_direct.py [--duration 5] [--rounds 3] [--groups 1,2]
 
 Only loopback addresses are used.
 """
@@ -26,21 +28,16 @@ Only loopback addresses are used.
 from __future__ import annotations
 
 import argparse
-import json
-import re
-import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
-import urllib.request
 from pathlib import Path
 
-from topologies import process
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for benchlib
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-SRC = REPO / "src"
+from shardbench import Servers, post  # noqa: E402
+
+import benchlib  # noqa: E402
+
 ROWS = 1000
 SCHEMA = "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)"
 INSERT_LUA = """
@@ -51,110 +48,70 @@ wrk.body = '[["INSERT INTO users(name) VALUES(?)", "fiona"]]'
 READ_PATH = "/db/query?q=SELECT%20id%2C%20name%20FROM%20users%20WHERE%20id%20%3D%2042"
 
 
-def start(argv: list[str], log_path: Path) -> tuple[subprocess.Popen, dict]:
-    proc = process.launch(argv, log_path=log_path, cwd=REPO)
-    return proc.popen, proc.ready
-
-
-def wrk(url: str, duration_s: int, connections: int, script: Path | None = None):
-    command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration_s}s"]
-    if script is not None:
-        command += ["-s", str(script)]
-    command.append(url)
-    out = subprocess.run(command, capture_output=True, text=True, timeout=duration_s + 60).stdout
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if match is None:
-        raise SystemExit(f"wrk gave no rate:\n{out}")
-    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return float(match.group(1)), " ".join(command), int(errors.group(1)) if errors else 0
-
-
-def post(url: str, statements) -> dict:
-    request = urllib.request.Request(url, data=json.dumps(statements).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
-    doc = json.loads(urllib.request.urlopen(request, timeout=30).read())
-    for result in doc["results"]:
-        if "error" in result:
-            raise SystemExit(f"setup failed: {result['error']}")
-    return doc
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=int, default=5, help="seconds per run")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--duration", type=float, default=5, help="seconds per run")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--groups", default="1,2", help="router contenders: groups each")
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
-    for tool in ("wrk", "taskset"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} not found on PATH")
+    benchlib.require("wrk", "taskset")
     work = Path(tempfile.mkdtemp(prefix="bench-shard-"))
-    procs: list[subprocess.Popen] = []
-    py = [sys.executable]
-
-    def store(name: str) -> str:
-        proc, ready = start(["taskset", "-c", "0", *py, "-m", "components.store", "--port", "0",
-                             "--admin-port", "0", "--data-dir", str(work / name), "--name",
-                             name], work / f"{name}.log")  # fmt: skip
-        procs.append(proc)
-        return ready["listen"]["main"]
-
+    servers = Servers(work)
+    rows = [["INSERT INTO users(id, name) VALUES(?, ?)", i, "x"] for i in range(1, ROWS + 1)]
     try:
-        targets: dict[str, str] = {}
-        direct = store("direct")
-        post(f"http://{direct}/db/execute", [SCHEMA])
-        post(f"http://{direct}/db/execute", [["INSERT INTO users(id, name) VALUES(?, ?)", i,
-                                              "x"] for i in range(1, ROWS + 1)])  # fmt: skip
-        targets["store"] = direct
+        targets: dict[str, tuple[str, int]] = {}  # label -> (address, serving pid)
+        direct = servers.start("store", "direct", "--data-dir", str(work / "direct"))
+        post(f"http://{direct.listen['main']}/db/execute", [SCHEMA])
+        post(f"http://{direct.listen['main']}/db/execute", rows)
+        targets["store"] = (direct.listen["main"], direct.pid)
         for n in [int(g) for g in args.groups.split(",")]:
-            nodes = [store(f"g{n}-{i}") for i in range(n)]
+            nodes = [servers.start("store", f"g{n}-{i}", "--data-dir", str(work / f"g{n}-{i}"))
+                     for i in range(n)]  # fmt: skip
             cfg = work / f"router{n}.toml"
-            cfg.write_text("".join(f'[[groups]]\nname = "g{i}"\nnodes = ["{a}"]\n'
-                                   for i, a in enumerate(nodes))
+            cfg.write_text("".join(f'[[groups]]\nname = "g{i}"\nnodes = ["{s.listen["main"]}"]\n'
+                                   for i, s in enumerate(nodes))
                            + '[tables]\nusers = "id"\n[ids]\nusers = "id"\n')  # fmt: skip
-            proc, ready = start(["taskset", "-c", "0", *py, "-m", "components.shard",
-                                 "--port", "0", "--admin-port", "0", "--shards", str(cfg)],
-                                work / f"router{n}.log")  # fmt: skip
-            procs.append(proc)
-            router = ready["listen"]["main"]
-            post(f"http://{router}/db/execute", [SCHEMA])
-            for i in range(1, ROWS + 1):  # one request per row: rows of a group each
-                post(f"http://{router}/db/execute",
-                     [["INSERT INTO users(id, name) VALUES(?, ?)", i, "x"]])  # fmt: skip
-            targets[f"router/{n}"] = router
+            router = servers.start("shard", f"router{n}", "--shards", str(cfg))
+            api = f"http://{router.listen['main']}/db/execute"
+            post(api, [SCHEMA])
+            for row in rows:  # one request per row: each row's own group
+                post(api, [row])
+            targets[f"router/{n}"] = (router.listen["main"], router.pid)
         script = work / "insert.lua"
         script.write_text(INSERT_LUA)
-        rates: dict[tuple[str, str], list[float]] = {}
-        commands = {}
+        runs: dict[tuple[str, str], list[benchlib.WrkResult]] = {}
         for _ in range(args.rounds):
-            for label, address in targets.items():
-                for kind, path, lua in (("point read", READ_PATH, None),
+            for label, (address, pid) in targets.items():
+                for kind, path, lua in (("read", READ_PATH, None),
                                         ("insert", "/db/execute", script)):  # fmt: skip
-                    rate, command, non2xx = wrk(f"http://{address}{path}", args.duration,
-                                                args.connections, lua)  # fmt: skip
-                    if non2xx:
-                        raise SystemExit(f"{label} {kind}: {non2xx} non-2xx answers")
-                    rates.setdefault((label, kind), []).append(rate)
-                    commands[kind] = command
-        print(f"\nrequests/s, median of {args.rounds} rounds of {args.duration}s, "
-              f"{args.connections} connections (servers on CPU 0, wrk on CPU 1; noisy)")  # fmt: skip
-        print(f"{'contender':<12}{'point read':>14}{'insert':>14}{'read vs store':>16}")
-        base = statistics.median(rates[("store", "point read")])
+                    result = benchlib.run_wrk(f"http://{address}{path}", pids=[pid],
+                                              connections=args.connections,
+                                              duration_s=args.duration, script=lua)  # fmt: skip
+                    if result.errors:
+                        raise benchlib.BenchError(f"{label} {kind}: {result.errors} errors")
+                    runs.setdefault((label, kind), []).append(result)
+        table = []
         for label in targets:
-            read = statistics.median(rates[(label, "point read")])
-            ins = statistics.median(rates[(label, "insert")])
-            print(f"{label:<12}{read:>14.0f}{ins:>14.0f}{read / base:>16.2f}")
-        for kind, command in commands.items():
-            print(f"{kind}: {command}")
+            row: list[object] = [label]
+            for kind in ("read", "insert"):
+                mine = runs[(label, kind)]
+                row += [benchlib.medians(mine, ["rps"])["rps"],
+                        benchlib.paired_ratio([r.rps for r in mine],
+                                              [r.rps for r in runs[("store", kind)]]),
+                        benchlib.medians(mine, ["cpu_us_per_request"])["cpu_us_per_request"]]  # fmt: skip
+            table.append(row)
+        print(f"\nmedians of {args.rounds} rounds of {args.duration:g}s, {args.connections} "
+              f"connections, no capacity emulation; servers on CPU 0, wrk on CPU 1; "
+              f"{benchlib.machine_note()} (noisy)")  # fmt: skip
+        print(benchlib.table(["contender", "reads/s", "x store", "CPU us/read", "inserts/s",
+                              "x store", "CPU us/insert"], table,
+                             ["", ",.0f", ".2f", ",.0f", ",.0f", ".2f", ",.0f"]))  # fmt: skip
+        print("CPU us: the contender's own process (the router, or the store straight).")
+        for kind in ("read", "insert"):
+            print(f"{kind}: {runs[('store', kind)][0].command}")
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        servers.stop()
 
 
 if __name__ == "__main__":

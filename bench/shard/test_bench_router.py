@@ -23,6 +23,12 @@ def test_plan_point_select(benchmark):
     assert plan.single is not None
 
 
+def test_scan_point_select_uncached(benchmark):
+    """What the plan cache saves on a statement's first sight (``sqlscan.scan_cached``)."""
+    info = benchmark(scan, "SELECT id, name, email FROM users WHERE id = ?")
+    assert info.tables == ["users"]
+
+
 def test_plan_insert_with_generated_id(benchmark):
     statements = [("INSERT INTO users (name, email) VALUES (?, ?)", ["fiona", "f@x.io"])]
     plan = benchmark(ROUTER.plan, statements, write=True, transaction=True)

@@ -46,6 +46,7 @@ from .sqlscan import (
     canonical_key,
     key_values,
     scan,
+    scan_cached,
     value_of,
 )
 
@@ -143,7 +144,7 @@ class Router:
 
     def _place(self, statement: Statement) -> tuple[Step, int]:
         sql, params = statement
-        info = scan(sql)
+        info = scan_cached(sql)
         sharded = [t for t in info.tables if t in self.config.tables]
         others = [t for t in info.tables if t not in self.config.tables and t != ","]
         home = [self.config.home]

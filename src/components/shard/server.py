@@ -665,7 +665,8 @@ class ShardService(Service):
             rows: list[list[Any]] = []
             for group in froms:
                 columns, part, lsn = await self._read_moving(group, table, where, params)
-                staged.columns.setdefault(table, columns)
+                if columns:
+                    staged.columns[table] = columns
                 rows += part
                 if len(rows) > MAX_RESHARD_ROWS:
                     raise ReshardError(f"more than {MAX_RESHARD_ROWS} rows to move at once")
@@ -834,8 +835,10 @@ class Catchup:
                 for start in range(0, len(owned), REFETCH_BATCH_KEYS):
                     batch = owned[start : start + REFETCH_BATCH_KEYS]
                     where = f"{column} IN ({', '.join('?' for _ in batch)})"
-                    _, rows, _ = await self.service._read_moving(
+                    columns, rows, _ = await self.service._read_moving(
                         self.service.groups[owner], table, where, batch)  # fmt: skip
+                    if columns:
+                        self.staged.columns[table] = columns
                     await self.service.replace_keys(self.target, table, batch, rows,
                                                     self.staged)  # fmt: skip
                     self.service.progress.keys_refetched += len(batch)

@@ -23,6 +23,7 @@ the largest used so far, ``?NNN`` takes NNN.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -253,6 +254,26 @@ CLAUSE_END = frozenset({"group", "order", "limit", "having", "window", "returnin
                          "union", "intersect", "except"})  # fmt: skip
 _WRITE_VERBS = frozenset({"insert", "replace", "update", "delete", "create", "drop",
                           "alter", "vacuum", "reindex", "analyze"})  # fmt: skip
+
+
+#: Distinct statement texts whose scans are remembered (a plan cache, as MySQL and
+#: Vitess keep one): a statement sent with parameters is tokenized once, not per request.
+SCAN_CACHE_ENTRIES = 4096
+#: Longer statements are scanned every time (the cache's memory stays bounded).
+SCAN_CACHE_MAX_CHARS = 2048
+
+
+def scan_cached(sql: str) -> Scan:
+    """``scan(sql)``, remembered for short statements. The ``Scan`` is shared between
+    requests: callers read it and never change it."""
+    if len(sql) > SCAN_CACHE_MAX_CHARS:
+        return scan(sql)
+    return _scan_remembered(sql)
+
+
+@functools.lru_cache(maxsize=SCAN_CACHE_ENTRIES)
+def _scan_remembered(sql: str) -> Scan:
+    return scan(sql)  # a ScanError is raised, not remembered
 
 
 def scan(sql: str) -> Scan:
