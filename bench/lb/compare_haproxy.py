@@ -6,14 +6,16 @@ backend directly, and the proxy's CPU time per request (user+system from
 ``/proc/<pid>/stat`` around the run, divided by the requests served).
 
 How: two fast backends are one nginx (one worker) serving a small body on two ports.
-The three proxies are pinned to CPU 0 with ``taskset -c 0`` and loaded one at a time:
-HAProxy with ``nbthread 1`` and server-side keep-alive (``http-reuse always``), nginx
-with one worker and ``upstream keepalive``, ours (uvloop) with its defaults. wrk runs
-on CPU 1 (``taskset -c 1 wrk -t1 -c64 -d10s --latency``), as do the backends, so CPU 0
-holds the proxy under load and nothing else of ours. A direct run against one backend gives the baseline for
-"added" latency. Rounds alternate between the targets and medians are reported, so drift
-in the machine's load hits all of them alike; on a shared, noisy machine the figures
-still move by tens of percent between invocations (CPU per request moves least).
+The three proxies are pinned to CPU 0 and loaded one at a time: HAProxy with
+``nbthread 1`` and server-side keep-alive (``http-reuse always``), nginx with one worker
+and ``upstream keepalive``, ours (uvloop) with its defaults. wrk runs on CPU 1
+(``taskset -c 1 wrk -t1 -c64 -d10s --latency``), as do the backends, so CPU 0 holds the
+proxy under load and nothing else of ours. A direct run against one backend gives the
+baseline for "added" latency. Rounds alternate between the targets and medians are
+reported, plus the median of per-round ratios (each pair shares the machine's load of
+the moment), so drift hits all of them alike; on a shared, noisy machine the figures
+still move by tens of percent between invocations (CPU per request moves least). The
+pinning, wrk parsing, CPU accounting and table are ``bench/benchlib.py``'s.
 
 Run::
 
@@ -25,72 +27,28 @@ Only loopback addresses are used.
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import select
 import shutil
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import orjson
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import benchlib  # noqa: E402
+from topologies import process  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-SRC = REPO / "src"
 BODY = "hello from backend\\n"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+LOOPBACK = benchlib.LOOPBACK
+DIRECT, HAPROXY, NGINX, OURS = (
+    "direct (one backend)",
+    "haproxy (nbthread 1)",
+    "nginx (1 worker, keepalive)",
+    "scalelab lb (uvloop)",
+)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_port(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port}")
-
-
-def nginx_conf(tmp: Path, body: str) -> str:
+def haproxy_config(port: int, backends: list[int]) -> str:
+    servers = "\n".join(f"    server b{i} {LOOPBACK}:{p}" for i, p in enumerate(backends))
     return f"""
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx-%s.pid;
-error_log {tmp}/nginx-%s-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/cb; proxy_temp_path {tmp}/pt; fastcgi_temp_path {tmp}/ft;
-    uwsgi_temp_path {tmp}/ut; scgi_temp_path {tmp}/st;
-    keepalive_requests 1000000;
-    {body}
-}}
-"""
-
-
-def start_nginx(tmp: Path, name: str, http_body: str, cpu: str) -> subprocess.Popen:
-    conf = tmp / f"nginx-{name}.conf"
-    conf.write_text(nginx_conf(tmp, http_body).replace("%s", name))
-    return subprocess.Popen(["taskset", "-c", cpu, "nginx", "-c", str(conf), "-p", str(tmp)],
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-
-
-def start_haproxy(tmp: Path, port: int, backends: list[int]) -> subprocess.Popen:
-    servers = "\n".join(f"    server b{i} 127.0.0.1:{p}" for i, p in enumerate(backends))
-    conf = tmp / "haproxy.cfg"
-    conf.write_text(f"""
 global
     nbthread 1
     maxconn 4096
@@ -101,90 +59,53 @@ defaults
     timeout server 30s
     http-reuse always
 frontend fe
-    bind 127.0.0.1:{port}
+    bind {LOOPBACK}:{port}
     default_backend be
 backend be
     balance roundrobin
 {servers}
-""")
-    return subprocess.Popen(["taskset", "-c", "0", "haproxy", "-f", str(conf), "-db"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+"""
 
 
-def start_ours(tmp: Path, backends: list[int]) -> tuple[subprocess.Popen, int]:
-    argv = ["taskset", "-c", "0", sys.executable, "-m", "components.lb", "--port", "0",
-            "--admin-port", "0", "--log-level", "warning"]  # fmt: skip
-    for port in backends:
-        argv += ["--backend", f"127.0.0.1:{port}"]
-    env = dict(os.environ, PYTHONPATH=str(SRC), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=(tmp / "lb.log").open("wb"), env=env
+def start_targets(workdir: Path, servers: list) -> dict[str, tuple[str, list[int]]]:
+    """Backends, then the three proxies: name -> (url, pids whose CPU to count)."""
+    backends = [benchlib.free_port(), benchlib.free_port()]
+    blocks = "\n".join(
+        f'server {{ listen {LOOPBACK}:{p}; location / {{ return 200 "{BODY}"; }} }}'
+        for p in backends
     )
-    buffered = b""
-    deadline = time.monotonic() + 20
-    while b"\n" not in buffered:
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise SystemExit("our lb did not start:\n" + (tmp / "lb.log").read_text()[-2000:])
-        if select.select([proc.stdout], [], [], 0.2)[0]:
-            buffered += os.read(proc.stdout.fileno(), 65536)
-    ready = orjson.loads(buffered.partition(b"\n")[0])
-    return proc, int(ready["listen"]["main"].rpartition(":")[2])
+    servers.append(benchlib.start_nginx(workdir, "backends", blocks, port=backends[0],
+                                        cpus=benchlib.LOAD_CPUS))  # fmt: skip
+    benchlib.wait_port(backends[1])
+    targets = {DIRECT: (f"http://{LOOPBACK}:{backends[0]}/", [])}
 
+    port = benchlib.free_port()
+    (workdir / "haproxy.cfg").write_text(haproxy_config(port, backends))
+    haproxy = benchlib.start_reference(["haproxy", "-f", str(workdir / "haproxy.cfg"), "-db"],
+                                       name="haproxy", log_path=workdir / "haproxy.log",
+                                       port=port)  # fmt: skip
+    servers.append(haproxy)
+    targets[HAPROXY] = (f"http://{LOOPBACK}:{port}/", [haproxy.pid])
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / CLK_TCK
+    port = benchlib.free_port()
+    upstream = " ".join(f"server {LOOPBACK}:{p};" for p in backends)
+    block = f"""
+    upstream be {{ {upstream} keepalive 64; }}
+    server {{ listen {LOOPBACK}:{port};
+        location / {{ proxy_pass http://be; proxy_http_version 1.1;
+                      proxy_set_header Connection ""; }} }}"""
+    nginx = benchlib.start_nginx(workdir, "proxy", block, port=port)
+    servers.append(nginx)
+    targets[NGINX] = (f"http://{LOOPBACK}:{port}/", benchlib.process_tree(nginx.pid))
 
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rpartition(")")[2].split()
-            except OSError:
-                continue
-            if int(stat[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def to_ms(text: str) -> float:
-    match = re.match(r"([\d.]+)(us|ms|s|m)$", text)
-    if match is None:
-        raise SystemExit(f"cannot read wrk latency {text!r}")
-    value, unit = match.groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
-
-
-def wrk(port: int, args, pids: list[int]) -> dict:
-    command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{args.connections}",
-               f"-d{args.duration}s", "--latency", f"http://127.0.0.1:{port}/"]  # fmt: skip
-    before = cpu_seconds(pids) if pids else 0.0
-    out = subprocess.run(command, capture_output=True, text=True, timeout=args.duration + 60).stdout
-    after = cpu_seconds(pids) if pids else 0.0
-    if "Requests/sec" not in out:
-        raise SystemExit(f"wrk failed: {' '.join(command)}\n{out}")
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    socket_errors = re.search(r"Socket errors:.*", out)
-    return {
-        "command": " ".join(command),
-        "rps": rate,
-        "p50_ms": to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),
-        "p99_ms": to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),
-        "cpu_us_per_req": (after - before) / total * 1e6 if pids and total else float("nan"),
-        "errors": (int(errors.group(1)) if errors else 0),
-        "socket_errors": socket_errors.group(0) if socket_errors else "",
-    }
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
+    argv = [sys.executable, "-m", "components.lb", "--host", LOOPBACK, "--port", "0",
+            "--admin-port", "0", "--log-level", "warning"]  # fmt: skip
+    for backend in backends:
+        argv += ["--backend", f"{LOOPBACK}:{backend}"]
+    ours = process.launch(benchlib.pinned(argv), log_path=workdir / "lb.log", cwd=benchlib.REPO)
+    servers.append(ours)
+    targets[OURS] = (f"{ours.url()}/", [ours.pid])
+    return targets
 
 
 def main() -> None:
@@ -193,74 +114,48 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3, help="runs per target; medians reported")
     args = parser.parse_args()
-    for tool in ("haproxy", "nginx", "wrk", "taskset"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is not installed")
-    tmp = Path(tempfile.mkdtemp(prefix="scalelab-bench-lb-"))
-    backend_ports = [free_port(), free_port()]
-    servers = "\n".join(
-        f'server {{ listen 127.0.0.1:{p}; location / {{ return 200 "{BODY}"; }} }}'
-        for p in backend_ports
-    )
-    procs = [start_nginx(tmp, "backends", servers, "1")]
-    runs: dict[str, list[dict]] = {}
+    benchlib.require("haproxy", "nginx", "wrk", "taskset")
+    workdir = Path(tempfile.mkdtemp(prefix="scalelab-bench-lb-"))
+    servers: list = []
+    runs: dict[str, list[benchlib.WrkResult]] = {}
     try:
-        for port in backend_ports:
-            wait_port(port)
-        # All three proxies run at once, idle but for the one under load, so rounds can
+        # All proxies run at once, idle but for the one under load, so rounds can
         # alternate between them and drift in the machine's load hits each alike.
-        targets: dict[str, tuple[int, list[int]]] = {"direct (one backend)": (backend_ports[0], [])}
-        port = free_port()
-        haproxy = start_haproxy(tmp, port, backend_ports)
-        procs.append(haproxy)
-        wait_port(port)
-        targets["haproxy (nbthread 1)"] = (port, [haproxy.pid])
-        port = free_port()
-        upstream = " ".join(f"server 127.0.0.1:{p};" for p in backend_ports)
-        proxy_conf = f"""
-    upstream be {{ {upstream} keepalive 64; }}
-    server {{ listen 127.0.0.1:{port};
-        location / {{ proxy_pass http://be; proxy_http_version 1.1;
-                      proxy_set_header Connection ""; }} }}"""
-        nginx = start_nginx(tmp, "proxy", proxy_conf, "0")
-        procs.append(nginx)
-        wait_port(port)
-        targets["nginx (1 worker, keepalive)"] = (port, children(nginx.pid))
-        ours, port = start_ours(tmp, backend_ports)
-        procs.append(ours)
-        targets["scalelab lb (uvloop)"] = (port, [ours.pid])
-        for _ in range(args.rounds):
-            for name, (port, pids) in targets.items():
-                runs.setdefault(name, []).append(wrk(port, args, pids))
+        targets = start_targets(workdir, servers)
+        for round_number in range(1, args.rounds + 1):
+            for name, (url, pids) in targets.items():
+                result = benchlib.run_wrk(url, pids=pids, connections=args.connections,
+                                          duration_s=args.duration)  # fmt: skip
+                runs.setdefault(name, []).append(result)
+                print(f"round {round_number}  {name:28} {result.rps:9.0f} req/s  "
+                      f"{result.cpu_us_per_request:6.1f} µs CPU/req", flush=True)  # fmt: skip
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
-    results = {
-        name: {key: median([r[key] for r in rs]) for key in ("rps", "p50_ms", "p99_ms",
-               "cpu_us_per_req", "errors")} | {"command": rs[0]["command"]}
-        for name, rs in runs.items()
-    }  # fmt: skip
-    base = results["direct (one backend)"]
-    print(f"medians of {args.rounds} rounds, wrk -t1 -c{args.connections} -d{args.duration}s")
-    print(
-        f"{'target':30} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'+p99 ms':>8} {'CPU us/req':>10}"
+        benchlib.stop_all(servers)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    keys = ("rps", "p50_ms", "p99_ms", "cpu_us_per_request", "errors")
+    results = {name: benchlib.medians(rs, keys) for name, rs in runs.items()}
+    base = results[DIRECT]["p99_ms"]
+    print(f"\nmedians of {args.rounds} rounds; {benchlib.machine_note()}")
+    print(benchlib.table(
+        ["target", "req/s", "p50 ms", "p99 ms", "+p99 ms", "CPU µs/req", "errors"],
+        [[name, r["rps"], r["p50_ms"], r["p99_ms"], r["p99_ms"] - base,
+          r["cpu_us_per_request"], r["errors"]] for name, r in results.items()],
+        ["", ".0f", ".2f", ".2f", ".2f", ".1f", ".0f"],
+    ))  # fmt: skip
+    print("req/s each round:", {n: [round(r.rps) for r in rs] for n, rs in runs.items()})
+    ours, ha = results[OURS], results[HAPROXY]
+    paired = benchlib.paired_ratio([r.rps for r in runs[OURS]], [r.rps for r in runs[HAPROXY]])
+    cpu = benchlib.paired_ratio(
+        [r.cpu_us_per_request for r in runs[OURS]], [r.cpu_us_per_request for r in runs[HAPROXY]]
     )
-    for name, r in results.items():
-        added = r["p99_ms"] - base["p99_ms"]
-        print(f"{name:30} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {added:8.2f} "
-              f"{r['cpu_us_per_req']:10.1f}  non-2xx={r['errors']:.0f}")  # fmt: skip
-    print("req/s of every round:", {n: [round(r["rps"]) for r in rs] for n, rs in runs.items()})
-    ours, ha = results["scalelab lb (uvloop)"], results["haproxy (nbthread 1)"]
-    added_ours = ours["p99_ms"] - base["p99_ms"]
-    added_ha = ha["p99_ms"] - base["p99_ms"]
-    print(f"\nreq/s ratio ours/haproxy: {ours['rps'] / ha['rps']:.2f} (goal >= 0.50)")
+    print(f"\nreq/s ratio ours/haproxy: {ours['rps'] / ha['rps']:.2f} of the medians, "
+          f"{paired:.2f} median of per-round ratios (goal >= 0.50)")  # fmt: skip
+    added_ours, added_ha = ours["p99_ms"] - base, ha["p99_ms"] - base
     if added_ha > 0:
         print(f"added p99 ratio ours/haproxy: {added_ours / added_ha:.2f} (goal <= 2.0)")
-    print(f"CPU per request ours/haproxy: {ours['cpu_us_per_req'] / ha['cpu_us_per_req']:.2f}")
-    print(f"wrk: {ours['command']}")
+    print(f"CPU per request ours/haproxy: {cpu:.2f} (median of per-round ratios)")
+    print(f"wrk: {runs[OURS][0].command}")
 
 
 if __name__ == "__main__":
