@@ -45,8 +45,14 @@ would count them) is rewritten by ``without_moved`` to leave the moved keys out 
 rows of the moved keys on that group are old copies: new writes of those keys go to the
 target since the switch), and the router retries the deletes in the background until
 they succeed. A new resharding waits until no cleanup is pending (one stale range at a
-time keeps the exclusions simple). The router's own crash in the fence leaves the map
-unchanged and staging tables behind, which the next move replaces.
+time keeps the exclusions simple). A router that stops inside a move leaves the map
+unchanged and staging tables behind, which the next move replaces, except in one
+window: between sending the switch and recording it. So an *intent* (the move, marked
+``switching``) is written to the moves file before the switch is sent, and the next
+start asks the target whether the switch committed: its transaction drops the staging
+tables, so their absence says it did. The outcome is recorded (a committed switch
+becomes a move with its cleanup pending); while the target cannot say, statements on
+the groups involved stay fenced, since a write on the wrong side would be lost.
 """
 
 from __future__ import annotations

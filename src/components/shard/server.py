@@ -89,6 +89,12 @@ FEED_PAGE_RECORDS = 1000
 MAX_FEED_PAGES = 20
 #: Keys read again from a source per request.
 REFETCH_BATCH_KEYS = 200
+#: How long the router asks a target whether a switch committed, when the switch's
+#: answer was lost (during a move) or at start after a stop inside a switch; then
+#: between tries while it cannot tell (the groups involved stay fenced meanwhile).
+SWITCH_RESOLVE_S = 5.0
+STARTUP_RESOLVE_S = 5.0
+SWITCH_RETRY_S = 0.2
 #: Pauses between background tries to delete a move's old copies from a source group
 #: (doubling from the first to the last, then staying there until it succeeds).
 CLEANUP_RETRY_FIRST_S = 0.1
@@ -127,10 +133,8 @@ class ShardService(Service):
             for name, g in self.config.groups.items()
         }
         self._cleanup_task: asyncio.Task | None = None
+        self._settle_task: asyncio.Task | None = None
         self._fenced_at = 0.0
-        self._load_moves()
-        if self.args.data_dir is None:
-            self.log.warning("no_data_dir", note="resharding moves will not survive a restart")
         self.progress = Progress()
         self._reshard_lock = asyncio.Lock()
         self._open = asyncio.Event()  # set: no fence
@@ -139,6 +143,15 @@ class ShardService(Service):
         self._inflight: Counter[str] = Counter()  # sharded statements in flight, per group
         self._requests = 0
         self._settled = asyncio.Event()  # pulsed whenever a fenced-group count drops
+        self._load_moves()
+        if self.args.data_dir is None:
+            self.log.warning("no_data_dir", note="resharding moves will not survive a restart")
+        if self.switching is not None:  # the last run stopped inside a switch: which side?
+            committed = await self._switch_committed(STARTUP_RESOLVE_S)
+            if committed is None:
+                self._hold_until_settled()
+            else:
+                self._finish_switch(committed)
         self._setup_metrics()
         app = web.Application(client_max_size=protocol.MAX_BODY_BYTES)
         app.router.add_post("/db/execute", self.handle_execute)
@@ -163,8 +176,9 @@ class ShardService(Service):
         await self._runner.cleanup()
 
     async def stop(self) -> None:
-        if self._cleanup_task is not None:
-            self._cleanup_task.cancel()  # the moves file keeps what is still pending
+        for task in (self._cleanup_task, self._settle_task):
+            if task is not None:
+                task.cancel()  # the moves file keeps what is still pending
         await self._runner.cleanup()
         for group in self.groups.values():
             group.close()
@@ -441,6 +455,9 @@ class ShardService(Service):
         self.moves: list[Move] = []
         #: Move index -> groups still holding old copies of its rows.
         self.cleanup: dict[int, set[str]] = {}
+        #: A move whose switch was sent to its target, with its sources, until it is
+        #: known whether the switch committed (``_switch_committed``).
+        self.switching: tuple[Move, list[str]] | None = None
         path = self._map_path()
         if path is None or not os.path.exists(path):
             return
@@ -448,6 +465,12 @@ class ShardService(Service):
             with open(path) as fh:
                 for doc in json.load(fh):
                     move = parse_move(doc, list(self.groups))
+                    if "switching" in doc:  # the last entry: an intent, not yet a move
+                        froms = doc["switching"]
+                        if not isinstance(froms, list) or not set(froms) <= set(self.groups):
+                            raise ReshardError(f"bad switching list {froms!r}")
+                        self.switching = (move, froms)
+                        continue
                     self.router.map = switched(self.router.map, move)
                     held = doc.get("cleanup", [])
                     if not isinstance(held, list) or not set(held) <= set(self.groups):
@@ -465,9 +488,13 @@ class ShardService(Service):
         os.makedirs(self.args.data_dir, exist_ok=True)
         tmp = path + ".tmp"
         with open(tmp, "w") as fh:
-            json.dump([m.describe() | ({"cleanup": sorted(self.cleanup[i])}
+            entries = [m.describe() | ({"cleanup": sorted(self.cleanup[i])}
                                        if i in self.cleanup else {})
-                       for i, m in enumerate(self.moves)], fh)  # fmt: skip
+                       for i, m in enumerate(self.moves)]  # fmt: skip
+            if self.switching is not None:
+                move, froms = self.switching
+                entries.append(move.describe() | {"switching": froms})
+            json.dump(entries, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -479,7 +506,7 @@ class ShardService(Service):
             move = parse_move(await read_json(request), list(self.groups))
         except ReshardError as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        if self._reshard_lock.locked():
+        if self._reshard_lock.locked() or self.switching is not None:
             return web.json_response({"error": "a resharding is already running"}, status=409)
         if self.cleanup:
             held = sorted({g for groups in self.cleanup.values() for g in groups})
@@ -495,11 +522,10 @@ class ShardService(Service):
                 self.log.error("reshard_failed", error=str(exc), **move.describe())
                 return web.json_response(dataclasses.asdict(self.progress), status=500)
             finally:
-                if self._fence:  # how long statements were held: the cost users saw
-                    self.progress.fence_s = round(time.perf_counter() - self._fenced_at, 4)
-                    self.m_fence_s.set(self.progress.fence_s)
-                self._fence = set()
-                self._open.set()
+                if self.switching is not None:
+                    self._hold_until_settled()  # the fence stays up (see _switch_committed)
+                else:
+                    self._lift_fence()
             self.progress.state = "cleaning_up"
             await self._delete_old_copies(index)
         self.log.info("resharded", version=self.router.map.version, **move.describe())
@@ -563,23 +589,101 @@ class ShardService(Service):
             staging = ident(STAGING_PREFIX + table)
             live += [f"INSERT INTO {ident(table)} SELECT * FROM {staging}",
                      f"DROP TABLE {staging}"]  # fmt: skip
-        await self._run(target, live, transaction=True)
+        # The intent is on disk before the switch is sent: a router that stops before
+        # it hears the answer asks the target at its next start (_switch_committed).
+        self.switching = (move, [g.name for g in froms])
+        self._save_moves()
+        try:
+            await self._run(target, live, transaction=True)
+        except (ReshardError, GroupDown, OutcomeUnknown) as exc:
+            committed = await self._switch_committed(SWITCH_RESOLVE_S)
+            if committed is None:
+                raise ReshardError(f"the switch's outcome on group {move.to} is unknown "
+                                   f"({exc}); writes to {sorted(self._fence)} stay fenced "
+                                   "until it answers") from None  # fmt: skip
+            if not committed:
+                self._finish_switch(False)
+                raise
         phase("switch")
         final = staged.count
         # From here the target holds the truth: roll forward whatever happens. The
         # sources' copies are now old copies: recorded as such (and so hidden from
         # fan-outs, see reshard.py) before the fence lifts, deleted after it, so that
         # deleting them does not hold anyone's writes.
-        index = len(self.moves)
-        self.moves.append(move)
-        if froms:
-            self.cleanup[index] = {g.name for g in froms}
-        self.router.map = switched(self.router.map, move)
-        self._save_moves()
+        index = self._finish_switch(True)
+        assert index is not None
         phase("switch_map")
         self.m_moved.inc(final)
         self.progress.rows_moved = final
         return index
+
+    def _lift_fence(self) -> None:
+        if self._fence:  # how long statements were held: the cost users saw
+            self.progress.fence_s = round(time.perf_counter() - self._fenced_at, 4)
+            self.m_fence_s.set(self.progress.fence_s)
+        self._fence = set()
+        self._open.set()
+
+    async def _switch_committed(self, wait_s: float) -> bool | None:
+        """Did the switch of ``self.switching`` commit on its target? Its transaction
+        drops the staging tables, so they are gone exactly when it did. None when the
+        target does not say within ``wait_s`` (it is down)."""
+        assert self.switching is not None
+        target = self.groups[self.switching[0].to]
+        if not self.config.tables:
+            return True
+        name = STAGING_PREFIX + next(iter(self.config.tables))
+        body = orjson.dumps([["SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                              "AND name = ?", name]])  # fmt: skip
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                reply = await target.send("POST", "/db/query?level=strong", body)
+                return not _first_result(reply, target.name).get("values", [[0]])[0][0]
+            except (ReshardError, GroupDown, OutcomeUnknown, KeyError, ValueError) as exc:
+                if time.monotonic() >= deadline:
+                    self.log.warning("reshard_switch_undecided", group=target.name,
+                                     error=str(exc))  # fmt: skip
+                    return None
+                await asyncio.sleep(SWITCH_RETRY_S)
+
+    def _finish_switch(self, committed: bool) -> int | None:
+        """Record the outcome of ``self.switching``: the new map and the sources' old
+        copies if it committed, nothing if not. The index of the move, if it did."""
+        assert self.switching is not None
+        move, froms = self.switching
+        self.switching = None
+        index = None
+        if committed:
+            index = len(self.moves)
+            self.moves.append(move)
+            if froms:
+                self.cleanup[index] = set(froms)
+            self.router.map = switched(self.router.map, move)
+        self._save_moves()
+        self.log.info("reshard_switch_settled", committed=committed, **move.describe())
+        return index
+
+    def _hold_until_settled(self) -> None:
+        """A switch whose outcome is unknown: no statement may touch the groups involved
+        (a write could land on the wrong side) until the target tells. Consistency over
+        availability, for those groups only; the rest of the map is served."""
+        assert self.switching is not None
+        move, froms = self.switching
+        if not self._fence:
+            self._fenced_at = time.perf_counter()
+        self._fence = {move.to, *froms}
+        self._open.clear()
+        if self._settle_task is None or self._settle_task.done():
+            self._settle_task = asyncio.get_running_loop().create_task(self._settle())
+
+    async def _settle(self) -> None:
+        while self.switching is not None:
+            committed = await self._switch_committed(CLEANUP_RETRY_MAX_S)
+            if committed is not None:
+                self._finish_switch(committed)
+        self._lift_fence()
+        self._ensure_cleanup()
 
     async def _delete_old_copies(self, index: int) -> None:
         """After the fence: delete a move's rows from its sources; any source that does

@@ -278,3 +278,47 @@ def test_old_copies_left_by_a_failed_cleanup_are_never_counted(spawn, tmp_path):
     _, _, metrics = harness.http("GET", router.url("admin") + "/metrics")
     assert "scalelab_shard_cleanup_pending 0" in metrics.decode()
     assert _post(router.url("admin") + "/admin/reshard", {"key": 50, "to": "g1"})[0] == 200
+
+
+def test_a_switch_interrupted_by_a_router_stop_is_settled_from_the_target(spawn, tmp_path):
+    """The moves file holds an intent ("switching"); at start the router asks the target:
+    staging tables still there -> the switch never committed, the map stays; gone -> it
+    committed, the move is recorded and the sources' old copies are cleaned up."""
+    stores = [spawn("store", "--data-dir", str(tmp_path / f"s{i}"), name=f"s{i}")
+              for i in range(2)]  # fmt: skip
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('strategy = "range"\n[[ranges]]\nlow = 0\ngroup = "g0"\n[[ranges]]\n'
+                   'low = 1000\ngroup = "g1"\n' + _groups(stores) + '[tables]\nusers = "id"\n')  # fmt: skip
+    data = tmp_path / "router"
+    data.mkdir()
+    schema = "CREATE TABLE users (id INTEGER PRIMARY KEY, score INTEGER)"
+    rows = [["INSERT INTO users (id, score) VALUES (?, 0)", i] for i in range(1, 11)]
+    _post(stores[0].url() + "/db/execute", [schema, *rows])
+    _post(stores[1].url() + "/db/execute", [schema, "CREATE TABLE _reshard_users AS SELECT * "
+                                            "FROM users WHERE 0"])  # fmt: skip
+    intent = [{"low": 0, "high": 100, "to": "g1", "switching": ["g0"]}]
+
+    def start_router():
+        (data / "moves.json").write_text(json.dumps(intent))
+        router = spawn("shard", "--shards", str(cfg), "--data-dir", str(data))
+        _, _, st = harness.http("GET", router.url() + "/status")
+        return router, json.loads(st)["scalelab"]
+
+    router, status = start_router()  # staging still on the target: not committed
+    assert status["map"]["version"] == 1 and status["cleanup_pending"] == {}
+    assert json.loads((data / "moves.json").read_text()) == []
+    cur = _cursor(router)
+    cur.execute("SELECT count(*) FROM users")
+    assert cur.fetchone()[0] == 10
+    router.stop(timeout_s=5)
+
+    # As if the switch had committed: the rows are live on the target, staging is gone.
+    _post(stores[1].url() + "/db/execute", ["DROP TABLE _reshard_users", *rows])
+    router, status = start_router()
+    assert status["map"]["version"] == 2
+    cur = _cursor(router)
+    cur.execute("SELECT count(*), sum(id) FROM users")  # never the old copies too
+    assert tuple(cur.fetchone()) == (10, 55)
+    harness.wait_until_sync(lambda: not _rows(stores[0], "SELECT id FROM users"),
+                            what="old copies deleted")  # fmt: skip
+    assert json.loads((data / "moves.json").read_text()) == [{"low": 0, "high": 100, "to": "g1"}]
