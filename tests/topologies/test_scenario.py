@@ -244,3 +244,25 @@ def test_the_shipped_delay_scenario_shows_in_the_users_p50(tmp_path):
     assert all(row["p50_ms"] < delay.delay_ms for row in before + after), before + after
     assert all(row["p50_ms"] >= delay.delay_ms for row in during), during
     assert f"<- delay link-db to {delay.delay_ms:g} ms" in text
+
+
+def test_delay_db_plays_on_the_stages_db_link_only():
+    """``--db-link-ms`` puts link-db in front of the primary, where the web tier's --db
+    points; replicas stay direct. Without it delay_db has no target."""
+    from topologies import stages
+
+    scenario = load_scenario("delay_db")
+    for stage in ("separate_db", "replicated"):
+        module = stages.load(stage)
+        args = stages.default_options(module)
+        with pytest.raises(ScenarioError, match="link-db: no such component"):
+            scenario.check_against(module.topology(args).names)
+        args.db_link_ms = 0.0
+        topology = module.topology(args)
+        scenario.check_against(topology.names)
+        link = next(c for c in topology.components if c.name == "link-db")
+        assert link.module == "topologies.link" and "--target {store-1}" in link.flags
+        web = next(c for c in topology.components if c.name == "web-1")
+        db = web.flags.split("--db ")[1].split()[0]
+        assert db.startswith("store:{link-db}") and "{store-1}" not in db
+        assert topology.names.index("link-db") < topology.names.index("web-1")
