@@ -78,6 +78,8 @@ class GroupCommitter:
         #: called with the last applied lsn after each applied group
         self._on_applied = on_applied or (lambda lsn: None)
         self.next_lsn = max(log.last_lsn, db.applied_lsn) + 1
+        #: The last LSN whose submitter has been given its result (after it was applied).
+        self.answered_lsn = self.next_lsn - 1
         self.broken: str | None = None
         self._tasks: list[asyncio.Task] = []
         self._closed = False
@@ -103,6 +105,8 @@ class GroupCommitter:
         ``CommitFailed``/``Overloaded`` at once, as ``submit`` does."""
         if self.broken:
             raise CommitFailed(self.broken)
+        if self._closed:  # the stages are stopping: nothing would ever answer this write
+            raise Overloaded("the store is shutting down")
         if len(self._pending) >= MAX_PENDING:
             raise Overloaded(f"{MAX_PENDING} writes already waiting")
         future = self._loop.create_future()
@@ -133,8 +137,9 @@ class GroupCommitter:
                 raise outcome
 
     async def flush(self) -> None:
-        """Wait until everything submitted so far is durable and applied."""
-        while (self._pending or self.db.applied_lsn < self.next_lsn - 1) and not self.broken:
+        """Wait until everything submitted so far is durable, applied and answered (its
+        future resolved: ``close`` may then stop the stages without orphaning one)."""
+        while (self._pending or self.answered_lsn < self.next_lsn - 1) and not self.broken:
             await asyncio.sleep(0.002)
 
     async def close(self) -> None:
@@ -192,6 +197,7 @@ class GroupCommitter:
             for entry, results in zip(group, outcomes, strict=True):
                 if not entry.future.done():
                     entry.future.set_result((entry.lsn, results))
+            self.answered_lsn = group[-1].lsn
 
     def _apply(self, group: list[_Entry]) -> list[list[Result]]:
         return self.db.apply_group([(e.lsn, e.epoch, e.batch) for e in group])

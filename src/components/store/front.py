@@ -103,7 +103,8 @@ class ApiProtocol(asyncio.Protocol):
     """One client connection of the public port, until it is handed to aiohttp."""
 
     def __init__(self, serve: Callable[[str, Request, bytes], Any],
-                 fallback: Callable[[], asyncio.Protocol], connections: set) -> None:  # fmt: skip
+                 fallback: Callable[[], asyncio.Protocol], connections: set,
+                 accepting: bool = True) -> None:  # fmt: skip
         #: ``serve(route, request, body)``: an ``Answer``, a ``Deferred``, or None to
         #: hand the request (and the connection) to aiohttp.
         self._serve = serve
@@ -118,11 +119,16 @@ class ApiProtocol(asyncio.Protocol):
         self._read_paused = False
         self._write_paused = False
         self._closing = False
+        self._accepting = accepting  # False once the server drains: close at once
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport) -> None:
         self._transport = transport
+        if not self._accepting:
+            self._closing = True
+            transport.close()
+            return
         self._connections.add(self)
 
     def connection_lost(self, exc) -> None:
@@ -165,6 +171,7 @@ class ApiProtocol(asyncio.Protocol):
         """Drain: no new requests; close now, or once the answer in service is sent."""
         self._keep_alive = False
         if not self._busy and self._transport is not None:
+            self._closing = True
             self._transport.close()
 
     def _process(self) -> None:

@@ -267,8 +267,10 @@ class StoreService(Service):
         self._options_cache: dict[bytes, Options] = {}
         aiohttp_protocol = self._runner.server
         assert aiohttp_protocol is not None
+        self._front_open = True
         self._listener = await loop.create_server(
-            lambda: ApiProtocol(self.serve_fast, aiohttp_protocol, self._front_connections),
+            lambda: ApiProtocol(self.serve_fast, aiohttp_protocol, self._front_connections,
+                                accepting=self._front_open),
             args.host, args.port, reuse_address=True,
         )  # fmt: skip
         bound = format_address(self._listener.sockets[0].getsockname())
@@ -313,6 +315,7 @@ class StoreService(Service):
             await asyncio.sleep(0.005)
 
     def _close_front(self) -> None:
+        self._front_open = False  # a connection accepted from the backlog now is closed
         self._listener.close()
         for connection in list(self._front_connections):
             connection.close_when_idle()
