@@ -37,11 +37,15 @@ async def writer(session, url, client, acked, stop, base):
         acked.add(batch)
 
 
+def writers(session, url, clients, acked, stop, base=0):
+    return [asyncio.ensure_future(writer(session, url, c, acked, stop, base))
+            for c in range(clients)]  # fmt: skip
+
+
 async def load_then_kill(proc, acked, after_acks, base):
     stop = asyncio.Event()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        tasks = [asyncio.ensure_future(writer(session, proc.url(), c, acked, stop, base))
-                 for c in range(CLIENTS)]  # fmt: skip
+        tasks = writers(session, proc.url(), CLIENTS, acked, stop, base)
         target = len(acked) + after_acks
         await harness.wait_until(lambda: len(acked) >= target, what="acknowledged writes")
         proc.kill()  # SIGKILL with writes in flight
@@ -81,8 +85,7 @@ async def test_a_replica_killed_while_streaming_recovers_to_the_primarys_exact_s
     acked: set[int] = set()
     stop = asyncio.Event()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        tasks = [asyncio.ensure_future(writer(session, primary.url(), c, acked, stop, 0))
-                 for c in range(8)]  # fmt: skip
+        tasks = writers(session, primary.url(), 8, acked, stop)
         for _ in range(2):
             target = len(acked) + 100
             await harness.wait_until(lambda t=target: len(acked) >= t, what="writes")
@@ -115,8 +118,7 @@ async def test_sigterm_during_concurrent_writes_drains_every_answer_and_loses_no
     acked: set[int] = set()
     stop = asyncio.Event()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        tasks = [asyncio.ensure_future(writer(session, proc.url(), c, acked, stop, 0))
-                 for c in range(64)]  # fmt: skip
+        tasks = writers(session, proc.url(), 64, acked, stop)
         await harness.wait_until(lambda: len(acked) >= 100, what="acknowledged writes")
         code = await asyncio.to_thread(proc.stop, 15)  # SIGTERM with writes in flight
         stop.set()
