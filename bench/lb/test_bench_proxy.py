@@ -5,7 +5,10 @@ for uvloop's transports, so what is measured is exactly the per-request work of
 ``components.lb.server`` (parse the request, pick, rewrite, pool, parse the response,
 rewrite, metrics), not syscalls or the event loop. Each round proxies 1000 keep-alive
 requests over one client connection and one pooled backend connection, so the mean in
-ms equals µs per request. Compare with the CPU per request that ``compare_haproxy.py``
+ms equals µs per request. The first test repeats one request and one response, as wrk
+and a busy keep-alive backend do, so both parsers recall the previous head; the second
+gives every request its own target and every response its own ``Date``, so nothing is
+recalled: the cost for traffic that never repeats itself. Compare with the CPU per request that ``compare_haproxy.py``
 measures with real sockets: the difference is the event loop and the kernel.
 """
 
@@ -81,5 +84,26 @@ def test_proxy_request_python_cost(benchmark):
 
     benchmark(run)
     assert client.conn is None and client.request is None  # every exchange completed
+    assert transport.written >= OPS * len(b"hello from backend\n")
+    loop.close()
+
+
+def test_proxy_request_python_cost_no_repeated_heads(benchmark):
+    loop = asyncio.new_event_loop()
+    proxy = make_proxy(loop)
+    client = ClientConnection(proxy)
+    transport = FakeTransport()
+    client.connection_made(transport)
+    # Alternate two variants of each: a head differs from the one just before it.
+    requests = [REQUEST.replace(b"/users/42", b"/users/%d" % i) for i in range(2)]
+    responses = [RESPONSE.replace(b"10:00:00", b"10:00:0%d" % i) for i in range(2)]
+
+    def run():
+        for i in range(OPS):
+            client.data_received(requests[i & 1])
+            client.conn.data_received(responses[i & 1])
+
+    benchmark(run)
+    assert client.conn is None and client.request is None
     assert transport.written >= OPS * len(b"hello from backend\n")
     loop.close()

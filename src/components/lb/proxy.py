@@ -579,9 +579,11 @@ class ClientConnection(asyncio.Protocol):
         self.head = b""
         self.phase = READING
         self.deadline = self.proxy.now() + self.proxy.args.idle_timeout
-        self.paused_by.discard("backend")
-        if not self.paused_by and not self.closing:
-            self.transport.resume_reading()
+        paused_by = self.paused_by
+        if paused_by:  # (the transport reads unless some reason paused it)
+            paused_by.discard("backend")
+            if not paused_by and not self.closing:
+                self.transport.resume_reading()
         self.pulling = True
         if self.proxy.draining and self.parser.idle:
             self.close()
