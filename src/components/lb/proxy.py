@@ -417,23 +417,32 @@ class ClientConnection(asyncio.Protocol):
             return
         # An Upgrade offer (h2c, websocket) is declined by simply not passing it on: the
         # fields are hop-by-hop, and RFC 9110 §7.8 lets a server ignore the offer.
-        self.route(exclude=None)
+        self.route()
 
-    def route(self, exclude: Backend | None) -> None:
+    def route(self, exclude: Backend | None = None, same_again: bool = False) -> bool:
+        """Pick a backend and send the request; ``exclude``: a retry's failed backend.
+
+        A retry with nowhere to go returns False (the caller answers for the failure);
+        a first attempt with no backend is answered 503 here.
+        """
         proxy = self.proxy
         cookie = None
         if proxy.balancer.algorithm == "cookie":
             cookie = protocol.cookie_value(self.request, COOKIE_NAME)
         now = proxy.now()
         backend = proxy.balancer.pick(now, self.peer, cookie, exclude)
-        if backend is None and exclude is not None and exclude.eligible(now):
-            # A retry with nowhere else to go: the same backend, on a fresh connection
-            # (the usual failure is a pooled connection the backend had just closed).
+        if backend is None and same_again and exclude.eligible(now):
+            # A retry with nowhere else to go after a reset: the same backend, on a fresh
+            # connection (the usual failure is a pooled connection it had just closed).
+            # After a failed connect, dialling the same address again would only fail or
+            # wait again.
             backend = exclude
         if backend is None:
+            if exclude is not None:
+                return False
             proxy.rejected.labels(reason="no_backend").inc()
             self.local_reply(503, "no healthy backend")
-            return
+            return True
         self.backend = backend
         proxy.balancer.started(backend)
         request = self.request
@@ -452,6 +461,7 @@ class ClientConnection(asyncio.Protocol):
         else:
             self.phase = CONNECTING
             asyncio.ensure_future(self.dial(backend))
+        return True
 
     async def dial(self, backend: Backend) -> None:
         proxy = self.proxy
@@ -619,9 +629,9 @@ class ClientConnection(asyncio.Protocol):
         safe = any_method or (request.method in protocol.IDEMPOTENT and request.framing == "none")
         if retryable and safe and not self.retried:
             self.retried = True
-            proxy.retries.inc()
-            self.route(exclude=backend)
-            return
+            if self.route(exclude=backend, same_again=kind == "reset"):
+                proxy.retries.inc()
+                return
         # A backend that never answered the connect timed out (504, as nginx answers);
         # one that refused, reset or spoke nonsense is a bad gateway (502).
         status, message = (

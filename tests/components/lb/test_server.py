@@ -520,11 +520,15 @@ def test_slow_backend_gives_504(lb_short_timeouts):
     assert status == 504 and b"timed out" in body
 
 
+def refused_address() -> str:
+    """HOST:PORT where nothing listens, so connects are refused at once."""
+    with socket.socket() as dead:
+        dead.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{dead.getsockname()[1]}"
+
+
 def test_connection_refused_is_retried_on_another_backend(spawn, backends):
-    dead = socket.socket()
-    dead.bind(("127.0.0.1", 0))
-    dead_address = f"127.0.0.1:{dead.getsockname()[1]}"
-    dead.close()  # nothing listens there now: connects are refused
+    dead_address = refused_address()
     proc = spawn("lb", "--backend", dead_address, "--backend", backends[0].listen["main"],
                  "--health-interval", "0", "--max-fails", "100")  # fmt: skip
     for _ in range(4):
@@ -579,6 +583,20 @@ def test_connect_timeout_with_no_other_backend_is_504(spawn, blackhole):
     assert (status, body) == (504, b"backend connect timed out\n")
     assert headers["Connection"] == "close"
     assert '"backend_connect_failed"' in proc.log_tail(20)
+    _, _, text = harness.http("GET", proc.url("admin") + "/metrics")
+    # One connect, not a second wait on the same address: only a reset is retried there.
+    errors = f'scalelab_lb_backend_errors_total{{backend="{blackhole}",kind="connect_timeout"}} 1'
+    assert errors.encode() in text and b"scalelab_lb_retries_total 0" in text
+
+
+def test_connection_refused_with_no_other_backend_is_502_after_one_connect(spawn):
+    dead_address = refused_address()
+    proc = spawn("lb", "--backend", dead_address, "--health-interval", "0")
+    status, _, body = harness.http("GET", proc.url() + "/")
+    assert (status, body) == (502, b"backend connect error\n")
+    _, _, text = harness.http("GET", proc.url("admin") + "/metrics")
+    errors = f'scalelab_lb_backend_errors_total{{backend="{dead_address}",kind="connect"}} 1'
+    assert errors.encode() in text
 
 
 def test_max_connections_refuses_the_extra_client(spawn, backends):
