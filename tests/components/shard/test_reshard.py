@@ -321,4 +321,5 @@ def test_a_switch_interrupted_by_a_router_stop_is_settled_from_the_target(spawn,
     assert tuple(cur.fetchone()) == (10, 55)
     harness.wait_until_sync(lambda: not _rows(stores[0], "SELECT id FROM users"),
                             what="old copies deleted")  # fmt: skip
-    assert json.loads((data / "moves.json").read_text()) == [{"low": 0, "high": 100, "to": "g1"}]
+    harness.wait_until_sync(lambda: json.loads((data / "moves.json").read_text()) == [
+        {"low": 0, "high": 100, "to": "g1"}], what="cleanup recorded")  # fmt: skip
