@@ -66,7 +66,7 @@ async def test_queued_queries_wait_for_a_worker_instead_of_being_refused(store):
 
 async def test_write_beyond_write_capacity_is_refused_and_queries_pass(store):
     proc = store("wcap", "--write-max-concurrency", "1", "--write-max-queue", "0",
-                 "--write-service-time-ms", "1500", "--write-retry-after-s", "3")  # fmt: skip
+                 "--write-service-time-ms", "1000", "--write-retry-after-s", "3")  # fmt: skip
     base = proc.url()
     harness.http("POST", base + "/db/execute", b'["CREATE TABLE w (v INTEGER)"]',
                  {"Content-Type": "application/json"})  # fmt: skip
