@@ -4,8 +4,12 @@ Run: ``.venv/bin/python -m pytest bench/lb --benchmark-only``. Each benchmark ha
 1000 messages per round, so the reported mean in µs equals the cost per message in ns.
 ``test_proxy_round_trip`` is everything the balancer does in pure Python for one
 request/response pair apart from the event loop: parse the request, write the backend
-head, parse the response, write the client head.
+head, parse the response, write the client head. The ``_repeated`` variants parse the
+same pipelines with ``repeat_heads=True`` (what the balancer runs with): every head after
+the first is recalled, not parsed, so they give the floor of a repeated message's cost.
 """
+
+import pytest
 
 from components.common.http1 import NEED_DATA, Parser
 from components.lb.protocol import backend_request_head, client_response_head
@@ -46,18 +50,20 @@ def parse_all(parser: Parser) -> int:
     return count
 
 
-def test_parse_typical_request(benchmark):
+@pytest.mark.parametrize("repeat_heads", [False, True], ids=["", "repeated"])
+def test_parse_typical_request(benchmark, repeat_heads):
     def run():
-        parser = Parser()
+        parser = Parser(repeat_heads=repeat_heads)
         parser.feed(PIPELINE)
         return parse_all(parser)
 
     assert benchmark(run) == 2 * OPS  # Request + EndOfMessage each
 
 
-def test_parse_typical_response(benchmark):
+@pytest.mark.parametrize("repeat_heads", [False, True], ids=["", "repeated"])
+def test_parse_typical_response(benchmark, repeat_heads):
     def run():
-        parser = Parser(response=True)
+        parser = Parser(response=True, repeat_heads=repeat_heads)
         for _ in range(OPS):
             parser.expect_response(b"GET")
         parser.feed(RESPONSES)
