@@ -6,9 +6,14 @@ The flags chosen here are the ones that make faults visible within seconds on a 
 the balancer checks its backends every half second and ejects one after two failed
 checks, and retries a request that could not reach a backend on another one. Passive
 ejection on 5xx answers is off (``--max-fails 0``): a web server answering 503 while the
-database fails over is healthy, and ejecting every web server for it would turn a few
-failed writes into a site-wide outage. The failover controller checks the store every 0.3 s and
-promotes after three misses (one to two and a half seconds of silence).
+database fails over, or over its emulated capacity, is healthy. The balancer's panic mode
+(``--panic-threshold 50``, its default, written out here) would keep "every web server
+ejected" from becoming a site-wide 503, but not the step before it: one server ejected
+for the database's fault and all its users piled on the others, which then overflow and
+are ejected in turn. So panic only matters here when health checks find most web servers
+dead: requests then go to all of them (a 502 after the retry) instead of a 503 from the
+balancer. The failover controller checks the store every 0.3 s and promotes after three
+misses (one to two and a half seconds of silence).
 
 ``--db-link-ms MS`` puts an emulated long link (``link-db``, ``link.py``) between the web
 tier and the store primary: the database in another building. A ``delay`` scenario
@@ -25,7 +30,7 @@ from .single_server import add_arguments as single_server_arguments
 from .single_server import count, web_flags
 from .topology import Component
 
-LB_FLAGS = "--health-interval 0.5 --fall 2 --rise 2 --max-fails 0"
+LB_FLAGS = "--health-interval 0.5 --fall 2 --rise 2 --max-fails 0 --panic-threshold 50"
 #: Three missed checks, each allowed 0.8 s: a stalled primary is replaced within about
 #: 2.5 s, while a primary that is merely slow under load (a busy two-core machine) is
 #: not mistaken for a dead one, which would make two primaries for a check interval.
