@@ -2,17 +2,16 @@
 
     .venv/bin/python bench/queue/side_by_side.py [--duration 5] [--runs 3]
 
-Both servers are pinned to CPU 0 (``taskset``), this load tool to CPU 1. Two workloads,
+Both servers are pinned to CPU 0 (``taskset``), the load tools to CPU 1. Three workloads,
 each run against both servers in alternation, ``--runs`` times, medians reported:
 
 1. *durable puts*: ``-b DIR -f 0`` on both (beanstalkd then fsyncs after each put; we
    group-commit), ``--producers`` connections (default 64) each with one put in flight;
    the figure is acknowledged puts per second. Goal: >= 10x beanstalkd. The producers
    are ``putload.c`` (one C epoll loop, compiled on the fly with ``cc -O2``; see its
-   header for why), or this script's Python ones with ``--producer-tool python``.
-   A third row runs
-   ours *without* a binlog under the same load: what a put costs with no write and no
-   fsync, the ceiling the durable figure can approach but not pass.
+   header for why), or this script's Python ones with ``--producer-tool python``. A
+   third row runs ours *without* a binlog under the same load: what a put costs with
+   no write and no fsync, the ceiling the durable figure can approach but not pass.
 2. *pipelined cycles*: no binlog; ``--connections`` connections (default 4) each send
    batches of ``--batch`` puts+reserves in one write, then the matching deletes;
    the figure is jobs per second through put, reserve and delete. Goal: >= 50% of
@@ -24,9 +23,30 @@ each run against both servers in alternation, ``--runs`` times, medians reported
 Besides rates, every row has the server's CPU per operation (user + system time of all
 its threads, from /proc/<pid>/stat, around the run): on this shared machine the
 steadiest figure, and the one that says whether a server was CPU-bound (rate x CPU per
-op near 1 s/s) or waiting on its disk. The load tool is Python (uvloop, one process);
-its own CPU per operation is printed too: if rate x that nears 1 s/s, the load tool,
+op near 1 s/s) or waiting on its disk. The load tool's own CPU per operation is printed
+too (putload's, or this Python process's): if rate x that nears 1 s/s, the load tool,
 not the server, set the figure. Only loopback is targeted.
+
+What bounds the durable figure (measured in issue 9's second session; see
+``ab_put_cost.py`` for the per-put cost without sockets):
+
+- beanstalkd is bound by its disk: one fsync per put, so ~6,500 puts/s when this VM's
+  fsync takes ~150 µs, and 300-1,200/s while a neighbour keeps the shared disk busy.
+- Ours is bound by CPU: ~23 µs of CPU per durable put (all threads, from /proc) against
+  ~18 µs for the same put with no binlog (the ``ours, no binlog`` row). At 100% of one
+  core that is ~43,000 durable puts/s, and ~55,000/s is the ceiling without a disk at
+  all; recv, send and epoll alone are ~7 µs of each. So ">= 10x beanstalkd" holds
+  whenever beanstalkd's fsync takes more than ~10 x 23 µs: true at the issue's
+  ~2,800/s and on a busy day here, not against a quiet disk.
+- A durable put's extra ~5 µs: per group commit one ``fdatasync`` (~70 µs of kernel
+  CPU, a virtio flush and two sleeps) and one disk-thread round trip (~23 µs), shared
+  by a batch of ~30 (64 closed-loop producers settle into two groups that take turns:
+  one group's records are written while the other's fsync runs); per put, the record's
+  encoding and its held reply (~1 µs).
+- Tried and dropped, figures from paired runs: delaying a commit until the producers
+  just acknowledged are back (batches grew from ~31 to ~47, puts/s did not, latency
+  did); fsync inline on the event loop (fewer thread switches, but every commit stalls
+  the loop for the disk: worse as soon as the disk is slow).
 """
 
 from __future__ import annotations
