@@ -80,3 +80,10 @@ def test_render_query_answer(benchmark):
 
 def test_render_execute_answer(benchmark):
     benchmark(protocol.results_body, [Changes(7, 1)], protocol.Options(), 0.001)
+
+
+def test_render_fast_front_answer(benchmark):
+    from components.store.front import JSON, render
+
+    body = protocol.results_body([Changes(7, 1)], protocol.Options(), 0.001, 7)
+    benchmark(render, (200, JSON, b"X-Scalelab-Lsn: 7\r\n", body), True)

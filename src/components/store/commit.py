@@ -11,8 +11,15 @@ pipeline drains the queue:
    fsyncs per write. This is the classic group commit of database logs (Gray & Reuter;
    PostgreSQL's ``commit_delay`` is a cruder cousin; we never sleep to wait for company).
 2. **apply stage** (on the SQLite thread): apply the durable group to SQLite in LSN
-   order, in one SQLite transaction with a savepoint per batch (``apply_group``), and
-   only then answer each client with its results. Applying group N overlaps the fsync of group N+1.
+   order, in one SQLite transaction (``apply_group``: one commit for the whole group),
+   and only then answer each client with its results (``enqueue`` gives the future, so
+   the HTTP front answers from a done-callback, without a task per write). Applying
+   group N overlaps the fsync of group N+1.
+
+What a group costs beyond its writes: two hops to a thread and back (about 40 µs of the
+event loop's CPU each on one core), which is why one client at a time is slow and 64
+are fast. ``flush`` waits until every submitted write has been *answered*, not only
+applied, so ``close`` never stops the stages with a client still waiting.
 
 Replicas use the same pipeline for records that arrive from the primary
 (``submit_records``): they already have LSNs and epochs, but a replica also logs and
