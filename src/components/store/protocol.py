@@ -90,9 +90,12 @@ def parse_options(query: str | Mapping[str, str]) -> Options:
     server passes aiohttp's, parsed once per request); a bare name means true."""
     if isinstance(query, str):
         try:
-            values = dict(parse_qsl(query, keep_blank_values=True, max_num_fields=64))
+            pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=64)
         except ValueError as exc:
             raise BadRequest(f"bad query string: {exc}") from None
+        values = {}
+        for key, value in pairs:
+            values.setdefault(key, value)  # the first of repeated names, as aiohttp's query
     else:
         if len(query) > 64:
             raise BadRequest("bad query string: too many fields")

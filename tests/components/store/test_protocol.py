@@ -132,3 +132,13 @@ def test_options_from_a_parsed_mapping_match_the_raw_string():
     raw = "transaction&level=none&min_lsn=3"
     assert protocol.parse_options(MultiDict([("transaction", ""), ("level", "none"),
                                              ("min_lsn", "3")])) == protocol.parse_options(raw)  # fmt: skip
+
+
+def test_a_repeated_flag_counts_once_with_its_first_value_in_both_forms():
+    from multidict import MultiDict
+
+    raw = "level=none&level=strong&min_lsn=3&min_lsn=9"
+    parsed = MultiDict([("level", "none"), ("level", "strong"), ("min_lsn", "3"),
+                        ("min_lsn", "9")])  # fmt: skip
+    assert protocol.parse_options(raw) == protocol.parse_options(parsed)
+    assert (protocol.parse_options(raw).level, protocol.parse_options(raw).min_lsn) == ("none", 3)
