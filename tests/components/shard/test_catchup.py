@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from components.shard.catchup import changed_keys, split_statement, touched
 from components.shard.placement import Range, RoutingMap
 from components.shard.reshard import Move, Progress, Staged
-from components.shard.server import Catchup
+from components.shard.resharder import Catchup
 from components.shard.upstream import FeedGone
 
 TABLES = {"users": "id", "posts": "user_id"}
