@@ -113,7 +113,13 @@ class ApiProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._parser = Parser(repeat_heads=True)
         self._buf = b""
-        self._head: tuple[Request, int, int, str] | None = None  # parsed, body pending
+        # (request, head length, body length, route, head fed to the codec): body pending
+        self._head: tuple[Request, int, int, str, bool] | None = None
+        # The last head served here and what it parsed to: a keep-alive client (wrk, a
+        # driver's pool) sends the same head again and again. The same bytes get the same
+        # verdict, so a repeat skips the codec altogether (it stays between messages).
+        self._last_head = b"\x00"
+        self._last: tuple[Request, str] | None = None
         self._busy = False  # a request is in service (its answer is owed)
         self._keep_alive = True
         self._read_paused = False
@@ -178,16 +184,17 @@ class ApiProtocol(asyncio.Protocol):
         while not (self._busy or self._closing or self._write_paused) and self._buf:
             if self._head is None and not self._read_head():
                 return
-            request, head_len, length, route = self._head  # type: ignore[misc]
+            request, head_len, length, route, fed = self._head  # type: ignore[misc]
             buf = self._buf
             if len(buf) < head_len + length:
                 return  # the body is still arriving
             body = buf[head_len : head_len + length]
-            if length:
-                self._parser.feed(body)
-            event = self._parser.next_event()  # keep the codec's framing state in step
-            while event is not NEED_DATA and not isinstance(event, EndOfMessage):
+            if fed:  # keep the codec's framing state in step
+                if length:
+                    self._parser.feed(body)
                 event = self._parser.next_event()
+                while event is not NEED_DATA and not isinstance(event, EndOfMessage):
+                    event = self._parser.next_event()
             answer = self._serve(route, request, body)
             if answer is None:
                 self._hand_off()  # the buffer still starts at this request
@@ -207,6 +214,11 @@ class ApiProtocol(asyncio.Protocol):
     def _read_head(self) -> bool:
         """Parse the next head if complete; False to wait (or after a hand-off/error)."""
         buf = self._buf
+        last = self._last_head
+        if buf.startswith(last) and self._last is not None:
+            request, route = self._last
+            self._head = (request, len(last), request.content_length, route, False)
+            return True
         line_end = buf.find(b"\r\n", 0, MAX_HEAD_BYTES)
         if line_end < 0:
             if len(buf) > MAX_HEAD_BYTES:
@@ -223,7 +235,8 @@ class ApiProtocol(asyncio.Protocol):
             if len(buf) > MAX_HEAD_BYTES:
                 self._fail(ProtocolError(431, "request head too large"))
             return False
-        self._parser.feed(buf[: end + 4])
+        head = buf[: end + 4]
+        self._parser.feed(head)
         try:
             request = self._parser.next_event()
         except ProtocolError as exc:
@@ -235,7 +248,9 @@ class ApiProtocol(asyncio.Protocol):
             # read past the limit, so the client sees the answer): aiohttp's business.
             self._hand_off()
             return False
-        self._head = (request, end + 4, request.content_length, route)
+        self._head = (request, end + 4, request.content_length, route, True)
+        if request.keep_alive:
+            self._last_head, self._last = head, (request, route)
         return True
 
     def _answered(self, deferred: Deferred) -> None:

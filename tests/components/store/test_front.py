@@ -128,3 +128,13 @@ def test_a_head_arriving_byte_by_byte_is_still_served(node):
     answers, sock = exchange(node, data[-1:], [b"POST"], sock)
     sock.close()
     assert answers[0][0] == 200
+
+
+def test_a_repeated_head_with_new_bodies_serves_each_body(node):
+    bodies = [b'[["INSERT INTO f(v) VALUES(?)", "%d"]]' % digit for digit in range(3)]
+    data = b"".join(request(b"POST", b"/db/execute", body) for body in bodies)
+    data += request(b"POST", b"/db/query", b'["SELECT v FROM f ORDER BY id DESC LIMIT 3"]')
+    answers, sock = exchange(node, data, [b"POST"] * 4)
+    sock.close()
+    assert [status for status, _, _ in answers] == [200] * 4
+    assert json.loads(answers[3][2])["results"][0]["values"] == [["2"], ["1"], ["0"]]
