@@ -163,9 +163,10 @@ class Resharder:
         """Per group of a fan-out step with a pending cleanup: the statement rewritten to
         leave out the moved keys whose old copies the group still holds (None: it
         cannot be). Empty when no group of the step has one."""
+        if not self.cleanup or not step.sharded:
+            return {}
         table = next((t for t in step.scan.tables if t in self.config.tables), None)
-        if not self.cleanup or not step.sharded or table is None or step.scan.verb not in (
-                "select", "update", "delete"):  # fmt: skip
+        if table is None or step.scan.verb not in ("select", "update", "delete"):
             return {}  # DDL and the like: no rows to count twice
         sql, _ = step.statement
         info = scan(sql)  # the text sent may differ from the client's (avg rewritten)
