@@ -15,8 +15,10 @@ connection's reply stream (protocol.txt: commands are answered in order). A slot
 A job that may outlive its TTR is kept alive with ``touch`` every
 ``--touch-interval-s`` while it is processed. A lost queue connection is retried with
 capped backoff; ``/health`` is 503 while no slot is connected. SIGTERM: slots stop
-reserving, finish the job they hold, delete it, and exit; a job reserved after the
-signal is released at once. A worker killed mid-job holds nothing: the queue returns
+reserving, finish the job they hold, delete it, and exit; a slot waiting in ``reserve``
+is cancelled at once and its connection closed (a job the queue handed it in that
+instant goes back to ready when the connection drops), so an idle worker exits without
+waiting out its reserve timeout; a job reserved after the signal is released at once. A worker killed mid-job holds nothing: the queue returns
 the job when the connection drops, or when its TTR runs out if the worker hangs.
 
 Metrics: ``scalelab_worker_jobs_done_total``, ``..._jobs_failed_total{action}``,
@@ -79,6 +81,7 @@ class WorkerService(Service):
         self.stopping = False
         self.connected = 0
         self.clients: set[QueueClient] = set()
+        self.reserving: set[asyncio.Task] = set()  # slots idle in reserve: a drain cancels them
         m = self.metrics
         self.done = m.counter("scalelab_worker_jobs_done_total", "Jobs processed and deleted")
         failed = m.counter("scalelab_worker_jobs_failed_total", "Failed attempts", ["action"])
@@ -112,6 +115,8 @@ class WorkerService(Service):
 
     async def drain(self) -> None:
         self.stopping = True
+        for task in list(self.reserving):  # idle: nothing to finish, nothing held
+            task.cancel()
         await asyncio.gather(*self.slots, return_exceptions=True)
 
     async def stop(self) -> None:
@@ -144,7 +149,12 @@ class WorkerService(Service):
                         self.clients.add(client)
                         self.connected += 1
                         backoff = RECONNECT_MIN_S
-                    reserved = await client.reserve(self.args.reserve_timeout_s)
+                    task = asyncio.current_task()
+                    self.reserving.add(task)
+                    try:
+                        reserved = await client.reserve(self.args.reserve_timeout_s)
+                    finally:
+                        self.reserving.discard(task)
                     if reserved is None:
                         continue
                     job_id, body = reserved

@@ -97,6 +97,24 @@ def test_sigterm_finishes_the_current_job_then_exits(spawn, tmp_path):
             pass
 
 
+def test_sigterm_does_not_wait_out_an_idle_reserve(spawn, tmp_path):
+    queue = spawn("queue")
+    worker = start_worker(spawn, queue, "--concurrency", "4", "--reserve-timeout-s", "120",
+                          "--result-dir", str(tmp_path), "--drain-timeout", "60")  # fmt: skip
+    with greenstalk.Client(queue.address()) as c:
+        harness.wait_until_sync(lambda: c.stats()["current-waiting"] == 4,
+                                what="all four slots blocked in reserve")  # fmt: skip
+        worker.signal(signal.SIGTERM)
+        # Well inside the 120 s reserve and the 60 s drain: the idle slots were cancelled.
+        assert worker.popen.wait(timeout=20) == 0
+        assert '"drain_cut_short"' not in worker.log_tail(50)
+        # Their connections are gone, so a job put now waits for the next worker.
+        harness.wait_until_sync(lambda: c.stats()["current-waiting"] == 0)
+        c.use("photos")
+        job_id = c.put(job("later.jpg"))
+        assert c.stats_job(job_id)["state"] == "ready"
+
+
 def test_worker_reconnects_when_the_queue_comes_back(spawn, tmp_path):
     queue = spawn("queue", "-b", str(tmp_path / "q"), "-f", "0")
     host, port = queue.address()
