@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import secrets
 import sqlite3
 import threading
@@ -495,10 +496,13 @@ def _first_keyword(sql: str) -> str:
             i = n if j < 0 else j + 2
         else:
             break
-    j = i
-    while j < n and sql[j].isalpha():
+    j = _ASCII_LETTERS.match(sql, i).end()  # type: ignore[union-attr]  # (matches "")
+    while j < n and sql[j].isalpha():  # a non-ASCII letter goes on the word
         j += 1
     return sql[i:j].upper()
+
+
+_ASCII_LETTERS = re.compile(r"[A-Za-z]*")
 
 
 def _storage_class(value: Any) -> str:

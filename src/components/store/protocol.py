@@ -202,16 +202,25 @@ def _statement(item: Any, index: int) -> Statement:
         if len(rest) == 1 and isinstance(rest[0], dict):
             params = {str(k): _param(v, index) for k, v in rest[0].items()}
         else:
-            params = [_param(v, index) for v in rest]
+            params = rest  # a fresh list (the slice): kept as it is when all values are plain
+            for value in rest:
+                if type(value) not in _PLAIN_TYPES:  # a bool to convert, or an error
+                    params = [_param(v, index) for v in rest]
+                    break
         if len(rest) > MAX_PARAMS or (isinstance(params, dict) and len(params) > MAX_PARAMS):
             raise BadRequest(f"statement {index}: more than {MAX_PARAMS} parameters")
     else:
         raise BadRequest(f"statement {index}: expected a SQL string or [SQL, params...]")
     if len(sql) > MAX_SQL_BYTES:
         raise BadRequest(f"statement {index}: SQL longer than {MAX_SQL_BYTES} bytes")
-    if not sql.strip():
+    if not sql or sql.isspace():
         raise BadRequest(f"statement {index}: empty SQL")
     return sql, params
+
+
+#: Parameter types JSON gives that SQLite takes as they are (``bool`` is an ``int`` subclass
+#: but is converted, so it is not here).
+_PLAIN_TYPES = frozenset({str, int, float, type(None)})
 
 
 def _param(value: Any, index: int) -> Any:
