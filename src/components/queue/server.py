@@ -503,6 +503,7 @@ class QueueService(Service):
                 await asyncio.sleep(0.001)
 
     async def stop(self) -> None:
+        self.stopped = True  # from here on stop() alone writes the binlog, then closes it
         self.server.close()
         if self._timer is not None:
             self._timer.cancel()
@@ -533,6 +534,7 @@ class QueueService(Service):
         return True, "ok"
 
     binlog_failed = False
+    stopped = False
 
     # -- time -----------------------------------------------------------------------------
 
@@ -610,7 +612,7 @@ class QueueService(Service):
     def _commit_soon(self) -> None:
         """Write what was appended; start an fsync if one is due and a slot is free."""
         binlog = self.binlog
-        if binlog is None or self.binlog_failed or self._snapshotting:
+        if binlog is None or self.binlog_failed or self._snapshotting or self.stopped:
             return
         if binlog.pending and binlog.needs_compaction():
             if self._fsyncs_in_flight == 0:
