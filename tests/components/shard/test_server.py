@@ -252,3 +252,21 @@ def test_queued_write_passes_to_its_group(loaded):
     cur.execute("DELETE FROM users WHERE id = 777")
     status, body = _post(router, "/db/execute?queue", ["DELETE FROM users WHERE id > 5000"])
     assert "queued writes" in json.loads(body)["results"][0]["error"]
+
+
+def test_request_endpoint_answers_bad_input_and_passes_the_lsn(loaded):
+    """/db/request is served by aiohttp (the fast front hands it over): same answers."""
+    router, _, _ = loaded
+    status, _, body = harness.http("POST", router.url() + "/db/request", b"{not json",
+                                   {"Content-Type": "application/json"})  # fmt: skip
+    assert status == 400 and b"invalid JSON" in body
+    status, headers, body = harness.http(
+        "POST", router.url() + "/db/request", json.dumps([["UPDATE users SET score = score "
+                                                           "WHERE id = ?", 5]]).encode(),
+        {"Content-Type": "application/json"})  # fmt: skip
+    assert status == 200 and json.loads(body)["results"][0]["rows_affected"] == 1
+    assert int(headers["X-Scalelab-Lsn"]) > 0
+    status, headers, _ = harness.http("POST", router.url() + "/db/execute", json.dumps(
+        [["UPDATE users SET score = score WHERE id = ?", 5]]).encode(),
+        {"Content-Type": "application/json"})  # fmt: skip
+    assert status == 200 and int(headers["X-Scalelab-Lsn"]) > 0
