@@ -57,6 +57,7 @@ __all__ = [
     "MAX_START_LINE_BYTES",
     "MAX_HEAD_BYTES",
     "MAX_FIELDS",
+    "MAX_REPEAT_HEAD_BYTES",
     "MAX_CHUNK_LINE_BYTES",
     "ProtocolError",
     "Request",
@@ -80,6 +81,8 @@ MAX_START_LINE_BYTES = 8 * 1024
 MAX_HEAD_BYTES = 64 * 1024
 #: Most header (or trailer) fields in one message.
 MAX_FIELDS = 100
+#: Largest head ``repeat_heads`` remembers: what a connection holds beyond its buffer.
+MAX_REPEAT_HEAD_BYTES = 8 * 1024
 #: Longest chunk-size line including chunk extensions.
 MAX_CHUNK_LINE_BYTES = 4 * 1024
 #: Largest Content-Length / chunk size we will count to (2**62 bytes, far beyond any body).
@@ -226,7 +229,8 @@ class Parser:
     ``repeat_heads=True`` is for proxies: a keep-alive peer usually repeats itself (the
     same request head from a polling client or a load generator, the same response head
     from a backend until its ``Date`` ticks), so a head byte-identical to the previous
-    one (and, for a response, answering the same method) is not parsed again: the
+    one (and, for a response, answering the same method) is not parsed again (heads up
+    to ``MAX_REPEAT_HEAD_BYTES``, so a connection holds at most that much more): the
     previous event object is returned with the framing state it implied. Same bytes,
     same verdict, so no rule is skipped; but the event is then shared between messages,
     so a caller that opts in must treat events as read-only.
@@ -413,7 +417,11 @@ class Parser:
         except ProtocolError as error:
             # A bad response is the backend's fault: the client hears 502, whatever rule.
             raise self._fail(502 if self.response else error.status, error.detail) from None
-        if self.repeat_heads and (not self.response or message.status >= 200):
+        if (
+            self.repeat_heads
+            and end + 4 - pos <= MAX_REPEAT_HEAD_BYTES
+            and (not self.response or message.status >= 200)
+        ):
             # (Interim 1xx heads are not remembered: they leave the state unchanged.)
             self._memo = (
                 buf[pos : end + 4],

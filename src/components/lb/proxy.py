@@ -63,6 +63,8 @@ WRITE_HIGH_WATER_BYTES = 256 * 1024
 #: How long an errored connection may keep sending before we close it anyway.
 LINGER_S = 2.0
 COOKIE_NAME = b"SCALELAB_LB"
+#: Backend-bound heads a client connection remembers for its last request, one per backend.
+MAX_MEMO_BACKENDS = 8
 
 # Client connection phases (what its deadline means).
 READING = 0  # waiting for (the rest of) a request head: idle timeout
@@ -449,9 +451,12 @@ class ClientConnection(asyncio.Protocol):
         if request is not self.memo_request:
             self.memo_request = request
             self.memo_heads = {}
-        head = self.memo_heads.get(backend)
+        heads = self.memo_heads
+        head = heads.get(backend)
         if head is None:
-            head = self.memo_heads[backend] = protocol.backend_request_head(
+            if len(heads) >= MAX_MEMO_BACKENDS:
+                heads.clear()  # bounded: a large pool rewrites rather than hoards
+            head = heads[backend] = protocol.backend_request_head(
                 request, self.peer, proxy.via_name, backend.address.encode()
             )
         self.head = head

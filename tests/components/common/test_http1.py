@@ -8,6 +8,7 @@ from components.common.http1 import (
     LAST_CHUNK,
     MAX_FIELDS,
     MAX_HEAD_BYTES,
+    MAX_REPEAT_HEAD_BYTES,
     MAX_START_LINE_BYTES,
     NEED_DATA,
     Data,
@@ -442,6 +443,15 @@ def test_a_repeated_head_then_connection_close_still_closes_the_parser():
     parser = Parser(repeat_heads=True)
     evs = events(parser, message + message + closing + message)
     assert sum(type(e) is Request for e in evs) == 3 and parser.closed
+
+
+def test_a_head_over_the_repeat_bound_is_parsed_every_time():
+    big = b"GET / HTTP/1.1\r\nHost: h\r\nX-Pad: " + b"p" * MAX_REPEAT_HEAD_BYTES + b"\r\n\r\n"
+    small = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+    evs = events(Parser(repeat_heads=True), big * 2 + small * 2)
+    first, second, third, fourth = (e for e in evs if type(e) is Request)
+    assert first == second and first is not second  # not remembered: bounded memory
+    assert third is fourth
 
 
 def test_without_repeat_heads_every_head_is_a_new_event():
