@@ -1,32 +1,40 @@
 """Group commit: many concurrent write batches, one fsync, then applied in LSN order.
 
 A durable write costs one fsync, and an fsync costs the same whether it covers one batch
-or a hundred. So writes are not committed one by one: they queue here, and a two-stage
-pipeline drains the queue:
+or a hundred. So writes are not committed one by one: they queue here, and the commit
+thread drains the queue, one *group* at a time:
 
-1. **log stage** (on the log thread): take *every* batch that is waiting (up to
-   ``MAX_GROUP``), give each the next LSN, append them to the redo log with one
-   ``write`` and make them durable with one ``fsync``. While that fsync runs, new batches
-   pile up for the next group: the busier the store, the bigger the groups, the fewer
-   fsyncs per write. This is the classic group commit of database logs (Gray & Reuter;
-   PostgreSQL's ``commit_delay`` is a cruder cousin; we never sleep to wait for company).
-2. **apply stage** (on the SQLite thread): apply the durable group to SQLite in LSN
-   order, in one SQLite transaction (``apply_group``: one commit for the whole group),
-   and only then answer each client with its results (``enqueue`` gives the future, so
-   the HTTP front answers from a done-callback, without a task per write). Applying
-   group N overlaps the fsync of group N+1.
+1. take *every* batch that is waiting (up to ``MAX_GROUP``), give each the next LSN,
+   append them to the redo log with one ``write`` and make them durable with one
+   ``fsync``. While that fsync runs, new batches pile up for the next group: the busier
+   the store, the bigger the groups, the fewer fsyncs per write. This is the classic
+   group commit of database logs (Gray & Reuter; PostgreSQL's ``commit_delay`` is a
+   cruder cousin; we never sleep to wait for company);
+2. apply the durable group to SQLite in LSN order, in one SQLite transaction
+   (``apply_group``: one commit for the whole group), on the same thread, right after
+   the fsync;
+3. back on the event loop, answer each client with its results (``enqueue`` gives the
+   future, so the HTTP front answers from a done-callback, without a task per write).
 
-What a group costs beyond its writes: two hops to a thread and back (about 40 µs of the
-event loop's CPU each on one core), which is why one client at a time is slow and 64
-are fast. ``flush`` waits until every submitted write has been *answered*, not only
-applied, so ``close`` never stops the stages with a client still waiting.
+Why one thread for both, not a log thread and a SQLite thread overlapping the fsync of
+group N+1 with the apply of group N: on this machine the whole store runs on one core,
+and each hop to a thread and back costs about 40 µs of the event loop's CPU (waking a
+thread, the GIL, waking the loop). Two hops per group made one client at a time pay
+~170 µs of loop CPU per write; one hop halves that, and at 64 clients the apply (a few
+µs per write) is still far shorter than the loop's own work for the same group, so the
+overlap bought nothing. The thread is also the one that reads the log for replication,
+compacts it and checkpoints SQLite, so those never race an append or an apply.
+
+``flush`` waits until every submitted write has been *answered*, not only applied, so
+``close`` never stops the stage with a client still waiting.
 
 Replicas use the same pipeline for records that arrive from the primary
 (``submit_records``): they already have LSNs and epochs, but a replica also logs and
 fsyncs before applying, so its acknowledgement to the primary means "durable here".
 
-If the log cannot be written (disk full, I/O error) the store cannot promise anything any
-more: pending writes fail and ``broken`` is set, which turns ``/health`` red.
+If the log cannot be written (disk full, I/O error), or SQLite fails to apply a durable
+group, the store cannot promise anything any more: pending writes fail and ``broken`` is
+set, which turns ``/health`` red.
 """
 
 from __future__ import annotations
@@ -54,6 +62,10 @@ class CommitFailed(Exception):
     """The log or the database failed underneath a write; the node is broken."""
 
 
+class _LogFailed(Exception):
+    """The append or the fsync failed (the cause is chained): nothing was applied."""
+
+
 @dataclass(slots=True)
 class _Entry:
     batch: Batch
@@ -68,19 +80,17 @@ class GroupCommitter:
         self,
         log: RedoLog,
         db: Database,
-        log_executor: Executor,
-        db_executor: Executor,
+        executor: Executor,
         on_group: Callable[[int, int], None] | None = None,
         on_applied: Callable[[int], None] | None = None,
     ) -> None:
         self.log = log
         self.db = db
-        self._log_executor = log_executor
-        self._db_executor = db_executor
+        #: The one thread that writes the log and SQLite (see above).
+        self._executor = executor
         self._pending: deque[_Entry] = deque()
         self._wake = asyncio.Event()
-        self._apply_queue: asyncio.Queue[list[_Entry] | None] = asyncio.Queue(maxsize=4)
-        #: called with (group size, last durable lsn) after each fsync
+        #: called with (group size, last durable lsn) after each group
         self._on_group = on_group or (lambda size, lsn: None)
         #: called with the last applied lsn after each applied group
         self._on_applied = on_applied or (lambda lsn: None)
@@ -93,10 +103,7 @@ class GroupCommitter:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._tasks = [
-            asyncio.ensure_future(self._log_stage()),
-            asyncio.ensure_future(self._apply_stage()),
-        ]
+        self._tasks = [asyncio.ensure_future(self._commit_stage())]
 
     @property
     def depth(self) -> int:
@@ -155,12 +162,11 @@ class GroupCommitter:
             return
         self._closed = True
         await self.flush()
-        await self._apply_queue.put(None)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _log_stage(self) -> None:
+    async def _commit_stage(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
@@ -176,37 +182,29 @@ class GroupCommitter:
                             entry.epoch, entry.lsn, encode_batch(entry.batch)
                         )
                     group.append(entry)
-                frames = [(e.epoch, e.lsn, e.frame) for e in group]
                 try:
-                    await loop.run_in_executor(self._log_executor, self._append_sync, frames)
-                except Exception as exc:  # noqa: BLE001 - any failure here breaks the node
-                    self._break(f"redo log write failed: {exc}", group)
+                    outcomes = await loop.run_in_executor(self._executor, self._commit, group)
+                except _LogFailed as exc:
+                    self._break(f"redo log write failed: {exc.__cause__}", group)
                     return
-                self._on_group(len(group), group[-1].lsn)
-                await self._apply_queue.put(group)
+                except Exception as exc:  # noqa: BLE001 - any failure here breaks the node
+                    self._break(f"applying to SQLite failed: {exc}", group)
+                    return
+                last = group[-1].lsn
+                self._on_group(len(group), last)
+                self._on_applied(last)
+                for entry, results in zip(group, outcomes, strict=True):
+                    if not entry.future.done():
+                        entry.future.set_result((entry.lsn, results))
+                self.answered_lsn = last
 
-    def _append_sync(self, frames) -> None:
-        self.log.append(frames)
-        self.log.sync()
-
-    async def _apply_stage(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            group = await self._apply_queue.get()
-            if group is None:
-                return
-            try:
-                outcomes = await loop.run_in_executor(self._db_executor, self._apply, group)
-            except Exception as exc:  # noqa: BLE001
-                self._break(f"applying to SQLite failed: {exc}", group)
-                return
-            self._on_applied(group[-1].lsn)
-            for entry, results in zip(group, outcomes, strict=True):
-                if not entry.future.done():
-                    entry.future.set_result((entry.lsn, results))
-            self.answered_lsn = group[-1].lsn
-
-    def _apply(self, group: list[_Entry]) -> list[list[Result]]:
+    def _commit(self, group: list[_Entry]) -> list[list[Result]]:
+        """On the commit thread: append, fsync, apply."""
+        try:
+            self.log.append([(e.epoch, e.lsn, e.frame) for e in group])
+            self.log.sync()
+        except Exception as exc:
+            raise _LogFailed() from exc
         return self.db.apply_group([(e.lsn, e.epoch, e.batch) for e in group])
 
     def _break(self, reason: str, group: list[_Entry]) -> None:

@@ -9,12 +9,13 @@ connections start in ``front.py``, which serves the common ``/db/execute`` and
 only those it can answer without waiting for anything but the commit) and hands the
 connection to aiohttp for everything else.
 
-Threads: the event loop never waits on the disk. The redo log has one thread (appends,
-fsyncs, reads for replication, so they are serialised without locks), SQLite's write
-handle another (applying batches in LSN order), SQLite's read handle a third (queries,
-backups). Small reads (a point SELECT) run on the loop itself under an instruction
-budget, because the hop to a thread costs more than the query; a read that exceeds the
-budget is abandoned and rerun on the reader thread. ``commit.py`` moves batches between them.
+Threads: the event loop never waits on the disk. One commit thread owns the redo log and
+SQLite's write handle (appends, fsyncs, applying groups in LSN order, reads for
+replication, checkpoints: serialised without locks; ``commit.py`` says why one thread and
+not two), SQLite's read handle has another (queries, backups). Small reads (a point
+SELECT) run on the loop itself under an instruction budget, because the hop to a thread
+costs more than the query; a read that exceeds the budget is abandoned and rerun on the
+reader thread.
 
 Routes (public port): ``/db/execute``, ``/db/query``, ``/db/request``, ``/db/load``,
 ``/db/backup``, ``/status``, ``/readyz``, ``/nodes``, and the replication pair
@@ -179,8 +180,9 @@ class StoreService(Service):
         self.state_path = os.path.join(data_dir, "state.json")
         self.state = _load_state(self.state_path)
 
-        self._log_pool = ThreadPoolExecutor(1, thread_name_prefix="store-log")
-        self._db_pool = ThreadPoolExecutor(1, thread_name_prefix="store-db")
+        # One thread owns the redo log and SQLite's write handle (commit.py says why).
+        self._log_pool = ThreadPoolExecutor(1, thread_name_prefix="store-commit")
+        self._db_pool = self._log_pool
         self._read_pool = ThreadPoolExecutor(1, thread_name_prefix="store-read")
         loop = asyncio.get_running_loop()
         try:
@@ -216,7 +218,7 @@ class StoreService(Service):
         self._applied_changed = asyncio.Event()
         self._acked_changed = asyncio.Event()
         self.committer = GroupCommitter(
-            self.wal, self.db, self._log_pool, self._db_pool,
+            self.wal, self.db, self._log_pool,
             on_group=self._on_group, on_applied=self._on_applied,
         )  # fmt: skip
         self.committer.start()
@@ -334,7 +336,7 @@ class StoreService(Service):
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._log_pool, self._sync_close_log)
         await loop.run_in_executor(self._db_pool, self.db.close)
-        for pool in (self._log_pool, self._db_pool, self._read_pool):
+        for pool in (self._log_pool, self._read_pool):
             pool.shutdown(wait=True)
 
     def _sync_close_log(self) -> None:
@@ -1089,7 +1091,7 @@ class StoreService(Service):
         self.state["base_lsn"], self.state["base_epoch"] = lsn, self.db.applied_epoch or epoch
         await self.save_state()
         self.committer = GroupCommitter(
-            self.wal, self.db, self._log_pool, self._db_pool,
+            self.wal, self.db, self._log_pool,
             on_group=self._on_group, on_applied=self._on_applied,
         )  # fmt: skip
         self.committer.start()
