@@ -36,8 +36,14 @@ from pathlib import Path
 
 import aiohttp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_sqlite import start  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import benchlib  # noqa: E402
+from topologies import process  # noqa: E402
+
+
+def start(argv: list[str], log_path: Path) -> process.ComponentProcess:
+    """A store pinned to the servers' CPU, once it printed its ready line."""
+    return process.launch(benchlib.pinned(argv), log_path=log_path, cwd=benchlib.REPO)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -49,14 +55,14 @@ def percentile(values: list[float], q: float) -> float:
 
 async def run_mode(workdir: Path, sync: int, duration_s: float, poll_s: float, clients: int):
     common = ["--port", "0", "--admin-port", "0", "--log-level", "warning"]
-    primary, p_ready = start(["taskset", "-c", "0", sys.executable, "-m", "components.store",
-                              *common, "--data-dir", str(workdir / f"p{sync}"), "--name", "p",
-                              "--sync-replicas", str(sync)], workdir / f"p{sync}.log")  # fmt: skip
-    p_api = p_ready["listen"]["main"]
-    replica, r_ready = start(["taskset", "-c", "0", sys.executable, "-m", "components.store",
-                              *common, "--data-dir", str(workdir / f"r{sync}"), "--name", "r",
-                              "--join", p_api], workdir / f"r{sync}.log")  # fmt: skip
-    r_api = r_ready["listen"]["main"]
+    primary = start([sys.executable, "-m", "components.store", *common,
+                     "--data-dir", str(workdir / f"p{sync}"), "--name", "p",
+                     "--sync-replicas", str(sync)], workdir / f"p{sync}.log")  # fmt: skip
+    p_api = primary.listen["main"]
+    replica = start([sys.executable, "-m", "components.store", *common,
+                     "--data-dir", str(workdir / f"r{sync}"), "--name", "r",
+                     "--join", p_api], workdir / f"r{sync}.log")  # fmt: skip
+    r_api = replica.listen["main"]
     acks: list[tuple[int, float]] = []
     polls: list[tuple[float, int, int]] = []  # (time, replica applied, primary lsn)
     stop = asyncio.Event()
@@ -92,14 +98,12 @@ async def run_mode(workdir: Path, sync: int, duration_s: float, poll_s: float, c
             stop.set()
             await asyncio.gather(*tasks)
             timeouts = 0
-            async with session.get(f"http://{p_ready['listen']['admin']}/metrics") as r:
+            async with session.get(f"http://{primary.listen['admin']}/metrics") as r:
                 for line in (await r.text()).splitlines():
                     if line.startswith("scalelab_store_semisync_timeouts_total "):
                         timeouts = int(float(line.split()[1]))
     finally:
-        for proc in (replica, primary):
-            proc.terminate()
-            proc.wait(10)
+        benchlib.stop_all([primary, replica])
     poll_times = [t for t, _, _ in polls]
     visibility: list[float] = []
     for lsn, acked_at in acks:
