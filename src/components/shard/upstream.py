@@ -195,8 +195,15 @@ class Group:
             async with self._session.get(
                 url, params={"since": str(since), "limit": str(limit)}, headers=headers,
                 timeout=aiohttp.ClientTimeout(total=UPSTREAM_TIMEOUT_S)) as r:  # fmt: skip
-                body = await r.read()
                 status = r.status
+                chunks, size = [], 0
+                async for chunk in r.content.iter_chunked(64 * 1024):
+                    size += len(chunk)
+                    if size > MAX_REPLY_BYTES:  # the store sends ~1 MiB at most
+                        raise FeedGone(f"group {self.name}: change feed answer over "
+                                       f"{MAX_REPLY_BYTES} bytes")  # fmt: skip
+                    chunks.append(chunk)
+                body = b"".join(chunks)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise FeedGone(f"group {self.name}: change feed unreachable: {exc!r}") from None
         if status != 200:
