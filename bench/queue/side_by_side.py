@@ -12,6 +12,8 @@ each run against both servers in alternation, ``--runs`` times, medians reported
    header for why), or this script's Python ones with ``--producer-tool python``. A
    third row runs ours *without* a binlog under the same load: what a put costs with
    no write and no fsync, the ceiling the durable figure can approach but not pass.
+   ``--base REV`` adds our server as of git revision REV to every workload: a
+   before/after measured in the same rounds.
 2. *pipelined cycles*: no binlog; ``--connections`` connections (default 4) each send
    batches of ``--batch`` puts+reserves in one write, then the matching deletes;
    the figure is jobs per second through put, reserve and delete. Goal: >= 50% of
@@ -220,6 +222,28 @@ def start_ours_memory(durable: bool, workdir: Path) -> tuple[process.ComponentPr
     return start_ours(False, workdir)
 
 
+def base_starter(src: Path):
+    """A starter for our server as of another revision, its ``src`` extracted to ``src``.
+
+    Started like a reference server (``python -m components.queue`` with that tree on
+    PYTHONPATH, pinned, polled until its port accepts): ``process.start`` would run
+    this checkout's code.
+    """
+
+    def start_base(durable: bool, workdir: Path) -> tuple[process.ComponentProcess, int]:
+        port = benchlib.free_port()
+        argv = [sys.executable, "-m", "components.queue", "--port", str(port),
+                "--admin-port", "0", "--log-level", "warning"]  # fmt: skip
+        if durable:
+            argv += ["-b", str(workdir / "base"), "-f", "0"]
+        server = benchlib.start_reference(argv, name="queue-base", port=port,
+                                          log_path=workdir / "queue-base.log",
+                                          env={"PYTHONPATH": str(src)})  # fmt: skip
+        return server, port
+
+    return start_base
+
+
 #: Contenders per workload. The durable workload also runs our server without a binlog:
 #: the rate a put costs without its disk write and fsync, which bounds the durable one.
 CONTENDERS = {
@@ -262,25 +286,24 @@ def measure(start, workload: str, args) -> Result:
     with tempfile.TemporaryDirectory(prefix="qbench-") as tmp:
         server, port = start(workload == "durable", Path(tmp))
         try:
+            server_cpu = benchlib.cpu_seconds([server.pid])
             if workload == "durable" and args.putload is not None:
-                server_cpu = benchlib.cpu_seconds([server.pid])
                 count, elapsed, load_cpu = c_durable_puts(args.putload, port, args.producers,
                                                           args.duration)  # fmt: skip
-                server_cpu = benchlib.cpu_seconds([server.pid]) - server_cpu
-                return Result(count / elapsed, benchlib.us_per_op(server_cpu, count),
-                              benchlib.us_per_op(load_cpu, count))  # fmt: skip
-            if workload == "durable":
-                coro = durable_puts(port, args.producers, args.duration)
-            elif workload == "pipelined":
-                coro = pipelined_cycles(port, args.connections, args.batch, args.duration)
             else:
-                coro = roundtrip_cycles(port, args.producers // 4, args.duration)
-            server_cpu, load_cpu = benchlib.cpu_seconds([server.pid]), time.process_time()
-            count, elapsed = asyncio.run(coro)
+                if workload == "durable":
+                    coro = durable_puts(port, args.producers, args.duration)
+                elif workload == "pipelined":
+                    coro = pipelined_cycles(port, args.connections, args.batch, args.duration)
+                else:
+                    coro = roundtrip_cycles(port, args.producers // 4, args.duration)
+                load_cpu = time.process_time()
+                count, elapsed = asyncio.run(coro)
+                load_cpu = time.process_time() - load_cpu
             server_cpu = benchlib.cpu_seconds([server.pid]) - server_cpu
-            load_cpu = time.process_time() - load_cpu
         finally:
             server.stop()
+    os.sync()  # the binlog just deleted: its writeback and discards land now, not in the next run
     return Result(count / elapsed, benchlib.us_per_op(server_cpu, count),
                   benchlib.us_per_op(load_cpu, count))  # fmt: skip
 
@@ -295,6 +318,8 @@ def main() -> None:
     parser.add_argument("--only", choices=tuple(CONTENDERS), default=None)
     parser.add_argument("--producer-tool", choices=("c", "python"), default="c",
                         help="durable workload: putload.c (default) or the Python producers")  # fmt: skip
+    parser.add_argument("--base", metavar="REV", default=None,
+                        help="also run our server as of git revision REV (before/after)")  # fmt: skip
     args = parser.parse_args()
     benchlib.require("beanstalkd", "taskset")
     args.putload = None
@@ -313,12 +338,25 @@ def main() -> None:
         os.sched_setaffinity(0, {int(benchlib.LOAD_CPUS)})
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}  {benchlib.machine_note()}", flush=True)
     rows = []
+    if args.base:
+        base_tree = tempfile.TemporaryDirectory(prefix="queue-base-")  # removed at exit
+        archive = subprocess.run(["git", "archive", args.base, "src"], cwd=benchlib.REPO,
+                                 capture_output=True, check=True).stdout  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", base_tree.name], input=archive, check=True)
+        start_base = base_starter(Path(base_tree.name) / "src")
     for name, contenders in CONTENDERS.items():
         if args.only and args.only != name:
             continue
+        if args.base:
+            contenders = (*contenders, (f"ours@{args.base}", start_base))
         results: dict[str, list[Result]] = {label: [] for label, _ in contenders}
-        for _ in range(args.runs):
-            for label, start in contenders:
+        for run in range(args.runs):
+            # Vary who follows whom: a durable run leaves work behind on the shared disk
+            # (measured: whoever ran right after beanstalkd lost up to a third of its
+            # rate), so rotate the order each run and reverse every other one.
+            shift = run % len(contenders)
+            order = (*contenders[shift:], *contenders[:shift])
+            for label, start in order[::-1] if run % 2 else order:
                 r = measure(start, name, args)
                 results[label].append(r)
                 print(f"  {name:9s} {label:16s} {r.rate:10.0f} /s  server {r.server_us:6.1f} "
