@@ -89,7 +89,8 @@ class GroupCommitter:
         #: The one thread that writes the log and SQLite (see above).
         self._executor = executor
         self._pending: deque[_Entry] = deque()
-        self._wake = asyncio.Event()
+        self._in_flight = False  # a group is on the commit thread
+        self._kick_scheduled = False
         #: called with (group size, last durable lsn) after each group
         self._on_group = on_group or (lambda size, lsn: None)
         #: called with the last applied lsn after each applied group
@@ -98,12 +99,10 @@ class GroupCommitter:
         #: The last LSN whose submitter has been given its result (after it was applied).
         self.answered_lsn = self.next_lsn - 1
         self.broken: str | None = None
-        self._tasks: list[asyncio.Task] = []
         self._closed = False
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._tasks = [asyncio.ensure_future(self._commit_stage())]
 
     @property
     def depth(self) -> int:
@@ -125,8 +124,7 @@ class GroupCommitter:
             raise Overloaded(f"{MAX_PENDING} writes already waiting")
         future = self._loop.create_future()
         self._pending.append(_Entry(batch, future, epoch))
-        if not self._wake.is_set():
-            self._wake.set()
+        self._schedule_kick()
         return future
 
     async def submit_records(self, records: list[Record]) -> None:
@@ -144,7 +142,7 @@ class GroupCommitter:
             self._pending.append(entry)
             self.next_lsn += 1
             futures.append(future)
-        self._wake.set()
+        self._schedule_kick()
         outcomes = await asyncio.gather(*futures, return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
@@ -157,46 +155,54 @@ class GroupCommitter:
             await asyncio.sleep(0.002)
 
     async def close(self) -> None:
-        """Finish what is queued, then stop the stages (idempotent)."""
-        if self._closed:
-            return
+        """Refuse new writes and finish what is queued (idempotent)."""
         self._closed = True
         await self.flush()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _commit_stage(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                group: list[_Entry] = []
-                while self._pending and len(group) < MAX_GROUP:
-                    entry = self._pending.popleft()
-                    if not entry.frame:  # a primary write: number and frame it now
-                        entry.lsn = self.next_lsn
-                        self.next_lsn += 1
-                        entry.frame = encode_record(
-                            entry.epoch, entry.lsn, encode_batch(entry.batch)
-                        )
-                    group.append(entry)
-                try:
-                    outcomes = await loop.run_in_executor(self._executor, self._commit, group)
-                except _LogFailed as exc:
-                    self._break(f"redo log write failed: {exc.__cause__}", group)
-                    return
-                except Exception as exc:  # noqa: BLE001 - any failure here breaks the node
-                    self._break(f"applying to SQLite failed: {exc}", group)
-                    return
-                last = group[-1].lsn
-                self._on_group(len(group), last)
-                self._on_applied(last)
-                for entry, results in zip(group, outcomes, strict=True):
-                    if not entry.future.done():
-                        entry.future.set_result((entry.lsn, results))
-                self.answered_lsn = last
+    # The stage is two callbacks, not a task: ``_kick`` sends the next group to the commit
+    # thread, ``_committed`` runs on the loop when it is back. At one client a task, an
+    # Event and ``run_in_executor`` cost several loop iterations per write; these cost one.
+
+    def _schedule_kick(self) -> None:
+        """Kick on the next loop iteration, so the writes of one read burst share a group."""
+        if not (self._in_flight or self._kick_scheduled):
+            self._kick_scheduled = True
+            self._loop.call_soon(self._kick)
+
+    def _kick(self) -> None:
+        self._kick_scheduled = False
+        if self._in_flight or not self._pending or self.broken:
+            return
+        group: list[_Entry] = []
+        while self._pending and len(group) < MAX_GROUP:
+            entry = self._pending.popleft()
+            if not entry.frame:  # a primary write: number and frame it now
+                entry.lsn = self.next_lsn
+                self.next_lsn += 1
+                entry.frame = encode_record(entry.epoch, entry.lsn, encode_batch(entry.batch))
+            group.append(entry)
+        self._in_flight = True
+        done = self._executor.submit(self._commit, group)
+        loop = self._loop
+        done.add_done_callback(lambda f: loop.call_soon_threadsafe(self._committed, group, f))
+
+    def _committed(self, group: list[_Entry], done) -> None:
+        self._in_flight = False
+        error = done.exception()
+        if error is not None:
+            if isinstance(error, _LogFailed):
+                self._break(f"redo log write failed: {error.__cause__}", group)
+            else:
+                self._break(f"applying to SQLite failed: {error}", group)
+            return
+        self._kick()  # the writes that queued meanwhile go to the thread before we answer
+        last = group[-1].lsn
+        self._on_group(len(group), last)
+        self._on_applied(last)
+        for entry, results in zip(group, done.result(), strict=True):
+            if not entry.future.done():
+                entry.future.set_result((entry.lsn, results))
+        self.answered_lsn = last
 
     def _commit(self, group: list[_Entry]) -> list[list[Result]]:
         """On the commit thread: append, fsync, apply."""
