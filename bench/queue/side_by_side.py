@@ -35,10 +35,10 @@ What bounds the durable figure (measured in issue 9's second session; see
 
 - beanstalkd is bound by its disk: one fsync per put, so ~6,500 puts/s when this VM's
   fsync takes ~150 µs, and 300-1,200/s while a neighbour keeps the shared disk busy.
-- Ours is bound by CPU: ~23 µs of CPU per durable put (all threads, from /proc) against
+- Ours, given a core to itself, is bound by CPU: ~23 µs of CPU per durable put (all threads, from /proc) against
   ~18 µs for the same put with no binlog (the ``ours, no binlog`` row). At 100% of one
   core that is ~43,000 durable puts/s, and ~55,000/s is the ceiling without a disk at
-  all; recv, send and epoll alone are ~7 µs of each. So ">= 10x beanstalkd" holds
+  all (the kernel's recv, send and epoll are ~7 µs of it). So ">= 10x beanstalkd" holds
   whenever beanstalkd's fsync takes more than ~10 x 23 µs: true at the issue's
   ~2,800/s and on a busy day here, not against a quiet disk.
 - A durable put's extra ~5 µs: per group commit one ``fdatasync`` (~70 µs of kernel
@@ -46,6 +46,11 @@ What bounds the durable figure (measured in issue 9's second session; see
   by a batch of ~30 (64 closed-loop producers settle into two groups that take turns:
   one group's records are written while the other's fsync runs); per put, the record's
   encoding and its held reply (~1 µs).
+- Cut this session (``--base 3805301``): CPU per durable put from 27-33 µs to 22-24 µs
+  (``ab_put_cost.py``, no sockets: 19.5 to 11.7), by one commit decision per poll
+  instead of per read, fdatasync of preallocated segments, a dedicated disk thread and
+  a leaner put path. Puts/s moved within the noise: with neighbours on CPU 0 our server
+  got 50-70% of it (rate x CPU per put), so it was not CPU-bound in those runs.
 - Tried and dropped, figures from paired runs: delaying a commit until the producers
   just acknowledged are back (batches grew from ~31 to ~47, puts/s did not, latency
   did); fsync inline on the event loop (fewer thread switches, but every commit stalls
