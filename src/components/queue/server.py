@@ -201,6 +201,12 @@ class QueueConnection(asyncio.Protocol):
 
     def emit_durable(self, data: bytes) -> None:
         service = self.service
+        if service.binlog_failed:
+            # The change is in memory but can never reach the disk: like the replies
+            # that were waiting when the disk failed, it is never acknowledged.
+            if self.transport is not None and not self.closed:
+                self.transport.abort()
+            return
         self.emit(data, service.binlog.appended_seq if service.sync_commit else 0)
 
     def release_held(self, durable_seq: int) -> None:
@@ -226,6 +232,9 @@ class QueueConnection(asyncio.Protocol):
         service.cmd_counters["put"].inc()
         if service.draining:
             self.emit(Reply.DRAINING)
+            return
+        if service.binlog_failed:  # it could never be made durable: refuse, do not hang
+            self.emit(Reply.INTERNAL_ERROR)
             return
         if service.args.max_jobs and len(self.broker.jobs) >= service.args.max_jobs:
             self.emit(Reply.OUT_OF_MEMORY)  # beanstalkd's answer when it cannot hold a job

@@ -17,6 +17,7 @@ PUT = b"put 0 0 60 3\r\nabc\r\n"
 class FakeTransport:
     def __init__(self) -> None:
         self.sent = b""
+        self.aborted = False
 
     def write(self, data: bytes) -> None:
         self.sent += data
@@ -27,7 +28,8 @@ class FakeTransport:
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
     def close(self) -> None: ...
-    def abort(self) -> None: ...
+    def abort(self) -> None:
+        self.aborted = True
 
 
 @pytest.fixture
@@ -81,3 +83,25 @@ async def test_puts_that_arrive_during_an_fsync_share_the_next_one(service):
         conn.data_received(PUT)
     await wait_for_replies(conns, 1)
     assert service.fsyncs.get() == 2  # one for the first put, one for the seven behind it
+
+
+async def test_a_failed_fsync_acknowledges_nothing_and_cuts_the_waiting_clients(
+    service, monkeypatch
+):
+    def disk_gone():
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(service.binlog, "sync", disk_gone)
+    conns = connect(service, 4)
+    for conn in conns:
+        conn.data_received(PUT)
+    async with asyncio.timeout(10):
+        while not all(c.transport.aborted for c in conns):
+            await asyncio.sleep(0.001)
+    assert all(c.transport.sent == b"" for c in conns), "INSERTED for a job not on disk"
+    assert service.health() == (False, "binlog write failed")
+    late = connect(service, 1)[0]
+    late.data_received(PUT)  # after the failure: refused at once, not left hanging
+    assert late.transport.sent == b"INTERNAL_ERROR\r\n"
+    late.data_received(b"delete 1\r\n")  # a change that could never be made durable
+    assert late.transport.aborted
