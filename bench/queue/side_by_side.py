@@ -46,11 +46,12 @@ What bounds the durable figure (measured in issue 9's second session; see
   by a batch of ~30 (64 closed-loop producers settle into two groups that take turns:
   one group's records are written while the other's fsync runs); per put, the record's
   encoding and its held reply (~1 µs).
-- Cut this session (``--base 3805301``): CPU per durable put from 27-33 µs to 22-24 µs
+- Cut this session (``--base 3805301``): CPU per durable put from 28-33 µs to 22-26 µs
   (``ab_put_cost.py``, no sockets: 19.5 to 11.7), by one commit decision per poll
   instead of per read, fdatasync of preallocated segments, a dedicated disk thread and
-  a leaner put path. Puts/s moved within the noise: with neighbours on CPU 0 our server
-  got 50-70% of it (rate x CPU per put), so it was not CPU-bound in those runs.
+  a leaner put path. Puts/s follow when the server has CPU 0 to itself (load average
+  ~1.5: 37,000-44,000 against 30,000-32,000, 7.3-8.5x beanstalkd against 5.9x); with
+  busy neighbours on CPU 0 (rate x CPU per put of 0.5-0.7) they moved within the noise.
 - Tried and dropped, figures from paired runs: delaying a commit until the producers
   just acknowledged are back (batches grew from ~31 to ~47, puts/s did not, latency
   did); fsync inline on the event loop (fewer thread switches, but every commit stalls
