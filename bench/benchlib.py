@@ -24,6 +24,9 @@ own workload, and this module holds them once:
 - **rounds** (``medians``, ``paired_ratio``): the contenders alternate round after round
   so drift in the machine's load hits each alike; medians are reported, and the median
   of per-round ratios, which is steadier still;
+- **before/after** (``export_source``): an earlier revision's ``src`` extracted beside
+  the work tree, so an optimisation is measured against its base in the same run rather
+  than against a figure taken minutes ago on a machine whose load has since changed;
 - **reporting** (``table``, ``machine_note``, ``scrape_metric``): a plain aligned table,
   the machine's load to quote next to the figures, and one figure from a component's
   ``/metrics`` (hits, misses, fsyncs) to check what a run really exercised.
@@ -489,3 +492,19 @@ def machine_note() -> str:
     """CPUs and load averages, to print next to figures measured on a shared machine."""
     one, five, fifteen = os.getloadavg()
     return f"{os.cpu_count()} CPUs, load average {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def export_source(rev: str, into: Path | str, paths: Sequence[str] = ("src",)) -> Path:
+    """``paths`` of git revision ``rev`` extracted under ``into``; returns ``into/src``.
+
+    ``git archive | tar -x`` reads the repository and writes only below ``into``, so the
+    work tree and the index are never touched. Put the returned directory first on a
+    child's ``PYTHONPATH`` (or ``sys.path``) to run that revision's code.
+    """
+    into = Path(into)
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "archive", rev, *paths], cwd=REPO, capture_output=True)
+    if archive.returncode != 0:
+        raise BenchError(f"git archive {rev}: {archive.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into / "src"

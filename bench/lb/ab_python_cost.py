@@ -26,6 +26,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+import benchlib  # noqa: E402
 
 # One measurement, run in a child with the chosen src first on sys.path.
 CHILD = r"""
@@ -66,11 +68,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=15, help="2000-request batches per run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        archive = subprocess.run(
-            ["git", "archive", args.base, "src"], cwd=ROOT, capture_output=True, check=True
-        )
-        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
-        sides = {args.base: Path(tmp) / "src", "work tree": ROOT / "src"}
+        sides = {args.base: benchlib.export_source(args.base, tmp), "work tree": ROOT / "src"}
         results: dict[str, list[float]] = {name: [] for name in sides}
         for _ in range(args.pairs):
             for name, src in sides.items():

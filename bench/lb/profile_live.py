@@ -90,10 +90,8 @@ def compare_with(args) -> None:
     runs: dict[str, list[dict]] = {args.base: [], "work tree": []}
     with tempfile.TemporaryDirectory(prefix="scalelab-lb-ab-") as tmp:
         # Only ``components`` comes from REV; benchlib and topologies stay this tree's.
-        archive = subprocess.run(["git", "archive", args.base, "src/components"],
-                                 cwd=benchlib.REPO, capture_output=True, check=True)  # fmt: skip
-        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
-        paths = {args.base: str(Path(tmp) / "src"), "work tree": str(benchlib.SRC)}
+        base_src = benchlib.export_source(args.base, tmp, paths=["src/components"])
+        paths = {args.base: str(base_src), "work tree": str(benchlib.SRC)}
         command = [sys.executable, __file__, "--json", "--duration", str(args.duration),
                    "--connections", str(args.connections)]  # fmt: skip
         for _ in range(args.pairs):

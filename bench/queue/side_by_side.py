@@ -349,12 +349,8 @@ def main() -> None:
     base_tree = tempfile.TemporaryDirectory(prefix="queue-base-")  # removed at exit
     bases = []
     for rev in args.base:
-        tree = Path(base_tree.name) / rev.replace("/", "_")
-        tree.mkdir()
-        archive = subprocess.run(["git", "archive", rev, "src"], cwd=benchlib.REPO,
-                                 capture_output=True, check=True).stdout  # fmt: skip
-        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-        bases.append((f"ours@{rev}", base_starter(tree / "src")))
+        tree = benchlib.export_source(rev, Path(base_tree.name) / rev.replace("/", "_"))
+        bases.append((f"ours@{rev}", base_starter(tree)))
     for name, contenders in CONTENDERS.items():
         if args.only and args.only != name:
             continue

@@ -116,15 +116,6 @@ def post(url: str, statements) -> dict:
     return json.loads(urllib.request.urlopen(request, timeout=10).read())
 
 
-def export(rev: str, into: Path) -> Path:
-    """``src`` of git revision ``rev``, extracted (read-only for the repository)."""
-    into.mkdir(parents=True)
-    archive = subprocess.run(["git", "archive", rev, "src"], cwd=REPO, capture_output=True,
-                             check=True).stdout  # fmt: skip
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into / "src"
-
-
 def write_run(store: process.ComponentProcess, script: Path, clients: int, duration: int):
     """One wrk run of single-row INSERTs: (writes/s, CPU µs/write, writes per fsync)."""
     api, admin = store.listen["main"], store.listen["admin"]
@@ -162,7 +153,7 @@ def main() -> None:
                                           log_path=workdir / "store.log", cwd=REPO)}  # fmt: skip
         servers.append(stores["store"])
         if args.base:
-            base_src = export(args.base, workdir / "base")
+            base_src = benchlib.export_source(args.base, workdir / "base")
             stores[f"store@{args.base}"] = process.launch(
                 store_argv(workdir / "store-base", base_src), log_path=workdir / "base.log",
                 cwd=REPO,

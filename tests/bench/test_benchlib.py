@@ -261,3 +261,15 @@ def test_reference_server_that_never_serves_is_stopped(tmp_path):
     assert "its log:" in str(raised.value)
     assert not any(b"sleep\x0030" in Path(f"/proc/{pid}/cmdline").read_bytes()
                    for pid in benchlib.children(os.getpid()))  # fmt: skip
+
+
+def test_export_source_extracts_a_revision_without_touching_the_work_tree(tmp_path):
+    src = benchlib.export_source("HEAD", tmp_path / "base")
+    assert src == tmp_path / "base" / "src"
+    assert (src / "components" / "common" / "runner.py").is_file()
+    assert not (tmp_path / "base" / "tests").exists()  # only the paths asked for
+
+
+def test_export_source_of_an_unknown_revision_is_a_clear_error(tmp_path):
+    with pytest.raises(benchlib.BenchError, match="no-such-revision"):
+        benchlib.export_source("no-such-revision", tmp_path / "base")
