@@ -253,20 +253,27 @@ class Broker:
     def put(self, session: Session | None, tube: Tube, pri: int, delay: int, ttr: int,
             body: bytes, now: float) -> Job:  # fmt: skip
         """A new job; ``ttr`` 0 becomes 1 as protocol.txt requires."""
-        job = Job(self.next_id, tube, pri, delay, max(ttr, 1), body, now)
-        self.next_id += 1
-        self.jobs[job.id] = job
+        job_id = self.next_id
+        self.next_id = job_id + 1
+        job = Job(job_id, tube, pri, delay, ttr if ttr > 0 else 1, body, now)
+        self.jobs[job_id] = job
         tube.total_jobs += 1
         self.total_jobs += 1
         if session is not None:
             session.producer = True
         if delay > 0:
             self._make_delayed(job, now + delay)
-        else:
-            self._make_ready(job)
+        else:  # _make_ready, inlined: the put path runs it for nearly every job
+            self._seq = seq = self._seq + 1
+            job.seq = seq  # Job() starts READY
+            heapq.heappush(tube.ready, (pri, job_id, seq, job))
+            tube.ready_count += 1
+            if pri < URGENT_PRIORITY:
+                tube.urgent_count += 1
         if self.journal is not None:
             self.journal.put(job)
-        self._match(now)
+        if self._waiting_tubes:  # a blocked reserve may take it at once
+            self._match(now)
         return job
 
     def restore(self, job_id: int, tube_name: str, pri: int, delay: int, ttr: int,

@@ -276,12 +276,21 @@ def parse_line(line: bytes) -> Command | Error | tuple[int, int, int, int]:
     if len(spec) == 1 and spec[0] == "u64" and rest.isdigit() and len(rest) <= 19:
         return Command(_NAMES[name], (int(rest),))  # 19 digits always fit in a u64
     if name == b"put":
-        parts = rest.split(b" ")
-        if len(parts) == 4 and b"" not in parts and b"".join(parts).isdigit():
-            pri, delay, ttr, size = map(int, parts)
-            if pri <= U32_MAX and delay <= U32_MAX and ttr <= U32_MAX and size <= U32_MAX:
-                return pri, delay, ttr, size
+        header = put_header(rest)
+        if header is not None:
+            return header
     return _parse_general(name, spec, rest, line)
+
+
+def put_header(rest: bytes) -> tuple[int, int, int, int] | None:
+    """put's four arguments in their plain shape (one space apart, all digits, u32), or
+    None for ``_parse_general`` to judge. The parser tries it first on every put."""
+    parts = rest.split(b" ")
+    if len(parts) == 4 and b"" not in parts and b"".join(parts).isdigit():
+        pri, delay, ttr, size = map(int, parts)
+        if pri <= U32_MAX and delay <= U32_MAX and ttr <= U32_MAX and size <= U32_MAX:
+            return pri, delay, ttr, size
+    return None
 
 
 def _parse_general(name: bytes, spec: tuple[str, ...], rest: bytes, line: bytes):
@@ -365,7 +374,11 @@ class CommandParser:
                 self._pos = end + 2
                 if end + 2 - start > MAX_LINE_BYTES:
                     return Error(Reply.BAD_FORMAT)
-                result = parse_line(bytes(buf[start:end]))
+                result = None
+                if buf.startswith(b"put ", start):  # the hot command: skip the dispatch
+                    result = put_header(bytes(buf[start + 4 : end]))
+                if result is None:
+                    result = parse_line(bytes(buf[start:end]))
                 if type(result) is tuple:
                     if result[3] > self.max_job_bytes:
                         self._state = _SKIP_BODY

@@ -96,8 +96,11 @@ class QueueConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.parser.receive_data(data)
         self.process()
-        self.service.after_burst()
-        self.flush()
+        service = self.service
+        if not service._burst_pending:  # after_burst, inlined: once per read
+            service.after_burst()
+        if self.out or self.closing:  # a durable put's reply is held: nothing to write yet
+            self.flush()
 
     def eof_received(self):
         # protocol.txt: a reserve on a half-closed connection is answered TIMED_OUT.
@@ -140,7 +143,7 @@ class QueueConnection(asyncio.Protocol):
             if kind is Put:
                 self.do_put(event)
             elif kind is Command:
-                self.service.cmd_counters[event.name].inc()
+                self.service.cmd_counts[event.name] += 1
                 handlers[event.name](self, *event.args)
             else:
                 self.service.protocol_errors.labels(event.reply[:-2].decode()).inc()
@@ -151,7 +154,8 @@ class QueueConnection(asyncio.Protocol):
                 self.emit(event.reply)
             if len(self.out) > 64:
                 self.flush()  # may call pause_writing, which ends the loop
-        self._update_reading()
+        if self.reading_paused or parser.buffered > PAUSE_READING_BYTES:
+            self._update_reading()  # (writing_paused also pauses; pause_writing calls it)
 
     def _update_reading(self) -> None:
         """Read only while the parser has room and the client reads its replies."""
@@ -211,6 +215,15 @@ class QueueConnection(asyncio.Protocol):
 
     def release_held(self, durable_seq: int) -> None:
         held = self.held
+        if len(held) == 1 and held[0][0] <= durable_seq and not self.out:
+            # One reply waited (a producer with one put in flight): write it as it is.
+            data = held.popleft()[1]
+            self.service.holding.discard(self)
+            if not self.closed:
+                self.transport.write(data)
+            if self.closing:
+                self.flush()
+            return
         while held and held[0][0] <= durable_seq:
             self.out.append(held.popleft()[1])
         if not held:
@@ -229,19 +242,19 @@ class QueueConnection(asyncio.Protocol):
 
     def do_put(self, put: Put) -> None:
         service = self.service
-        service.cmd_counters["put"].inc()
+        service.cmd_counts["put"] += 1
         if service.draining:
             self.emit(Reply.DRAINING)
             return
         if service.binlog_failed:  # it could never be made durable: refuse, do not hang
             self.emit(Reply.INTERNAL_ERROR)
             return
-        if service.args.max_jobs and len(self.broker.jobs) >= service.args.max_jobs:
+        if service.max_jobs and len(self.broker.jobs) >= service.max_jobs:
             self.emit(Reply.OUT_OF_MEMORY)  # beanstalkd's answer when it cannot hold a job
             return
         job = self.broker.put(self.session, self.session.use, put.pri, put.delay, put.ttr,
                               put.body, service.now())  # fmt: skip
-        service.puts.inc()
+        service.put_count += 1
         if service.sync_commit:  # emit_durable, inlined: the hot path of a durable put
             seq = service.binlog.appended_seq  # always past durable_seq: a new record
             if not self.held:
@@ -454,6 +467,7 @@ class QueueService(Service):
         self.started_at = time.monotonic()
         self.clock_offset = 0.0
         self.max_job_bytes = args.max_job_size
+        self.max_jobs = args.max_jobs
         self.broker = Broker()
         self.connections: set[QueueConnection] = set()
         self.holding: set[QueueConnection] = set()
@@ -738,7 +752,7 @@ class QueueService(Service):
     def stats(self) -> list[tuple[str, object]]:
         """protocol.txt "stats", every key in beanstalkd's order, honest figures."""
         counts = self.broker.counts()
-        cmd = {name: child.value for name, child in self.cmd_counters.items()}
+        cmd = self.cmd_counts
         usage = resource.getrusage(resource.RUSAGE_SELF)
         binlog = self.binlog
         uname = platform.uname()
@@ -786,12 +800,17 @@ class QueueService(Service):
 
     def _metrics(self) -> None:
         m = self.metrics
+        # Counted in plain ints on the hot path (a method call per put is measurable),
+        # read by the metrics at scrape time.
         commands = m.counter("scalelab_queue_commands_total", "Commands by name", ["command"])
-        self.cmd_counters = {name: commands.labels(name) for name in protocol._NAMES.values()}
+        self.cmd_counts = dict.fromkeys(protocol._NAMES.values(), 0)
+        for name in self.cmd_counts:
+            commands.labels(name).set_function(partial(self.cmd_counts.__getitem__, name))
         self.protocol_errors = m.counter(
             "scalelab_queue_protocol_errors_total", "Requests refused by the parser", ["error"]
         )
-        self.puts = m.counter("scalelab_queue_puts_total", "Jobs inserted")
+        self.put_count = 0
+        m.counter("scalelab_queue_puts_total", "Jobs inserted").set_function(lambda: self.put_count)
         self.reserves = m.counter("scalelab_queue_reserves_total", "Jobs reserved")
         self.deletes = m.counter("scalelab_queue_deletes_total", "Jobs deleted")
         self.fsyncs = m.counter("scalelab_queue_fsyncs_total", "Binlog fsyncs (group commits)")
