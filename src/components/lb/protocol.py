@@ -66,14 +66,33 @@ def _with_connection_tokens(drop, lengths, connection):
     return drop | connection, lengths | {len(token) for token in connection}
 
 
-def backend_request_head(
+def backend_request_head(request: Request, *args, **kwargs) -> bytes:
+    """The head to send a backend for ``request``: its line, then its rewritten fields.
+
+    The other arguments are ``backend_request_fields``'s (client IP, via name, backend
+    host, proto).
+    """
+    return request_line(request) + backend_request_fields(request, *args, **kwargs)
+
+
+def request_line(request: Request) -> bytes:
+    """The request line for the next hop, which always speaks HTTP/1.1."""
+    return request.method + b" " + request.target + b" HTTP/1.1\r\n"
+
+
+def backend_request_fields(
     request: Request,
     client_ip: str,
     via_name: bytes,
     backend_host: bytes,
     proto: bytes = b"http",
 ) -> bytes:
-    """The head to send a backend for ``request`` from ``client_ip``."""
+    """The head after its request line, through the blank line.
+
+    It depends on the request's fields and version only, never on its method or target:
+    a client asking for one URL after another with the same fields (a browser, a crawler,
+    a load generator) gets its rewritten fields reused by the proxy.
+    """
     drop, lengths = _with_connection_tokens(_REQUEST_DROP, _REQUEST_LENGTHS, request.connection)
     headers = request.headers
     # Comprehensions rather than one loop with appends: the same filter, less interpreter
@@ -99,7 +118,7 @@ def backend_request_head(
             has_host = False
         if b"x-forwarded-for" in request.connection:
             xff = None
-    out = [request.method + b" " + request.target + b" HTTP/1.1\r\n", *kept]
+    out = kept
     append = out.append
     if not has_host:
         # An HTTP/1.0 request may lack Host; the next hop speaks 1.1, which requires one.

@@ -14,7 +14,8 @@ parsers run with ``repeat_heads`` (an identical head yields the previous event),
 side keeps the head it last rewrote from that event, so a repeated exchange costs two
 byte comparisons instead of two parses and two rewrites; anything that changes the
 rewritten bytes (the backend, the client's version, keep-alive, a cookie) is part of
-the key.
+the key. A client that walks URLs with the same fields (a browser, a crawler) still has
+each head parsed, but its rewritten fields are reused: only the request line is new.
 
 Flow control is end to end and bounded: when a side's write buffer passes its high-water
 mark (``pause_writing``) the *other* side stops reading, so a fast backend streaming to a
@@ -189,7 +190,7 @@ class ClientConnection(asyncio.Protocol):
                  "paused_by", "request", "backend", "conn", "head", "request_complete",
                  "response_started", "keep_alive", "retried", "status", "started_at",
                  "closing", "advancing", "head_pending", "lingering", "write_paused",
-                 "memo_request", "memo_heads")  # fmt: skip
+                 "memo_request", "memo_heads", "memo_fields")  # fmt: skip
 
     def __init__(self, proxy: LoadBalancer) -> None:
         self.proxy = proxy
@@ -219,6 +220,10 @@ class ClientConnection(asyncio.Protocol):
         # parser's ``repeat_heads`` a client repeating its request reuses them.
         self.memo_request: Request | None = None
         self.memo_heads: dict[Backend, bytes] = {}
+        # The same for the fields after the request line, kept while the client repeats
+        # its fields (and version) but not its target: a crawler, a browser, a load test
+        # walking URLs. The parser still checks every head; only the rewrite is skipped.
+        self.memo_fields: dict[Backend, bytes] = {}
 
     # -- connection lifecycle ----------------------------------------------------------
 
@@ -449,16 +454,30 @@ class ClientConnection(asyncio.Protocol):
         proxy.balancer.started(backend)
         request = self.request
         if request is not self.memo_request:
+            previous = self.memo_request
+            if (
+                previous is None
+                or request.headers != previous.headers
+                or request.version != previous.version
+            ):
+                # New fields: the rewritten ones remembered so far no longer apply.
+                self.memo_fields = {}
             self.memo_request = request
             self.memo_heads = {}
         heads = self.memo_heads
         head = heads.get(backend)
         if head is None:
+            fields = self.memo_fields
+            rewritten = fields.get(backend)
+            if rewritten is None:
+                if len(fields) >= MAX_MEMO_BACKENDS:
+                    fields.clear()  # bounded: a large pool rewrites rather than hoards
+                rewritten = fields[backend] = protocol.backend_request_fields(
+                    request, self.peer, proxy.via_name, backend.address.encode()
+                )
             if len(heads) >= MAX_MEMO_BACKENDS:
-                heads.clear()  # bounded: a large pool rewrites rather than hoards
-            head = heads[backend] = protocol.backend_request_head(
-                request, self.peer, proxy.via_name, backend.address.encode()
-            )
+                heads.clear()
+            head = heads[backend] = protocol.request_line(request) + rewritten
         self.head = head
         conn = proxy.pool.take(backend) if exclude is None else None
         if conn is not None:

@@ -264,6 +264,24 @@ def test_a_repeated_hostless_request_names_each_backend_as_its_host(lb, backends
     assert hosts[0] != hosts[1] and hosts[:2] == hosts[2:]  # round robin, each its own
 
 
+def test_fields_reused_across_targets_are_rewritten_again_when_they_change(lb):
+    # The proxy reuses a client's rewritten fields while only the request line changes;
+    # any field changing (a Content-Length, a tag) must rewrite them: each body arrives
+    # whole and each backend sees the fields of its own request.
+    post = b"POST /echo?n=%d HTTP/1.1\r\nHost: x\r\nX-Tag: a\r\nContent-Length: %d\r\n\r\n%s"
+    get = b"GET /headers?n=%d HTTP/1.1\r\nHost: x\r\nX-Tag: %s\r\n\r\n"
+    payload = b"".join([post % (1, 2, b"ab"), post % (2, 2, b"cd"), post % (3, 3, b"efg"),
+                        get % (4, b"b"), get % (5, b"b"), get % (6, b"c")])  # fmt: skip
+    reply, closed = raw_exchange(lb.address(), payload, quiet_s=0.3)
+    answers = parse_responses(reply, 6)
+    assert not closed and [status for status, _ in answers] == [200] * 6
+    assert [body for _, body in answers[:3]] == [b"ab", b"cd", b"efg"]
+    for (_, body), tag in zip(answers[3:], ["b", "b", "c"], strict=True):
+        fields = [(k.lower(), v) for k, v in json.loads(body)["headers"]]
+        assert [v for k, v in fields if k == "x-tag"] == [tag]
+        assert len([v for k, v in fields if k == "x-forwarded-for"]) == 1
+
+
 def test_metrics_count_requests_per_backend_and_status(lb, backends):
     harness.http("GET", lb.url() + "/status/418")
     _, _, text = harness.http("GET", lb.url("admin") + "/metrics")
