@@ -87,7 +87,7 @@ def _frame(payload: bytes) -> bytes:
 def _full_parts(job: Job) -> tuple[bytes, bytes]:
     """A FULL record as (length + CRC header, payload): the put path appends both
     pieces to the pending batch as they are, one copy fewer than framing them here."""
-    tube = job.tube.name.encode()
+    tube = job.tube.name_bytes
     body = job.body
     head = _FULL.pack(OP_FULL, job.id, job.pri, job.delay, job.ttr, _STATE_CODE[job.state],
                       job.deadline_at, job.created_at, len(tube), len(body))  # fmt: skip
@@ -210,7 +210,6 @@ class Binlog:
         self._allocated = 0  # the current segment's size: records, then zeros
         self.broker: Broker | None = None
         self._pending: list[bytes] = []  # records not yet in a batch (a FULL is 2 pieces)
-        self._pending_bytes = 0
         self.appended_seq = 0  # records handed to us
         self._batched_seq = 0  # records taken into a batch
         self.written_seq = 0  # records written to the file (not necessarily fsynced)
@@ -229,13 +228,10 @@ class Binlog:
 
     def put(self, job: Job) -> None:
         # The hot path of a durable put: _append and full_size inlined.
-        header, payload = _full_parts(job)
-        pending = self._pending
-        pending.append(header)
-        pending.append(payload)
-        size = len(header) + len(payload)
-        self._pending_bytes += size
-        self.live_bytes += size
+        # (The pending byte count is summed per batch, in needs_compaction, not here.)
+        parts = _full_parts(job)
+        self._pending += parts
+        self.live_bytes += _HEADER.size + len(parts[1])
         self.appended_seq += 1
 
     def update(self, job: Job) -> None:
@@ -247,7 +243,6 @@ class Binlog:
 
     def _append(self, record: bytes) -> None:
         self._pending.append(record)
-        self._pending_bytes += len(record)
         self.appended_seq += 1
 
     @property
@@ -303,7 +298,6 @@ class Binlog:
             live += len(record)
         self.live_bytes = live
         self._pending.clear()
-        self._pending_bytes = 0
         self._batched_seq = self.appended_seq
         index = self.index + 1 if self._fd >= 0 else self.index
         return Batch(b"".join(parts), self.appended_seq, len(parts), snapshot_index=index)
@@ -311,7 +305,7 @@ class Binlog:
     # -- group commit (take on the loop, write in a thread, complete on the loop) --------
 
     def needs_compaction(self) -> bool:
-        size = self.log_bytes + self._pending_bytes
+        size = self.log_bytes + sum(map(len, self._pending))
         return size > self.compact_min_bytes and size > 2 * self.live_bytes
 
     def take_batch(self) -> Batch | None:
@@ -323,7 +317,6 @@ class Binlog:
         data = b"".join(self._pending)
         records = self.appended_seq - self._batched_seq
         self._pending.clear()
-        self._pending_bytes = 0
         self._batched_seq = self.appended_seq
         return Batch(data, self.appended_seq, records)
 

@@ -86,13 +86,14 @@ class Job:
 
 class Tube:
     __slots__ = (
-        "name", "ready", "delayed", "buried", "waiting", "using", "watching",
+        "name", "name_bytes", "ready", "delayed", "buried", "waiting", "using", "watching",
         "ready_count", "delayed_count", "reserved_count", "urgent_count",
         "total_jobs", "cmd_delete", "cmd_pause", "pause_s", "unpause_at",
     )  # fmt: skip
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.name_bytes = name.encode()  # as the binlog writes it, once per tube
         self.ready: list[tuple[int, int, int, Job]] = []  # (pri, id, seq, job)
         self.delayed: list[tuple[float, int, int, Job]] = []  # (deadline, id, seq, job)
         self.buried: dict[int, Job] = {}  # FIFO by insertion

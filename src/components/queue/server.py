@@ -252,14 +252,15 @@ class QueueConnection(asyncio.Protocol):
         if service.max_jobs and len(self.broker.jobs) >= service.max_jobs:
             self.emit(Reply.OUT_OF_MEMORY)  # beanstalkd's answer when it cannot hold a job
             return
-        job = self.broker.put(self.session, self.session.use, put.pri, put.delay, put.ttr,
-                              put.body, service.now())  # fmt: skip
+        now = time.time() + service.clock_offset  # service.now(), inlined
+        session = self.session
+        job = self.broker.put(session, session.use, put.pri, put.delay, put.ttr, put.body, now)
         service.put_count += 1
         if service.sync_commit:  # emit_durable, inlined: the hot path of a durable put
             seq = service.binlog.appended_seq  # always past durable_seq: a new record
             if not self.held:
                 service.holding.add(self)
-            self.held.append((seq, protocol.inserted(job.id)))
+            self.held.append((seq, b"INSERTED %d\r\n" % job.id))  # protocol.inserted
         elif service.binlog is not None:
             self.emit(protocol.inserted(job.id))
         else:
