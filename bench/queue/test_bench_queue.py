@@ -70,3 +70,40 @@ def test_binlog_records_for_put_and_delete(benchmark):
         return len(b"".join(binlog.encode_full(j) + binlog.encode_delete(j.id) for j in jobs))
 
     assert benchmark(run) > 0
+
+
+def test_durable_put_path_without_sockets(benchmark, tmp_path):
+    """The sans-IO half of a durable put, 100 of them: the put line and body parsed,
+    the job made ready in the broker, its FULL record appended to a real binlog's
+    pending batch, and the batch taken (one ``b"".join`` per group commit). The server
+    adds the held reply, the write and the fsync hand-off; ab_put_cost.py measures those.
+    Each round starts from an empty broker and binlog, so rounds measure the same work."""
+    from components.queue.binlog import Binlog
+    from components.queue.protocol import Put
+
+    logs: list[Binlog] = []
+    data = PUTS * BATCH
+
+    def setup():
+        if logs:
+            logs.pop().close()
+        broker = Broker()
+        log = Binlog(str(tmp_path / "binlog"), preallocate_bytes=0)
+        log.open(broker)
+        logs.append(log)
+        return (broker, log), {}
+
+    def run(broker, log):
+        producer = broker.connect()
+        parser = CommandParser()
+        parser.receive_data(data)
+        while (event := parser.next_event()) is not None:
+            assert type(event) is Put
+            broker.put(producer, producer.use, event.pri, event.delay, event.ttr, event.body, 0.0)
+        return log.take_batch().records
+
+    try:
+        assert benchmark.pedantic(run, setup=setup, rounds=300) == BATCH
+    finally:
+        for log in logs:
+            log.close()
