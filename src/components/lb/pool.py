@@ -42,7 +42,9 @@ class BackendPool:
 
     def put(self, conn: BackendConnection) -> None:
         backend = conn.backend
-        conns = self.idle.setdefault(backend, [])
+        conns = self.idle.get(backend)
+        if conns is None:  # (not setdefault: it would build a list on every call)
+            conns = self.idle[backend] = []
         # A backend marked down keeps the connection: it just answered on it, and in
         # panic down backends still serve. Draining or removed ones take no new requests.
         if backend.removed or backend.state == DRAINING or len(conns) >= MAX_IDLE_PER_BACKEND:
