@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import platform
 import resource
@@ -58,6 +59,12 @@ from .protocol import Command, CommandParser, Put, Reply
 PAUSE_READING_BYTES = 256 * 1024
 VERSION = "1.12-scalelab"
 FSYNC_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+#: Python's cyclic GC runs a young collection every 700 net container allocations. A
+#: queue's jobs are long-lived containers (a Job and its heap entry per put), so at the
+#: default a durable put paid ~1.5 us of collections that find nothing: jobs are freed
+#: by reference counting. 20,000 keeps the collector (cycles of closed connections
+#: are still found) at a fraction of the cost; measured with putload, 64 producers.
+GC_GEN0_THRESHOLD = 20_000
 
 
 class QueueConnection(asyncio.Protocol):
@@ -488,6 +495,8 @@ class QueueService(Service):
         self._timer_when: float | None = None
         self._burst_pending = False  # an _end_burst is scheduled for this loop iteration
         self.server_id = os.urandom(8).hex()
+        self._gc_threshold = gc.get_threshold()  # process-wide: put back by stop()
+        gc.set_threshold(max(GC_GEN0_THRESHOLD, self._gc_threshold[0]), *self._gc_threshold[1:])
         self._metrics()
         directory = args.binlog_dir or args.data_dir
         if directory:
@@ -551,6 +560,7 @@ class QueueService(Service):
             self.binlog.close()
         if self._disk is not None:
             self._disk.close()
+        gc.set_threshold(*self._gc_threshold)
 
     def health(self) -> tuple[bool, str]:
         if self.binlog_failed:
