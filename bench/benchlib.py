@@ -179,8 +179,11 @@ def start_reference(
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
+        # A parent-death signal, as for our components: a bench script killed with -9
+        # takes its reference server with it (it survives taskset's exec).
         popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                 env={**os.environ, **env} if env else None)  # fmt: skip
+                                 env={**os.environ, **env} if env else None,
+                                 preexec_fn=process.die_with_parent)  # fmt: skip
     server = process.ComponentProcess(name, name, command, log_path, popen)
 
     def serving() -> bool:

@@ -57,7 +57,8 @@ except (OSError, AttributeError):  # not Linux: no parent-death signal, stop() s
     _prctl = None
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:
+    """`preexec_fn` for a child that must not outlive us (runs between fork and exec)."""
     if _prctl is not None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
@@ -224,7 +225,7 @@ def launch(
             stderr=log_file,
             env=child_env(env),
             cwd=cwd,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
             start_new_session=True,
         )
     proc = ComponentProcess(component, name, argv, log_path, popen)

@@ -273,3 +273,33 @@ def test_export_source_extracts_a_revision_without_touching_the_work_tree(tmp_pa
 def test_export_source_of_an_unknown_revision_is_a_clear_error(tmp_path):
     with pytest.raises(benchlib.BenchError, match="no-such-revision"):
         benchlib.export_source("no-such-revision", tmp_path / "base")
+
+
+def test_reference_server_dies_with_a_bench_script_killed_with_sigkill(tmp_path):
+    script = (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); import benchlib\n"
+        "server = benchlib.start_reference(['sleep', '300'], name='ref', cpus=None,\n"
+        "                                  log_path=sys.argv[2], ready=lambda: True)\n"
+        "print(server.pid, flush=True); time.sleep(300)\n"
+    )
+    bench_dir = str(DATA.parents[2] / "bench")
+    script_proc = subprocess.Popen([sys.executable, "-c", script, bench_dir, str(tmp_path / "r.log")],
+                                   stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        server_pid = int(script_proc.stdout.readline())
+        assert _alive(server_pid)
+        script_proc.kill()  # SIGKILL: no cleanup code of the script runs
+        script_proc.wait()
+        wait_until_sync(lambda: not _alive(server_pid), what="reference server gone")
+    finally:
+        script_proc.kill()
+        script_proc.wait()
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie has exited; it only waits for its parent's wait)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
