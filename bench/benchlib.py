@@ -248,6 +248,54 @@ http {{
                            port=port, cpus=cpus)  # fmt: skip
 
 
+_NSD_CONF = """\
+server:
+    server-count: 1
+    ip-address: {host}
+    port: {port}
+    do-ip6: no
+    username: ""
+    chroot: ""
+    zonesdir: "{work}"
+    database: ""
+    zonelistfile: "{work}/zone.list"
+    pidfile: "{work}/nsd.pid"
+    xfrdfile: "{work}/xfrd.state"
+    xfrdir: "{work}"
+    logfile: "{work}/nsd.log"
+    rrl-ratelimit: 0
+    verbosity: 0
+remote-control:
+    control-enable: no
+zone:
+    name: {origin}
+    zonefile: "{zone}"
+"""
+
+
+def start_nsd(
+    workdir: Path,
+    zone: Path | str,
+    *,
+    port: int,
+    ready: Callable[[], bool],
+    origin: str = "example.com",
+    cpus: str | None = SERVER_CPUS,
+) -> process.ComponentProcess:
+    """NSD serving one zone file on a loopback ``port``, from a throw-away config.
+
+    Everything NSD writes (pid, zone list, xfrd state, log) is under ``workdir``; no
+    chroot, no privilege drop, no rate limiting (it would drop a benchmark's queries).
+    ``-d`` keeps it in the foreground, so the PID held is NSD's own. ``port`` must be free
+    for UDP and TCP (``free_port(udp_too=True)``); ``ready`` should send a real query.
+    """
+    conf = workdir / "nsd.conf"
+    conf.write_text(_NSD_CONF.format(host=LOOPBACK, port=port, work=workdir, zone=zone,
+                                     origin=origin))  # fmt: skip
+    return start_reference(["nsd", "-d", "-c", str(conf)], name="nsd",
+                           log_path=workdir / "nsd.out", ready=ready, cpus=cpus)  # fmt: skip
+
+
 # -- CPU time from /proc ----------------------------------------------------------------
 
 

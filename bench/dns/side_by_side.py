@@ -51,29 +51,6 @@ DNSMASQ_RECORDS = [
     "--host-record=sip.example.com,192.0.2.9",
     "--mx-host=example.com,mail.example.com,10",
 ]
-NSD_CONF = """\
-server:
-    server-count: 1
-    ip-address: 127.0.0.1
-    port: {port}
-    do-ip6: no
-    username: ""
-    chroot: ""
-    zonesdir: "{work}"
-    database: ""
-    zonelistfile: "{work}/zone.list"
-    pidfile: "{work}/nsd.pid"
-    xfrdfile: "{work}/xfrd.state"
-    xfrdir: "{work}"
-    logfile: "{work}/nsd.log"
-    rrl-ratelimit: 0
-    verbosity: 0
-remote-control:
-    control-enable: no
-zone:
-    name: example.com
-    zonefile: "{zone}"
-"""
 
 
 def answers(port: int) -> bool:
@@ -87,12 +64,7 @@ def answers(port: int) -> bool:
 
 def start_nsd(work: Path) -> tuple[process.ComponentProcess, int]:
     port = benchlib.free_port(udp_too=True)
-    conf = work / "nsd.conf"
-    conf.write_text(NSD_CONF.format(port=port, work=work, zone=ZONE))
-    # -d: stay in the foreground, so the PID we hold is NSD's own (its tree is measured).
-    server = benchlib.start_reference(["nsd", "-d", "-c", str(conf)], name="nsd",
-                                      log_path=work / "nsd.out", ready=lambda: answers(port))  # fmt: skip
-    return server, port
+    return benchlib.start_nsd(work, ZONE, port=port, ready=lambda: answers(port)), port
 
 
 def start_dnsmasq(work: Path) -> tuple[process.ComponentProcess, int]:

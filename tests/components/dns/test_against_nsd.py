@@ -2,9 +2,10 @@
 and must give the same answers.
 
 NSD (NLnet Labs, C, authoritative-only) runs from a throw-away config on a loopback
-port, as in bench/dns/side_by_side.py, and is stopped by its PID. For every name of the
-test zone (and names around it: missing, wildcard-matched, below a delegation, in
-another zone, in mixed case) and every type we serve, both must agree on the rcode, the
+port, started by bench/benchlib.py as the side-by-side benchmark starts it, and is
+stopped by its PID. For every name of the test zone (and names around it: missing,
+wildcard-matched, below a delegation, in another zone, in mixed case) and every type we
+serve, both must agree on the rcode, the
 AA and TC flags, the answer section, and the authority section of negative answers and
 referrals. The additional section is where the two differ on purpose: NSD adds the
 zone's NS glue to every positive answer (it is not minimal by default), we add only the
@@ -14,11 +15,9 @@ Skipped when NSD is not installed.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
+import sys
+from pathlib import Path
 
 import dns.exception
 import dns.flags
@@ -27,35 +26,13 @@ import dns.query
 import dns.rcode
 import pytest
 
-import harness
-
 from .conftest import ZONE_PATH
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
+import benchlib  # noqa: E402  (NSD started as the side-by-side benchmark starts it)
 
 pytestmark = pytest.mark.skipif(shutil.which("nsd") is None, reason="nsd not installed")
 
-NSD_CONF = """\
-server:
-    server-count: 1
-    ip-address: 127.0.0.1
-    port: {port}
-    do-ip6: no
-    username: ""
-    chroot: ""
-    zonesdir: "{work}"
-    database: ""
-    zonelistfile: "{work}/zone.list"
-    pidfile: "{work}/nsd.pid"
-    xfrdfile: "{work}/xfrd.state"
-    xfrdir: "{work}"
-    logfile: "{work}/nsd.log"
-    rrl-ratelimit: 0
-    verbosity: 0
-remote-control:
-    control-enable: no
-zone:
-    name: example.com
-    zonefile: "{zone}"
-"""
 NAMES = ["example.com", "www.example.com", "mail.example.com", "alias.example.com",
          "chain.example.com", "away.example.com", "loop1.example.com", "txt.example.com",
          "_sip._tcp.example.com", "1.2.0.192.in-addr.example.com", "a.b.c.example.com",
@@ -63,21 +40,6 @@ NAMES = ["example.com", "www.example.com", "mail.example.com", "alias.example.co
          "x.y.wild.example.com", "explicit.wild.example.com", "foo.cn.example.com",
          "generic.example.com", "big.example.com", "WwW.ExAmPlE.cOm", "example.org"]  # fmt: skip
 TYPES = ["A", "AAAA", "NS", "MX", "SOA", "CNAME", "TXT", "SRV", "PTR", "CAA", "TYPE65280"]
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP (NSD binds both)."""
-    for _ in range(20):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no port free for both UDP and TCP")
 
 
 def answers(port: int) -> bool:
@@ -90,21 +52,13 @@ def answers(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def nsd(tmp_path_factory):
-    work = tmp_path_factory.mktemp("nsd")
-    port = free_port()
-    conf = work / "nsd.conf"
-    conf.write_text(NSD_CONF.format(port=port, work=work, zone=ZONE_PATH))
-    popen = subprocess.Popen(["nsd", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)  # fmt: skip
+    port = benchlib.free_port(udp_too=True)
+    server = benchlib.start_nsd(tmp_path_factory.mktemp("nsd"), ZONE_PATH, port=port,
+                                ready=lambda: answers(port), cpus=None)  # fmt: skip
     try:
-        harness.wait_until_sync(lambda: popen.poll() is not None or answers(port),
-                                what="nsd answering")  # fmt: skip
-        assert popen.poll() is None, f"nsd exited: {(work / 'nsd.log').read_text()}"
         yield port
     finally:
-        if popen.poll() is None:
-            os.kill(popen.pid, signal.SIGTERM)
-            popen.wait(10)
+        server.stop()
 
 
 @pytest.fixture(scope="module")
