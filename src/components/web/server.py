@@ -48,7 +48,6 @@ import orjson
 from aiohttp import web
 
 from components.common import Service, admission
-from components.common.admission import Gate, serve_time
 from components.common.cli import format_address, non_negative_float, non_negative_int
 
 from .cache import open_cache
@@ -213,9 +212,8 @@ class WebService(Service):
         self.sessions = MemorySessions(args.session_ttl_s, args.max_sessions)
         self.static = StaticFiles(args.static_dir)
         self.static_headers = {"Cache-Control": f"public, max-age={args.static_max_age_s}"}
-        self.gate = Gate(args.max_concurrency, args.max_queue)
-        self.service_time_s = args.service_time_ms / 1000.0
-        self.retry_after = {"Retry-After": str(args.retry_after_s)}
+        self.admission = admission.Admission.from_args(args)
+        self.retry_after = self.admission.retry_after
         self._register_metrics()
         self.repository = UserRepository(
             self.store,
@@ -311,7 +309,7 @@ class WebService(Service):
             "scalelab_web_rejected_total", "Requests refused over capacity (503)"
         )
         m.gauge("scalelab_web_queued_requests", "Requests waiting for a worker").set_function(
-            lambda: self.gate.queued
+            lambda: self.admission.gate.queued
         )
         m.gauge("scalelab_web_sessions", "Sessions held in this process").set_function(
             lambda: self.sessions.count() or 0
@@ -348,10 +346,8 @@ class WebService(Service):
         duration.observe(seconds)
 
     def _make_middleware(self):
-        gate = self.gate
-        gated = gate.limit > 0  # unlimited: skip the gate's coroutine on the hot path
-        service_time_s = self.service_time_s
-        service_mode = self.args.service_mode
+        capacity = self.admission
+        gated = capacity.enabled  # no limit, no service time: skip its coroutine (hot path)
         perf_counter = time.perf_counter
         # Read-your-writes (consistency.py) only matters for a replicated database.
         tracks_lsn = self.args.db is not None and self.args.db.startswith("store:")
@@ -366,24 +362,18 @@ class WebService(Service):
                 seen = parse_position(request.cookies.get(LSN_COOKIE))
                 LAST_WRITE_LSN.set(seen)
             try:
-                if route == HEALTH_ROUTE:
+                if route == HEALTH_ROUTE or not gated:
                     response = await handler(request)
-                elif not gated:
-                    if service_time_s:
-                        await serve_time(service_time_s, service_mode)
-                    response = await handler(request)
-                elif not await gate.acquire():
+                elif not await capacity.admit():  # a worker held for the service time, or full
                     self.rejected.inc()
                     response = json_error(
                         503, "over capacity, retry later", headers=self.retry_after
                     )
                 else:
                     try:
-                        if service_time_s:
-                            await serve_time(service_time_s, service_mode)
                         response = await handler(request)
                     finally:
-                        gate.release()
+                        capacity.release()
             except ApiError as exc:
                 response = json_error(exc.status, exc.message, exc.field)
             except ValidationError as exc:
