@@ -18,6 +18,21 @@ Routes (the chapter's API)::
     GET    /static/{path}   assets with validators        200 | 304 | 404
     GET    /health          200, 503 while draining (also on the admin port)
 
+    POST   /photos                  publish a photo job   202 + Location | 400 | 503
+    GET    /photos/{id}             its state (photos.py) 200 | 404
+    GET    /photos/{id}/thumbnail   the stored result     200 | 404 (not done yet)
+    PUT    /photos/{id}/thumbnail   a worker stores it    200 | 400 | 404 | 409 | 411 | 413
+    POST   /photos/{id}/failure     a worker gave up      200 | 404
+
+The photo routes need ``--queue HOST:PORT`` (the queued stage); without it they answer
+503 naming the missing flag. ``POST /photos`` records the photo as pending, publishes
+its job (``publisher.py``: one long-lived connection, bounded waits) and answers 202 only
+after the queue acknowledged the put; a queue that is down or silent costs a 503 with
+``Retry-After`` (the photo is then marked failed, "not queued"), never a hang. The
+thumbnail ``PUT`` is idempotent, so the queue's at-least-once delivery is harmless, and
+its body is bounded by the size the job implies (at most ``photo.MAX_THUMBNAIL_BYTES``),
+read past aiohttp's ``--max-body-bytes`` bound, which is for JSON documents.
+
 Every error is JSON, ``{"error": "..."}`` plus ``"field"`` for a 422. One middleware
 does the per-request bookkeeping: admission (503 + ``Retry-After`` over capacity, see
 ``components.common.admission``), the emulated service time, the in-flight gauge used by the drain, and
@@ -38,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import shutil
 import sqlite3
 import tempfile
@@ -48,11 +64,13 @@ import orjson
 from aiohttp import web
 
 from components.common import Service, admission
-from components.common.cli import format_address, non_negative_float, non_negative_int
+from components.common.cli import format_address, host_port, non_negative_float, non_negative_int
+from components.worker import photo
 
 from .cache import open_cache
 from .consistency import COOKIE_MAX_AGE_S, LAST_WRITE_LSN, parse_position
 from .consistency import COOKIE_NAME as LSN_COOKIE
+from .photos import StoreOutcome, bounded_error, photo_document, photo_location
 from .protocol import (
     ApiError,
     ValidationError,
@@ -62,6 +80,7 @@ from .protocol import (
     user_document,
     user_id_from_text,
 )
+from .publisher import JobPublisher, QueueUnavailable
 from .repository import RepositoryMetrics, UserRepository
 from .sessions import COOKIE_NAME, MemorySessions
 from .static import DEFAULT_ROOT, StaticFiles, is_not_modified
@@ -89,6 +108,11 @@ REFUSAL = (
 #: §5.2.2.7 ``private``), so an edge in front of the site passes the API through.
 USER_DOCUMENT_HEADERS = {"Cache-Control": "private, no-cache"}
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+#: The status each thumbnail store outcome is answered with (photos.StoreOutcome).
+STORE_STATUS = {StoreOutcome.STORED: 200, StoreOutcome.UNCHANGED: 200,
+                StoreOutcome.CONFLICT: 409, StoreOutcome.WRONG_SIZE: 400,
+                StoreOutcome.MISSING: 404}  # fmt: skip
+NO_QUEUE = "photo processing needs a queue: start the web tier with --queue HOST:PORT"
 
 
 def _db_spec(text: str) -> str:
@@ -157,6 +181,13 @@ class WebService(Service):
                            help="directory served under /static/")  # fmt: skip
         group.add_argument("--static-max-age-s", type=non_negative_int, default=3600,
                            help="Cache-Control max-age of static assets")  # fmt: skip
+        group.add_argument("--queue", type=host_port, default=None,
+                           help="queue HOST:PORT for photo jobs (without it /photos is 503)")  # fmt: skip
+        group.add_argument("--queue-tube", default="photos", help="tube photo jobs go to")
+        group.add_argument("--queue-timeout-s", type=non_negative_float, default=2.0,
+                           help="bound on connecting to the queue and on one put")  # fmt: skip
+        group.add_argument("--photo-ttr-s", type=non_negative_int, default=60,
+                           help="time-to-run of a photo job (the queue's TTR)")  # fmt: skip
         admission.add_arguments(parser, unit="requests")
         group.add_argument("--max-connections", type=non_negative_int,
                            default=DEFAULT_MAX_CONNECTIONS,
@@ -170,11 +201,14 @@ class WebService(Service):
             parser.error("--max-sessions must be >= 1")
         if not Path(args.static_dir).is_dir():
             parser.error(f"--static-dir {args.static_dir!r} is not a directory")
+        if args.queue_timeout_s <= 0:
+            parser.error("--queue-timeout-s must be > 0")
 
     def __init__(self, args, runtime) -> None:
         super().__init__(args, runtime)
         self.store = None
         self.cache = None
+        self.publisher: JobPublisher | None = None
         self.runner: web.AppRunner | None = None
         self.listener: asyncio.Server | None = None
         self.refused_connections = None
@@ -214,6 +248,7 @@ class WebService(Service):
         self.static_headers = {"Cache-Control": f"public, max-age={args.static_max_age_s}"}
         self.admission = admission.Admission.from_args(args)
         self.retry_after = self.admission.retry_after
+        self.retry_after_queue = {"Retry-After": "1"}
         self._register_metrics()
         self.repository = UserRepository(
             self.store,
@@ -224,6 +259,10 @@ class WebService(Service):
             ),
         )
         self.runtime.admin.register("cache-clear", self._admin_cache_clear)
+        if args.queue is not None:
+            host, port = args.queue
+            self.publisher = JobPublisher(host, port, args.queue_tube,
+                                          timeout_s=args.queue_timeout_s, ttr_s=args.photo_ttr_s)  # fmt: skip
 
         app = web.Application(client_max_size=args.max_body_bytes,
                               middlewares=[self._make_middleware()])  # fmt: skip
@@ -235,6 +274,11 @@ class WebService(Service):
         app.router.add_get("/me", self.me)
         app.router.add_post("/logout", self.logout)
         app.router.add_get("/static/{path:.+}", self.get_static)
+        app.router.add_post("/photos", self.post_photo)
+        app.router.add_get("/photos/{id}", self.get_photo)
+        app.router.add_get("/photos/{id}/thumbnail", self.get_thumbnail)
+        app.router.add_put("/photos/{id}/thumbnail", self.put_thumbnail)
+        app.router.add_post("/photos/{id}/failure", self.post_failure)
         app.router.add_get(HEALTH_ROUTE, self.get_health)
         app.router.add_get("/", self.index)
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False,
@@ -274,6 +318,8 @@ class WebService(Service):
             self.runner = None
         if self.cache is not None:
             await self.cache.close()
+        if self.publisher is not None:
+            await self.publisher.close()
         if self.store is not None:
             await self.store.close()
             self.store = None
@@ -331,6 +377,19 @@ class WebService(Service):
         )
         for kind in ("read", "write"):
             self.db_queries.labels(kind)
+        self.photos_published = m.counter(
+            "scalelab_web_photos_published_total", "Photo jobs the queue acknowledged"
+        )
+        self.publish_errors = m.counter(
+            "scalelab_web_photo_publish_errors_total", "Photo jobs not published (answered 503)"
+        )
+        stored = m.counter("scalelab_web_thumbnails_stored_total",
+                           "Thumbnail stores by outcome (unchanged: a redelivered job)",
+                           ["outcome"])  # fmt: skip
+        self.thumbnails_stored = {outcome: stored.labels(str(outcome)) for outcome in StoreOutcome}
+        m.gauge(
+            "scalelab_web_queue_connected", "1 while the queue connection is open"
+        ).set_function(lambda: int(self.publisher is not None and self.publisher.connected))
 
     def _count(self, route: str, method: str, status: int, seconds: float) -> None:
         if method not in KNOWN_METHODS:
@@ -495,6 +554,93 @@ class WebService(Service):
         charset = "utf-8" if asset.content_type.startswith("text/") else None
         return web.Response(body=asset.content, content_type=asset.content_type,
                             charset=charset, headers=headers)  # fmt: skip
+
+    # -- photos (photos.py) ---------------------------------------------------------------
+
+    def _photo_id(self, request: web.Request) -> int:
+        if self.publisher is None:
+            raise ApiError(503, NO_QUEUE)
+        photo_id = user_id_from_text(request.match_info["id"])  # the same 1..2**63-1 ids
+        if photo_id is None:
+            raise ApiError(404, "no such photo")
+        return photo_id
+
+    async def post_photo(self, request: web.Request) -> web.Response:
+        if self.publisher is None:
+            raise ApiError(503, NO_QUEUE)
+        doc = await self.read_json(request)
+        try:
+            if isinstance(doc, dict) and "photo" in doc:
+                raise photo.BadJob("photo is assigned by the server")
+            job = photo.job_from_doc(doc)
+        except photo.BadJob as exc:
+            raise ApiError(400, str(exc)) from None
+        photo_id = await self.store.create_photo(job)
+        body = photo.encode_job(photo.PhotoJob(job.image, job.width, job.height, job.thumb,
+                                               photo_id, job.fail))  # fmt: skip
+        try:
+            job_id = await self.publisher.publish(body)
+        except QueueUnavailable as exc:
+            self.publish_errors.inc()
+            # Not queued, so no worker will ever finish it; if the outcome was unknown (a
+            # timeout) and the job did land, a worker's store still makes it done.
+            await self.store.fail_photo(photo_id, bounded_error(f"not queued: {exc}"))
+            self.log.warning("photo_not_published", photo=photo_id, error=str(exc))
+            return json_error(503, "queue unavailable, retry later", headers=self.retry_after_queue)
+        self.photos_published.inc()
+        location = photo_location(photo_id)
+        return web.Response(body=orjson.dumps({"id": photo_id, "state": "pending", "job": job_id,
+                                               "location": location}),
+                            status=202, content_type=JSON, headers={"Location": location})  # fmt: skip
+
+    async def get_photo(self, request: web.Request) -> web.Response:
+        found = await self.store.get_photo(self._photo_id(request))
+        if found is None:
+            raise ApiError(404, "no such photo")
+        return web.Response(body=orjson.dumps(photo_document(found)), content_type=JSON,
+                            headers=USER_DOCUMENT_HEADERS)  # fmt: skip
+
+    async def get_thumbnail(self, request: web.Request) -> web.Response:
+        thumbnail = await self.store.get_thumbnail(self._photo_id(request))
+        if thumbnail is None:
+            raise ApiError(404, "no thumbnail (no such photo, or not processed yet)")
+        return web.Response(body=thumbnail, content_type="application/octet-stream")
+
+    async def put_thumbnail(self, request: web.Request) -> web.Response:
+        photo_id = self._photo_id(request)
+        length = request.content_length
+        if length is None:
+            raise ApiError(411, "Content-Length required")
+        if length > photo.MAX_THUMBNAIL_BYTES:
+            raise ApiError(413, f"thumbnail larger than {photo.MAX_THUMBNAIL_BYTES} bytes")
+        try:
+            # Read straight from the stream: request.read() is bound by --max-body-bytes.
+            thumbnail = await request.content.readexactly(length)
+        except asyncio.IncompleteReadError:
+            raise ApiError(400, "body shorter than its Content-Length") from None
+        digest = hashlib.sha256(thumbnail).hexdigest()
+        outcome = await self.store.store_thumbnail(photo_id, thumbnail, digest)
+        self.thumbnails_stored[outcome].inc()
+        status = STORE_STATUS[outcome]
+        if status != 200:
+            messages = {StoreOutcome.MISSING: "no such photo",
+                        StoreOutcome.WRONG_SIZE: "thumbnail is not the size the job implies",
+                        StoreOutcome.CONFLICT: "photo already done with a different thumbnail"}  # fmt: skip
+            raise ApiError(status, messages[outcome])
+        return web.Response(body=orjson.dumps({"id": photo_id, "state": "done", "digest": digest,
+                                               "outcome": str(outcome)}),
+                            content_type=JSON)  # fmt: skip
+
+    async def post_failure(self, request: web.Request) -> web.Response:
+        photo_id = self._photo_id(request)
+        doc = await self.read_json(request)
+        error = doc.get("error") if isinstance(doc, dict) else None
+        if not isinstance(error, str) or not error.strip():
+            raise ApiError(400, 'expected {"error": "why the job failed"}')
+        found = await self.store.fail_photo(photo_id, bounded_error(error))
+        if found is None:
+            raise ApiError(404, "no such photo")
+        return web.Response(body=orjson.dumps(photo_document(found)), content_type=JSON)
 
     async def index(self, request: web.Request) -> web.Response:
         return web.Response(status=302, headers={"Location": "/static/index.html"})

@@ -25,6 +25,12 @@ position of the reader's last write. That is request context, not a parameter of
 ``contextvars.ContextVar`` (``consistency.py``) that the backend consults, and sets the
 cookie again from the position the backend reports after a write.
 
+Photos (the queued stage, ``photos.py``) live in the same database, with the same
+durability as users: a ``photos`` row per ``POST /photos`` (its job, its state) and, once
+a worker stored it, the thumbnail's bytes and digest. The interface adds five questions
+for them: create, get, get the thumbnail, store it (one conditional ``UPDATE``, so a
+redelivered job stores nothing new) and mark a photo failed.
+
 The schema keeps the user's scalar fields in columns (what a relational schema would
 do) and the phone list as a JSON array. Seeding is idempotent: the ``meta`` table
 remembers how many seed users were written, so a restart with the same ``--seed-users``
@@ -40,6 +46,9 @@ from collections.abc import Awaitable, Callable
 import aiosqlite
 import orjson
 
+from components.worker.photo import PhotoJob
+
+from .photos import PHOTO_COLUMNS, Photo, State, StoreOutcome, classify_store, photo_from_row
 from .seed import seed_user
 
 #: Rows per ``executemany`` while seeding: one transaction, bounded parameter lists.
@@ -61,6 +70,39 @@ CREATE TABLE IF NOT EXISTS users (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+#: The photo pipeline's table, the same in both backends (``store_tier.py`` runs it too).
+PHOTOS_SCHEMA = """CREATE TABLE IF NOT EXISTS photos (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    image TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    thumb INTEGER NOT NULL,
+    state TEXT NOT NULL,             -- photos.State: pending | done | failed
+    digest TEXT,                     -- SHA-256 (hex) of the thumbnail, once done
+    error TEXT,                      -- why it failed
+    thumbnail_bytes INTEGER NOT NULL, -- the size the job's thumbnail must have
+    thumbnail BLOB                   -- RGB bytes (base64 text through the store tier)
+)"""
+# The statements both backends run; the conditional UPDATE is what makes a store
+# idempotent and race-free (photos.py): it changes a row only while it is not done.
+PHOTO_INSERT = (
+    "INSERT INTO photos (image, width, height, thumb, state, thumbnail_bytes)"
+    f" VALUES (?, ?, ?, ?, '{State.PENDING}', ?)"
+)
+PHOTO_SELECT = f"SELECT {PHOTO_COLUMNS} FROM photos WHERE id = ?"
+PHOTO_STORE = (
+    f"UPDATE photos SET state = '{State.DONE}', digest = ?, thumbnail = ?, error = NULL"
+    f" WHERE id = ? AND state != '{State.DONE}' AND thumbnail_bytes = ?"
+)
+PHOTO_FAIL = (
+    f"UPDATE photos SET state = '{State.FAILED}', error = ?"
+    f" WHERE id = ? AND state = '{State.PENDING}'"
+)
+THUMBNAIL_SELECT = f"SELECT thumbnail FROM photos WHERE id = ? AND state = '{State.DONE}'"
+
+
+def photo_row(job: PhotoJob) -> tuple:
+    return (job.image, job.width, job.height, job.thumb, job.thumbnail_bytes)
 
 
 class DatabaseUnavailable(Exception):
@@ -87,6 +129,27 @@ class UserStore(abc.ABC):
     @abc.abstractmethod
     async def seed(self, count: int) -> int:
         """Make sure users 1..count exist as ``seed.seed_user`` describes; return rows written."""
+
+    # -- photos (photos.py) --------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_photo(self, job: PhotoJob) -> int:
+        """Record a new photo as pending; return its id."""
+
+    @abc.abstractmethod
+    async def get_photo(self, photo_id: int) -> Photo | None: ...
+
+    @abc.abstractmethod
+    async def get_thumbnail(self, photo_id: int) -> bytes | None:
+        """The stored thumbnail, or None while the photo is not done (or does not exist)."""
+
+    @abc.abstractmethod
+    async def store_thumbnail(self, photo_id: int, thumbnail: bytes, digest: str) -> StoreOutcome:
+        """Store a worker's result; idempotent for the same bytes (see ``photos.py``)."""
+
+    @abc.abstractmethod
+    async def fail_photo(self, photo_id: int, error: str) -> Photo | None:
+        """Mark a pending photo failed; return the photo as it is now (None: no such)."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...
@@ -124,7 +187,7 @@ class SqliteUserStore(UserStore):
             # WAL is persistent in the file; asking again is a no-op after the first time.
             await writer.execute("PRAGMA journal_mode=WAL")
             await writer.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            await writer.executescript(_SCHEMA)
+            await writer.executescript(_SCHEMA + PHOTOS_SCHEMA + ";")
             await writer.commit()
             reader = await aiosqlite.connect(path)
             await reader.execute("PRAGMA query_only=ON")  # a bug here cannot write
@@ -204,6 +267,33 @@ class SqliteUserStore(UserStore):
         async with self._reader.execute("SELECT count(*) FROM users") as cursor:
             row = await cursor.fetchone()
         return row[0] if row else 0
+
+    async def create_photo(self, job: PhotoJob) -> int:
+        cursor = await self._db.execute(PHOTO_INSERT, photo_row(job))
+        await self._db.commit()
+        return cursor.lastrowid  # type: ignore[return-value]
+
+    async def get_photo(self, photo_id: int) -> Photo | None:
+        async with self._reader.execute(PHOTO_SELECT, (photo_id,)) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else photo_from_row(row)
+
+    async def get_thumbnail(self, photo_id: int) -> bytes | None:
+        async with self._reader.execute(THUMBNAIL_SELECT, (photo_id,)) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else row[0]
+
+    async def store_thumbnail(self, photo_id: int, thumbnail: bytes, digest: str) -> StoreOutcome:
+        cursor = await self._db.execute(PHOTO_STORE, (digest, thumbnail, photo_id, len(thumbnail)))
+        await self._db.commit()
+        if cursor.rowcount > 0:
+            return StoreOutcome.STORED
+        return classify_store(await self.get_photo(photo_id), digest, len(thumbnail))
+
+    async def fail_photo(self, photo_id: int, error: str) -> Photo | None:
+        await self._db.execute(PHOTO_FAIL, (error, photo_id))
+        await self._db.commit()
+        return await self.get_photo(photo_id)
 
     async def close(self) -> None:
         # Closing the last connection checkpoints the WAL into the main file.

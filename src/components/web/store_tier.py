@@ -18,6 +18,14 @@ A store that cannot answer (no primary during a failover, every node down, an ou
 unknown after a timeout) raises ``storage.DatabaseUnavailable``: the web tier answers
 503 with ``Retry-After`` rather than 500, since the request may well succeed in a moment.
 
+Photos use the same table and statements as the SQLite backend (``storage.PHOTOS_SCHEMA``,
+``PHOTO_STORE``...). rqlite's JSON API has no byte parameters and answers a BLOB as
+base64 text, so the thumbnail travels and is kept as base64 text in the ``thumbnail``
+column (a third bigger; SQLite's column affinity allows it). Reads that decide a store's
+outcome, and the thumbnail itself, are asked of the primary (``level=weak``): a worker
+has no read-your-writes cookie, and a replica a moment behind must not turn a photo just
+created into a 404.
+
 The schema and seeding match the SQLite backend exactly (same table, same ``meta`` row),
 so the two are interchangeable. Seeding goes in batches of statements, one transaction
 each, so several web servers starting at once against one store agree (``INSERT OR
@@ -26,13 +34,31 @@ IGNORE``; the ``meta`` upsert is the same value from each).
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 import orjson
 
 from components.store.client import SqlError, StoreClient, StoreError
+from components.worker.photo import PhotoJob
 
 from .consistency import LAST_WRITE_LSN, saw_write
+from .photos import Photo, StoreOutcome, classify_store, photo_from_row
 from .seed import seed_user
-from .storage import _COLUMNS, MAX_SEED_USERS, DatabaseUnavailable, UserStore, _row
+from .storage import (
+    _COLUMNS,
+    MAX_SEED_USERS,
+    PHOTO_FAIL,
+    PHOTO_INSERT,
+    PHOTO_SELECT,
+    PHOTO_STORE,
+    PHOTOS_SCHEMA,
+    THUMBNAIL_SELECT,
+    DatabaseUnavailable,
+    UserStore,
+    _row,
+    photo_row,
+)
 
 #: Statements per seeding request (one transaction each): bounded request bodies.
 SEED_BATCH_STATEMENTS = 500
@@ -44,6 +70,7 @@ SCHEMA = [
     " city TEXT NOT NULL, state TEXT NOT NULL, postal_code TEXT NOT NULL,"
     " phone_numbers TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    PHOTOS_SCHEMA,
 ]
 _SELECT = f"SELECT {_COLUMNS} FROM users WHERE id = ?"
 _INSERT = f"INSERT INTO users ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -153,6 +180,38 @@ class StoreTierUserStore(UserStore):
     async def count(self) -> int:
         answer = await self._read(["SELECT count(*) FROM users"], level="weak")
         return answer.results[0]["values"][0][0]
+
+    async def create_photo(self, job: PhotoJob) -> int:
+        results = await self._write([[PHOTO_INSERT, *photo_row(job)]])
+        return int(results[0]["last_insert_id"])
+
+    async def get_photo(self, photo_id: int, *, level: str = "none") -> Photo | None:
+        values = (await self._read([[PHOTO_SELECT, photo_id]], level=level)).results[0]
+        rows = values.get("values")
+        return photo_from_row(rows[0]) if rows else None
+
+    async def get_thumbnail(self, photo_id: int) -> bytes | None:
+        answer = await self._read([[THUMBNAIL_SELECT, photo_id]], level="weak")
+        rows = answer.results[0].get("values")
+        if not rows or rows[0][0] is None:
+            return None
+        try:
+            return base64.b64decode(rows[0][0], validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            # Not what store_thumbnail wrote: someone edited the row behind our back.
+            raise DatabaseUnavailable(f"photo {photo_id}: stored thumbnail is not base64") from None
+
+    async def store_thumbnail(self, photo_id: int, thumbnail: bytes, digest: str) -> StoreOutcome:
+        encoded = base64.b64encode(thumbnail).decode()
+        results = await self._write([[PHOTO_STORE, digest, encoded, photo_id, len(thumbnail)]])
+        if results[0].get("rows_affected", 0) > 0:
+            return StoreOutcome.STORED
+        photo = await self.get_photo(photo_id, level="weak")
+        return classify_store(photo, digest, len(thumbnail))
+
+    async def fail_photo(self, photo_id: int, error: str) -> Photo | None:
+        await self._write([[PHOTO_FAIL, error, photo_id]])
+        return await self.get_photo(photo_id, level="weak")
 
     async def close(self) -> None:
         await self.client.close()
