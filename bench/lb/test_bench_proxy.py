@@ -65,7 +65,9 @@ def make_proxy(loop) -> LoadBalancer:
     for backend in proxy.balancer.backends:  # one warm keep-alive connection each
         conn = BackendConnection(proxy, backend)
         conn.connection_made(FakeTransport())
-        proxy.pool.put(conn)
+        # Straight into the idle list (what ``pool.put`` does), so that this helper works
+        # with the ``pool.put`` of any revision ``ab_python_cost.py --base`` compares.
+        proxy.pool.idle.setdefault(backend, []).append(conn)
     return proxy
 
 

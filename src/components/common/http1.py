@@ -331,6 +331,30 @@ class Parser:
             return self._body_close()
         return NEED_DATA
 
+    def whole_body(self) -> bytes | None:
+        """Right after a head: its entire body at once if all of it is here, else ``None``.
+
+        A proxy forwards a short message in one write when it arrived in one read (a GET,
+        a small answer: the common case). Called just after ``next_event`` returned a
+        ``Request`` or a final ``Response``, this returns ``b""`` for a message without
+        a body, or the whole Content-Length body when it is already buffered, and leaves
+        the parser where the ``Data`` and ``EndOfMessage`` events of ``next_event``
+        would have left it: after the message. Otherwise (a chunked or close-delimited
+        body, or one still arriving) it returns ``None`` and consumes nothing, and the
+        body is read with ``next_event`` as usual. Nothing is buffered that had not
+        arrived: this only saves walking through events when the bytes are all here.
+        """
+        state = self._state
+        if state == _END:
+            body = b""
+        elif state == _BODY_LENGTH and len(self._buf) - self._pos >= self._remaining:
+            body = self._take(self._remaining)
+            self._remaining = 0
+        else:
+            return None
+        self._finish_message()
+        return body
+
     def _fail(self, status: int, detail: str) -> ProtocolError:
         self._state = _CLOSED
         self._buf = b""
@@ -338,6 +362,11 @@ class Parser:
         return ProtocolError(status, detail)
 
     def _end_message(self, trailers: Headers) -> EndOfMessage:
+        self._finish_message()
+        return EndOfMessage(trailers)
+
+    def _finish_message(self) -> None:
+        """A message is complete: on to the next one, or closed if it ends the connection."""
         if self.response:
             self._methods.popleft()
         if self._keep_alive:
@@ -346,7 +375,6 @@ class Parser:
             self._state = _CLOSED
             self._buf = b""
             self._pos = 0
-        return EndOfMessage(trailers)
 
     def _truncated(self):
         if self._eof:

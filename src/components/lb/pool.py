@@ -40,7 +40,7 @@ class BackendPool:
                 return conn
         return None
 
-    def put(self, conn: BackendConnection) -> None:
+    def put(self, conn: BackendConnection, now: float) -> None:
         backend = conn.backend
         conns = self.idle.get(backend)
         if conns is None:  # (not setdefault: it would build a list on every call)
@@ -50,7 +50,7 @@ class BackendPool:
         if backend.removed or backend.state == DRAINING or len(conns) >= MAX_IDLE_PER_BACKEND:
             conn.close()
             return
-        conn.deadline = self.proxy.now() + self.proxy.args.idle_timeout
+        conn.deadline = now + self.proxy.args.idle_timeout
         # The last client may have paused it; idle, it must read to notice a close.
         conn.transport.resume_reading()
         conns.append(conn)

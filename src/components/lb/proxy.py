@@ -138,21 +138,29 @@ class BackendConnection(asyncio.Protocol):
                 kind = type(event)
                 if kind is Data:
                     out.append(chunk(event.data) if self.mode == protocol.CHUNKED else event.data)
-                elif kind is Response:
+                    continue
+                if kind is Response:
                     if event.status < 200:
                         if client.request.version == b"1.1":
                             out.append(protocol.interim_response_head(event))
                         continue
                     out.append(client.response_head(event, self))
-                else:  # EndOfMessage
-                    if self.mode == protocol.CHUNKED:
-                        trailers = protocol.forwardable_trailers(event.trailers)
-                        out.append(serialize_trailers(trailers) if trailers else LAST_CHUNK)
-                    if out:
-                        client.write(out)
-                        out = []
-                    client.exchange_finished(self)
-                    break
+                    # A short answer arrives whole in one read: its body (if any) goes
+                    # out with the head, without walking Data and EndOfMessage events.
+                    body = parser.whole_body()
+                    if body is None:
+                        continue  # the body streams in as Data events
+                    if body:
+                        out.append(body)
+                elif self.mode == protocol.CHUNKED:  # EndOfMessage, re-chunked for the client
+                    trailers = protocol.forwardable_trailers(event.trailers)
+                    out.append(serialize_trailers(trailers) if trailers else LAST_CHUNK)
+                # The answer is complete (its EndOfMessage, or all of it at once).
+                if out:
+                    client.write(out)
+                    out = []
+                client.exchange_finished(self)
+                break
         except ProtocolError as error:
             if out:
                 client.write(out)
@@ -417,16 +425,16 @@ class ClientConnection(asyncio.Protocol):
         self.request_complete = False
         self.response_started = False
         self.retried = False
-        self.started_at = proxy.now()
+        self.started_at = now = proxy.now()
         self.keep_alive = request.keep_alive and not proxy.draining
         if request.method == b"CONNECT":
             self.local_reply(501, "CONNECT tunnels are not supported")
             return
         # An Upgrade offer (h2c, websocket) is declined by simply not passing it on: the
         # fields are hop-by-hop, and RFC 9110 §7.8 lets a server ignore the offer.
-        self.route()
+        self.route(now)
 
-    def route(self, exclude: Backend | None = None, same_again: bool = False) -> bool:
+    def route(self, now: float, exclude: Backend | None = None, same_again: bool = False) -> bool:
         """Pick a backend and send the request; ``exclude``: a retry's failed backend.
 
         A retry with nowhere to go returns False (the caller answers for the failure);
@@ -436,7 +444,6 @@ class ClientConnection(asyncio.Protocol):
         cookie = None
         if proxy.balancer.algorithm == "cookie":
             cookie = protocol.cookie_value(self.request, COOKIE_NAME)
-        now = proxy.now()
         backend = proxy.balancer.pick(now, self.peer, cookie, exclude)
         if backend is None and same_again and exclude.eligible(now):
             # A retry with nowhere else to go after a reset: the same backend, on a fresh
@@ -481,7 +488,7 @@ class ClientConnection(asyncio.Protocol):
         self.head = head
         conn = proxy.pool.take(backend) if exclude is None else None
         if conn is not None:
-            self.attach(conn)
+            self.attach(conn, now)
         else:
             self.phase = CONNECTING
             asyncio.ensure_future(self.dial(backend))
@@ -510,9 +517,9 @@ class ClientConnection(asyncio.Protocol):
         if self.closing or self.backend is not backend:
             conn.close()
             return
-        self.attach(conn)
+        self.attach(conn, proxy.now())
 
-    def attach(self, conn: BackendConnection) -> None:
+    def attach(self, conn: BackendConnection, now: float) -> None:
         proxy = self.proxy
         self.conn = conn
         conn.client = self
@@ -521,19 +528,17 @@ class ClientConnection(asyncio.Protocol):
             conn.transport.pause_reading()
         conn.parser.expect_response(self.request.method)
         self.phase = WAITING
-        # The first-byte clock starts once the whole request is sent; until then an
-        # upload in progress is only subject to the idle timeout.
-        self.deadline = proxy.now() + (
-            proxy.args.first_byte_timeout
-            if self.request.framing == "none"
-            else proxy.args.idle_timeout
-        )
-        if self.request.framing == "none":
-            conn.transport.write(self.head)
-            if not self.request_complete:
-                self.parser.next_event()  # the EndOfMessage a bodiless request owes
-                self.request_complete = True
+        # A retry has read its (bodiless) request already; otherwise the request's body
+        # may be all here: none, or a Content-Length body that came with the head.
+        body = b"" if self.request_complete else self.parser.whole_body()
+        if body is not None:
+            self.request_complete = True
+            conn.transport.write(self.head + body if body else self.head)
+            # The whole request is sent: the first-byte clock starts.
+            self.deadline = now + proxy.args.first_byte_timeout
             return
+        # An upload in progress is only subject to the idle timeout until it is sent.
+        self.deadline = now + proxy.args.idle_timeout
         # The head leaves together with the body bytes already here, after the parser has
         # checked them: a request whose first chunk is malformed never reaches a backend.
         self.head_pending = True
@@ -591,28 +596,29 @@ class ClientConnection(asyncio.Protocol):
     def exchange_finished(self, conn: BackendConnection) -> None:
         proxy = self.proxy
         backend = self.backend
-        proxy.record(backend, self.status, proxy.now() - self.started_at)
+        now = proxy.now()
+        proxy.record(backend, self.status, now - self.started_at)
         conn.client = None
         self.conn = None
         self.backend = None
         proxy.balancer.finished(backend)
         if self.request_complete and conn.parser.idle and not conn.closed:
-            proxy.pool.put(conn)
+            proxy.pool.put(conn, now)
         else:
             conn.close()
         if self.keep_alive:
-            self.next_request()
+            self.next_request(now)
         elif self.request_complete:
             self.close()
         else:
             # The backend answered early; the client may still be sending the body.
             self.linger_close()
 
-    def next_request(self) -> None:
+    def next_request(self, now: float) -> None:
         self.request = None
         self.head = b""
         self.phase = READING
-        self.deadline = self.proxy.now() + self.proxy.args.idle_timeout
+        self.deadline = now + self.proxy.args.idle_timeout
         paused_by = self.paused_by
         if paused_by:  # (the transport reads unless some reason paused it)
             paused_by.discard("backend")
@@ -653,7 +659,7 @@ class ClientConnection(asyncio.Protocol):
         safe = any_method or (request.method in protocol.IDEMPOTENT and request.framing == "none")
         if retryable and safe and not self.retried:
             self.retried = True
-            if self.route(exclude=backend, same_again=kind == "reset"):
+            if self.route(proxy.now(), exclude=backend, same_again=kind == "reset"):
                 proxy.retries.inc()
                 return
         # A backend that never answered the connect timed out (504, as nginx answers);
@@ -682,7 +688,7 @@ class ClientConnection(asyncio.Protocol):
                 # The parser still owes this bodiless request's EndOfMessage; consume it.
                 self.request_complete = True
                 self.parser.next_event()
-            self.next_request()
+            self.next_request(self.proxy.now())
 
     def timed_out(self, now: float) -> None:
         proxy = self.proxy

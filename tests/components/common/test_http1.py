@@ -406,6 +406,54 @@ def test_head_max_size_constant_is_64k():
     assert MAX_HEAD_BYTES == 65536
 
 
+# -- whole_body (the property tests are in test_http1_fuzz.py) ------------------------------
+
+
+def test_whole_body_of_a_bodiless_request_is_empty_and_ends_the_message():
+    parser = Parser()
+    parser.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\nGET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert type(parser.next_event()) is Request
+    assert parser.whole_body() == b""
+    assert parser.next_event().target == b"/next"  # the pipelined one, no EndOfMessage first
+
+
+def test_whole_body_returns_a_content_length_body_that_is_all_here():
+    parser = Parser(response=True)
+    parser.expect_response(b"GET")
+    parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1")
+    assert type(parser.next_event()) is Response
+    assert parser.whole_body() == b"hello"
+    assert parser.buffered == len(b"HTTP/1.1") and not parser.in_message
+
+
+def test_whole_body_of_a_body_still_arriving_is_none_and_consumes_nothing():
+    parser = Parser()
+    parser.feed(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhel")
+    assert type(parser.next_event()) is Request
+    assert parser.whole_body() is None and parser.buffered == 3
+    parser.feed(b"lo")
+    assert events(parser) == [Data(b"hello"), EndOfMessage()]
+
+
+def test_whole_body_of_a_chunked_or_close_delimited_body_is_none():
+    parser = Parser()
+    parser.feed(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    parser.next_event()
+    assert parser.whole_body() is None  # chunks are checked one by one by next_event
+    parser = Parser(response=True)
+    parser.expect_response(b"GET")
+    parser.feed(b"HTTP/1.1 200 OK\r\n\r\nuntil close")
+    parser.next_event()
+    assert parser.whole_body() is None
+
+
+def test_whole_body_of_a_last_message_closes_the_parser():
+    parser = Parser()
+    parser.feed(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n")
+    parser.next_event()
+    assert parser.whole_body() == b"" and parser.closed and parser.buffered == 0
+
+
 # -- repeat_heads (the property tests are in test_http1_fuzz.py) ---------------------------
 
 
