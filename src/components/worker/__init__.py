@@ -3,7 +3,9 @@
 In the scaling story workers are the other half of the message queue: the web tier
 publishes photo-processing jobs and answers the user at once; workers reserve a job,
 do the slow part (here: make a thumbnail-sized derivative and its digest), store the
-result and delete the job. Producers and consumers scale independently: add workers
+result through the web tier's storage (``--web URL``: an idempotent PUT, so a job
+delivered twice stores one result; ``--result-dir`` writes files instead) and only then
+delete the job. Producers and consumers scale independently: add workers
 when the queue grows. Failures are retried through ``release`` with exponential backoff
 and buried after ``--max-failures`` attempts, so a poison job cannot loop forever; a
 worker that dies mid-job loses nothing, because the queue takes the job back when the

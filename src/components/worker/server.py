@@ -6,11 +6,12 @@ connection's reply stream (protocol.txt: commands are answered in order). A slot
 1. ``reserve-with-timeout`` (short, so a drain never waits long on an idle queue);
 2. processes the job (``photo.process`` plus ``--service-time-ms`` of emulated work,
    so capacity is ``concurrency / service time`` whatever the machine);
-3. stores the result (``--result-dir``: written to a temporary name and renamed, so a
-   reader never sees half a file) and ``delete``s the job: a job is deleted only after
-   its result is stored, which is what makes processing at-least-once;
+3. stores the result (``results.py``: ``--web URL`` PUTs it to the web tier, retried
+   on connection errors and 5xx; ``--result-dir`` writes files) and ``delete``s the job
+   only after the store was acknowledged, which is what makes processing at-least-once;
 4. on failure asks the queue how often the job was already released (``stats-job``)
-   and, per ``retry.decide``, releases it with exponential backoff or buries it.
+   and, per ``retry.decide``, releases it with exponential backoff or buries it (and,
+   with ``--web``, tells the web tier the photo failed).
 
 A job that may outlive its TTR is kept alive with ``touch`` every
 ``--touch-interval-s`` while it is processed. A lost queue connection is retried with
@@ -29,19 +30,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 
-import orjson
-
 from components.common import Service
-from components.common.cli import host_port
+from components.common.cli import host_port, non_negative_float
 from components.queue.client import QueueClient
 
 from . import photo, retry
+from .results import DirectoryResults, StoreRejected, StoreUnavailable, WebResults
 
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 2.0
+#: Failures of the job itself (logged as such); anything else is a bug, logged loudly.
+EXPECTED_FAILURES = (photo.BadJob, OSError, StoreRejected, StoreUnavailable)
 
 
 class WorkerService(Service):
@@ -69,6 +70,13 @@ class WorkerService(Service):
                            help="touch the job this often while processing, so a long job "
                                 "outlives its TTR (0: never)")  # fmt: skip
         group.add_argument("--result-dir", default=None, help="store results here")
+        group.add_argument("--web", default=None,
+                           help="store results through the web tier at this URL "
+                                "(PUT /photos/{id}/thumbnail), e.g. http://127.0.0.1:8000")  # fmt: skip
+        group.add_argument("--web-timeout-s", type=non_negative_float, default=5.0,
+                           help="deadline of one call to the web tier")  # fmt: skip
+        group.add_argument("--store-attempts", type=int, default=3,
+                           help="PUTs of one result before the job fails (errors, 5xx)")  # fmt: skip
 
     @classmethod
     def check_arguments(cls, parser, args) -> None:
@@ -76,6 +84,12 @@ class WorkerService(Service):
             parser.error("--concurrency must be in 1..1024")
         if args.max_failures < 1 or args.service_time_ms < 0 or args.reserve_timeout_s < 0:
             parser.error("--max-failures >= 1, --service-time-ms and --reserve-timeout-s >= 0")
+        if args.web is not None and args.result_dir is not None:
+            parser.error("--web and --result-dir are alternatives: give one")
+        if args.web is not None and not args.web.startswith(("http://", "https://")):
+            parser.error(f"--web must be an http:// URL, got {args.web!r}")
+        if not 1 <= args.store_attempts <= 100 or args.web_timeout_s <= 0:
+            parser.error("--store-attempts must be in 1..100 and --web-timeout-s > 0")
 
     async def start(self) -> dict[str, str]:
         self.stopping = False
@@ -92,8 +106,13 @@ class WorkerService(Service):
         m.gauge("scalelab_worker_connected_slots", "Slots connected to the queue").set_function(
             lambda: self.connected
         )
+        self.results: DirectoryResults | WebResults | None = None
         if self.args.result_dir:
-            os.makedirs(self.args.result_dir, exist_ok=True)
+            self.results = DirectoryResults(self.args.result_dir)
+        elif self.args.web:
+            self.results = WebResults(self.args.web, timeout_s=self.args.web_timeout_s,
+                                      attempts=self.args.store_attempts,
+                                      connections=self.args.concurrency)  # fmt: skip
         # Connect before the ready line, so /health is truthful from the start; a queue
         # that is down is not fatal (the slots keep retrying, /health says 503).
         first = await asyncio.gather(
@@ -126,6 +145,8 @@ class WorkerService(Service):
         await asyncio.gather(*self.slots, return_exceptions=True)
         for client in list(self.clients):
             client.close()
+        if self.results is not None:
+            await self.results.close()
 
     # -- one slot ---------------------------------------------------------------------------
 
@@ -193,13 +214,13 @@ class WorkerService(Service):
                 result = photo.process(body)
                 if self.args.service_time_ms:
                     await asyncio.sleep(self.args.service_time_ms / 1000)
-                if self.args.result_dir:
-                    self._store(result)
+                if self.results is not None:
+                    await self.results.store(result)
             except Exception as exc:  # noqa: BLE001 - any failure of the job itself is retried
-                if not isinstance(exc, photo.BadJob | OSError):
+                if not isinstance(exc, EXPECTED_FAILURES):
                     self.log.error("job_crashed", job=job_id, error=repr(exc))
                 await self._stop_touching(toucher)
-                await self._failed(client, job_id, exc)
+                await self._failed(client, job_id, body, exc)
                 return
             await self._stop_touching(toucher)
             await client.delete(job_id)
@@ -224,7 +245,8 @@ class WorkerService(Service):
         # A touch already written still gets its reply first; the connection keeps order.
         await asyncio.gather(toucher, return_exceptions=True)
 
-    async def _failed(self, client: QueueClient, job_id: int, error: Exception) -> None:
+    async def _failed(self, client: QueueClient, job_id: int, body: bytes,
+                      error: Exception) -> None:  # fmt: skip
         stats = await client.stats_job(job_id)
         failures = int(stats.get("releases", "0")) + 1
         args = self.args
@@ -233,19 +255,17 @@ class WorkerService(Service):
         pri = int(stats.get("pri", "1024"))
         if decision.action == "bury":
             await client.bury(job_id, pri)
+            await self._report_buried(job_id, body, error)
         else:
             await client.release(job_id, pri, decision.delay_s)
         self.failed[decision.action].inc()
         self.log.info("job_failed", job=job_id, error=str(error), failures=failures,
                       action=decision.action, delay_s=decision.delay_s)  # fmt: skip
 
-    def _store(self, result: photo.Result) -> None:
-        """Write ``<image>.json`` and ``<image>.rgb`` atomically (temp name + rename)."""
-        base = os.path.join(self.args.result_dir, result.image.replace("/", "__"))
-        meta = orjson.dumps({"image": result.image, "digest": result.digest,
-                             "bytes": len(result.thumbnail)})  # fmt: skip
-        for path, data in ((base + ".rgb", result.thumbnail), (base + ".json", meta)):
-            tmp = f"{path}.tmp{os.getpid()}"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
+    async def _report_buried(self, job_id: int, body: bytes, error: Exception) -> None:
+        if self.results is None:
+            return
+        try:
+            await self.results.failed(photo.photo_id_of(body), f"job {job_id} buried: {error}")
+        except Exception as exc:  # noqa: BLE001 - best effort: the job is buried either way
+            self.log.warning("failure_not_reported", job=job_id, error=repr(exc))
