@@ -20,7 +20,7 @@ Routes (the chapter's API)::
 
     POST   /photos                  publish a photo job   202 + Location | 400 | 503
     GET    /photos/{id}             its state (photos.py) 200 | 404
-    GET    /photos/{id}/thumbnail   the stored result     200 | 404 (not done yet)
+    GET    /photos/{id}/thumbnail   the stored result     200 | 304 | 404 (not done yet)
     PUT    /photos/{id}/thumbnail   a worker stores it    200 | 400 | 404 | 409 | 411 | 413
     POST   /photos/{id}/failure     a worker gave up      200 | 404
 
@@ -83,7 +83,7 @@ from .protocol import (
 from .publisher import JobPublisher, QueueUnavailable
 from .repository import RepositoryMetrics, UserRepository
 from .sessions import COOKIE_NAME, MemorySessions
-from .static import DEFAULT_ROOT, StaticFiles, is_not_modified
+from .static import DEFAULT_ROOT, StaticFiles, etag_matches, is_not_modified
 from .storage import SYNCHRONOUS_MODES, DatabaseUnavailable, open_store, parse_db_spec
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
@@ -112,6 +112,7 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPT
 STORE_STATUS = {StoreOutcome.STORED: 200, StoreOutcome.UNCHANGED: 200,
                 StoreOutcome.CONFLICT: 409, StoreOutcome.WRONG_SIZE: 400,
                 StoreOutcome.MISSING: 404}  # fmt: skip
+THUMBNAIL_CACHE_CONTROL = "public, max-age=31536000, immutable"
 NO_QUEUE = "photo processing needs a queue: start the web tier with --queue HOST:PORT"
 
 
@@ -601,10 +602,17 @@ class WebService(Service):
                             headers=USER_DOCUMENT_HEADERS)  # fmt: skip
 
     async def get_thumbnail(self, request: web.Request) -> web.Response:
-        thumbnail = await self.store.get_thumbnail(self._photo_id(request))
-        if thumbnail is None:
+        found = await self.store.get_thumbnail(self._photo_id(request))
+        if found is None:
             raise ApiError(404, "no thumbnail (no such photo, or not processed yet)")
-        return web.Response(body=thumbnail, content_type="application/octet-stream")
+        thumbnail, digest = found
+        # A done photo's thumbnail never changes (photos.py refuses other bytes), so its
+        # digest is a strong validator and a cache may keep it for good (RFC 8246).
+        headers = {"ETag": f'"{digest}"', "Cache-Control": THUMBNAIL_CACHE_CONTROL}
+        if etag_matches(request.headers.get("If-None-Match", ""), headers["ETag"]):
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=thumbnail, content_type="application/octet-stream",
+                            headers=headers)  # fmt: skip
 
     async def put_thumbnail(self, request: web.Request) -> web.Response:
         photo_id = self._photo_id(request)

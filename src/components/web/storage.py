@@ -98,7 +98,7 @@ PHOTO_FAIL = (
     f"UPDATE photos SET state = '{State.FAILED}', error = ?"
     f" WHERE id = ? AND state = '{State.PENDING}'"
 )
-THUMBNAIL_SELECT = f"SELECT thumbnail FROM photos WHERE id = ? AND state = '{State.DONE}'"
+THUMBNAIL_SELECT = f"SELECT thumbnail, digest FROM photos WHERE id = ? AND state = '{State.DONE}'"
 
 
 def photo_row(job: PhotoJob) -> tuple:
@@ -140,8 +140,9 @@ class UserStore(abc.ABC):
     async def get_photo(self, photo_id: int) -> Photo | None: ...
 
     @abc.abstractmethod
-    async def get_thumbnail(self, photo_id: int) -> bytes | None:
-        """The stored thumbnail, or None while the photo is not done (or does not exist)."""
+    async def get_thumbnail(self, photo_id: int) -> tuple[bytes, str] | None:
+        """The stored thumbnail and its digest; None while the photo is not done (or does
+        not exist)."""
 
     @abc.abstractmethod
     async def store_thumbnail(self, photo_id: int, thumbnail: bytes, digest: str) -> StoreOutcome:
@@ -278,10 +279,10 @@ class SqliteUserStore(UserStore):
             row = await cursor.fetchone()
         return None if row is None else photo_from_row(row)
 
-    async def get_thumbnail(self, photo_id: int) -> bytes | None:
+    async def get_thumbnail(self, photo_id: int) -> tuple[bytes, str] | None:
         async with self._reader.execute(THUMBNAIL_SELECT, (photo_id,)) as cursor:
             row = await cursor.fetchone()
-        return None if row is None else row[0]
+        return None if row is None else (row[0], row[1])
 
     async def store_thumbnail(self, photo_id: int, thumbnail: bytes, digest: str) -> StoreOutcome:
         cursor = await self._db.execute(PHOTO_STORE, (digest, thumbnail, photo_id, len(thumbnail)))

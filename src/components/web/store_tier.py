@@ -190,13 +190,14 @@ class StoreTierUserStore(UserStore):
         rows = values.get("values")
         return photo_from_row(rows[0]) if rows else None
 
-    async def get_thumbnail(self, photo_id: int) -> bytes | None:
+    async def get_thumbnail(self, photo_id: int) -> tuple[bytes, str] | None:
         answer = await self._read([[THUMBNAIL_SELECT, photo_id]], level="weak")
         rows = answer.results[0].get("values")
-        if not rows or rows[0][0] is None:
+        if not rows:
             return None
+        encoded, digest = rows[0]
         try:
-            return base64.b64decode(rows[0][0], validate=True)
+            return base64.b64decode(encoded, validate=True), digest
         except (binascii.Error, TypeError, ValueError):
             # Not what store_thumbnail wrote: someone edited the row behind our back.
             raise DatabaseUnavailable(f"photo {photo_id}: stored thumbnail is not base64") from None

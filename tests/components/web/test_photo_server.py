@@ -96,6 +96,11 @@ async def test_storing_the_thumbnail_makes_the_photo_done(web, queue, client):
         assert response.status == 200
         assert response.content_type == "application/octet-stream"
         assert await response.read() == result.thumbnail
+        assert response.headers["ETag"] == f'"{result.digest}"'
+        assert "immutable" in response.headers["Cache-Control"]
+    revalidate = {"If-None-Match": f'"{result.digest}"'}
+    async with client.get(url + "/thumbnail", headers=revalidate) as response:
+        assert response.status == 304
 
 
 async def test_a_redelivered_result_is_stored_once(web, queue, client):

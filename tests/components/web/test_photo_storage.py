@@ -53,7 +53,7 @@ async def test_storing_the_thumbnail_makes_it_done(store):
     assert await store.store_thumbnail(photo_id, result.thumbnail, result.digest) == "stored"
     found = await store.get_photo(photo_id)
     assert found.state is State.DONE and found.digest == result.digest
-    assert await store.get_thumbnail(photo_id) == result.thumbnail
+    assert await store.get_thumbnail(photo_id) == (result.thumbnail, result.digest)
 
 
 async def test_storing_the_same_bytes_again_is_unchanged(store):
@@ -62,7 +62,7 @@ async def test_storing_the_same_bytes_again_is_unchanged(store):
     await store.store_thumbnail(photo_id, result.thumbnail, result.digest)
     again = await store.store_thumbnail(photo_id, result.thumbnail, result.digest)
     assert again is StoreOutcome.UNCHANGED
-    assert await store.get_thumbnail(photo_id) == result.thumbnail
+    assert await store.get_thumbnail(photo_id) == (result.thumbnail, result.digest)
 
 
 async def test_other_bytes_after_done_are_a_conflict_and_change_nothing(store):
@@ -72,7 +72,7 @@ async def test_other_bytes_after_done_are_a_conflict_and_change_nothing(store):
     other = bytes(len(result.thumbnail))
     outcome = await store.store_thumbnail(photo_id, other, hashlib.sha256(other).hexdigest())
     assert outcome is StoreOutcome.CONFLICT
-    assert await store.get_thumbnail(photo_id) == result.thumbnail
+    assert await store.get_thumbnail(photo_id) == (result.thumbnail, result.digest)
 
 
 async def test_a_thumbnail_of_the_wrong_size_is_refused(store):
@@ -114,7 +114,7 @@ async def test_the_largest_thumbnail_round_trips(store):
     thumbnail = bytes(range(256)) * (photo.MAX_THUMBNAIL_BYTES // 256)
     digest = hashlib.sha256(thumbnail).hexdigest()
     assert await store.store_thumbnail(photo_id, thumbnail, digest) == "stored"
-    assert await store.get_thumbnail(photo_id) == thumbnail
+    assert await store.get_thumbnail(photo_id) == (thumbnail, digest)
 
 
 async def test_photos_survive_reopening_sqlite(tmp_path):
@@ -127,6 +127,6 @@ async def test_photos_survive_reopening_sqlite(tmp_path):
     second = await SqliteUserStore.open(path)
     try:
         assert (await second.get_photo(photo_id)).digest == result.digest
-        assert await second.get_thumbnail(photo_id) == result.thumbnail
+        assert await second.get_thumbnail(photo_id) == (result.thumbnail, result.digest)
     finally:
         await second.close()
