@@ -31,7 +31,10 @@ after the queue acknowledged the put; a queue that is down or silent costs a 503
 ``Retry-After`` (the photo is then marked failed, "not queued"), never a hang. The
 thumbnail ``PUT`` is idempotent, so the queue's at-least-once delivery is harmless, and
 its body is bounded by the size the job implies (at most ``photo.MAX_THUMBNAIL_BYTES``),
-read past aiohttp's ``--max-body-bytes`` bound, which is for JSON documents.
+read past aiohttp's ``--max-body-bytes`` bound, which is for JSON documents. The two
+routes workers call are for workers only: with ``--worker-token T`` they require
+``Authorization: Bearer T`` (401 otherwise), as a real deployment would put them on an
+internal listener or behind service credentials.
 
 Every error is JSON, ``{"error": "..."}`` plus ``"field"`` for a 422. One middleware
 does the per-request bookkeeping: admission (503 + ``Retry-After`` over capacity, see
@@ -54,6 +57,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import hmac
 import shutil
 import sqlite3
 import tempfile
@@ -189,6 +193,9 @@ class WebService(Service):
                            help="bound on connecting to the queue and on one put")  # fmt: skip
         group.add_argument("--photo-ttr-s", type=non_negative_int, default=60,
                            help="time-to-run of a photo job (the queue's TTR)")  # fmt: skip
+        group.add_argument("--worker-token", default=None,
+                           help="required as 'Authorization: Bearer T' on the routes workers "
+                                "call (PUT .../thumbnail, POST .../failure)")  # fmt: skip
         admission.add_arguments(parser, unit="requests")
         group.add_argument("--max-connections", type=non_negative_int,
                            default=DEFAULT_MAX_CONNECTIONS,
@@ -614,8 +621,20 @@ class WebService(Service):
         return web.Response(body=thumbnail, content_type="application/octet-stream",
                             headers=headers)  # fmt: skip
 
+    def _check_worker(self, request: web.Request) -> None:
+        """Only workers store results: with ``--worker-token``, they must show it."""
+        token = self.args.worker_token
+        if token is None:
+            return
+        scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            credential.strip().encode(), token.encode()
+        ):
+            raise ApiError(401, "worker token required")
+
     async def put_thumbnail(self, request: web.Request) -> web.Response:
         photo_id = self._photo_id(request)
+        self._check_worker(request)
         length = request.content_length
         if length is None:
             raise ApiError(411, "Content-Length required")
@@ -641,6 +660,7 @@ class WebService(Service):
 
     async def post_failure(self, request: web.Request) -> web.Response:
         photo_id = self._photo_id(request)
+        self._check_worker(request)
         doc = await self.read_json(request)
         error = doc.get("error") if isinstance(doc, dict) else None
         if not isinstance(error, str) or not error.strip():

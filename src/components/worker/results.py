@@ -69,13 +69,16 @@ class DirectoryResults:
 
 
 class WebResults:
-    def __init__(self, base_url: str, *, timeout_s: float, attempts: int,
-                 connections: int) -> None:  # fmt: skip
+    def __init__(self, base_url: str, *, timeout_s: float, attempts: int, connections: int,
+                 token: str | None = None) -> None:  # fmt: skip
         self.base_url = base_url.rstrip("/")
         self.attempts = attempts
+        # The web tier's --worker-token: the store routes are for workers only.
+        headers = {"Authorization": f"Bearer {token}"} if token else None
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=timeout_s),
             connector=aiohttp.TCPConnector(limit=connections),
+            headers=headers,
         )
 
     async def store(self, result: Result) -> None:

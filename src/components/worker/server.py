@@ -73,6 +73,8 @@ class WorkerService(Service):
         group.add_argument("--web", default=None,
                            help="store results through the web tier at this URL "
                                 "(PUT /photos/{id}/thumbnail), e.g. http://127.0.0.1:8000")  # fmt: skip
+        group.add_argument("--web-token", default=None,
+                           help="sent as 'Authorization: Bearer T' (the web tier's --worker-token)")  # fmt: skip
         group.add_argument("--web-timeout-s", type=non_negative_float, default=5.0,
                            help="deadline of one call to the web tier")  # fmt: skip
         group.add_argument("--store-attempts", type=int, default=3,
@@ -112,6 +114,7 @@ class WorkerService(Service):
         elif self.args.web:
             self.results = WebResults(self.args.web, timeout_s=self.args.web_timeout_s,
                                       attempts=self.args.store_attempts,
+                                      token=self.args.web_token,
                                       connections=self.args.concurrency)  # fmt: skip
         # Connect before the ready line, so /health is truthful from the start; a queue
         # that is down is not fatal (the slots keep retrying, /health says 503).

@@ -193,6 +193,26 @@ async def test_a_worker_reports_a_buried_job_as_failed(web, client):
         assert response.status == 400
 
 
+async def test_with_a_worker_token_only_workers_store_results(spawn, queue, client):
+    host, port = queue.address()
+    web = spawn("web", "--queue", f"{host}:{port}", "--seed-users", "2",
+                "--worker-token", "s3cret")  # fmt: skip
+    created = await post_photo(client, web)  # users need no token
+    url = web.url() + created["location"]
+    result = photo.process(photo.encode_job(photo.PhotoJob(**JOB, photo=created["id"])))
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+        async with client.put(url + "/thumbnail", data=result.thumbnail,
+                              headers=headers) as response:  # fmt: skip
+            assert response.status == 401
+        async with client.post(url + "/failure", json={"error": "x"}, headers=headers) as response:
+            assert response.status == 401
+    async with client.get(url) as response:
+        assert (await response.json())["state"] == "pending"
+    worker = {"Authorization": "Bearer s3cret"}
+    async with client.put(url + "/thumbnail", data=result.thumbnail, headers=worker) as response:
+        assert response.status == 200
+
+
 async def test_without_a_queue_the_photo_routes_are_503(spawn, client):
     web = spawn("web", "--seed-users", "2")
     for method, path in [("POST", "/photos"), ("GET", "/photos/1"),

@@ -71,8 +71,8 @@ async def check_done(client, web, photo_id: int, doc: dict) -> None:
 
 
 async def test_posted_photos_are_processed_and_stored_through_the_web_tier(spawn, client):
-    queue, web = start_pipeline(spawn)
-    worker = start_worker(spawn, queue, web, "--concurrency", "3")
+    queue, web = start_pipeline(spawn, "--worker-token", "s3cret")
+    worker = start_worker(spawn, queue, web, "--concurrency", "3", "--web-token", "s3cret")
     docs = [job_doc(f"user-{i}/p.jpg", thumb=8 + i) for i in range(6)]
     ids = [await post(client, web, doc) for doc in docs]
     for photo_id, doc in zip(ids, docs, strict=True):
