@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import shutil
@@ -112,10 +113,15 @@ REFUSAL = (
 #: §5.2.2.7 ``private``), so an edge in front of the site passes the API through.
 USER_DOCUMENT_HEADERS = {"Cache-Control": "private, no-cache"}
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
-#: The status each thumbnail store outcome is answered with (photos.StoreOutcome).
-STORE_STATUS = {StoreOutcome.STORED: 200, StoreOutcome.UNCHANGED: 200,
-                StoreOutcome.CONFLICT: 409, StoreOutcome.WRONG_SIZE: 400,
-                StoreOutcome.MISSING: 404}  # fmt: skip
+#: The answer to a thumbnail store that did not succeed, by outcome (photos.StoreOutcome);
+#: STORED and UNCHANGED are both 200, which is what makes a redelivered job harmless.
+STORE_REFUSALS = {
+    StoreOutcome.MISSING: (404, "no such photo"),
+    StoreOutcome.WRONG_SIZE: (400, "thumbnail is not the size the job implies"),
+    StoreOutcome.CONFLICT: (409, "photo already done with a different thumbnail"),
+}
+#: The publisher retries the queue within its backoff cap (publisher.RECONNECT_MAX_S).
+QUEUE_RETRY_AFTER = {"Retry-After": "1"}
 THUMBNAIL_CACHE_CONTROL = "public, max-age=31536000, immutable"
 NO_QUEUE = "photo processing needs a queue: start the web tier with --queue HOST:PORT"
 
@@ -256,7 +262,6 @@ class WebService(Service):
         self.static_headers = {"Cache-Control": f"public, max-age={args.static_max_age_s}"}
         self.admission = admission.Admission.from_args(args)
         self.retry_after = self.admission.retry_after
-        self.retry_after_queue = {"Retry-After": "1"}
         self._register_metrics()
         self.repository = UserRepository(
             self.store,
@@ -584,8 +589,7 @@ class WebService(Service):
         except photo.BadJob as exc:
             raise ApiError(400, str(exc)) from None
         photo_id = await self.store.create_photo(job)
-        body = photo.encode_job(photo.PhotoJob(job.image, job.width, job.height, job.thumb,
-                                               photo_id, job.fail))  # fmt: skip
+        body = photo.encode_job(dataclasses.replace(job, photo=photo_id))
         try:
             job_id = await self.publisher.publish(body)
         except QueueUnavailable as exc:
@@ -594,7 +598,7 @@ class WebService(Service):
             # timeout) and the job did land, a worker's store still makes it done.
             await self.store.fail_photo(photo_id, bounded_error(f"not queued: {exc}"))
             self.log.warning("photo_not_published", photo=photo_id, error=str(exc))
-            return json_error(503, "queue unavailable, retry later", headers=self.retry_after_queue)
+            return json_error(503, "queue unavailable, retry later", headers=QUEUE_RETRY_AFTER)
         self.photos_published.inc()
         location = photo_location(photo_id)
         return web.Response(body=orjson.dumps({"id": photo_id, "state": "pending", "job": job_id,
@@ -648,12 +652,8 @@ class WebService(Service):
         digest = hashlib.sha256(thumbnail).hexdigest()
         outcome = await self.store.store_thumbnail(photo_id, thumbnail, digest)
         self.thumbnails_stored[outcome].inc()
-        status = STORE_STATUS[outcome]
-        if status != 200:
-            messages = {StoreOutcome.MISSING: "no such photo",
-                        StoreOutcome.WRONG_SIZE: "thumbnail is not the size the job implies",
-                        StoreOutcome.CONFLICT: "photo already done with a different thumbnail"}  # fmt: skip
-            raise ApiError(status, messages[outcome])
+        if outcome in STORE_REFUSALS:
+            raise ApiError(*STORE_REFUSALS[outcome])
         return web.Response(body=orjson.dumps({"id": photo_id, "state": "done", "digest": digest,
                                                "outcome": str(outcome)}),
                             content_type=JSON)  # fmt: skip

@@ -24,7 +24,9 @@ base64 text, so the thumbnail travels and is kept as base64 text in the ``thumbn
 column (a third bigger; SQLite's column affinity allows it). Reads that decide a store's
 outcome, and the thumbnail itself, are asked of the primary (``level=weak``): a worker
 has no read-your-writes cookie, and a replica a moment behind must not turn a photo just
-created into a 404.
+created into a 404. ``GET /photos/{id}`` reads like ``GET /users/{id}`` (any node, with the
+user's cookie), so after a worker stored a result a lagging replica may show "pending" a
+moment longer: the user's cookie carries the user's writes, not the worker's.
 
 The schema and seeding match the SQLite backend exactly (same table, same ``meta`` row),
 so the two are interchangeable. Seeding goes in batches of statements, one transaction

@@ -11,6 +11,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from components.common.runner import parse_args
 from components.worker import photo
 from components.worker.results import (
     DirectoryResults,
@@ -18,6 +19,7 @@ from components.worker.results import (
     StoreUnavailable,
     WebResults,
 )
+from components.worker.server import WorkerService
 
 RESULT = photo.process(photo.encode_job(photo.PhotoJob("a.jpg", 20, 10, 4, photo=5)))
 
@@ -131,3 +133,16 @@ async def test_directory_results_are_written_whole(tmp_path):
     meta = orjson.loads((tmp_path / "out" / "a.jpg.json").read_bytes())
     assert meta == {"image": "a.jpg", "digest": RESULT.digest, "bytes": len(RESULT.thumbnail)}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jpg.json", "a.jpg.rgb"]
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [("--web", "http://127.0.0.1:1", "--result-dir", "/tmp/x"), ("--web", "ftp://127.0.0.1:1"),
+     ("--web", "http://127.0.0.1:1", "--store-attempts", "0"),
+     ("--web", "http://127.0.0.1:1", "--web-timeout-s", "0")],
+)  # fmt: skip
+def test_bad_sink_flags_are_refused(flags, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(WorkerService, ["--queue", "127.0.0.1:1", *flags])
+    assert exit_info.value.code == 2
+    assert "--" in capsys.readouterr().err
