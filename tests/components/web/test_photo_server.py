@@ -229,6 +229,7 @@ async def test_a_killed_queue_gives_a_fast_503_then_publishing_resumes(spawn, cl
     host, port = queue.address()
     web = spawn("web", "--queue", f"{host}:{port}", "--seed-users", "2")
     await post_photo(client, web)
+    assert scrape(web).value("scalelab_web_queue_connected") == 1
     queue.kill()
     for _ in range(3):  # the first finds the connection lost; the next wait out a backoff
         async with client.post(web.url() + "/photos", json=JOB) as response:
@@ -237,6 +238,7 @@ async def test_a_killed_queue_gives_a_fast_503_then_publishing_resumes(spawn, cl
             created = orjson.loads(await response.read())
     assert "error" in created
     assert scrape(web).total("scalelab_web_photo_publish_errors_total") == 3
+    assert scrape(web).value("scalelab_web_queue_connected") == 0
     queue = spawn("queue", "-b", str(tmp_path / "q"), "-f", "0", "--port", str(port))
 
     async def published() -> bool:

@@ -84,6 +84,20 @@ async def test_posted_photos_are_processed_and_stored_through_the_web_tier(spawn
     assert scrape(web).total("scalelab_web_photos_published_total") == 6
 
 
+async def test_every_accepted_photo_survives_a_queue_killed_right_after(spawn, client, tmp_path):
+    # 202 is sent only after the queue's INSERTED, which with -f 0 follows the fsync.
+    queue = spawn("queue", "-b", str(tmp_path / "q"), "-f", "0")
+    _, web = start_pipeline(spawn, queue=queue)
+    docs = [job_doc(f"durable-{i}.jpg") for i in range(5)]
+    ids = [await post(client, web, doc) for doc in docs]
+    queue.kill()
+    queue = spawn("queue", "-b", str(tmp_path / "q"), "-f", "0", "--port",
+                  str(queue.address()[1]), "--admin-port", "0")  # fmt: skip
+    start_worker(spawn, queue, web, "--concurrency", "2")
+    for photo_id, doc in zip(ids, docs, strict=True):
+        await check_done(client, web, photo_id, doc)
+
+
 async def test_the_pipeline_on_the_store_tier(spawn, client, tmp_path):
     store = spawn("store", "--data-dir", str(tmp_path / "store"))
     queue, web = start_pipeline(spawn, "--db", f"store:{store.listen['main']}")
