@@ -11,7 +11,8 @@ store must take the same result twice without harm. Two sinks keep that promise:
   load with 503); if it still fails the job fails, and the worker releases it with the
   queue's backoff (``retry.py``), so a long outage costs delayed jobs, not lost ones. A
   4xx is the web tier saying *this* result is wrong (no such photo, wrong size, a
-  different result already stored): retrying the PUT cannot help, the job fails. When a
+  different result already stored): retrying the PUT cannot help, the job fails and is
+  buried after ``--max-failures`` (an outage never buries: ``retry.py``). When a
   job is finally buried the worker tells the web tier (``POST /photos/{id}/failure``), so
   the photo shows ``failed`` instead of ``pending`` forever; that call is best effort.
 - ``DirectoryResults`` (``--result-dir DIR``): ``<image>.rgb`` and ``<image>.json``

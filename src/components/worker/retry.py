@@ -7,6 +7,12 @@ failing is probably poison (a malformed body): after ``max_failures`` attempts i
 buried, where it stays, visible in ``stats`` and ``peek-buried``, until someone kicks
 it. The attempt count comes from the queue itself (``stats-job``'s ``releases``), so it
 survives worker restarts.
+
+A failure that is not the job's fault (``transient``: the web tier that stores results
+is down or answers 5xx) is never a reason to bury: the job is released with the same
+capped backoff however often it fails, so an outage of the result store delays jobs
+instead of burying every one of them. The price: a store that fails one job forever
+keeps that job cycling once per ``max_delay_s``, visible as releases in the metrics.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ class Decision:
     delay_s: int = 0
 
 
-def decide(failures: int, max_failures: int, base_delay_s: int, max_delay_s: int) -> Decision:
+def decide(failures: int, max_failures: int, base_delay_s: int, max_delay_s: int,
+           transient: bool = False) -> Decision:  # fmt: skip
     """``failures`` counts this one (1 on the first failure)."""
-    if failures >= max_failures:
+    if failures >= max_failures and not transient:
         return Decision("bury")
     delay = min(max_delay_s, base_delay_s * (1 << min(failures - 1, 30)))
     return Decision("release", delay)

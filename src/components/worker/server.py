@@ -11,7 +11,8 @@ connection's reply stream (protocol.txt: commands are answered in order). A slot
    only after the store was acknowledged, which is what makes processing at-least-once;
 4. on failure asks the queue how often the job was already released (``stats-job``)
    and, per ``retry.decide``, releases it with exponential backoff or buries it (and,
-   with ``--web``, tells the web tier the photo failed).
+   with ``--web``, tells the web tier the photo failed); a web tier that is down or
+   answers 5xx is not the job's fault, so such a job is released, never buried.
 
 A job that may outlive its TTR is kept alive with ``touch`` every
 ``--touch-interval-s`` while it is processed. A lost queue connection is retried with
@@ -254,7 +255,7 @@ class WorkerService(Service):
         failures = int(stats.get("releases", "0")) + 1
         args = self.args
         decision = retry.decide(failures, args.max_failures, args.retry_delay_s,
-                                args.retry_max_delay_s)  # fmt: skip
+                                args.retry_max_delay_s, isinstance(error, StoreUnavailable))  # fmt: skip
         pri = int(stats.get("pri", "1024"))
         if decision.action == "bury":
             await client.bury(job_id, pri)

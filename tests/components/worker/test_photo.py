@@ -63,8 +63,15 @@ def test_retry_backs_off_exponentially_then_buries():
     ]
 
 
-@given(st.integers(1, 10_000), st.integers(1, 50), st.integers(0, 100), st.integers(0, 3600))
-def test_retry_delay_is_always_within_bounds(failures, max_failures, base, cap):
-    decision = retry.decide(failures, max_failures, base, cap)
-    assert (decision.action == "bury") == (failures >= max_failures)
+def test_transient_failures_back_off_but_never_bury():
+    decisions = [retry.decide(n, 2, 2, 5, transient=True) for n in (1, 2, 3, 50)]
+    assert [d.action for d in decisions] == ["release"] * 4
+    assert [d.delay_s for d in decisions] == [2, 4, 5, 5]
+
+
+@given(st.integers(1, 10_000), st.integers(1, 50), st.integers(0, 100), st.integers(0, 3600),
+       st.booleans())  # fmt: skip
+def test_retry_delay_is_always_within_bounds(failures, max_failures, base, cap, transient):
+    decision = retry.decide(failures, max_failures, base, cap, transient)
+    assert (decision.action == "bury") == (failures >= max_failures and not transient)
     assert 0 <= decision.delay_s <= cap

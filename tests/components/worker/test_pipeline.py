@@ -163,14 +163,16 @@ async def test_a_web_tier_down_releases_the_job_until_the_store_succeeds(spawn, 
     doc = job_doc("patient.jpg")
     photo_id = await post(client, web, doc)
     web.kill()  # the job is queued; the web tier that should take its result is gone
+    # --max-failures 1: a job failing on its own would be buried at once; an outage must not.
     start_worker(spawn, queue, web, "--store-attempts", "2", "--retry-delay-s", "100",
-                 "--retry-max-delay-s", "1000")  # fmt: skip
+                 "--retry-max-delay-s", "1000", "--max-failures", "1")  # fmt: skip
     with greenstalk.Client(queue.address(), use="photos") as beanstalk:
         harness.wait_until_sync(lambda: beanstalk.stats()["current-jobs-delayed"] == 1,
                                 what="job released")  # fmt: skip
         job_id = beanstalk.peek_delayed().id
         stats = beanstalk.stats_job(job_id)
         assert stats["releases"] == 1 and stats["delay"] == 100  # retry.py's backoff
+        assert stats["buries"] == 0
         assert beanstalk.stats()["cmd-delete"] == 0  # not stored, so not deleted
         web = spawn("web", "--db", db, "--queue", "{}:{}".format(*queue.address()),
                     "--seed-users", "2", "--port", str(port), "--admin-port", "0")  # fmt: skip
