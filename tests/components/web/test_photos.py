@@ -210,6 +210,19 @@ async def test_a_silent_queue_costs_one_timeout_then_a_new_connection():
     assert await publisher.publish(b"a") == 3
 
 
+async def test_a_connection_lost_mid_put_is_unavailable_and_reconnects_later():
+    clock = Clock()
+    lost, fresh = FakeClient(ConnectionError("queue connection lost")), FakeClient(4)
+    publisher = JobPublisher("h", 1, "photos", clock=clock, connect=FakeConnector(lost, fresh))
+    with pytest.raises(QueueUnavailable, match="did not acknowledge"):
+        await publisher.publish(b"a")
+    assert not publisher.connected
+    with pytest.raises(QueueUnavailable, match="waiting to reconnect"):
+        await publisher.publish(b"a")
+    clock.now += 1
+    assert await publisher.publish(b"a") == 4
+
+
 async def test_a_refusal_keeps_the_connection():
     client = FakeClient(CommandError("DRAINING"))
     publisher = JobPublisher("h", 1, "photos", connect=FakeConnector(client))
