@@ -34,17 +34,12 @@ CHILD = r"""
 import asyncio, sys, time
 sys.path[:0] = [sys.argv[1], sys.argv[2]]
 import components.common.log  # noqa: F401  (import before silencing)
-from test_bench_proxy import REQUEST, RESPONSE, make_proxy
-from components.lb.proxy import ClientConnection
-from test_bench_proxy import FakeTransport
+from test_bench_proxy import make_clients, make_proxy, proxy_requests
 loop = asyncio.new_event_loop()
 proxy = make_proxy(loop)
-client = ClientConnection(proxy)
-client.connection_made(FakeTransport())
+clients = make_clients(proxy)
 def run(n):
-    for _ in range(n):
-        client.data_received(REQUEST)
-        client.conn.data_received(RESPONSE)
+    proxy_requests(proxy, clients, n)
 run(2000)
 best = min(_batch for _batch in (
     (lambda t0: (run(2000), (time.process_time() - t0) / 2000 * 1e6)[1])(time.process_time())

@@ -22,10 +22,14 @@ wrk repeats one request, and our balancer recalls a head it has just parsed (the
 target (a wrk Lua script appending a counter), so no request head repeats and the cost of
 parsing and rewriting every one is measured; the backends' answers still repeat.
 
+``--base REV`` adds our balancer as of git revision ``REV`` to every round (its
+``src`` extracted beside the work tree): a change's before/after under the same load,
+with the goal's own figures; ``--skip-nginx`` leaves nginx out to keep such runs short.
+
 Run::
 
     .venv/bin/python bench/lb/compare_haproxy.py [--duration 10] [--connections 64] [--rounds 3]
-                                                 [--vary-requests]
+                                                 [--vary-requests] [--base REV] [--skip-nginx]
 
 Only loopback addresses are used.
 """
@@ -81,8 +85,13 @@ backend be
 """
 
 
-def start_targets(workdir: Path, servers: list) -> dict[str, tuple[str, list[int]]]:
-    """Backends, then the three proxies: name -> (url, pids whose CPU to count)."""
+def start_targets(
+    workdir: Path, servers: list, base: tuple[str, Path] | None = None, nginx: bool = True
+) -> dict[str, tuple[str, list[int]]]:
+    """Backends, then the proxies: name -> (url, pids whose CPU to count).
+
+    ``base``: (revision, its extracted ``src``) for our balancer as of that revision.
+    """
     backends = [benchlib.free_port(), benchlib.free_port()]
     blocks = "\n".join(
         f'server {{ listen {LOOPBACK}:{p}; location / {{ return 200 "{BODY}"; }} }}'
@@ -101,24 +110,36 @@ def start_targets(workdir: Path, servers: list) -> dict[str, tuple[str, list[int
     servers.append(haproxy)
     targets[HAPROXY] = (f"http://{LOOPBACK}:{port}/", [haproxy.pid])
 
-    port = benchlib.free_port()
-    upstream = " ".join(f"server {LOOPBACK}:{p};" for p in backends)
-    block = f"""
-    upstream be {{ {upstream} keepalive 64; }}
-    server {{ listen {LOOPBACK}:{port};
-        location / {{ proxy_pass http://be; proxy_http_version 1.1;
-                      proxy_set_header Connection ""; }} }}"""
-    nginx = benchlib.start_nginx(workdir, "proxy", block, port=port)
-    servers.append(nginx)
-    targets[NGINX] = (f"http://{LOOPBACK}:{port}/", benchlib.process_tree(nginx.pid))
+    if nginx:
+        port = benchlib.free_port()
+        upstream = " ".join(f"server {LOOPBACK}:{p};" for p in backends)
+        block = f"""
+        upstream be {{ {upstream} keepalive 64; }}
+        server {{ listen {LOOPBACK}:{port};
+            location / {{ proxy_pass http://be; proxy_http_version 1.1;
+                          proxy_set_header Connection ""; }} }}"""
+        proxy = benchlib.start_nginx(workdir, "proxy", block, port=port)
+        servers.append(proxy)
+        targets[NGINX] = (f"http://{LOOPBACK}:{port}/", benchlib.process_tree(proxy.pid))
 
-    argv = [sys.executable, "-m", "components.lb", "--host", LOOPBACK, "--port", "0",
+    argv = [sys.executable, "-m", "components.lb", "--host", LOOPBACK,
             "--admin-port", "0", "--log-level", "warning"]  # fmt: skip
     for backend in backends:
         argv += ["--backend", f"{LOOPBACK}:{backend}"]
-    ours = process.launch(benchlib.pinned(argv), log_path=workdir / "lb.log", cwd=benchlib.REPO)
+    ours = process.launch(benchlib.pinned([*argv, "--port", "0"]), log_path=workdir / "lb.log",
+                          cwd=benchlib.REPO)  # fmt: skip
     servers.append(ours)
     targets[OURS] = (f"{ours.url()}/", [ours.pid])
+    if base is not None:
+        # Started like a reference server, with that revision's src on PYTHONPATH
+        # (``process.launch`` would put this checkout's first).
+        rev, src = base
+        port = benchlib.free_port()
+        before = benchlib.start_reference([*argv, "--port", str(port)], name="lb-base",
+                                          log_path=workdir / "lb-base.log", port=port,
+                                          env={"PYTHONPATH": str(src)})  # fmt: skip
+        servers.append(before)
+        targets[f"scalelab lb @{rev}"] = (f"http://{LOOPBACK}:{port}/", [before.pid])
     return targets
 
 
@@ -129,6 +150,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs per target; medians reported")
     parser.add_argument("--vary-requests", action="store_true",
                         help="a different target on every request (no request head repeats)")  # fmt: skip
+    parser.add_argument("--base", metavar="REV",
+                        help="also run our balancer as of git revision REV (before/after)")  # fmt: skip
+    parser.add_argument("--skip-nginx", action="store_true", help="leave the nginx proxy out")
     args = parser.parse_args()
     benchlib.require("haproxy", "nginx", "wrk", "taskset")
     workdir = Path(tempfile.mkdtemp(prefix="scalelab-bench-lb-"))
@@ -137,7 +161,10 @@ def main() -> None:
     try:
         # All proxies run at once, idle but for the one under load, so rounds can
         # alternate between them and drift in the machine's load hits each alike.
-        targets = start_targets(workdir, servers)
+        base = None
+        if args.base:
+            base = (args.base, benchlib.export_source(args.base, workdir / "base"))
+        targets = start_targets(workdir, servers, base, nginx=not args.skip_nginx)
         script = None
         if args.vary_requests:
             script = workdir / "vary.lua"
@@ -164,24 +191,27 @@ def main() -> None:
         ["", ".0f", ".2f", ".2f", ".2f", ".1f", ".0f"],
     ))  # fmt: skip
     print("req/s each round:", {n: [round(r.rps) for r in rs] for n, rs in runs.items()})
-    ours, ha = results[OURS], results[HAPROXY]
-    paired = benchlib.paired_ratio([r.rps for r in runs[OURS]], [r.rps for r in runs[HAPROXY]])
-    cpu = benchlib.paired_ratio(
-        [r.cpu_us_per_request for r in runs[OURS]], [r.cpu_us_per_request for r in runs[HAPROXY]]
-    )
-    print(f"\nreq/s ratio ours/haproxy: {ours['rps'] / ha['rps']:.2f} of the medians, "
-          f"{paired:.2f} median of per-round ratios (goal >= 0.50)")  # fmt: skip
-    added_ours, added_ha = ours["p99_ms"] - base, ha["p99_ms"] - base
-    # The same per round: each round's direct run is the baseline of that round's proxies.
-    added = {name: [r.p99_ms - d.p99_ms for r, d in zip(runs[name], runs[DIRECT], strict=True)]
-             for name in (OURS, HAPROXY)}  # fmt: skip
-    if added_ha > 0:
-        print(f"added p99 ratio ours/haproxy: {added_ours / added_ha:.2f} of the medians", end="")
-        if all(a > 0 for a in added[HAPROXY]):
-            print(f", {benchlib.paired_ratio(added[OURS], added[HAPROXY]):.2f} median of "
-                  "per-round ratios", end="")  # fmt: skip
-        print(" (goal <= 2.0)")
-    print(f"CPU per request ours/haproxy: {cpu:.2f} (median of per-round ratios)")
+    ha = results[HAPROXY]
+    added_ha = ha["p99_ms"] - base
+    # Per round too: each round's direct run is the baseline of that round's proxies.
+    added = {name: [r.p99_ms - d.p99_ms for r, d in zip(rs, runs[DIRECT], strict=True)]
+             for name, rs in runs.items()}  # fmt: skip
+    for name in [n for n in runs if n.startswith(OURS.split(" (")[0])]:  # ours, ours@REV
+        ours = results[name]
+        paired = benchlib.paired_ratio([r.rps for r in runs[name]], [r.rps for r in runs[HAPROXY]])
+        cpu = benchlib.paired_ratio([r.cpu_us_per_request for r in runs[name]],
+                                    [r.cpu_us_per_request for r in runs[HAPROXY]])  # fmt: skip
+        print(f"\n{name}")
+        print(f"req/s ratio ours/haproxy: {ours['rps'] / ha['rps']:.2f} of the medians, "
+              f"{paired:.2f} median of per-round ratios (goal >= 0.50)")  # fmt: skip
+        if added_ha > 0:
+            print(f"added p99 ratio ours/haproxy: {(ours['p99_ms'] - base) / added_ha:.2f} of "
+                  "the medians", end="")  # fmt: skip
+            if all(a > 0 for a in added[HAPROXY]):
+                print(f", {benchlib.paired_ratio(added[name], added[HAPROXY]):.2f} median of "
+                      "per-round ratios", end="")  # fmt: skip
+            print(" (goal <= 2.0)")
+        print(f"CPU per request ours/haproxy: {cpu:.2f} (median of per-round ratios)")
     print(f"wrk: {runs[OURS][0].command}")
 
 

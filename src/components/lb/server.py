@@ -34,7 +34,7 @@ from .balancer import (
 )
 from .health import HealthChecker
 from .pool import BackendPool
-from .proxy import CONNECTING, ClientConnection
+from .proxy import CONNECTING, ClientConnection, Outbox
 
 #: Resolution of the timeout sweep.
 TICK_S = 0.25
@@ -124,6 +124,7 @@ class LoadBalancer(Service):
         self.now = time.monotonic
         self.via_name = args.name.encode()
         self.draining = False
+        self.outbox = Outbox(loop)
         self.clients: set[ClientConnection] = set()
         self.balancer = Balancer(
             args.algorithm, rise=args.rise, fall=args.fall,
