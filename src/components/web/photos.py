@@ -21,6 +21,13 @@ it changes no row, ``classify_store`` reads the row to say why. The thumbnail si
 known from the job (``PhotoJob.thumbnail_bytes``) and kept in the row, so a body of any
 other size is refused before it is stored, and no body exceeds
 ``photo.MAX_THUMBNAIL_BYTES`` (768 KiB).
+
+Idempotent storing also makes *re-publishing* safe: a photo still pending long after it
+was created (its job lost by a queue run without ``-b``, or a web process that died
+between recording the photo and publishing the job) can simply be published again
+(``POST /admin/photos-republish``); if the first job was only slow, the photo is
+processed twice and stored once. What is not re-published is the test hook
+``"fail": true``, which is not stored.
 """
 
 from __future__ import annotations
@@ -61,8 +68,13 @@ class Photo:
     error: str | None = None
 
     @property
+    def job(self) -> PhotoJob:
+        """The job to publish for this photo (again, when it is stuck pending)."""
+        return PhotoJob(self.image, self.width, self.height, self.thumb, self.id)
+
+    @property
     def thumbnail_bytes(self) -> int:
-        return PhotoJob(self.image, self.width, self.height, self.thumb).thumbnail_bytes
+        return self.job.thumbnail_bytes
 
 
 #: Columns of a photo row, in ``Photo``'s order (without the thumbnail itself).

@@ -34,7 +34,9 @@ its body is bounded by the size the job implies (at most ``photo.MAX_THUMBNAIL_B
 read past aiohttp's ``--max-body-bytes`` bound, which is for JSON documents. The two
 routes workers call are for workers only: with ``--worker-token T`` they require
 ``Authorization: Bearer T`` (401 otherwise), as a real deployment would put them on an
-internal listener or behind service credentials.
+internal listener or behind service credentials. ``POST /admin/photos-republish`` (on
+the admin port) publishes again the jobs of photos stuck pending, e.g. after a queue
+without ``-b`` lost them: safe, since storing is idempotent.
 
 Every error is JSON, ``{"error": "..."}`` plus ``"field"`` for a 422. One middleware
 does the per-request bookkeeping: admission (503 + ``Retry-After`` over capacity, see
@@ -69,6 +71,8 @@ import orjson
 from aiohttp import web
 
 from components.common import Service, admission
+from components.common.admin import json_response as admin_json
+from components.common.admin import read_json as admin_read_json
 from components.common.cli import format_address, host_port, non_negative_float, non_negative_int
 from components.worker import photo
 
@@ -123,6 +127,9 @@ STORE_REFUSALS = {
 #: The publisher retries the queue within its backoff cap (publisher.RECONNECT_MAX_S).
 QUEUE_RETRY_AFTER = {"Retry-After": "1"}
 THUMBNAIL_CACHE_CONTROL = "public, max-age=31536000, immutable"
+#: ``/admin/photos-republish`` defaults: how old a pending photo must be, and how many at once.
+REPUBLISH_AGE_S = 300
+MAX_REPUBLISH_PHOTOS = 1000
 NO_QUEUE = "photo processing needs a queue: start the web tier with --queue HOST:PORT"
 
 
@@ -272,6 +279,7 @@ class WebService(Service):
             ),
         )
         self.runtime.admin.register("cache-clear", self._admin_cache_clear)
+        self.runtime.admin.register("photos-republish", self._admin_photos_republish)
         if args.queue is not None:
             host, port = args.queue
             self.publisher = JobPublisher(host, port, args.queue_tube,
@@ -395,6 +403,9 @@ class WebService(Service):
         )
         self.publish_errors = m.counter(
             "scalelab_web_photo_publish_errors_total", "Photo jobs not published (answered 503)"
+        )
+        self.photos_republished = m.counter(
+            "scalelab_web_photos_republished_total", "Jobs of stuck pending photos published again"
         )
         stored = m.counter("scalelab_web_thumbnails_stored_total",
                            "Thumbnail stores by outcome (unchanged: a redelivered job)",
@@ -589,21 +600,61 @@ class WebService(Service):
         except photo.BadJob as exc:
             raise ApiError(400, str(exc)) from None
         photo_id = await self.store.create_photo(job)
-        body = photo.encode_job(dataclasses.replace(job, photo=photo_id))
         try:
-            job_id = await self.publisher.publish(body)
+            job_id = await self._publish(dataclasses.replace(job, photo=photo_id))
         except QueueUnavailable as exc:
-            self.publish_errors.inc()
             # Not queued, so no worker will ever finish it; if the outcome was unknown (a
             # timeout) and the job did land, a worker's store still makes it done.
             await self.store.fail_photo(photo_id, bounded_error(f"not queued: {exc}"))
             self.log.warning("photo_not_published", photo=photo_id, error=str(exc))
             return json_error(503, "queue unavailable, retry later", headers=QUEUE_RETRY_AFTER)
-        self.photos_published.inc()
         location = photo_location(photo_id)
         return web.Response(body=orjson.dumps({"id": photo_id, "state": "pending", "job": job_id,
                                                "location": location}),
                             status=202, content_type=JSON, headers={"Location": location})  # fmt: skip
+
+    async def _publish(self, job: photo.PhotoJob) -> int:
+        try:
+            job_id = await self.publisher.publish(photo.encode_job(job))
+        except QueueUnavailable:
+            self.publish_errors.inc()
+            raise
+        self.photos_published.inc()
+        return job_id
+
+    async def _admin_photos_republish(self, request: web.Request):
+        """``POST /admin/photos-republish {"older_than_s": 60, "limit": 1000}``: publish
+        again the jobs of photos still pending that long after they were created (see
+        ``photos.py``: safe, because storing a result is idempotent)."""
+        if self.publisher is None:
+            return json_error(503, NO_QUEUE)
+        body = await admin_read_json(request)
+        body = body if isinstance(body, dict) else {}
+        older_than_s = body.get("older_than_s", REPUBLISH_AGE_S)
+        limit = body.get("limit", MAX_REPUBLISH_PHOTOS)
+        if not isinstance(older_than_s, int | float) or isinstance(older_than_s, bool) \
+                or not 0 <= older_than_s < float("inf"):  # fmt: skip
+            return json_error(400, "older_than_s must be a number >= 0")
+        if not isinstance(limit, int) or isinstance(limit, bool) \
+                or not 1 <= limit <= MAX_REPUBLISH_PHOTOS:  # fmt: skip
+            return json_error(400, f"limit must be 1..{MAX_REPUBLISH_PHOTOS}")
+        try:
+            stuck = await self.store.pending_photos(time.time() - older_than_s, limit)
+        except DatabaseUnavailable:
+            return json_error(503, "database unavailable, retry later")
+        republished = 0
+        error = None
+        for found in stuck:  # one at a time: an operator's action, not a hot path
+            try:
+                await self._publish(found.job)
+            except QueueUnavailable as exc:
+                error = f"queue unavailable: {exc}"
+                break
+            republished += 1
+            self.photos_republished.inc()
+        self.log.info("photos_republished", count=republished, pending=len(stuck), error=error)
+        answer = {"republished": republished, "pending": len(stuck)}
+        return answer if error is None else admin_json({**answer, "error": error}, 503)
 
     async def get_photo(self, request: web.Request) -> web.Response:
         found = await self.store.get_photo(self._photo_id(request))

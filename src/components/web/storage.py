@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import abc
 import os
+import time
 from collections.abc import Awaitable, Callable
 
 import aiosqlite
@@ -81,15 +82,20 @@ PHOTOS_SCHEMA = """CREATE TABLE IF NOT EXISTS photos (
     digest TEXT,                     -- SHA-256 (hex) of the thumbnail, once done
     error TEXT,                      -- why it failed
     thumbnail_bytes INTEGER NOT NULL, -- the size the job's thumbnail must have
-    thumbnail BLOB                   -- RGB bytes (base64 text through the store tier)
+    thumbnail BLOB,                  -- RGB bytes (base64 text through the store tier)
+    created_at REAL NOT NULL         -- Unix time of the POST (finds stuck pending photos)
 )"""
 # The statements both backends run; the conditional UPDATE is what makes a store
 # idempotent and race-free (photos.py): it changes a row only while it is not done.
 PHOTO_INSERT = (
-    "INSERT INTO photos (image, width, height, thumb, state, thumbnail_bytes)"
-    f" VALUES (?, ?, ?, ?, '{State.PENDING}', ?)"
+    "INSERT INTO photos (image, width, height, thumb, state, thumbnail_bytes, created_at)"
+    f" VALUES (?, ?, ?, ?, '{State.PENDING}', ?, ?)"
 )
 PHOTO_SELECT = f"SELECT {PHOTO_COLUMNS} FROM photos WHERE id = ?"
+PENDING_SELECT = (
+    f"SELECT {PHOTO_COLUMNS} FROM photos WHERE state = '{State.PENDING}' AND created_at <= ?"
+    " ORDER BY id LIMIT ?"
+)
 PHOTO_STORE = (
     f"UPDATE photos SET state = '{State.DONE}', digest = ?, thumbnail = ?, error = NULL"
     f" WHERE id = ? AND state != '{State.DONE}' AND thumbnail_bytes = ?"
@@ -101,8 +107,9 @@ PHOTO_FAIL = (
 THUMBNAIL_SELECT = f"SELECT thumbnail, digest FROM photos WHERE id = ? AND state = '{State.DONE}'"
 
 
-def photo_row(job: PhotoJob) -> tuple:
-    return (job.image, job.width, job.height, job.thumb, job.thumbnail_bytes)
+def photo_row(job: PhotoJob, created_at: float | None) -> tuple:
+    created_at = time.time() if created_at is None else created_at
+    return (job.image, job.width, job.height, job.thumb, job.thumbnail_bytes, created_at)
 
 
 class DatabaseUnavailable(Exception):
@@ -133,11 +140,15 @@ class UserStore(abc.ABC):
     # -- photos (photos.py) --------------------------------------------------------------
 
     @abc.abstractmethod
-    async def create_photo(self, job: PhotoJob) -> int:
-        """Record a new photo as pending; return its id."""
+    async def create_photo(self, job: PhotoJob, created_at: float | None = None) -> int:
+        """Record a new photo as pending (created now, Unix time, unless given); its id."""
 
     @abc.abstractmethod
     async def get_photo(self, photo_id: int) -> Photo | None: ...
+
+    @abc.abstractmethod
+    async def pending_photos(self, created_before: float, limit: int) -> list[Photo]:
+        """Up to ``limit`` photos still pending that were created at or before the time."""
 
     @abc.abstractmethod
     async def get_thumbnail(self, photo_id: int) -> tuple[bytes, str] | None:
@@ -269,8 +280,8 @@ class SqliteUserStore(UserStore):
             row = await cursor.fetchone()
         return row[0] if row else 0
 
-    async def create_photo(self, job: PhotoJob) -> int:
-        cursor = await self._db.execute(PHOTO_INSERT, photo_row(job))
+    async def create_photo(self, job: PhotoJob, created_at: float | None = None) -> int:
+        cursor = await self._db.execute(PHOTO_INSERT, photo_row(job, created_at))
         await self._db.commit()
         return cursor.lastrowid  # type: ignore[return-value]
 
@@ -278,6 +289,11 @@ class SqliteUserStore(UserStore):
         async with self._reader.execute(PHOTO_SELECT, (photo_id,)) as cursor:
             row = await cursor.fetchone()
         return None if row is None else photo_from_row(row)
+
+    async def pending_photos(self, created_before: float, limit: int) -> list[Photo]:
+        async with self._reader.execute(PENDING_SELECT, (created_before, limit)) as cursor:
+            rows = await cursor.fetchall()
+        return [photo_from_row(row) for row in rows]
 
     async def get_thumbnail(self, photo_id: int) -> tuple[bytes, str] | None:
         async with self._reader.execute(THUMBNAIL_SELECT, (photo_id,)) as cursor:

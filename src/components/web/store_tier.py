@@ -50,6 +50,7 @@ from .seed import seed_user
 from .storage import (
     _COLUMNS,
     MAX_SEED_USERS,
+    PENDING_SELECT,
     PHOTO_FAIL,
     PHOTO_INSERT,
     PHOTO_SELECT,
@@ -183,9 +184,13 @@ class StoreTierUserStore(UserStore):
         answer = await self._read(["SELECT count(*) FROM users"], level="weak")
         return answer.results[0]["values"][0][0]
 
-    async def create_photo(self, job: PhotoJob) -> int:
-        results = await self._write([[PHOTO_INSERT, *photo_row(job)]])
+    async def create_photo(self, job: PhotoJob, created_at: float | None = None) -> int:
+        results = await self._write([[PHOTO_INSERT, *photo_row(job, created_at)]])
         return int(results[0]["last_insert_id"])
+
+    async def pending_photos(self, created_before: float, limit: int) -> list[Photo]:
+        answer = await self._read([[PENDING_SELECT, created_before, limit]], level="weak")
+        return [photo_from_row(row) for row in answer.results[0].get("values") or []]
 
     async def get_photo(self, photo_id: int, *, level: str = "none") -> Photo | None:
         values = (await self._read([[PHOTO_SELECT, photo_id]], level=level)).results[0]

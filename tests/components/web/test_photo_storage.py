@@ -117,6 +117,19 @@ async def test_the_largest_thumbnail_round_trips(store):
     assert await store.get_thumbnail(photo_id) == (thumbnail, digest)
 
 
+async def test_stuck_pending_photos_are_listed_oldest_first_and_bounded(store):
+    # Creation times far in the past: photos of other tests (created now) are not listed.
+    ids = [await store.create_photo(JOB, created_at=100.0 + i) for i in range(4)]
+    result = result_of(JOB)
+    await store.store_thumbnail(ids[1], result.thumbnail, result.digest)  # done: not stuck
+    await store.fail_photo(ids[2], "buried")  # failed: not stuck either
+    stuck = await store.pending_photos(created_before=103.0, limit=10)
+    assert [p.id for p in stuck] == [ids[0], ids[3]]
+    assert stuck[0].job == photo.PhotoJob("u1/beach.jpg", 64, 48, 8, photo=ids[0])
+    assert [p.id for p in await store.pending_photos(102.5, 10)] == [ids[0]]
+    assert [p.id for p in await store.pending_photos(103.0, 1)] == [ids[0]]
+
+
 async def test_photos_survive_reopening_sqlite(tmp_path):
     path = str(tmp_path / "again.db")
     first = await SqliteUserStore.open(path)

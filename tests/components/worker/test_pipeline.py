@@ -98,6 +98,25 @@ async def test_every_accepted_photo_survives_a_queue_killed_right_after(spawn, c
         await check_done(client, web, photo_id, doc)
 
 
+async def test_jobs_lost_by_a_memory_queue_are_republished(spawn, client):
+    queue, web = start_pipeline(spawn)  # no -b: the queue keeps jobs in memory only
+    docs = [job_doc(f"lost-{i}.jpg") for i in range(3)]
+    ids = [await post(client, web, doc) for doc in docs]
+    port = queue.address()[1]
+    queue.kill()
+    queue = spawn("queue", "--port", str(port), "--admin-port", "0")  # empty
+    start_worker(spawn, queue, web)
+    republish = web.url("admin") + "/admin/photos-republish"
+    code, _, body = harness.http("POST", republish, b'{"older_than_s": 0}')
+    assert code == 200 and orjson.loads(body) == {"republished": 3, "pending": 3}
+    for photo_id, doc in zip(ids, docs, strict=True):
+        await check_done(client, web, photo_id, doc)
+    assert scrape(web).total("scalelab_web_photos_republished_total") == 3
+    code, _, body = harness.http("POST", republish, b'{"older_than_s": 0}')
+    assert orjson.loads(body) == {"republished": 0, "pending": 0}  # nothing stuck now
+    assert harness.http("POST", republish, b'{"limit": 0}')[0] == 400
+
+
 async def test_the_pipeline_on_the_store_tier(spawn, client, tmp_path):
     store = spawn("store", "--data-dir", str(tmp_path / "store"))
     queue, web = start_pipeline(spawn, "--db", f"store:{store.listen['main']}")
