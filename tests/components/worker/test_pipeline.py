@@ -117,14 +117,27 @@ async def test_jobs_lost_by_a_memory_queue_are_republished(spawn, client):
     assert harness.http("POST", republish, b'{"limit": 0}')[0] == 400
 
 
-async def test_the_pipeline_on_the_store_tier(spawn, client, tmp_path):
-    store = spawn("store", "--data-dir", str(tmp_path / "store"))
-    queue, web = start_pipeline(spawn, "--db", f"store:{store.listen['main']}")
+async def test_the_pipeline_on_a_replicated_store_tier(spawn, tmp_path):
+    primary = spawn("store", "--data-dir", str(tmp_path / "p"), name="store-1")
+    replica = spawn("store", "--data-dir", str(tmp_path / "r"), "--join",
+                    primary.listen["main"], name="store-2")  # fmt: skip
+    db = f"store:{primary.listen['main']},{replica.listen['main']}"
+    queue, web = start_pipeline(spawn, "--db", db)
     start_worker(spawn, queue, web, "--concurrency", "2")
-    docs = [job_doc(f"s{i}.jpg") for i in range(3)]
-    ids = [await post(client, web, doc) for doc in docs]
-    for photo_id, doc in zip(ids, docs, strict=True):
-        await check_done(client, web, photo_id, doc)
+    # The read-your-writes cookie of POST /photos (unsafe: cookies from an IP address).
+    jar = aiohttp.CookieJar(unsafe=True)
+    timeout = aiohttp.ClientTimeout(total=harness.DEADLINE_S)
+    async with aiohttp.ClientSession(cookie_jar=jar, timeout=timeout) as client:
+        docs = [job_doc(f"s{i}.jpg") for i in range(4)]
+        ids = []
+        for doc in docs:
+            photo_id = await post(client, web, doc)
+            # Reads are spread over both nodes; the cookie makes even the replica show it.
+            async with client.get(f"{web.url()}/photos/{photo_id}") as response:
+                assert response.status == 200
+            ids.append(photo_id)
+        for photo_id, doc in zip(ids, docs, strict=True):
+            await check_done(client, web, photo_id, doc)
 
 
 async def test_a_job_whose_worker_is_killed_is_finished_by_another_and_stored_once(spawn, client):
