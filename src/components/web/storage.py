@@ -27,9 +27,10 @@ cookie again from the position the backend reports after a write.
 
 Photos (the queued stage, ``photos.py``) live in the same database, with the same
 durability as users: a ``photos`` row per ``POST /photos`` (its job, its state) and, once
-a worker stored it, the thumbnail's bytes and digest. The interface adds five questions
+a worker stored it, the thumbnail's bytes and digest. The interface adds six questions
 for them: create, get, get the thumbnail, store it (one conditional ``UPDATE``, so a
-redelivered job stores nothing new) and mark a photo failed.
+redelivered job stores nothing new), mark a photo failed, and list the photos stuck
+pending since a given time (to publish their jobs again).
 
 The schema keeps the user's scalar fields in columns (what a relational schema would
 do) and the phone list as a JSON array. Seeding is idempotent: the ``meta`` table

@@ -1,7 +1,7 @@
-"""``--db store:HOST:PORT[,HOST:PORT...]``: the users table on the replicated store tier.
+"""``--db store:HOST:PORT[,HOST:PORT...]``: users and photos on the replicated store tier.
 
 Stage 2 of the journey moves the database out of the web process onto its own box; stage
-4 gives it replicas. This backend is the same five questions as the SQLite one
+4 gives it replicas. This backend asks the same questions as the SQLite one
 (``storage.UserStore``), asked over HTTP of the store (rqlite's API) through
 ``components.store.client.StoreClient``:
 
