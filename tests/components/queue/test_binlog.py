@@ -217,3 +217,64 @@ def test_replay_of_any_truncation_is_the_state_of_a_record_prefix(ops, data):
     assert good == boundaries[applied]
     assert {k: v[4] for k, v in recovered.jobs.items()} == states[applied]
     assert recovered.torn_bytes == cut - good
+
+
+def test_a_group_commit_is_one_frame_and_replays_whole(tmp_path):
+    broker, log = open_log(tmp_path, preallocate_bytes=0)
+    p = broker.connect()
+    jobs = [broker.put(p, p.use, i, 0, 60, b"body%d" % i, 0.0) for i in range(5)]
+    broker.delete(p, jobs[0].id, 0.0)
+    batch = log.take_batch()
+    assert batch.records == 6
+    length, _ = binlog._HEADER.unpack_from(batch.data)
+    assert len(batch.data) == binlog._HEADER.size + length  # one header for all six
+    log.write_batch(batch, fsync=True)
+    log.complete(batch)
+    log.close()
+    restored, log = open_log(tmp_path)
+    assert [j.body for j in restored.iter_jobs()] == [b"body%d" % i for i in range(1, 5)]
+    log.close()
+
+
+def test_a_torn_group_frame_is_cut_whole():
+    broker = Broker()
+    jobs = [broker.restore(i, "default", 0, 0, 60, b"j%d" % i, READY, 0.0, 0.0) for i in (1, 2)]
+    first = binlog.encode_frames([binlog.encode_full(jobs[0])[binlog._HEADER.size :]])
+    group = binlog.encode_frames([binlog.encode_full(j)[binlog._HEADER.size :] for j in jobs])
+    whole = MAGIC + first + group
+    for cut in range(len(MAGIC) + len(first), len(whole)):
+        recovered = Recovered()
+        assert replay(whole[:cut], recovered) == len(MAGIC) + len(first)
+        assert list(recovered.jobs) == [1]  # job 2 was only in the torn group
+    recovered = Recovered()
+    assert replay(whole, recovered) == len(whole)
+
+
+def test_a_frame_whose_records_do_not_fill_it_exactly_is_the_tail():
+    broker = Broker()
+    job = broker.restore(1, "default", 0, 0, 60, b"x", READY, 0.0, 0.0)
+    record = binlog.encode_full(job)[binlog._HEADER.size :]
+    for payload in (record + b"\x03", record[:-1], record + b"\x09" + bytes(8)):
+        recovered = Recovered()
+        assert replay(MAGIC + binlog._frame(payload), recovered) == len(MAGIC)  # CRC is fine
+        assert recovered.jobs == {}
+
+
+def test_a_batch_past_the_frame_limit_is_split_between_records(tmp_path, monkeypatch):
+    monkeypatch.setattr(binlog, "MAX_FRAME_BYTES", 1000)
+    broker, log = open_log(tmp_path, preallocate_bytes=0)
+    p = broker.connect()
+    bodies = [bytes([97 + i]) * 300 for i in range(10)]
+    for body in bodies:
+        broker.put(p, p.use, 0, 0, 60, body, 0.0)
+    batch = commit(log)
+    frames, at = [], 0
+    while at < len(batch.data):
+        length, _ = binlog._HEADER.unpack_from(batch.data, at)
+        frames.append(length)
+        at += binlog._HEADER.size + length
+    assert len(frames) > 1 and max(frames) <= 1000
+    log.close()
+    restored, log = open_log(tmp_path)
+    assert [j.body for j in restored.iter_jobs()] == bodies
+    log.close()
