@@ -10,7 +10,7 @@ drift over both sides alike.
 
 Run::
 
-    .venv/bin/python bench/lb/ab_python_cost.py --base HEAD~3 [--pairs 5]
+    .venv/bin/python bench/lb/ab_python_cost.py --base HEAD~3 [--pairs 5] [--vary-requests]
 
 The base revision is extracted with ``git archive`` into a temporary directory; the
 other side is this checkout's ``src``.
@@ -34,12 +34,15 @@ CHILD = r"""
 import asyncio, sys, time
 sys.path[:0] = [sys.argv[1], sys.argv[2]]
 import components.common.log  # noqa: F401  (import before silencing)
-from test_bench_proxy import make_clients, make_proxy, proxy_requests
+from test_bench_proxy import REQUEST, make_clients, make_proxy, proxy_requests
 loop = asyncio.new_event_loop()
 proxy = make_proxy(loop)
 clients = make_clients(proxy)
+# --vary-requests: two targets in turn, so no client repeats its last request line.
+requests = [REQUEST.replace(b"/users/42", b"/users/%d" % i)
+            for i in range(2 if sys.argv[4] == "vary" else 1)]
 def run(n):
-    proxy_requests(proxy, clients, n)
+    proxy_requests(proxy, clients, n, requests)
 run(2000)
 best = min(_batch for _batch in (
     (lambda t0: (run(2000), (time.process_time() - t0) / 2000 * 1e6)[1])(time.process_time())
@@ -48,9 +51,10 @@ print(f"{best:.3f}")
 """
 
 
-def measure(src: Path, batches: int) -> float:
+def measure(src: Path, batches: int, vary: bool) -> float:
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(src), str(ROOT / "bench" / "lb"), str(batches)],
+        [sys.executable, "-c", CHILD, str(src), str(ROOT / "bench" / "lb"), str(batches),
+         "vary" if vary else "same"],
         capture_output=True, text=True, check=True, cwd=ROOT,
     )  # fmt: skip
     return float(out.stdout.strip().splitlines()[-1])
@@ -61,13 +65,15 @@ def main() -> None:
     parser.add_argument("--base", required=True, help="git revision to compare against")
     parser.add_argument("--pairs", type=int, default=5, help="alternating runs per side")
     parser.add_argument("--batches", type=int, default=15, help="2000-request batches per run")
+    parser.add_argument("--vary-requests", action="store_true",
+                        help="request targets alternate (no client repeats its request line)")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         sides = {args.base: benchlib.export_source(args.base, tmp), "work tree": ROOT / "src"}
         results: dict[str, list[float]] = {name: [] for name in sides}
         for _ in range(args.pairs):
             for name, src in sides.items():
-                results[name].append(measure(src, args.batches))
+                results[name].append(measure(src, args.batches, args.vary_requests))
     print("best CPU µs per proxied request (fake sockets), per run; median of runs")
     for name, values in results.items():
         shown = " ".join(f"{v:.2f}" for v in values)

@@ -20,6 +20,9 @@ Run::
     .venv/bin/python bench/lb/profile_live.py [--profile] [--duration 5] [--top 25]
     .venv/bin/python bench/lb/profile_live.py --base HEAD~3 [--pairs 3] [--duration 5]
 
+``--vary-requests`` gives every request its own target (``compare_haproxy.py``'s wrk
+script), so no request head repeats.
+
 Only loopback addresses are used. Figures on a shared machine are noisy; compare runs
 taken back to back.
 """
@@ -39,6 +42,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from compare_haproxy import VARY_SCRIPT  # noqa: E402
+
 import benchlib  # noqa: E402
 from components.common.runner import Runtime, parse_args  # noqa: E402
 from components.lb.server import LoadBalancer  # noqa: E402
@@ -65,8 +70,12 @@ async def serve_under_wrk(backends: list[int], args) -> tuple[benchlib.WrkResult
     lb_args = parse_args(LoadBalancer, argv)
     proxy = LoadBalancer(lb_args, Runtime(lb_args, "lb"))
     address = (await proxy.start())["main"]
+    script = None
+    if args.vary_requests:
+        script = Path(args.workdir) / "vary.lua"
+        script.write_text(VARY_SCRIPT)
     command = benchlib.wrk_argv(f"http://{address}/", connections=args.connections,
-                                duration_s=args.duration)  # fmt: skip
+                                duration_s=args.duration, script=script)  # fmt: skip
     profiler = cProfile.Profile() if args.profile else None
     before = os.times()
     if profiler is not None:
@@ -94,6 +103,8 @@ def compare_with(args) -> None:
         paths = {args.base: str(base_src), "work tree": str(benchlib.SRC)}
         command = [sys.executable, __file__, "--json", "--duration", str(args.duration),
                    "--connections", str(args.connections)]  # fmt: skip
+        if args.vary_requests:
+            command.append("--vary-requests")
         for _ in range(args.pairs):
             for side, path in paths.items():
                 env = dict(os.environ, PYTHONPATH=path)
@@ -118,6 +129,8 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25, help="functions to list")
     parser.add_argument("--base", help="A/B: git revision whose components to compare with")
     parser.add_argument("--pairs", type=int, default=3, help="A/B: runs per side")
+    parser.add_argument("--vary-requests", action="store_true",
+                        help="a different target on every request (no request head repeats)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # A/B child
     args = parser.parse_args()
     benchlib.require("nginx", "wrk", "taskset")
@@ -128,6 +141,7 @@ def main() -> None:
     import uvloop
 
     with tempfile.TemporaryDirectory(prefix="scalelab-lb-profile-") as tmp:
+        args.workdir = tmp
         nginx, ports = start_backends(Path(tmp))
         try:
             result, user_s, system_s = uvloop.run(serve_under_wrk(ports, args))

@@ -233,7 +233,11 @@ class Parser:
     to ``MAX_REPEAT_HEAD_BYTES``, so a connection holds at most that much more): the
     previous event object is returned with the framing state it implied. Same bytes,
     same verdict, so no rule is skipped; but the event is then shared between messages,
-    so a caller that opts in must treat events as read-only.
+    so a caller that opts in must treat events as read-only. A request head whose field
+    block is byte-identical to the previous one's but whose request line differs (a
+    client walking URLs) has only its request line parsed: the fields' verdict depends
+    on the version, not on the method or target, so with the same version it stands,
+    and the new ``Request`` shares the previous one's ``headers`` list.
     """
 
     __slots__ = ("response", "_buf", "_pos", "_state", "_remaining", "_methods", "_keep_alive",
@@ -422,6 +426,18 @@ class Parser:
             self._pos = end + 4
             self._state, self._remaining, self._keep_alive = memo[3], memo[4], memo[5]
             return memo[2]
+        if memo is not None and not self.response and end + 4 - pos <= MAX_REPEAT_HEAD_BYTES:
+            # A client walking URLs (a browser, a crawler, a load test) repeats its
+            # fields but not its request line: the same field bytes, the same verdict.
+            line_end = buf.find(b"\r\n", pos)
+            fields = memo[6]
+            if len(fields) == end + 4 - line_end and buf.startswith(fields, line_end):
+                request = self._request_line_for(buf[pos:line_end], memo[2])
+                if request is not None:
+                    self._pos = end + 4
+                    self._state, self._remaining, self._keep_alive = memo[3], memo[4], memo[5]
+                    self._memo = (buf[pos : end + 4], None, request, *memo[3:])
+                    return request
         head = buf[pos:end]
         self._pos = end + 4
         lines = head.split(b"\r\n")
@@ -458,8 +474,43 @@ class Parser:
                 self._state,
                 self._remaining,
                 self._keep_alive,
+                buf[pos + len(start) : end + 4],  # the field block, from its first CRLF
             )
         return message
+
+    def _request_line_for(self, start: bytes, previous: Request) -> Request | None:
+        """A new request line over fields already judged for ``previous``, or ``None``.
+
+        The fields' verdict (framing, persistence, Host) depends on the version but not
+        on the method or target, so with the same version it stands; the line itself
+        gets every check the full parse gives it. Anything unusual returns ``None`` and
+        the head is parsed (and judged) in full.
+        """
+        if len(start) > self.max_start_line or start.translate(None, _HEAD_OK):
+            return None
+        parts = start.split(b" ")
+        if len(parts) != 3:
+            return None
+        method, target, version_text = parts
+        if (
+            not method
+            or method.translate(None, _TCHAR)
+            or not target
+            or version_text[5:] != previous.version
+            or not version_text.startswith(b"HTTP/")
+        ):
+            return None
+        return Request(
+            previous.version,
+            previous.headers,  # shared, as a repeated head's event is: read-only
+            previous.keep_alive,
+            previous.framing,
+            previous.content_length,
+            previous.connection,
+            method=method,
+            target=target,
+            expect_continue=previous.expect_continue,
+        )
 
     def _request_head(self, start: bytes, headers: Headers, special: Headers) -> Request:
         parts = start.split(b" ")

@@ -209,7 +209,7 @@ class BackendConnection(asyncio.Protocol):
             return
         if out:
             client.write(out)
-        if parser.closed and self.client is not None and not self.closed:
+        if self.client is not None and parser.closed and not self.closed:
             self.close()
 
     def eof_received(self):
@@ -372,8 +372,9 @@ class ClientConnection(asyncio.Protocol):
             self.advancing = False
         if self.closing:
             return
-        self.flush_body(out)
-        if parser.closed and self.request is None:
+        if out or self.head_pending:
+            self.flush_body(out)
+        if self.request is None and parser.closed:
             self.close()
         elif parser.buffered > MAX_BUFFERED_BYTES:
             self.pause_reading_for("pipeline")
@@ -503,7 +504,8 @@ class ClientConnection(asyncio.Protocol):
             previous = self.memo_request
             if (
                 previous is None
-                or request.headers != previous.headers
+                # (the parser hands a client repeating its fields the same list)
+                or (request.headers is not previous.headers and request.headers != previous.headers)
                 or request.version != previous.version
             ):
                 # New fields: the rewritten ones remembered so far no longer apply.

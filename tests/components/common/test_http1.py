@@ -502,6 +502,50 @@ def test_a_head_over_the_repeat_bound_is_parsed_every_time():
     assert third is fourth
 
 
+def test_a_new_request_line_over_the_same_fields_reuses_their_verdict():
+    fields = b"Host: h\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
+    parser = Parser(repeat_heads=True)
+    evs = events(parser, b"GET /a HTTP/1.1\r\n" + fields + b"PUT /b?x=1 HTTP/1.1\r\n" + fields)
+    first, second = (e for e in evs if type(e) is Request)
+    assert (second.method, second.target) == (b"PUT", b"/b?x=1")
+    assert second.headers is first.headers  # shared, not parsed again
+    assert (second.framing, second.content_length, second.keep_alive) == ("length", 2, True)
+    assert body_of(evs) == b"okok" and sum(type(e) is EndOfMessage for e in evs) == 2
+
+
+def test_a_new_version_over_the_same_fields_is_judged_afresh():
+    # Without Host, 1.0 is fine and 1.1 is not (RFC 9112 §3.2): the verdict follows the version.
+    parser = Parser(repeat_heads=True)
+    fields = b"\r\nConnection: keep-alive\r\n\r\n"
+    parser.feed(b"GET /a HTTP/1.0" + fields + b"GET /b HTTP/1.1" + fields)
+    assert parser.next_event().version == b"1.0"
+    parser.next_event()  # its EndOfMessage
+    with pytest.raises(ProtocolError) as info:
+        parser.next_event()
+    assert info.value.status == 400
+
+
+@pytest.mark.parametrize(
+    "line, status",
+    [
+        (b"G@T /b HTTP/1.1", 400),  # not a token
+        (b"GET  /b HTTP/1.1", 400),  # empty target between two spaces
+        (b"GET /b\x00 HTTP/1.1", 400),  # a NUL in the line
+        (b"GET /b HTTP/2.0", 505),
+        (b"GET /" + b"b" * MAX_START_LINE_BYTES + b" HTTP/1.1", 414),
+    ],
+)
+def test_a_bad_request_line_over_the_same_fields_is_still_refused(line, status):
+    fields = b"\r\nHost: h\r\n\r\n"
+    parser = Parser(repeat_heads=True)
+    parser.feed(b"GET /a HTTP/1.1" + fields + line + fields)
+    assert parser.next_event().target == b"/a"
+    parser.next_event()
+    with pytest.raises(ProtocolError) as info:
+        parser.next_event()
+    assert info.value.status == status and parser.closed
+
+
 def test_without_repeat_heads_every_head_is_a_new_event():
     message = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
     first, second = (e for e in events(Parser(), message * 2) if type(e) is Request)

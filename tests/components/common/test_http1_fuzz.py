@@ -240,6 +240,15 @@ REPEATED_REQUESTS = [
     b"GET /x HTTP/1.0\r\n\r\n",
     b"GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",  # 400
+    # The same fields under other request lines: only the line is parsed again.
+    b"DELETE /b?q=1 HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.0\r\nHost: h\r\n\r\n",
+    b"PUT /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
+    b"GET /y HTTP/1.0\r\n\r\n",
+    b"GET /y HTTP/1.1\r\n\r\n",  # 400: no Host in 1.1
+    b"G(T / HTTP/1.1\r\nHost: h\r\n\r\n",  # 400: not a token
+    b"GET /\x7f HTTP/1.1\r\nHost: h\r\n\r\n",  # 400: DEL is a control byte
+    b"GET / HTTP/1.1 \r\nHost: h\r\n\r\n",  # 400: four parts
 ]
 #: (head and body, the method it answers; None for an interim answer)
 REPEATED_RESPONSES = [
