@@ -7,6 +7,10 @@ request/response pair apart from the event loop: parse the request, write the ba
 head, parse the response, write the client head. The ``_repeated`` variants parse the
 same pipelines with ``repeat_heads=True`` (what the balancer runs with): every head after
 the first is recalled, not parsed, so they give the floor of a repeated message's cost.
+``test_parse_walking_requests`` gives each request its own target over the same fields
+(a crawler, ``compare_haproxy.py --vary-requests``): with ``repeat_heads`` only the
+request line is parsed again. ``test_parse_whole_responses`` reads each body with
+``whole_body`` after its head, as the balancer does when an answer arrives in one read.
 """
 
 import pytest
@@ -39,6 +43,7 @@ RESPONSE = (
     b"\r\n" + b"x" * 150
 )
 PIPELINE = REQUEST * OPS
+WALKING = b"".join(REQUEST.replace(b"/users/12345", b"/users/%d" % i) for i in range(OPS))
 RESPONSES = RESPONSE * OPS
 
 
@@ -70,6 +75,31 @@ def test_parse_typical_response(benchmark, repeat_heads):
         return parse_all(parser)
 
     assert benchmark(run) == 3 * OPS  # Response + Data + EndOfMessage each
+
+
+@pytest.mark.parametrize("repeat_heads", [False, True], ids=["", "repeated"])
+def test_parse_walking_requests(benchmark, repeat_heads):
+    def run():
+        parser = Parser(repeat_heads=repeat_heads)
+        parser.feed(WALKING)
+        return parse_all(parser)
+
+    assert benchmark(run) == 2 * OPS
+
+
+@pytest.mark.parametrize("repeat_heads", [False, True], ids=["", "repeated"])
+def test_parse_whole_responses(benchmark, repeat_heads):
+    def run():
+        parser = Parser(response=True, repeat_heads=repeat_heads)
+        for _ in range(OPS):
+            parser.expect_response(b"GET")
+        parser.feed(RESPONSES)
+        bodies = 0
+        while parser.next_event() is not NEED_DATA:
+            bodies += len(parser.whole_body())
+        return bodies
+
+    assert benchmark(run) == 150 * OPS
 
 
 def test_proxy_round_trip(benchmark):
