@@ -7,10 +7,10 @@ request/response pair apart from the event loop: parse the request, write the ba
 head, parse the response, write the client head. The ``_repeated`` variants parse the
 same pipelines with ``repeat_heads=True`` (what the balancer runs with): every head after
 the first is recalled, not parsed, so they give the floor of a repeated message's cost.
-``test_parse_walking_requests`` gives each request its own target over the same fields
-(a crawler, ``compare_haproxy.py --vary-requests``): with ``repeat_heads`` only the
-request line is parsed again. ``test_parse_whole_responses`` reads each body with
-``whole_body`` after its head, as the balancer does when an answer arrives in one read.
+The ``walking`` requests have each its own target over the same fields (a crawler,
+``compare_haproxy.py --vary-requests``): with ``repeat_heads`` only the request line is
+parsed again. The ``whole`` responses read each body with ``whole_body`` after its head,
+as the balancer does when an answer arrives in one read.
 """
 
 import pytest
@@ -55,51 +55,37 @@ def parse_all(parser: Parser) -> int:
     return count
 
 
-@pytest.mark.parametrize("repeat_heads", [False, True], ids=["", "repeated"])
-def test_parse_typical_request(benchmark, repeat_heads):
+REPEAT = pytest.mark.parametrize("repeat_heads", [False, True], ids=["", "repeated"])
+
+
+@REPEAT
+@pytest.mark.parametrize("pipeline", [PIPELINE, WALKING], ids=["typical", "walking"])
+def test_parse_request(benchmark, repeat_heads, pipeline):
     def run():
         parser = Parser(repeat_heads=repeat_heads)
-        parser.feed(PIPELINE)
+        parser.feed(pipeline)
         return parse_all(parser)
 
     assert benchmark(run) == 2 * OPS  # Request + EndOfMessage each
 
 
-@pytest.mark.parametrize("repeat_heads", [False, True], ids=["", "repeated"])
-def test_parse_typical_response(benchmark, repeat_heads):
+@REPEAT
+@pytest.mark.parametrize("whole", [False, True], ids=["events", "whole"])
+def test_parse_response(benchmark, repeat_heads, whole):
     def run():
         parser = Parser(response=True, repeat_heads=repeat_heads)
         for _ in range(OPS):
             parser.expect_response(b"GET")
         parser.feed(RESPONSES)
-        return parse_all(parser)
-
-    assert benchmark(run) == 3 * OPS  # Response + Data + EndOfMessage each
-
-
-@pytest.mark.parametrize("repeat_heads", [False, True], ids=["", "repeated"])
-def test_parse_walking_requests(benchmark, repeat_heads):
-    def run():
-        parser = Parser(repeat_heads=repeat_heads)
-        parser.feed(WALKING)
-        return parse_all(parser)
-
-    assert benchmark(run) == 2 * OPS
-
-
-@pytest.mark.parametrize("repeat_heads", [False, True], ids=["", "repeated"])
-def test_parse_whole_responses(benchmark, repeat_heads):
-    def run():
-        parser = Parser(response=True, repeat_heads=repeat_heads)
-        for _ in range(OPS):
-            parser.expect_response(b"GET")
-        parser.feed(RESPONSES)
+        if not whole:
+            return parse_all(parser)
         bodies = 0
         while parser.next_event() is not NEED_DATA:
             bodies += len(parser.whole_body())
         return bodies
 
-    assert benchmark(run) == 150 * OPS
+    # Response + Data + EndOfMessage each, or each 150-byte body at once.
+    assert benchmark(run) == (150 if whole else 3) * OPS
 
 
 def test_proxy_round_trip(benchmark):
