@@ -70,6 +70,9 @@ LINGER_S = 2.0
 COOKIE_NAME = b"SCALELAB_LB"
 #: Backend-bound heads a client connection remembers for its last request, one per backend.
 MAX_MEMO_BACKENDS = 8
+#: Bytes the outbox holds before it sends at once: beyond this, batching saves nothing
+#: (copying dominates), and the transports' own flow control must see the data.
+OUTBOX_MAX_BYTES = 64 * 1024
 
 # Client connection phases (what its deadline means).
 READING = 0  # waiting for (the rest of) a request head: idle timeout
@@ -87,25 +90,33 @@ class Outbox:
     the wake-up, not the copy, is most of a small write's kernel time. Held until the end
     of the round, a round's writes go out back to back, while the peers woken by the
     first are still awake for the rest (HAProxy's tasklets send after its poller's round
-    the same way). Order is kept per socket (one FIFO), nothing is held past the round,
-    and a connection that closes flushes first; one aborted drops what it would discard.
+    the same way). Order is kept per socket (one FIFO), nothing is held past the round
+    nor beyond ``OUTBOX_MAX_BYTES`` (so a burst of answers still meets the transports'
+    high-water marks and pauses whoever produces it), and a connection that closes
+    flushes first; one aborted drops what it would have discarded.
     """
 
-    __slots__ = ("loop", "pending")
+    __slots__ = ("loop", "pending", "size")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.pending: list[tuple[asyncio.Transport, bytes]] = []
+        self.size = 0
 
     def write(self, transport: asyncio.Transport, data: bytes) -> None:
-        if not self.pending:
+        pending = self.pending
+        if not pending:
             self.loop.call_soon(self.flush)
-        self.pending.append((transport, data))
+        pending.append((transport, data))
+        self.size += len(data)
+        if self.size > OUTBOX_MAX_BYTES:
+            self.flush()
 
     def flush(self) -> None:
         pending = self.pending
         if pending:
             self.pending = []
+            self.size = 0
             for transport, data in pending:
                 if not transport.is_closing():
                     transport.write(data)

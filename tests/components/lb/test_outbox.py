@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from components.lb.proxy import Outbox
+from components.lb.proxy import OUTBOX_MAX_BYTES, Outbox
 
 
 class Recording(asyncio.Transport):
@@ -66,3 +66,17 @@ def test_a_transport_closed_meanwhile_gets_nothing(loop):
     gone.closing = True  # the peer reset it before the round ended
     one_round(loop)
     assert log == [(alive, b"kept")]
+
+
+def test_a_burst_past_the_bound_is_sent_at_once_so_flow_control_sees_it(loop):
+    outbox, log = Outbox(loop), []
+    a = Recording(log)
+    piece = b"x" * (OUTBOX_MAX_BYTES // 4)
+    for _ in range(4):
+        outbox.write(a, piece)
+    assert log == []  # at the bound, still held
+    outbox.write(a, b"y")
+    assert [data for _, data in log] == [piece] * 4 + [b"y"] and outbox.size == 0
+    outbox.write(a, b"z")  # the round goes on: held again
+    one_round(loop)
+    assert log[-1] == (a, b"z")
