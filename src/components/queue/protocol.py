@@ -359,6 +359,31 @@ class CommandParser:
             self._pos = 0
         self._buf += data
 
+    def whole_put(self, data: bytes) -> tuple[int, int, int, bytes] | None:
+        """``(pri, delay, ttr, body)`` if ``data`` is exactly one plain, valid ``put``
+        and nothing is buffered; else None, and the caller feeds ``receive_data``.
+
+        The hot path of a producer that waits for each reply: one read is one whole put.
+        Taking its fields straight from the read skips copying it into the buffer, the
+        state machine and the ``Put`` event; anything else (a partial read, pipelined
+        commands, an unusual spacing, an error to report) goes the general way, so the
+        replies are the same either way (test_protocol checks that they agree).
+        """
+        if self._state != _LINE or self._pos != len(self._buf) or not data.startswith(b"put "):
+            return None
+        end = data.find(CRLF)
+        if end < 0 or end + 2 > MAX_LINE_BYTES:
+            return None
+        header = put_header(data[4:end])
+        if (
+            header is None
+            or header[3] > self.max_job_bytes
+            or len(data) != end + header[3] + 4
+            or not data.endswith(CRLF)
+        ):
+            return None
+        return header[0], header[1], header[2], data[end + 2 : -2]
+
     def next_event(self) -> Command | Put | Error | None:
         while True:
             state = self._state

@@ -103,8 +103,16 @@ class QueueConnection(asyncio.Protocol):
         service.total_connections += 1
 
     def data_received(self, data: bytes) -> None:
-        self.parser.receive_data(data)
-        self.process()
+        session = self.session
+        put = None
+        if not (self.closing or self.writing_paused or self.reading_paused or session is None
+                or session.waiting):  # fmt: skip
+            put = self.parser.whole_put(data)  # the common read: one whole put, alone
+        if put is not None:
+            self.do_put(*put)
+        else:
+            self.parser.receive_data(data)
+            self.process()
         service = self.service
         if not service._burst_pending:  # after_burst, inlined: once per read
             service.after_burst()
@@ -150,7 +158,7 @@ class QueueConnection(asyncio.Protocol):
                 break
             kind = type(event)
             if kind is Put:
-                self.do_put(event)
+                self.do_put(event.pri, event.delay, event.ttr, event.body)
             elif kind is Command:
                 self.service.cmd_counts[event.name] += 1
                 handlers[event.name](self, *event.args)
@@ -249,7 +257,7 @@ class QueueConnection(asyncio.Protocol):
 
     # -- commands (protocol.txt, in its order) ---------------------------------------------
 
-    def do_put(self, put: Put) -> None:
+    def do_put(self, pri: int, delay: int, ttr: int, body: bytes) -> None:
         service = self.service
         service.cmd_counts["put"] += 1
         if service.draining:
@@ -263,7 +271,7 @@ class QueueConnection(asyncio.Protocol):
             return
         now = time.time() + service.clock_offset  # service.now(), inlined
         session = self.session
-        job = self.broker.put(session, session.use, put.pri, put.delay, put.ttr, put.body, now)
+        job = self.broker.put(session, session.use, pri, delay, ttr, body, now)
         service.put_count += 1
         if service.sync_commit:  # emit_durable, inlined: the hot path of a durable put
             seq = service.binlog.appended_seq  # always past durable_seq: a new record

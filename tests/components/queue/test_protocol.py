@@ -235,6 +235,55 @@ def test_truncated_put_waits_for_more_and_never_emits_a_partial_body(body, cut):
     assert events(stream[:cut]) == []
 
 
+def test_a_read_that_is_one_plain_put_is_taken_whole():
+    parser = CommandParser(100)
+    assert parser.whole_put(b"put 1 2 3 5\r\nhello\r\n") == (1, 2, 3, b"hello")
+    assert parser.whole_put(b"put 0 0 1 0\r\n\r\n") == (0, 0, 1, b"")
+    assert parser.buffered == 0 and parser.next_event() is None  # nothing was buffered
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"put 1 2 3 5\r\nhello\r\nput 1 2 3 5\r\nhello\r\n",  # pipelined: two puts
+        b"put 1 2 3 5\r\nhel",  # a partial read
+        b"put 1 2 3 5\r\nhelloXY",  # EXPECTED_CRLF is the general path's to report
+        b"put 1 2 3 101\r\n" + b"x" * 101 + b"\r\n",  # JOB_TOO_BIG, likewise
+        b"put  1 2 3 5\r\nhello\r\n",  # unusual spacing: the general parser judges it
+        b"put 1 2 3 5 \r\nhello\r\n",
+        b"put 1 2 3 99999999999\r\nhello\r\n",
+        b"put 1 2 3 " + b"0" * 220 + b"5\r\nhello\r\n",  # a line over MAX_LINE_BYTES
+        b"use x\r\n",
+    ],
+)
+def test_anything_but_one_plain_put_goes_the_general_way(data):
+    assert CommandParser(100).whole_put(data) is None
+
+
+def test_a_put_behind_buffered_bytes_goes_the_general_way():
+    parser = CommandParser(100)
+    parser.receive_data(b"put 1 2 3 5\r\nhel")
+    assert parser.whole_put(b"put 1 2 3 5\r\nhello\r\n") is None  # it would jump the queue
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.integers(0, 2**32 + 1), min_size=3, max_size=3),
+    st.binary(max_size=120),
+    st.binary(max_size=8),
+    st.integers(0, 300),
+)
+def test_whole_put_agrees_with_the_general_parser(fields, body, suffix, cut):
+    pri, delay, ttr = fields
+    plain = b"put %d %d %d %d\r\n" % (pri, delay, ttr, len(body)) + body + b"\r\n"
+    data = (plain + suffix)[:cut] if cut else plain + suffix
+    taken = CommandParser(100).whole_put(data)
+    if taken is not None:
+        assert events(data) == [Put(*taken)]
+    if data == plain and max(fields) <= protocol.U32_MAX and len(body) <= 100:
+        assert taken == (pri, delay, ttr, body)  # the plain case does take the fast path
+
+
 def test_reply_formats_are_byte_exact():
     assert protocol.inserted(7) == b"INSERTED 7\r\n"
     assert protocol.buried(7) == b"BURIED 7\r\n"
