@@ -260,6 +260,14 @@ def test_anything_but_one_plain_put_goes_the_general_way(data):
     assert CommandParser(100).whole_put(data) is None
 
 
+def test_the_put_header_memo_is_bounded_and_answers_as_parsing_does():
+    for size in range(protocol.PUT_HEADER_CACHE_SIZE + 10):  # more shapes than it holds
+        assert protocol.put_header(b"1 2 3 %d" % size) == (1, 2, 3, size)
+    assert protocol.put_header.cache_info().currsize == protocol.PUT_HEADER_CACHE_SIZE
+    assert protocol.put_header(b"1 2 3 x") is None  # refusals are remembered as refusals
+    assert protocol.put_header(b"1 2 3 x") is None
+
+
 def test_a_put_behind_buffered_bytes_goes_the_general_way():
     parser = CommandParser(100)
     parser.receive_data(b"put 1 2 3 5\r\nhel")
