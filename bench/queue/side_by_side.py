@@ -56,6 +56,26 @@ What bounds the durable figure (measured in issue 9's second session; see
   just acknowledged are back (batches grew from ~31 to ~47, puts/s did not, latency
   did); fsync inline on the event loop (fewer thread switches, but every commit stalls
   the loop for the disk: worse as soon as the disk is slow).
+
+Issue 9's third session (``--base f9c554e``, one run of 3 x 5 s, load average ~2.3,
+beanstalkd's fsync fast that day: 5,600/s): ours 45,237 puts/s at 16.2 CPU µs per put
+against 29,659 at 20.9 for the session's start, 7.9x beanstalkd against 5.7x. The CPU
+went to: one frame (length + CRC) per group commit instead of per record; the disk
+thread owning the file and writing each group with one O_DSYNC ``pwrite`` (one GIL
+release per group instead of a write on the loop and an fdatasync on the thread); a
+read that is exactly one plain put parsed straight from the read; put headers
+memoised. (``ab_put_cost.py``, no sockets: loop CPU per durable put 7.4 to 4.4 µs.)
+Rate x CPU per put was ~0.73 s/s in that run: CPU 0 was shared with other tenants, so
+the rate is below 1 / CPU per put; on a quiet machine the ratio should follow the CPU.
+
+- Tried and dropped in the third session: the fsync as a Linux AIO request
+  (``io_submit`` of IOCB_CMD_FDSYNC with an eventfd, no thread at all): the kernel runs
+  it on CPU 0's shared workqueue, where it took 2.6-5.8 ms against ~130 µs for a
+  thread's fdatasync (118 µs from CPU 1), so puts/s halved. The disk thread under
+  ``SCHED_BATCH`` (no wakeup preemption of the loop): 6 alternating pairs cut CPU per
+  put from ~17.0 to ~14.6 µs and doubled the batches, but a lone producer's put took
+  ~10 ms instead of ~2 ms whenever another tenant kept CPU 0 busy (the batch thread
+  waits for a scheduler tick), a latency price not worth 2 µs.
 """
 
 from __future__ import annotations
