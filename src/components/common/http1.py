@@ -230,7 +230,8 @@ class Parser:
     same request head from a polling client or a load generator, the same response head
     from a backend until its ``Date`` ticks), so a head byte-identical to the previous
     one (and, for a response, answering the same method) is not parsed again (heads up
-    to ``MAX_REPEAT_HEAD_BYTES``, so a connection holds at most that much more): the
+    to ``MAX_REPEAT_HEAD_BYTES``; a connection holds at most twice that more, the head
+    and its field block): the
     previous event object is returned with the framing state it implied. Same bytes,
     same verdict, so no rule is skipped; but the event is then shared between messages,
     so a caller that opts in must treat events as read-only. A request head whose field
