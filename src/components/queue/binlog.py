@@ -34,15 +34,8 @@ Why the pieces are there:
   already allocated and on disk lets ``fdatasync`` write the data pages alone (on this
   machine's ext4 about 140 µs instead of 240 per commit, and a quarter less CPU). Replay
   reads the zeros as the end of the log: a zero length is never a record, and a zero
-  tail is not a torn one. The fill is written by the thread that writes the records
-  (the disk thread), past every record, so it never races a record write; the
-  ``fdatasync`` after it (or, under ``-f 0``, the fill's own O_DSYNC write) carries the
-  new size.
-- *O_DSYNC under ``-f 0``.* Every write there must be durable before its replies go
-  out, so the segment is opened with ``O_DSYNC``: the write returns once its data is on
-  disk, one system call where ``pwrite`` + ``fdatasync`` were two. Fewer calls matter
-  less than fewer GIL releases: each one is a chance for the disk thread to lose the
-  GIL to the loop and sleep until it gets it back (see diskthread.py).
+  tail is not a torn one. The fill is written on the loop thread, past every record, so
+  it never races a record write; the ``fdatasync`` after it carries the new size.
 - *Compaction by snapshot.* History grows without bound, live jobs do not. When the log
   is larger than twice the live jobs' records (and than ``compact_min_bytes``), the
   queue writes a snapshot (FULL records of the live jobs only) to a new segment under a
@@ -52,10 +45,10 @@ Why the pieces are there:
   ``DELETE`` is never lost while the ``FULL`` it cancels survives. A restart also
   compacts, so restarts do not pile up segments.
 
-Group commit lives in the server and its disk thread; this module gives them the
-pieces: ``take_batch`` and ``complete`` (on the loop: pending records as one batch, or a
-snapshot when the log is bloated), ``write_batch`` and ``sync`` (on the disk thread:
-write to the file, or swap in a snapshot; fsync).
+Group commit lives in the server (it owns the event loop and the fsync threads); this
+module gives it the pieces: ``take_batch`` (pending records, or a snapshot when the log
+is bloated), ``write_batch`` (append to the file, or swap in a snapshot), ``sync`` and
+``complete``.
 """
 
 from __future__ import annotations
@@ -272,11 +265,8 @@ class Binlog:
     """The journal a ``Broker`` writes to; see the module docstring for the format."""
 
     def __init__(self, directory: str, compact_min_bytes: int = DEFAULT_COMPACT_MIN_BYTES,
-                 preallocate_bytes: int = DEFAULT_PREALLOCATE_BYTES, dsync: bool = False):  # fmt: skip
+                 preallocate_bytes: int = DEFAULT_PREALLOCATE_BYTES):  # fmt: skip
         self.directory = directory
-        #: Open segments with O_DSYNC: each write returns once its data is on disk, the
-        #: write and the fdatasync in one system call (for ``-f 0``; see diskthread.py).
-        self.dsync = dsync
         self.compact_min_bytes = compact_min_bytes
         self.preallocate_bytes = preallocate_bytes
         self._offset = 0  # where the next record goes in the current segment
@@ -285,7 +275,7 @@ class Binlog:
         self._pending: list[bytes] = []  # records not yet in a batch (a FULL is 3 pieces)
         self.appended_seq = 0  # records handed to us
         self._batched_seq = 0  # records taken into a batch
-        self.written_seq = 0  # records written, or handed to the disk thread to write
+        self.written_seq = 0  # records written to the file (not necessarily fsynced)
         self.unsynced = 0  # records written since the last fsync was started
         self.live_bytes = 0  # size of the FULL records of live jobs
         self.log_bytes = 0  # bytes in segment files
@@ -381,7 +371,7 @@ class Binlog:
         index = self.index + 1 if self._fd >= 0 else self.index
         return Batch(b"".join(parts), self.appended_seq, len(parts), snapshot_index=index)
 
-    # -- group commit (take and complete on the loop, write and sync on the disk thread) --
+    # -- group commit (take on the loop, write in a thread, complete on the loop) --------
 
     def needs_compaction(self) -> bool:
         size = self.log_bytes + sum(map(len, self._pending))
@@ -409,7 +399,7 @@ class Binlog:
             self._allocated = self._preallocate(self._fd, self._allocated, end)
         _write_all(self._fd, batch.data, self._offset)
         self._offset = end
-        if fsync and not self.dsync:
+        if fsync:
             _datasync(self._fd)
 
     def sync(self) -> None:
@@ -432,10 +422,9 @@ class Binlog:
         return size
 
     def complete(self, batch: Batch) -> None:
-        """Loop half: account for a batch taken (written, or handed to the disk thread)."""
+        """Loop half: account for a written batch."""
         self.written_seq = batch.seq
         if batch.snapshot_index:
-            self.index = batch.snapshot_index  # so the next snapshot gets the next index
             self.log_bytes = len(MAGIC) + len(batch.data)
             self.records_migrated += batch.records
             self.compactions += 1
@@ -449,8 +438,7 @@ class Binlog:
         final = os.path.join(self.directory, f"{SEGMENT_PREFIX}{index:010d}")
         tmp = final + TMP_SUFFIX
         # Not O_APPEND: Linux pwrite on an O_APPEND file ignores the offset.
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (os.O_DSYNC if self.dsync else 0)
-        fd = os.open(tmp, flags, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             offset = len(MAGIC) + len(batch.data)
             _write_all(fd, MAGIC + batch.data, 0)

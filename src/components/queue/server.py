@@ -12,12 +12,10 @@ bytes into commands, ``broker.Broker`` applies them. What only the shell can do:
   reserve timeout, a paused tube); the server keeps a single ``call_later`` for it.
 - *Group commit.* With ``-b DIR -f 0`` a state-changing reply (``INSERTED``,
   ``DELETED``, ``RELEASED``, ``BURIED``, ``KICKED``) is held until its record is on disk.
-  Once per poll the records appended by that poll's commands go, as one batch, to the
-  disk thread (diskthread.py), which owns the file: it writes everything handed to it
-  since its last round in one durable write (``O_DSYNC`` into a preallocated segment,
-  see binlog.py) and reports how far the log is on disk; records that arrive meanwhile
-  wait for its next round, so 64 concurrent producers share an fsync instead of
-  queueing for 64 (beanstalkd fsyncs each put).
+  Records are written to the file on the loop, in order; the fsync (``fdatasync`` of a
+  preallocated segment, see binlog.py) runs on the disk thread (diskthread.py), and
+  records that arrive meanwhile wait for the next one, so 64 concurrent
+  producers share an fsync instead of queueing for 64 (beanstalkd fsyncs each put).
   Replies on a connection stay in order: anything behind a held reply is held too. If
   the disk fails, connections with unacknowledged replies are aborted: a client never
   hears ``INSERTED`` for a job that is not on disk. With ``-f MS`` (MS > 0) replies go
@@ -51,7 +49,7 @@ from components.common.admin import json_response, read_json
 from components.common.cli import format_address
 
 from . import protocol
-from .binlog import DEFAULT_COMPACT_MIN_BYTES, DEFAULT_PREALLOCATE_BYTES, Binlog
+from .binlog import DEFAULT_COMPACT_MIN_BYTES, DEFAULT_PREALLOCATE_BYTES, Batch, Binlog
 from .broker import Broker, Job, Tube
 from .diskthread import DiskThread
 from .protocol import Command, CommandParser, Put, Reply
@@ -494,8 +492,11 @@ class QueueService(Service):
         self.durable_seq = 0
         self.binlog: Binlog | None = None
         self.sync_commit = False
-        self._disk: DiskThread | None = None  # owns the binlog file while we serve
-        self._snapshot: tuple[int, int] | None = None  # (seq, records) handed over, unreported
+        self._disk: DiskThread | None = None  # runs fsyncs and snapshots, one at a time
+        # The disk thread runs jobs in order: when the last one submitted is done, all are.
+        self._last_disk_job: asyncio.Future | None = None
+        self._fsyncs_in_flight = 0
+        self._snapshotting = False
         self._sync_timer: asyncio.TimerHandle | None = None
         self._last_fsync = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
@@ -507,13 +508,11 @@ class QueueService(Service):
         self._metrics()
         directory = args.binlog_dir or args.data_dir
         if directory:
-            self.binlog = Binlog(directory, args.compact_min_bytes, args.preallocate_bytes,
-                                 dsync=args.fsync_ms == 0)  # fmt: skip
+            self.binlog = Binlog(directory, args.compact_min_bytes, args.preallocate_bytes)
             started = time.monotonic()
             recovered = self.binlog.open(self.broker)
             self.durable_seq = self.binlog.written_seq
             self.sync_commit = args.fsync_ms == 0
-            self._disk = DiskThread(self.loop, self.binlog, self._synced, self.durable_seq)
             self.log.info("binlog_restored", directory=directory, jobs=len(self.broker.jobs),
                           records=recovered.records, torn_bytes_cut=recovered.torn_bytes,
                           next_id=self.broker.next_id,
@@ -539,7 +538,10 @@ class QueueService(Service):
             self.holding or (self.binlog is not None and self.binlog.pending)
         ):
             self._commit_soon()
-            await asyncio.sleep(0.001)  # the disk thread reports through the loop
+            if self._last_disk_job is not None and not self._last_disk_job.done():
+                await self._last_disk_job
+            else:
+                await asyncio.sleep(0.001)
 
     async def stop(self) -> None:
         self.stopped = True  # from here on stop() alone writes the binlog, then closes it
@@ -556,16 +558,16 @@ class QueueService(Service):
             else:
                 conn.transport.close()
         if self.binlog is not None:
-            assert self._disk is not None
-            # The thread finishes what it was handed; then the file is ours again.
-            await self.loop.run_in_executor(None, self._disk.close)
-            if not self.binlog_failed:
-                batch = self.binlog.take_batch()
-                if batch is not None:
-                    self.binlog.write_batch(batch, fsync=True)
-                    self.binlog.complete(batch)
-                self.binlog.sync()
+            if self._last_disk_job is not None:
+                await self._last_disk_job
+            batch = self.binlog.take_batch()
+            if batch is not None:
+                self.binlog.write_batch(batch, fsync=True)
+                self.binlog.complete(batch)
+            self.binlog.sync()
             self.binlog.close()
+        if self._disk is not None:
+            self._disk.close()
         gc.set_threshold(*self._gc_threshold)
 
     def health(self) -> tuple[bool, str]:
@@ -641,60 +643,102 @@ class QueueService(Service):
 
     # -- group commit ---------------------------------------------------------------------
     #
-    # Once per poll the records appended by its commands become one batch, handed to the
-    # disk thread (diskthread.py), which owns the file: it writes every batch in order,
-    # runs one fsync for everything handed over since its last one, and reports the
-    # highest record that fsync covers. Records handed over while an fsync runs share
-    # the next one. A snapshot (compaction) is just a batch that replaces the log; it
-    # takes its place in the same queue, so it needs no coordination with the fsyncs.
+    # Appends are written to the file on the loop thread (a page-cache copy, in record
+    # order, no thread can reorder them); fsyncs run on the disk thread, one at a time.
+    # An fsync covers every byte written to the file before it started, so when one
+    # completes, every record written before it was submitted is durable; records that
+    # arrive while it runs are written and share the next one. A snapshot (compaction)
+    # swaps files, so it runs alone: it waits for the fsync in flight, and new fsyncs
+    # wait for it.
 
     def _commit_soon(self) -> None:
-        """Hand this poll's records to the disk thread; under ``-f 0`` ask for an fsync."""
+        """Write what was appended; start an fsync if one is due and a slot is free."""
         binlog = self.binlog
-        if binlog is None or self.binlog_failed or self.stopped:
+        if binlog is None or self.binlog_failed or self._snapshotting or self.stopped:
             return
-        batch = binlog.take_batch()  # a snapshot of the live jobs when the log is bloated
-        if batch is not None:
-            assert self._disk is not None
-            binlog.complete(batch)
-            self._disk.write(batch, sync=self.sync_commit)
-            if batch.snapshot_index:
-                self._snapshot = (batch.seq, batch.records)
-        if not self.sync_commit and binlog.unsynced and self._sync_timer is None:
-            since = time.monotonic() - self._last_fsync
-            delay = max(0.0, self.args.fsync_ms / 1000 - since)
-            self._sync_timer = self.loop.call_later(delay, self._periodic_sync)
+        if binlog.pending and binlog.needs_compaction():
+            if self._fsyncs_in_flight == 0:
+                self._start_snapshot()
+            return
+        if not self.sync_commit:
+            self._write_now()
+            due = (time.monotonic() - self._last_fsync) * 1000 >= self.args.fsync_ms
+            if due and self._fsyncs_in_flight == 0 and binlog.unsynced:
+                self._start_fsync()
+            elif self._sync_timer is None and binlog.unsynced:
+                self._sync_timer = self.loop.call_later(
+                    self.args.fsync_ms / 1000, self._periodic_sync
+                )
+            return
+        if not self._fsyncs_in_flight and binlog.pending and self._write_now():
+            self._start_fsync()
 
-    def _periodic_sync(self) -> None:
-        """``-f MS``: fsync what was handed over, at most every MS ms."""
-        self._sync_timer = None
+    def _write_now(self) -> bool:
         binlog = self.binlog
-        if binlog is None or self.binlog_failed or self.stopped or not binlog.unsynced:
-            return
-        assert self._disk is not None
+        assert binlog is not None
+        batch = binlog.take_batch()
+        if batch is None:
+            return False
+        try:
+            binlog.write_batch(batch, fsync=False)
+        except OSError as exc:
+            self._binlog_failed(exc)
+            return False
+        binlog.complete(batch)
+        return True
+
+    def _start_fsync(self) -> None:
+        binlog = self.binlog
+        assert binlog is not None
+        seq, records = binlog.written_seq, binlog.unsynced
         binlog.unsynced = 0
-        self._last_fsync = time.monotonic()
-        self._disk.sync()
+        self._fsyncs_in_flight += 1
+        done = partial(self._synced, seq, records, time.monotonic())
+        self._submit(binlog.sync, (), done)
 
-    def _synced(self, seq: int, seconds: float, error: BaseException | None) -> None:
-        """The disk thread's report: every record up to ``seq`` is on disk."""
-        if self.stopped or self.binlog_failed:
-            return
+    def _submit(self, fn, args: tuple, done) -> None:
+        if self._disk is None:  # started on first use: a memory-only queue has none
+            self._disk = DiskThread(self.loop)
+        self._last_disk_job = self._disk.submit(fn, args, done)
+
+    def _synced(self, seq: int, records: int, started: float, _result, error) -> None:
+        self._fsyncs_in_flight -= 1
         if error is not None:
             self._binlog_failed(error)
             return
+        self._last_fsync = time.monotonic()
+        self.fsyncs.inc()
+        self.fsync_batch.observe(records)
+        self.fsync_seconds.observe(self._last_fsync - started)
+        self._make_durable(seq)
+        self._commit_soon()
+
+    def _start_snapshot(self) -> None:
         binlog = self.binlog
         assert binlog is not None
-        if self.sync_commit:
-            binlog.unsynced = 0
+        batch = binlog.take_batch()
+        assert batch is not None and batch.snapshot_index
+        self._snapshotting = True
+        done = partial(self._snapshot_written, batch, time.monotonic())
+        self._submit(binlog.write_batch, (batch, True), done)
+
+    def _snapshot_written(self, batch: Batch, started: float, _result, error) -> None:
+        self._snapshotting = False
+        binlog = self.binlog
+        assert binlog is not None
+        if error is not None:
+            self._binlog_failed(error)
+            return
+        binlog.complete(batch)
+        binlog.unsynced = 0
+        self.log.info("binlog_compacted", segment=binlog.index, records=batch.records,
+                      bytes=binlog.log_bytes)  # fmt: skip
+        self._last_fsync = time.monotonic()
         self.fsyncs.inc()
-        self.fsync_batch.observe(seq - self.durable_seq)
-        self.fsync_seconds.observe(seconds)
-        if self._snapshot is not None and seq >= self._snapshot[0]:
-            self.log.info("binlog_compacted", segment=binlog.index, records=self._snapshot[1],
-                          bytes=binlog.log_bytes)  # fmt: skip
-            self._snapshot = None
-        self._make_durable(seq)
+        self.fsync_batch.observe(batch.records)
+        self.fsync_seconds.observe(self._last_fsync - started)
+        self._make_durable(batch.seq)
+        self._commit_soon()
 
     def _make_durable(self, seq: int) -> None:
         if seq > self.durable_seq:
@@ -710,6 +754,17 @@ class QueueService(Service):
             if conn.transport is not None:
                 conn.transport.abort()
         self.holding.clear()
+
+    def _periodic_sync(self) -> None:
+        """``-f MS``: make sure written records are fsynced within MS ms."""
+        self._sync_timer = None
+        binlog = self.binlog
+        if binlog is None or self.binlog_failed or not binlog.unsynced:
+            return
+        if self._snapshotting or self._fsyncs_in_flight:
+            self._sync_timer = self.loop.call_later(self.args.fsync_ms / 1000, self._periodic_sync)
+            return
+        self._start_fsync()
 
     # -- stats and metrics ----------------------------------------------------------------
 

@@ -1,7 +1,6 @@
 """The binlog without a server: record format, replay, torn tails, snapshots."""
 
 import os
-from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -279,14 +278,3 @@ def test_a_batch_past_the_frame_limit_is_split_between_records(tmp_path, monkeyp
     restored, log = open_log(tmp_path)
     assert [j.body for j in restored.iter_jobs()] == bodies
     log.close()
-
-
-def test_a_dsync_binlog_opens_its_segments_o_dsync(tmp_path):
-    def flags(log):
-        fdinfo = Path(f"/proc/self/fdinfo/{log._fd}").read_text()
-        return int(fdinfo.split("flags:")[1].split()[0], 8)
-
-    for dsync in (False, True):
-        broker, log = open_log(tmp_path / str(dsync), dsync=dsync)
-        assert bool(flags(log) & os.O_DSYNC) is dsync
-        log.close()
