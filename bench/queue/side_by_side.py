@@ -57,25 +57,27 @@ What bounds the durable figure (measured in issue 9's second session; see
   did); fsync inline on the event loop (fewer thread switches, but every commit stalls
   the loop for the disk: worse as soon as the disk is slow).
 
-Issue 9's third session (``--base f9c554e``, one run of 3 x 5 s, load average ~2.3,
-beanstalkd's fsync fast that day: 5,600/s): ours 45,237 puts/s at 16.2 CPU µs per put
-against 29,659 at 20.9 for the session's start, 7.9x beanstalkd against 5.7x. The CPU
-went to: one frame (length + CRC) per group commit instead of per record; the disk
-thread owning the file and writing each group with one O_DSYNC ``pwrite`` (one GIL
-release per group instead of a write on the loop and an fdatasync on the thread); a
-read that is exactly one plain put parsed straight from the read; put headers
-memoised. (``ab_put_cost.py``, no sockets: loop CPU per durable put 7.4 to 4.4 µs.)
-Rate x CPU per put was ~0.73 s/s in that run: CPU 0 was shared with other tenants, so
-the rate is below 1 / CPU per put; on a quiet machine the ratio should follow the CPU.
+Issue 9's third session (``--base f9c554e``, 3 x 5 s, load average ~1.7-2.4, a
+quiet moment): ours 53,254 durable puts/s at 17.8 CPU µs per put against 40,467 at
+23.6 for the session's start, 10.5x beanstalkd (5,093/s) against 7.7x; per run
+50.2k/48.9k, 53.3k/39.0k, 56.3k/40.5k, rate x CPU per put ~0.95 s/s (CPU-bound). The
+CPU went to: one frame (length + CRC) per group commit instead of one per record; a
+read that is exactly one plain put parsed straight from the read (no buffer, state
+machine or event object); put headers memoised. (``ab_put_cost.py``, no sockets: loop
+CPU per durable put ~7.4 to ~4.4 µs.) On a busier machine (CPU 0 shared with other
+tenants, the disk busy) the ratio swings between 5x and 90x with beanstalkd's fsync.
 
-- Tried and dropped in the third session: the fsync as a Linux AIO request
-  (``io_submit`` of IOCB_CMD_FDSYNC with an eventfd, no thread at all): the kernel runs
-  it on CPU 0's shared workqueue, where it took 2.6-5.8 ms against ~130 µs for a
-  thread's fdatasync (118 µs from CPU 1), so puts/s halved. The disk thread under
-  ``SCHED_BATCH`` (no wakeup preemption of the loop): 6 alternating pairs cut CPU per
-  put from ~17.0 to ~14.6 µs and doubled the batches, but a lone producer's put took
-  ~10 ms instead of ~2 ms whenever another tenant kept CPU 0 busy (the batch thread
-  waits for a scheduler tick), a latency price not worth 2 µs.
+- Tried and dropped in the third session, figures from alternating runs: the disk
+  thread owning the file and writing each group with one O_DSYNC ``pwrite`` (one GIL
+  release per group instead of a loop write plus a thread fdatasync): ~1.5 µs less CPU
+  per put, but its rounds took 0.62-0.73 ms against 0.38-0.40 and puts/s fell (33-41k
+  against 45-50k). The fsync as a Linux AIO request (``io_submit`` of IOCB_CMD_FDSYNC
+  with an eventfd, no thread at all): the kernel runs it on CPU 0's shared workqueue,
+  where it took 2.6-5.8 ms against ~130 µs for a thread's fdatasync (118 µs from CPU
+  1), so puts/s halved. The disk thread under ``SCHED_BATCH`` (no wakeup preemption of
+  the loop): ~2 µs less CPU per put and batches of ~53 instead of ~34, but a lone
+  producer's put took ~10 ms instead of ~2 whenever another tenant kept CPU 0 busy
+  (the batch thread waits for a scheduler tick).
 """
 
 from __future__ import annotations
