@@ -38,10 +38,12 @@ those. Only loopback addresses are ever targeted (``LOOPBACK``).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -162,6 +164,7 @@ def start_reference(
     cpus: str | None = SERVER_CPUS,
     env: Mapping[str, str] | None = None,
     timeout_s: float = START_TIMEOUT_S,
+    death_signal: int = signal.SIGKILL,
 ) -> process.ComponentProcess:
     """Start a server that prints no ready line, pinned to ``cpus``; wait until it serves.
 
@@ -180,10 +183,12 @@ def start_reference(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         # A parent-death signal, as for our components: a bench script killed with -9
-        # takes its reference server with it (it survives taskset's exec).
+        # takes its reference server with it (it survives taskset's exec). A server with
+        # worker processes needs ``death_signal`` to be one its master stops them on.
         popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                  env={**os.environ, **env} if env else None,
-                                 preexec_fn=process.die_with_parent)  # fmt: skip
+                                 preexec_fn=functools.partial(process.die_with_parent,
+                                                              death_signal))  # fmt: skip
     server = process.ComponentProcess(name, name, command, log_path, popen)
 
     def serving() -> bool:
@@ -244,8 +249,9 @@ http {{
 """)
     argv = ["nginx", "-p", str(workdir), "-e", str(workdir / f"nginx-{name}-error.log"),
             "-c", str(conf)]  # fmt: skip
+    # SIGKILL of the master would orphan its worker; SIGTERM is nginx's fast shutdown.
     return start_reference(argv, name=f"nginx-{name}", log_path=workdir / f"nginx-{name}.log",
-                           port=port, cpus=cpus)  # fmt: skip
+                           port=port, cpus=cpus, death_signal=signal.SIGTERM)  # fmt: skip
 
 
 _NSD_CONF = """\

@@ -57,10 +57,14 @@ except (OSError, AttributeError):  # not Linux: no parent-death signal, stop() s
     _prctl = None
 
 
-def die_with_parent() -> None:
-    """`preexec_fn` for a child that must not outlive us (runs between fork and exec)."""
+def die_with_parent(death_signal: int = signal.SIGKILL) -> None:
+    """`preexec_fn` for a child that must not outlive us (runs between fork and exec).
+
+    The child gets ``death_signal`` when we die. SIGKILL suits a single process; a server
+    with a master and workers needs a signal its master handles (nginx: SIGTERM), or its
+    workers outlive it (use ``functools.partial(die_with_parent, signal.SIGTERM)``)."""
     if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _prctl(_PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -296,6 +296,44 @@ def test_reference_server_dies_with_a_bench_script_killed_with_sigkill(tmp_path)
         script_proc.wait()
 
 
+#: A server with a master and a worker, as nginx runs: the master stops its worker on
+#: SIGTERM, and a worker whose master is SIGKILLed lives on (the orphan to avoid).
+_MASTER = (
+    "import os, signal, subprocess, sys, time\n"
+    "worker = subprocess.Popen(['sleep', '300'])\n"
+    "def stop(*_): worker.kill(); worker.wait(); sys.exit(0)\n"
+    "signal.signal(signal.SIGTERM, stop)\n"
+    "print(worker.pid, flush=True)\n"
+    "while True: time.sleep(1)\n"
+)
+
+
+def test_a_master_and_its_worker_die_with_a_bench_script_given_the_masters_signal(tmp_path):
+    (tmp_path / "master.py").write_text(_MASTER)
+    script = (
+        "import signal, sys, time; sys.path.insert(0, sys.argv[1]); import benchlib\n"
+        "log = sys.argv[2]\n"
+        "server = benchlib.start_reference([sys.executable, sys.argv[3]], name='ref', cpus=None,\n"
+        "    log_path=log, ready=lambda: open(log).read().strip() != '',\n"
+        "    death_signal=signal.SIGTERM)\n"
+        "print(server.pid, open(log).read().strip(), flush=True); time.sleep(300)\n"
+    )
+    bench_dir = str(DATA.parents[2] / "bench")
+    script_proc = subprocess.Popen([sys.executable, "-c", script, bench_dir, str(tmp_path / "r.log"),
+                                    str(tmp_path / "master.py")],
+                                   stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        master_pid, worker_pid = map(int, script_proc.stdout.readline().split())
+        assert _alive(master_pid) and _alive(worker_pid)
+        script_proc.kill()
+        script_proc.wait()
+        wait_until_sync(lambda: not _alive(master_pid) and not _alive(worker_pid),
+                        what="master and worker gone")  # fmt: skip
+    finally:
+        script_proc.kill()
+        script_proc.wait()
+
+
 def _alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie has exited; it only waits for its parent's wait)."""
     try:
