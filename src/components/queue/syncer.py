@@ -36,8 +36,10 @@ helper dies with the server: ``die_with_parent`` (a parent-death ``SIGKILL``) co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -71,7 +73,7 @@ class Syncer:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "components.queue.syncer", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-                env=child_env(), preexec_fn=die_with_parent,
+                env=child_env(), preexec_fn=_helper_preexec,
             )  # fmt: skip
         finally:
             theirs.close()
@@ -99,8 +101,10 @@ class Syncer:
             else:
                 self._sock.send(message)
         except OSError as exc:
-            self._loop.call_soon(done, None, SyncerLost(exc.errno, f"syncer send: {exc}"))
-            self._fail(SyncerLost(exc.errno, f"syncer send: {exc}"))
+            error = SyncerLost(exc.errno, f"syncer send: {exc}")
+            # done runs from the loop, not inside the caller's commit: no reentrancy.
+            self._loop.call_soon(done, None, error)
+            self._fail(error, notify=False)
             return
         self._waiting.append((token, done))
 
@@ -129,7 +133,7 @@ class Syncer:
             return
         done(None, None)
 
-    def _fail(self, error: BaseException) -> None:
+    def _fail(self, error: BaseException, notify: bool = True) -> None:
         """End the syncer: waiting syncs fail with ``error``, later ones at once."""
         if self.error is not None or self._closed:
             return
@@ -138,7 +142,7 @@ class Syncer:
         waiting, self._waiting = self._waiting, deque()
         for _token, done in waiting:
             done(None, error)
-        if not waiting:  # nobody waiting would hear of it: tell the server now
+        if notify and not waiting:  # nobody waiting would hear of it: tell the server now
             self._on_lost(error)
         self._stop_process()
 
@@ -152,14 +156,16 @@ class Syncer:
         self._stop_process()
 
     def _stop_process(self) -> None:
-        # EOF tells the helper to exit; a kill covers a helper stuck in a slow fsync.
+        # EOF tells the helper to exit; a kill covers a helper stuck in a slow fsync. The
+        # waits are bounded: a process in an uninterruptible fsync dies only when it ends.
         if self._sock.fileno() >= 0:
             self._sock.close()
         try:
             self.process.wait(EXIT_WAIT_SECONDS)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.wait()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(EXIT_WAIT_SECONDS)
 
 
 # -- the helper process ---------------------------------------------------------------
@@ -189,6 +195,19 @@ def serve(sock: socket.socket) -> None:
             sock.send(REPLY.pack(token, code))
         except OSError:
             return
+
+
+def _helper_preexec() -> None:
+    """Between fork and exec: die with the server; ignore SIGINT and SIGTERM.
+
+    Ctrl-C or a SIGTERM to the process group must not end the helper before the server:
+    a draining server still has group commits to run. It ends on EOF (the server closed
+    its end or exited) or with the server. Ignored signals stay ignored across exec, so
+    there is no window while the interpreter starts.
+    """
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def main(argv: list[str]) -> None:

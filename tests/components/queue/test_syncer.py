@@ -176,3 +176,15 @@ def test_kill_9_of_the_server_kills_its_helper(spawn, tmp_path):
     (helper_pid,) = children(queue.pid)
     os.kill(queue.pid, signal.SIGKILL)
     harness.wait_until_sync(lambda: gone(helper_pid))
+
+
+def test_the_helper_outlives_a_sigterm_so_a_draining_server_can_still_commit(spawn, tmp_path):
+    # A SIGTERM (or Ctrl-C) sent to the whole process group reaches the helper too; the
+    # server drains on it and still needs its group commits, so the helper ignores it.
+    queue = spawn("queue", "-b", str(tmp_path), "-f", "0")
+    (helper_pid,) = children(queue.pid)
+    os.kill(helper_pid, signal.SIGTERM)
+    os.kill(helper_pid, signal.SIGINT)
+    with greenstalk.Client(queue.address()) as c:
+        assert c.put("still durable") == 1
+    assert not gone(helper_pid)
