@@ -78,6 +78,20 @@ tenants, the disk busy) the ratio swings between 5x and 90x with beanstalkd's fs
   the loop): ~2 µs less CPU per put and batches of ~53 instead of ~34, but a lone
   producer's put took ~10 ms instead of ~2 whenever another tenant kept CPU 0 busy
   (the batch thread waits for a scheduler tick).
+
+- Tried and dropped in the fourth session: the group commit's ``fdatasync`` in a helper
+  *process* (a "syncer": own GIL, fd passed with SCM_RIGHTS, one 8-byte request and
+  12-byte reply per commit over a SOCK_SEQPACKET socketpair; commits c5f5808 and
+  972a6d7, reverted, with tests of its failure modes). Three ``--base`` runs (3, 5, 5
+  x 5 s, 13 pairs): medians 47.4k/56.4k/57.6k puts/s at 17.0/16.7/16.5 CPU µs per put
+  (server + helper) against 37.0k/54.1k/57.8k at 17.5/16.4/16.5 for the thread: the
+  same once the machine was quiet. Per-task /proc figures (putload 64, 5 s, server on
+  CPU 0) say why: the fsync worker costs ~80 ticks per ~9,000 commits either way, ~90%
+  of it system time (the ``fdatasync`` itself, ~80 µs of kernel CPU a commit, ~3 µs a
+  put at ~27 puts a commit); its user time (the GIL part) is ~0.3 µs a put. The loop's
+  involuntary switches halved (~47k to ~23k per 5 s) and its CPU per put did not move
+  (~13.5-14.5 µs, ~60% of it system time: recv, send, epoll). The lever left is fewer
+  or cheaper ``fdatasync`` calls, not the hand-off to whoever runs them.
 """
 
 from __future__ import annotations

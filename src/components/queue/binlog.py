@@ -402,10 +402,6 @@ class Binlog:
         if fsync:
             _datasync(self._fd)
 
-    def fileno(self) -> int:
-        """The current segment's fd (-1 before one is open): what the syncer fdatasyncs."""
-        return self._fd
-
     def sync(self) -> None:
         """Make what was written durable (group commit, the ``-f MS`` timer, shutdown)."""
         if self._fd >= 0:

@@ -15,6 +15,13 @@ One thread, not a pool, on purpose: the server runs one fsync at a time (an fsyn
 covers every byte written before it began, so records that arrive during one share the
 next), and a snapshot must run alone (it swaps the file under the fsyncs). A single
 thread makes that order structural instead of something to keep track of.
+
+A thread, not a helper process, measured: a "syncer" process running the group
+commit's ``fdatasync`` (own GIL, the segment's fd passed over a socketpair; commits
+c5f5808 and 972a6d7, reverted) halved the loop's involuntary context switches but left
+durable puts/s and CPU per put (server + helper) where they were: this thread's CPU is
+~90% the ``fdatasync``'s own kernel time, and its GIL-holding part ~0.3 µs a put. See
+the notes in bench/queue/side_by_side.py.
 """
 
 from __future__ import annotations

@@ -13,8 +13,7 @@ bytes into commands, ``broker.Broker`` applies them. What only the shell can do:
 - *Group commit.* With ``-b DIR -f 0`` a state-changing reply (``INSERTED``,
   ``DELETED``, ``RELEASED``, ``BURIED``, ``KICKED``) is held until its record is on disk.
   Records are written to the file on the loop, in order; the fsync (``fdatasync`` of a
-  preallocated segment, see binlog.py) runs in a helper process (syncer.py: its own
-  GIL, so the loop never trades the GIL with it), and
+  preallocated segment, see binlog.py) runs on the disk thread (diskthread.py), and
   records that arrive meanwhile wait for the next one, so 64 concurrent
   producers share an fsync instead of queueing for 64 (beanstalkd fsyncs each put).
   Replies on a connection stay in order: anything behind a held reply is held too. If
@@ -54,7 +53,6 @@ from .binlog import DEFAULT_COMPACT_MIN_BYTES, DEFAULT_PREALLOCATE_BYTES, Batch,
 from .broker import Broker, Job, Tube
 from .diskthread import DiskThread
 from .protocol import Command, CommandParser, Put, Reply
-from .syncer import Syncer
 
 #: Stop reading from a connection whose unparsed input passes this (a blocked reserve
 #: with pipelined commands behind it, or a client that does not read its replies).
@@ -494,8 +492,7 @@ class QueueService(Service):
         self.durable_seq = 0
         self.binlog: Binlog | None = None
         self.sync_commit = False
-        self._disk: DiskThread | None = None  # runs snapshots (compactions), one at a time
-        self._syncer: Syncer | None = None  # the helper process that runs group commits' fsyncs
+        self._disk: DiskThread | None = None  # runs fsyncs and snapshots, one at a time
         # The disk thread runs jobs in order: when the last one submitted is done, all are.
         self._last_disk_job: asyncio.Future | None = None
         self._fsyncs_in_flight = 0
@@ -520,9 +517,6 @@ class QueueService(Service):
                           records=recovered.records, torn_bytes_cut=recovered.torn_bytes,
                           next_id=self.broker.next_id,
                           seconds=round(time.monotonic() - started, 3))  # fmt: skip
-            # Started now, before any thread (the disk thread starts on first use): the
-            # fork runs die_with_parent, and a fork of a threaded process is best avoided.
-            self._syncer = Syncer(self.loop, self._binlog_failed)
         self.server = await self.loop.create_server(
             lambda: QueueConnection(self), args.host, args.port, backlog=1024
         )
@@ -563,8 +557,6 @@ class QueueService(Service):
                 conn.transport.abort()
             else:
                 conn.transport.close()
-        if self._syncer is not None:  # a sync in flight is covered by the one below
-            self._syncer.close()
         if self.binlog is not None:
             if self._last_disk_job is not None:
                 await self._last_disk_job
@@ -652,8 +644,7 @@ class QueueService(Service):
     # -- group commit ---------------------------------------------------------------------
     #
     # Appends are written to the file on the loop thread (a page-cache copy, in record
-    # order, no thread can reorder them); fsyncs run in the syncer process, one at a
-    # time, and snapshots on the disk thread.
+    # order, no thread can reorder them); fsyncs run on the disk thread, one at a time.
     # An fsync covers every byte written to the file before it started, so when one
     # completes, every record written before it was submitted is durable; records that
     # arrive while it runs are written and share the next one. A snapshot (compaction)
@@ -703,12 +694,7 @@ class QueueService(Service):
         binlog.unsynced = 0
         self._fsyncs_in_flight += 1
         done = partial(self._synced, seq, records, time.monotonic())
-        fd = binlog.fileno()
-        if fd < 0:  # no segment yet: nothing written, nothing to sync
-            self.loop.call_soon(done, None, None)
-            return
-        assert self._syncer is not None
-        self._syncer.sync(fd, (binlog.index, fd), seq, done)
+        self._submit(binlog.sync, (), done)
 
     def _submit(self, fn, args: tuple, done) -> None:
         if self._disk is None:  # started on first use: a memory-only queue has none
