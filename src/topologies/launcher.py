@@ -489,13 +489,15 @@ def install_signal_handlers() -> None:
     """Make SIGTERM and SIGHUP end a run the way Ctrl-C does (KeyboardInterrupt).
 
     Without this a ``kill`` or a closed terminal would end the launcher abruptly and the
-    components would die by the parent-death SIGKILL, undrained.
+    components would die by the parent-death SIGKILL, undrained. SIGINT is set too:
+    a shell starts a background job (``scalelab run ... &`` in a script, a CI step) with
+    SIGINT ignored, and Python then leaves it ignored, so ``kill -INT`` would do nothing.
     """
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(ValueError, OSError):  # not the main thread / platform
             signal.signal(signum, interrupt)
 

@@ -40,13 +40,15 @@ def read_registry(run_dir: Path, names=ECHO_NAMES) -> dict | None:
 class ScalelabProcess:
     """``python -m topologies.cli ARGS`` with output in files (no pipe can fill up)."""
 
-    def __init__(self, tmp_path: Path, *args: str) -> None:
+    def __init__(self, tmp_path: Path, *args: str, background_job: bool = False) -> None:
         self.stdout_path = tmp_path / "scalelab.out"
         self.stderr_path = tmp_path / "scalelab.err"
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", "topologies.cli", *args],
                 stdout=out, stderr=err, cwd=tmp_path, env=child_env(),
+                # As a shell starts `scalelab run ... &`: with SIGINT ignored.
+                preexec_fn=_ignore_sigint if background_job else None,
             )  # fmt: skip
 
     def wait(self, timeout_s: float = 30.0) -> int:
@@ -66,12 +68,16 @@ class ScalelabProcess:
             self.popen.wait()
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @pytest.fixture
 def scalelab(tmp_path):
     started = []
 
-    def _run(*args: str) -> ScalelabProcess:
-        proc = ScalelabProcess(tmp_path, *args)
+    def _run(*args: str, background_job: bool = False) -> ScalelabProcess:
+        proc = ScalelabProcess(tmp_path, *args, background_job=background_job)
         started.append(proc)
         return proc
 
@@ -80,10 +86,10 @@ def scalelab(tmp_path):
         proc.kill()
 
 
-def start_echo_stage(scalelab, tmp_path):
+def start_echo_stage(scalelab, tmp_path, background_job=False):
     run_dir = tmp_path / "run"
     proc = scalelab("run", str(ECHO_STAGE), "--run-dir", str(run_dir), "--drain-timeout", "3",
-                    "--echoes", "1")  # fmt: skip
+                    "--echoes", "1", background_job=background_job)  # fmt: skip
     registry = harness.wait_until_sync(lambda: read_registry(run_dir) or proc.popen.poll() is not None,
                                        timeout_s=20, what="echo stage up")  # fmt: skip
     assert registry is not True, proc.stderr
@@ -157,6 +163,16 @@ def test_ctrl_c_or_sigterm_stops_every_component_gracefully(scalelab, tmp_path, 
     wait_all_dead(pids)
     for name in ECHO_NAMES:  # drained and stopped, not killed by the parent-death signal
         assert '"event":"stopped"' in (run_dir / f"{name}.log").read_text(), name
+    assert "interrupted; stopped" in proc.stdout
+
+
+def test_sigint_stops_a_launcher_started_as_a_background_job(scalelab, tmp_path):
+    # A shell (a script, a CI step) starts `scalelab run ... &` with SIGINT ignored, and
+    # Python keeps an ignored SIGINT ignored: the launcher must take it back.
+    proc, run_dir, _, pids = start_echo_stage(scalelab, tmp_path, background_job=True)
+    proc.popen.send_signal(signal.SIGINT)
+    assert proc.wait() == 0, proc.stderr
+    wait_all_dead(pids)
     assert "interrupted; stopped" in proc.stdout
 
 
