@@ -37,6 +37,12 @@ async def writer(session, url, client, acked, stop, base):
         acked.add(batch)
 
 
+def create_table(url):
+    """The table ``writer`` fills: a batch's rows share ``batch``, numbered by ``part``."""
+    harness.http("POST", url + "/db/execute",
+                 b'["CREATE TABLE t (id INTEGER PRIMARY KEY, batch INTEGER, part INTEGER)"]')  # fmt: skip
+
+
 def writers(session, url, clients, acked, stop, base=0):
     return [asyncio.ensure_future(writer(session, url, c, acked, stop, base))
             for c in range(clients)]  # fmt: skip
@@ -57,8 +63,7 @@ async def test_kill_9_during_concurrent_writes_loses_no_acknowledged_write(tmp_p
     data = str(tmp_path / "data")
     acked: set[int] = set()
     proc = spawn("store", "--data-dir", data, name="dur")
-    harness.http("POST", proc.url() + "/db/execute",
-                 b'["CREATE TABLE t (id INTEGER PRIMARY KEY, batch INTEGER, part INTEGER)"]')  # fmt: skip
+    create_table(proc.url())
     for round_number in range(ROUNDS):
         await load_then_kill(proc, acked, after_acks=150, base=round_number * 100_000_000)
         proc = spawn("store", "--data-dir", data, name="dur")
@@ -80,8 +85,7 @@ async def test_a_replica_killed_while_streaming_recovers_to_the_primarys_exact_s
     primary = spawn("store", "--data-dir", str(tmp_path / "p"), name="p")
     join = ("--join", primary.listen["main"])
     replica = spawn("store", "--data-dir", str(tmp_path / "r"), *join, name="r")
-    harness.http("POST", primary.url() + "/db/execute",
-                 b'["CREATE TABLE t (id INTEGER PRIMARY KEY, batch INTEGER, part INTEGER)"]')  # fmt: skip
+    create_table(primary.url())
     acked: set[int] = set()
     stop = asyncio.Event()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
@@ -113,8 +117,7 @@ async def test_sigterm_during_concurrent_writes_drains_every_answer_and_loses_no
     there after a restart."""
     data = str(tmp_path / "data")
     proc = spawn("store", "--data-dir", data, "--drain-timeout", "20", name="term")
-    harness.http("POST", proc.url() + "/db/execute",
-                 b'["CREATE TABLE t (id INTEGER PRIMARY KEY, batch INTEGER, part INTEGER)"]')  # fmt: skip
+    create_table(proc.url())
     acked: set[int] = set()
     stop = asyncio.Event()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
