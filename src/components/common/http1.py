@@ -489,17 +489,11 @@ class Parser:
         """
         if len(start) > self.max_start_line or start.translate(None, _HEAD_OK):
             return None
-        parts = start.split(b" ")
-        if len(parts) != 3:
-            return None
-        method, target, version_text = parts
-        if (
-            not method
-            or method.translate(None, _TCHAR)
-            or not target
-            or version_text[5:] != previous.version
-            or not version_text.startswith(b"HTTP/")
-        ):
+        try:
+            method, target, version = _request_line(start)
+        except ProtocolError:
+            return None  # the full parse says what is wrong with it
+        if version != previous.version:
             return None
         return Request(
             previous.version,
@@ -514,15 +508,7 @@ class Parser:
         )
 
     def _request_head(self, start: bytes, headers: Headers, special: Headers) -> Request:
-        parts = start.split(b" ")
-        if len(parts) != 3:
-            raise ProtocolError(400, "malformed request line")
-        method, target, version_text = parts
-        if not method or method.translate(None, _TCHAR):
-            raise ProtocolError(400, "malformed method")
-        if not target:
-            raise ProtocolError(400, "empty request target")
-        version = _version(version_text, 400)
+        method, target, version = _request_line(start)
         request = Request(version, headers, method=method, target=target)
         hosts = 0
         te = cl = None
@@ -759,6 +745,19 @@ def _field_error(line: bytes) -> ProtocolError:
     if b":" not in line:
         return ProtocolError(400, "field line without a colon")
     return ProtocolError(400, "invalid field name")
+
+
+def _request_line(start: bytes) -> tuple[bytes, bytes, bytes]:
+    """``method SP request-target SP HTTP-version`` (RFC 9112 §3): method, target, version."""
+    parts = start.split(b" ")
+    if len(parts) != 3:
+        raise ProtocolError(400, "malformed request line")
+    method, target, version_text = parts
+    if not method or method.translate(None, _TCHAR):
+        raise ProtocolError(400, "malformed method")
+    if not target:
+        raise ProtocolError(400, "empty request target")
+    return method, target, _version(version_text, 400)
 
 
 def _version(text: bytes, bad: int) -> bytes:
