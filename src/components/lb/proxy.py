@@ -594,9 +594,8 @@ class ClientConnection(asyncio.Protocol):
         # The head leaves together with the body bytes already here, after the parser has
         # checked them: a request whose first chunk is malformed never reaches a backend.
         self.head_pending = True
-        if not self.request_complete:
-            self.pulling = True
-            self.advance()
+        self.pulling = True
+        self.advance()
 
     def response_head(self, response: Response, conn: BackendConnection) -> bytes:
         proxy = self.proxy
