@@ -6,9 +6,11 @@ backend directly, and the proxy's CPU time per request (user+system from
 ``/proc/<pid>/stat`` around the run, divided by the requests served).
 
 How: two fast backends are one nginx (one worker) serving a small body on two ports.
-The three proxies are pinned to CPU 0 and loaded one at a time: HAProxy with
-``nbthread 1`` and server-side keep-alive (``http-reuse always``), nginx with one worker
-and ``upstream keepalive``, ours (uvloop) with its defaults. wrk runs on CPU 1
+The proxies are pinned to CPU 0 and loaded one at a time: HAProxy with
+``nbthread 1`` and server-side keep-alive (``http-reuse always``), twice: once doing our
+balancer's job (the forwarding headers it adds, ``Via`` both ways, a health check every
+2 s), which is the goal's reference, and once bare (forwarding only), reported beside it;
+nginx with one worker and ``upstream keepalive``; ours (uvloop) with its defaults. wrk runs on CPU 1
 (``taskset -c 1 wrk -t1 -c64 -d10s --latency``), as do the backends, so CPU 0 holds the
 proxy under load and nothing else of ours. A direct run against one backend gives the
 baseline for "added" latency. Rounds alternate between the targets and medians are
@@ -68,16 +70,36 @@ request = function()
 end
 """
 LOOPBACK = benchlib.LOOPBACK
-DIRECT, HAPROXY, NGINX, OURS = (
+DIRECT, HAPROXY, HAPROXY_BARE, NGINX, OURS = (
     "direct (one backend)",
     "haproxy (nbthread 1)",
+    "haproxy, bare forwarding",
     "nginx (1 worker, keepalive)",
     "scalelab lb (uvloop)",
 )
 
 
-def haproxy_config(port: int, backends: list[int]) -> str:
-    servers = "\n".join(f"    server b{i} {LOOPBACK}:{p}" for i, p in enumerate(backends))
+def haproxy_config(port: int, backends: list[int], same_work: bool = True) -> str:
+    """HAProxy's config; ``same_work``: the headers and health checks ours does too.
+
+    Ours appends the client to ``X-Forwarded-For`` and ``Forwarded``, sets
+    ``X-Forwarded-Proto``, adds ``Via`` both ways, and GETs ``/health`` every 2 s (rise 2,
+    fall 3): with ``same_work`` HAProxy does the same, so the comparison is of two proxies
+    doing one job. Without it HAProxy only forwards (the bare figure, also reported).
+    """
+    check = " check inter 2s rise 2 fall 3" if same_work else ""
+    servers = "\n".join(f"    server b{i} {LOOPBACK}:{p}{check}" for i, p in enumerate(backends))
+    work = (
+        """
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request add-header Forwarded "for=%[src];proto=http"
+    http-request add-header Via "%[req.ver] haproxy"
+    http-response add-header Via "%[res.ver] haproxy"
+    option httpchk GET /health"""
+        if same_work
+        else ""
+    )
     return f"""
 global
     nbthread 1
@@ -92,7 +114,7 @@ frontend fe
     bind {LOOPBACK}:{port}
     default_backend be
 backend be
-    balance roundrobin
+    balance roundrobin{work}
 {servers}
 """
 
@@ -114,13 +136,15 @@ def start_targets(
     benchlib.wait_port(backends[1])
     targets = {DIRECT: (f"http://{LOOPBACK}:{backends[0]}/", [])}
 
-    port = benchlib.free_port()
-    (workdir / "haproxy.cfg").write_text(haproxy_config(port, backends))
-    haproxy = benchlib.start_reference(["haproxy", "-f", str(workdir / "haproxy.cfg"), "-db"],
-                                       name="haproxy", log_path=workdir / "haproxy.log",
-                                       port=port)  # fmt: skip
-    servers.append(haproxy)
-    targets[HAPROXY] = (f"http://{LOOPBACK}:{port}/", [haproxy.pid])
+    for name, same_work in ((HAPROXY, True), (HAPROXY_BARE, False)):
+        port = benchlib.free_port()
+        config = workdir / f"haproxy-{'same' if same_work else 'bare'}.cfg"
+        config.write_text(haproxy_config(port, backends, same_work))
+        haproxy = benchlib.start_reference(["haproxy", "-f", str(config), "-db"],
+                                           name="haproxy", log_path=config.with_suffix(".log"),
+                                           port=port)  # fmt: skip
+        servers.append(haproxy)
+        targets[name] = (f"http://{LOOPBACK}:{port}/", [haproxy.pid])
 
     if nginx:
         port = benchlib.free_port()
@@ -203,28 +227,35 @@ def main() -> None:
         ["", ".0f", ".2f", ".2f", ".2f", ".1f", ".0f"],
     ))  # fmt: skip
     print("req/s each round:", {n: [round(r.rps) for r in rs] for n, rs in runs.items()})
-    ha = results[HAPROXY]
-    added_ha = ha["p99_ms"] - base
     # Per round too: each round's direct run is the baseline of that round's proxies.
     added = {name: [r.p99_ms - d.p99_ms for r, d in zip(rs, runs[DIRECT], strict=True)]
              for name, rs in runs.items()}  # fmt: skip
     for name in [n for n in runs if n.startswith(OURS.split(" (")[0])]:  # ours, ours@REV
-        ours = results[name]
-        paired = benchlib.paired_ratio([r.rps for r in runs[name]], [r.rps for r in runs[HAPROXY]])
-        cpu = benchlib.paired_ratio([r.cpu_us_per_request for r in runs[name]],
-                                    [r.cpu_us_per_request for r in runs[HAPROXY]])  # fmt: skip
         print(f"\n{name}")
-        print(f"req/s ratio ours/haproxy: {ours['rps'] / ha['rps']:.2f} of the medians, "
-              f"{paired:.2f} median of per-round ratios (goal >= 0.50)")  # fmt: skip
-        if added_ha > 0:
-            print(f"added p99 ratio ours/haproxy: {(ours['p99_ms'] - base) / added_ha:.2f} of "
-                  "the medians", end="")  # fmt: skip
-            if all(a > 0 for a in added[HAPROXY]):
-                print(f", {benchlib.paired_ratio(added[name], added[HAPROXY]):.2f} median of "
-                      "per-round ratios", end="")  # fmt: skip
-            print(" (goal <= 2.0)")
-        print(f"CPU per request ours/haproxy: {cpu:.2f} (median of per-round ratios)")
+        # The goal is against HAProxy doing our job; the bare figure is for reference.
+        for reference, goals in ((HAPROXY, True), (HAPROXY_BARE, False)):
+            print_ratios(name, reference, results, runs, added, base, goals)
     print(f"wrk: {runs[OURS][0].command}")
+
+
+def print_ratios(name, reference, results, runs, added, base, goals: bool) -> None:
+    """Ours against one HAProxy: req/s, added p99 and CPU, of the medians and per round."""
+    ours, ha = results[name], results[reference]
+    label = "haproxy" if reference == HAPROXY else "bare haproxy"
+    paired = benchlib.paired_ratio([r.rps for r in runs[name]], [r.rps for r in runs[reference]])
+    cpu = benchlib.paired_ratio([r.cpu_us_per_request for r in runs[name]],
+                                [r.cpu_us_per_request for r in runs[reference]])  # fmt: skip
+    print(f"req/s ratio ours/{label}: {ours['rps'] / ha['rps']:.2f} of the medians, "
+          f"{paired:.2f} median of per-round ratios{' (goal >= 0.50)' if goals else ''}")  # fmt: skip
+    added_ha = ha["p99_ms"] - base
+    if added_ha > 0:
+        print(f"added p99 ratio ours/{label}: {(ours['p99_ms'] - base) / added_ha:.2f} of "
+              "the medians", end="")  # fmt: skip
+        if all(a > 0 for a in added[reference]):
+            print(f", {benchlib.paired_ratio(added[name], added[reference]):.2f} median of "
+                  "per-round ratios", end="")  # fmt: skip
+        print(" (goal <= 2.0)" if goals else "")
+    print(f"CPU per request ours/{label}: {cpu:.2f} (median of per-round ratios)")
 
 
 if __name__ == "__main__":
