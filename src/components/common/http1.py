@@ -318,10 +318,10 @@ class Parser:
     def next_event(self):
         """The next event, or ``NEED_DATA``; raises ``ProtocolError`` on bad framing."""
         state = self._state
+        if state == _HEAD:  # first: a proxy takes most bodies whole (``whole_body``)
+            return self._head()
         if state == _BODY_LENGTH:
             return self._body_length()
-        if state == _HEAD:
-            return self._head()
         if state == _CHUNK_DATA:
             return self._chunk_data()
         if state == _CHUNK_SIZE:

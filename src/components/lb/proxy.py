@@ -204,11 +204,8 @@ class BackendConnection(asyncio.Protocol):
                     trailers = protocol.forwardable_trailers(event.trailers)
                     out.append(serialize_trailers(trailers) if trailers else LAST_CHUNK)
                 # The answer is complete (its EndOfMessage, or all of it at once).
-                if out:
-                    client.write(out)
-                    out = []
-                client.exchange_finished(self)
-                break
+                client.exchange_finished(self, out)
+                return
         except ProtocolError as error:
             if out:
                 client.write(out)
@@ -644,8 +641,13 @@ class ClientConnection(asyncio.Protocol):
             proxy.balancer.succeeded(self.backend)
         return head
 
-    def exchange_finished(self, conn: BackendConnection) -> None:
+    def exchange_finished(self, conn: BackendConnection, last: list[bytes]) -> None:
+        """The answer is complete; ``last``: its final pieces (or none), still to write."""
         proxy = self.proxy
+        if last and not self.closing:
+            # ``write`` without its deadline bookkeeping, which ``next_request`` redoes.
+            self.response_started = True
+            proxy.outbox.write(self.transport, last[0] if len(last) == 1 else b"".join(last))
         backend = self.backend
         now = proxy.now()
         proxy.record(backend, self.status, now - self.started_at)

@@ -158,8 +158,8 @@ class LoadBalancer(Service):
         self.retries = m.counter("scalelab_lb_retries_total", "Requests retried on another backend")
         self.rejected = m.counter("scalelab_lb_rejected_total",
                                   "Requests answered by the proxy itself", ["reason"])  # fmt: skip
-        self._children: dict[tuple[str, int], object] = {}
-        self._durations: dict[str, object] = {}
+        # (backend, status) -> its request counter and its backend's duration histogram.
+        self._children: dict[tuple[str, int], tuple] = {}
         for address, weight in args.backend:
             self.add_backend(address, weight)
         admin = self.runtime.admin
@@ -193,14 +193,15 @@ class LoadBalancer(Service):
 
     def record(self, backend: Backend, status: int, seconds: float) -> None:
         key = (backend.address, status)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self.requests.labels(backend.address, str(status))
-        child.inc()
-        hist = self._durations.get(backend.address)
-        if hist is None:
-            hist = self._durations[backend.address] = self.duration.labels(backend.address)
-        hist.observe(seconds)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(backend.address, str(status)),
+                self.duration.labels(backend.address),
+            )
+        requests, duration = children
+        requests.inc()
+        duration.observe(seconds)
 
     # -- admin API -----------------------------------------------------------------------
 
