@@ -390,6 +390,21 @@ class Parser:
 
     def _head(self):
         buf, pos = self._buf, self._pos
+        memo = self._memo
+        if (
+            memo is not None
+            and buf.startswith(memo[0], pos)
+            and (not self.response or memo[1] == self._methods[0])
+        ):
+            # The same bytes as the last head (a client or backend repeating itself on a
+            # keep-alive connection, the common case): the same verdict, the same event.
+            # For a response the framing also depends on the method answered (HEAD).
+            # Nothing needs searching first: a remembered head starts with its start line
+            # (no empty lines to skip), was within the bounds, and its first blank line is
+            # its last, so what follows it here is the next message's, as in a full parse.
+            self._pos = pos + len(memo[0])
+            self._state, self._remaining, self._keep_alive = memo[3], memo[4], memo[5]
+            return memo[2]
         # RFC 9112 §2.2: a server SHOULD ignore at least one empty line before a request.
         if not self.response and buf.startswith(b"\r\n", pos):
             rest = buf[pos:]
@@ -414,19 +429,6 @@ class Parser:
             return self._truncated()
         if end + 4 - pos > self.max_head:
             raise self._fail(431 if not self.response else 502, "header section too large")
-        memo = self._memo
-        if (
-            memo is not None
-            and len(memo[0]) == end + 4 - pos
-            and buf.startswith(memo[0], pos)
-            and (not self.response or memo[1] == self._methods[0])
-        ):
-            # The same bytes as the last head (a client or backend repeating itself on a
-            # keep-alive connection, the common case): the same verdict, the same event.
-            # For a response the framing also depends on the method answered (HEAD).
-            self._pos = end + 4
-            self._state, self._remaining, self._keep_alive = memo[3], memo[4], memo[5]
-            return memo[2]
         if memo is not None and not self.response and end + 4 - pos <= MAX_REPEAT_HEAD_BYTES:
             # A client walking URLs (a browser, a crawler, a load test) repeats its
             # fields but not its request line: the same field bytes, the same verdict.
