@@ -107,6 +107,12 @@ _TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqr
 # obs-text (RFC 9110 §5.5). Everything else (NUL, bare CR/LF, other controls, DEL) is 400.
 _HEAD_OK = bytes([9, *range(0x20, 0x7F), *range(0x80, 0x100)])
 _DIGITS = b"0123456789"
+#: Methods a walking-URL request line may bring without a token check (all are tokens).
+_COMMON_METHODS = frozenset(
+    (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE")
+)
+#: A request's ``version`` back to the text of its request line.
+_VERSION_LINE = {b"1.1": b"HTTP/1.1", b"1.0": b"HTTP/1.0"}
 _HEXDIGITS = b"0123456789abcdefABCDEF"
 _OWS = b" \t"
 
@@ -405,6 +411,22 @@ class Parser:
             self._pos = pos + len(memo[0])
             self._state, self._remaining, self._keep_alive = memo[3], memo[4], memo[5]
             return memo[2]
+        if memo is not None and not self.response:
+            # A client walking URLs (a browser, a crawler, a load test) repeats its
+            # fields but not its request line: the same field bytes, the same verdict.
+            # The field block starts at the first CRLF and its first blank line is its
+            # last, so here too the head ends where the block does.
+            line_end = buf.find(b"\r\n", pos)
+            fields = memo[6]
+            if line_end > pos and buf.startswith(fields, line_end):
+                end = line_end + len(fields)
+                if end - pos <= MAX_REPEAT_HEAD_BYTES and end - pos <= self.max_head:
+                    request = self._request_line_for(buf[pos:line_end], memo[2])
+                    if request is not None:
+                        self._pos = end
+                        self._state, self._remaining, self._keep_alive = memo[3:6]
+                        self._memo = (buf[pos:end], None, request, *memo[3:])
+                        return request
         # RFC 9112 §2.2: a server SHOULD ignore at least one empty line before a request.
         if not self.response and buf.startswith(b"\r\n", pos):
             rest = buf[pos:]
@@ -429,18 +451,6 @@ class Parser:
             return self._truncated()
         if end + 4 - pos > self.max_head:
             raise self._fail(431 if not self.response else 502, "header section too large")
-        if memo is not None and not self.response and end + 4 - pos <= MAX_REPEAT_HEAD_BYTES:
-            # A client walking URLs (a browser, a crawler, a load test) repeats its
-            # fields but not its request line: the same field bytes, the same verdict.
-            line_end = buf.find(b"\r\n", pos)
-            fields = memo[6]
-            if len(fields) == end + 4 - line_end and buf.startswith(fields, line_end):
-                request = self._request_line_for(buf[pos:line_end], memo[2])
-                if request is not None:
-                    self._pos = end + 4
-                    self._state, self._remaining, self._keep_alive = memo[3], memo[4], memo[5]
-                    self._memo = (buf[pos : end + 4], None, request, *memo[3:])
-                    return request
         head = buf[pos:end]
         self._pos = end + 4
         lines = head.split(b"\r\n")
@@ -485,17 +495,28 @@ class Parser:
         """A new request line over fields already judged for ``previous``, or ``None``.
 
         The fields' verdict (framing, persistence, Host) depends on the version but not
-        on the method or target, so with the same version it stands; the line itself
-        gets every check the full parse gives it. Anything unusual returns ``None`` and
-        the head is parsed (and judged) in full.
+        on the method or target, so with the same version it stands. The line is only
+        accepted here when it is plainly valid: printable ASCII within the bound, three
+        parts, a common method (or the previous one), a target, the previous version.
+        That is a subset of what ``_request_line`` accepts, checked with cheaper means
+        (no translate tables); anything else returns ``None`` and the head is parsed and
+        judged in full, so the verdict is always the full parse's.
         """
-        if len(start) > self.max_start_line or start.translate(None, _HEAD_OK):
+        if (
+            len(start) > self.max_start_line
+            or not start.isascii()
+            or not start.decode("ascii").isprintable()  # no controls (HTAB, NUL, bare CR...)
+        ):
             return None
-        try:
-            method, target, version = _request_line(start)
-        except ProtocolError:
-            return None  # the full parse says what is wrong with it
-        if version != previous.version:
+        parts = start.split(b" ")
+        if len(parts) != 3:
+            return None
+        method, target, version = parts
+        if (
+            not target
+            or version != _VERSION_LINE[previous.version]
+            or (method not in _COMMON_METHODS and method != previous.method)
+        ):
             return None
         return Request(
             previous.version,
@@ -504,9 +525,9 @@ class Parser:
             previous.framing,
             previous.content_length,
             previous.connection,
-            method=method,
-            target=target,
-            expect_continue=previous.expect_continue,
+            method,
+            target,
+            previous.expect_continue,
         )
 
     def _request_head(self, start: bytes, headers: Headers, special: Headers) -> Request:

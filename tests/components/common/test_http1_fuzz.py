@@ -249,6 +249,13 @@ REPEATED_REQUESTS = [
     b"G(T / HTTP/1.1\r\nHost: h\r\n\r\n",  # 400: not a token
     b"GET /\x7f HTTP/1.1\r\nHost: h\r\n\r\n",  # 400: DEL is a control byte
     b"GET / HTTP/1.1 \r\nHost: h\r\n\r\n",  # 400: four parts
+    # Lines the walking-URL shortcut leaves to the full parse, whatever its verdict.
+    b"PROPFIND /p HTTP/1.1\r\nHost: h\r\n\r\n",  # a token, not a common method
+    b"GET /\xc3\xa9 HTTP/1.1\r\nHost: h\r\n\r\n",  # obs-text in the target
+    b"GET /\t HTTP/1.1\r\nHost: h\r\n\r\n",  # HTAB in the target
+    b"\r\nGET /e HTTP/1.1\r\nHost: h\r\n\r\n",  # an empty line first
+    b"GET /v HTTP/2.0\r\nHost: h\r\n\r\n",  # 505
+    b"GET  /d HTTP/1.1\r\nHost: h\r\n\r\n",  # 400: two spaces
 ]
 #: (head and body, the method it answers; None for an interim answer)
 REPEATED_RESPONSES = [
