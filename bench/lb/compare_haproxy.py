@@ -31,10 +31,14 @@ segments. Kernel time was ~15.5 µs for us against HAProxy's ~12.6, mostly wake-
 write to a peer asleep in ``epoll_wait`` wakes it across CPUs (``sock_def_readable``,
 ~2.3 µs against ~1.2), and we wrote each answer the moment it was ready where HAProxy's
 tasklets send after its poller's round; since ``proxy.Outbox`` does the same, kernel
-time is level (~11.8 µs each). What is left is user space: ~10 µs of interpreter and
-uvloop against HAProxy's ~5 (uvloop's ``read``/``write`` also cost ~0.5 µs more VFS
-than ``recv``/``send``). One run then (load average 2.4, so noisy): CPU per request
-1.24x HAProxy's, req/s 0.84 of it, added p99 0.83x; ``--vary-requests`` 1.34x, 0.77.
+time is level (~11.8 µs each). What is left is user space, and the syscalls' kind:
+session 4 measured (in one run, load 2) HAProxy at 5.8 µs user + 14.5 system per request
+(6.8-7.6 user when it adds our headers), ours at 9.9-10.6 user + 15.1-15.9 system;
+HAProxy calls ``recvfrom``/``sendto`` where libuv calls ``read``/``write``, whose VFS
+layer (``fdget_pos``, ``vfs_read``/``vfs_write``) is about 1 µs of the system difference.
+The user time is CPython running ~40 Python calls per exchange (no hotspot left:
+``profile_live.py --profile``) plus uvloop's callbacks. Session 4's figures are in that
+session's closing note.
 
 ``--base REV`` adds our balancer as of git revision ``REV`` to every round (its
 ``src`` extracted beside the work tree): a change's before/after under the same load,
