@@ -282,3 +282,70 @@ def _wait_ready(proc: ComponentProcess, timeout_s: float) -> tuple[dict, int]:
                 f"{proc.name}: exited with code {proc.popen.returncode} before it was ready; "
                 f"last log lines:\n{proc.log_tail()}"
             )
+
+
+class Pool:
+    """Interchangeable copies of one component, one more or one fewer at a time.
+
+    What an autoscaler needs from process supervision, and no more. ``grow()`` starts
+    one more copy with ``start`` (its name ``<prefix>-<n>``: ``n`` is never reused, so
+    each log file, ``log_dir/<name>.log``, tells one process's story); ``shrink()`` stops
+    the newest with ``ComponentProcess.stop`` (SIGTERM: it drains, so a worker finishes
+    or releases the job it holds; SIGKILL after ``stop_timeout_s``); ``reap()`` forgets the
+    copies that exited on their own; ``close()`` stops them all, signalling every one
+    before waiting for any, so their drains overlap.
+
+    Not thread-safe, and the parent-death signal follows the thread that forks
+    (``Launcher``'s essay): call it from one thread that lives as long as the pool.
+    """
+
+    def __init__(self, component: str, flags: list[str] | tuple[str, ...], *, prefix: str,
+                 log_dir: Path | str, module: str | None = None,
+                 env: dict[str, str] | None = None, ready_timeout_s: float = READY_TIMEOUT_S,
+                 stop_timeout_s: float = STOP_TIMEOUT_S) -> None:  # fmt: skip
+        self.component = component
+        self.flags = tuple(flags)
+        self.prefix = prefix
+        self.log_dir = Path(log_dir)
+        self.module = module
+        self.env = env
+        self.ready_timeout_s = ready_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.members: list[ComponentProcess] = []
+        self.started = 0  # copies ever started: the next one is <prefix>-<started + 1>
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def grow(self) -> ComponentProcess:
+        """Start one more copy and wait for its ready line (``StartError`` if it fails)."""
+        self.started += 1
+        name = f"{self.prefix}-{self.started}"
+        proc = start(self.component, *self.flags, name=name,
+                     log_path=self.log_dir / f"{name}.log", env=self.env,
+                     ready_timeout_s=self.ready_timeout_s, module=self.module)  # fmt: skip
+        self.members.append(proc)
+        return proc
+
+    def shrink(self) -> tuple[ComponentProcess, int] | None:
+        """Stop the newest copy (drained); it and its exit code, or None if none is left."""
+        if not self.members:
+            return None
+        proc = self.members.pop()
+        return proc, proc.stop(self.stop_timeout_s)
+
+    def reap(self) -> list[ComponentProcess]:
+        """The copies that exited on their own since the last look, now forgotten."""
+        gone = [p for p in self.members if not p.alive()]
+        for proc in gone:
+            self.members.remove(proc)
+            proc.stop(0)  # already exited: only reaps it and closes its pipe
+        return gone
+
+    def close(self) -> None:
+        """Stop every copy: SIGTERM to all first, then wait for each (newest first)."""
+        members, self.members = self.members[::-1], []
+        for proc in members:
+            proc.signal(signal.SIGTERM)
+        for proc in members:
+            proc.stop(self.stop_timeout_s)

@@ -118,8 +118,9 @@ def failover(nodes: list[Component]) -> Component:
 DB_TIMEOUT_S = 2
 
 
-def web_tier(options, count: int, db: str, cache: str) -> list[Component]:
-    flags = web_flags(options, db, cache) + f" --db-timeout-s {DB_TIMEOUT_S}"
+def web_tier(options, count: int, db: str, cache: str, extra: str = "") -> list[Component]:
+    """``web-1 ... web-<count>``; ``extra`` adds flags (the queued stage's ``--queue``)."""
+    flags = web_flags(options, db, cache) + f" --db-timeout-s {DB_TIMEOUT_S} {extra}".rstrip()
     return [Component(f"web-{i}", "web", flags) for i in range(1, count + 1)]
 
 

@@ -1,0 +1,303 @@
+"""The autoscaler: sizes a pool of worker processes by the depth of their queue.
+
+The queued stage's workers are not a fixed number: this process watches the tube they
+consume (beanstalkd's ``stats-tube``, protocol.txt, read with the project's own
+``queue.client.QueueClient``) every ``--interval-s`` and runs as many workers as the
+backlog asks for, between ``--min-workers`` and ``--max-workers``. The decision is
+``autoscale_policy.ScalingPolicy`` (pure: the proportion, up at once, down one step per
+cool-down); this module is its thin asyncio shell:
+
+1. **Watch.** One queue connection, every call bounded by ``--poll-timeout-s``; a
+   failed poll drops the connection, is counted, and changes nothing (no figures, no
+   decision: a queue that cannot be read is not an empty queue).
+2. **Decide.** The policy gets ready + reserved jobs and the workers seen *alive*: a
+   worker that died is reaped first, so it is replaced at once if the pool falls below
+   what the queue needs or below the minimum.
+3. **Act.** Workers are OS processes started and stopped with ``process.Pool``, the
+   launcher's own way (``process.start``: ready line, log file, parent-death signal).
+   Scaling up starts them one after another, each awaited up to its ready line;
+   scaling down stops the newest with SIGTERM, so it finishes the job it holds (or, if
+   it was idle in ``reserve``, holds none) and exits: nothing is lost, and a job cut
+   short by ``--worker-stop-timeout-s`` goes back to ready when its connection drops.
+   Every decision that changes the pool is logged (``scaled``: from, to, desired, ready,
+   reserved, reason) and kept in ``GET /status``.
+
+Where it runs: a process of its own, declared in the stage like the failover
+controller. The launcher starts it after the queue and the web tier; it starts its
+initial workers before its ready line, so a stage that is "ready" has workers; and the
+launcher stops it first (reverse order), so its workers drain while the web tier they
+store results through is still up. The workers are its children, not the launcher's:
+they appear in its ``/status`` and in ``RUN/worker-N.log``, not in the endpoint table,
+and ``kill -9`` of the autoscaler takes them with it (the kernel's parent-death signal).
+Forking happens on one long-lived thread, as in the launcher (see its essay).
+
+Bounds: at most ``MAX_WORKERS`` workers (policy), ``MAX_SAMPLES`` timeline samples and
+``MAX_EVENTS`` scaling events kept; a worker that fails to start holds further starts
+back for ``START_RETRY_S``.
+
+Metrics: ``scalelab_autoscaler_workers`` (running), ``..._desired_workers``,
+``..._queue_jobs{state}`` (ready, reserved at the last poll),
+``..._scale_events_total{direction}``, ``..._worker_seconds_total`` (workers x seconds:
+its increase over a run divided by the run's length is the mean pool size, what a cloud
+bill counts), ``..._worker_exits_total`` (died on their own),
+``..._start_failures_total``, ``..._poll_errors_total``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shlex
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from components.common import Service, main
+from components.common.cli import format_address, host_port, non_negative_float
+from components.queue.client import CommandError, QueueClient
+
+from .autoscale_policy import HOLD, MAX_WORKERS, RulesError, ScalingPolicy, ScalingRules
+from .process import Pool, StartError
+
+MAX_SAMPLES = 3600
+MAX_EVENTS = 200
+START_RETRY_S = 2.0
+DEFAULT_INTERVAL_S = 0.5
+
+
+class AutoscalerService(Service):
+    component = "autoscaler"
+    default_port = 0
+    description = "Runs between --min-workers and --max-workers workers, by the queue's depth"
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("autoscaler")
+        group.add_argument("--queue", type=host_port, required=True, help="queue HOST:PORT")
+        group.add_argument("--tube", default="photos", help="the tube the workers consume")
+        group.add_argument("--min-workers", type=int, default=1, help="never fewer workers")
+        group.add_argument("--max-workers", type=int, default=4,
+                           help=f"never more workers (at most {MAX_WORKERS})")  # fmt: skip
+        group.add_argument("--initial-workers", type=int, default=None,
+                           help="workers started before the ready line (default: min)")  # fmt: skip
+        group.add_argument("--jobs-per-worker", type=float, default=8.0,
+                           help="ready + reserved jobs one worker is sized for")  # fmt: skip
+        group.add_argument("--cooldown-s", type=non_negative_float, default=10.0,
+                           help="a smaller pool must do this long before a worker is stopped")  # fmt: skip
+        group.add_argument("--interval-s", type=non_negative_float, default=DEFAULT_INTERVAL_S,
+                           help="seconds between looks at the queue")  # fmt: skip
+        group.add_argument("--poll-timeout-s", type=non_negative_float, default=2.0,
+                           help="deadline of one stats-tube call")  # fmt: skip
+        group.add_argument("--worker-args", default="",
+                           help="each worker's own flags, as one string (--queue and --tube "
+                                "are added): e.g. '--web http://H:P --service-time-ms 50'")  # fmt: skip
+        group.add_argument("--worker-stop-timeout-s", type=non_negative_float, default=5.0,
+                           help="how long a stopped worker may drain before SIGKILL")  # fmt: skip
+        group.add_argument("--worker-module", default="components.worker",
+                           help="the module each worker runs (tests may substitute one)")  # fmt: skip
+        group.add_argument("--log-dir", default=None,
+                           help="where worker-N.log files go (default: --data-dir, else .)")  # fmt: skip
+
+    @classmethod
+    def check_arguments(cls, parser, args) -> None:
+        if args.initial_workers is None:
+            args.initial_workers = args.min_workers
+        try:
+            args.rules = ScalingRules(args.min_workers, args.max_workers, args.jobs_per_worker,
+                                      args.cooldown_s)  # fmt: skip
+        except RulesError as exc:
+            parser.error(str(exc))
+        if not args.min_workers <= args.initial_workers <= args.max_workers:
+            parser.error("--initial-workers must be within --min-workers..--max-workers")
+        if not args.interval_s > 0 or not args.poll_timeout_s > 0:
+            parser.error("--interval-s and --poll-timeout-s must be > 0")
+        try:
+            args.worker_argv = shlex.split(args.worker_args)
+        except ValueError as exc:
+            parser.error(f"--worker-args: {exc}")
+
+    async def start(self) -> dict[str, str]:
+        args = self.args
+        host, port = args.queue
+        self.policy = ScalingPolicy(args.rules, time.monotonic())
+        self.pool = Pool("worker", ["--queue", f"{host}:{port}", "--tube", args.tube,
+                                    *args.worker_argv],
+                         prefix="worker", log_dir=Path(args.log_dir or args.data_dir or "."),
+                         module=args.worker_module,
+                         stop_timeout_s=args.worker_stop_timeout_s)  # fmt: skip
+        # The one thread that forks workers, for the process's whole life (module essay).
+        self.spawner = ThreadPoolExecutor(1, thread_name_prefix="autoscaler-spawner")
+        self.client: QueueClient | None = None
+        self.last: dict | None = None  # the last poll's figures
+        self.desired = args.initial_workers
+        self.samples: deque[dict] = deque(maxlen=MAX_SAMPLES)
+        self.events: deque[dict] = deque(maxlen=MAX_EVENTS)
+        self.starts_held_until = 0.0
+        self.poll_failing = False
+        self.counted_at = time.monotonic()
+        m = self.metrics
+        m.gauge("scalelab_autoscaler_workers", "Worker processes running").set_function(
+            lambda: len(self.pool)
+        )
+        m.gauge("scalelab_autoscaler_desired_workers", "Workers the queue asks for"
+                ).set_function(lambda: self.desired)  # fmt: skip
+        jobs = m.gauge("scalelab_autoscaler_queue_jobs", "Jobs in the tube at the last poll",
+                       ["state"])  # fmt: skip
+        self.m_jobs = {state: jobs.labels(state) for state in ("ready", "reserved")}
+        events = m.counter("scalelab_autoscaler_scale_events_total", "Pool size changes",
+                           ["direction"])  # fmt: skip
+        self.m_events = {d: events.labels(d) for d in ("up", "down")}
+        self.m_worker_seconds = m.counter("scalelab_autoscaler_worker_seconds_total",
+                                          "Workers running x seconds (mean pool = rate)")  # fmt: skip
+        self.m_exits = m.counter("scalelab_autoscaler_worker_exits_total",
+                                 "Workers that exited on their own")  # fmt: skip
+        self.m_start_failures = m.counter("scalelab_autoscaler_start_failures_total",
+                                          "Workers that failed to start")  # fmt: skip
+        self.m_poll_errors = m.counter("scalelab_autoscaler_poll_errors_total",
+                                       "Polls of the queue that failed")  # fmt: skip
+        for _ in range(args.initial_workers):
+            proc = await self._spawn(self.pool.grow)
+            self.log.info("worker_started", worker=proc.name, pid=proc.pid, workers=len(self.pool))
+        app = web.Application()
+        app.router.add_get("/status", self.handle_status)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, args.host, args.port, reuse_address=True)
+        await site.start()
+        self.task = asyncio.create_task(self.watch())
+        return {"main": format_address(site._server.sockets[0].getsockname())}
+
+    def _spawn(self, fn):
+        return asyncio.get_running_loop().run_in_executor(self.spawner, fn)
+
+    async def watch(self) -> None:
+        """``step`` on a fixed schedule: a slow step (a worker starting) delays the next
+        look, and the missed ticks are skipped, not made up in a rush."""
+        due = time.monotonic()
+        while True:
+            try:
+                await self.step()
+            except Exception as exc:  # one bad round must not end the watch
+                self.log.error("step_failed", error=repr(exc))
+            due = max(due + self.args.interval_s, time.monotonic())
+            await asyncio.sleep(due - time.monotonic())
+
+    async def step(self) -> None:
+        now = time.monotonic()
+        self.m_worker_seconds.inc(len(self.pool) * (now - self.counted_at))
+        self.counted_at = now
+        for proc in await self._spawn(self.pool.reap):
+            self.m_exits.inc()
+            self._event("worker_exited", worker=proc.name, pid=proc.pid,
+                        code=proc.popen.returncode, workers=len(self.pool))  # fmt: skip
+        figures = await self.poll()
+        if figures is None:
+            return
+        ready, reserved = figures
+        workers = len(self.pool)
+        decision = self.policy.decide(ready, reserved, workers, time.monotonic())
+        self.desired = decision.desired
+        self.samples.append({"ts": round(time.time(), 3), "ready": ready, "reserved": reserved,
+                             "workers": workers, "desired": decision.desired})  # fmt: skip
+        if decision.action == HOLD:
+            return
+        if decision.target > workers and time.monotonic() < self.starts_held_until:
+            return
+        await self.resize(decision.target)
+        self.m_events[decision.action].inc()
+        self._event("scaled", direction=decision.action, previous=workers, workers=len(self.pool),
+                    desired=decision.desired, ready=ready, reserved=reserved,
+                    reason=decision.reason)  # fmt: skip
+
+    async def poll(self) -> tuple[int, int] | None:
+        """``(ready, reserved)`` jobs in the tube, or None if the queue could not say."""
+        args = self.args
+        try:
+            if self.client is None or not self.client.connected:
+                self.client = await QueueClient.connect(*args.queue, timeout_s=args.poll_timeout_s)
+            stats = await asyncio.wait_for(self.client.stats_tube(args.tube), args.poll_timeout_s)
+            ready = int(stats.get("current-jobs-ready", 0))
+            reserved = int(stats.get("current-jobs-reserved", 0))
+        except CommandError as exc:
+            if exc.word != "NOT_FOUND":
+                return self._poll_failed(exc)
+            ready = reserved = 0  # no producer or consumer has named the tube yet
+        except (TimeoutError, ConnectionError, OSError, ValueError) as exc:
+            if self.client is not None:
+                self.client.close()
+                self.client = None
+            return self._poll_failed(exc)
+        self.m_jobs["ready"].set(ready)
+        self.m_jobs["reserved"].set(reserved)
+        self.last = {"ready": ready, "reserved": reserved, "ts": round(time.time(), 3)}
+        self.poll_failing = False
+        return ready, reserved
+
+    def _poll_failed(self, exc: Exception) -> None:
+        self.m_poll_errors.inc()
+        self.poll_failing = True
+        self.log.warning("poll_failed", queue="{}:{}".format(*self.args.queue), error=repr(exc))
+        return None
+
+    async def resize(self, target: int) -> None:
+        while len(self.pool) < target:
+            try:
+                proc = await self._spawn(self.pool.grow)
+            except StartError as exc:
+                self.m_start_failures.inc()
+                self.starts_held_until = time.monotonic() + START_RETRY_S
+                self.log.error("worker_start_failed", error=str(exc).splitlines()[0])
+                return
+            self.log.info("worker_started", worker=proc.name, pid=proc.pid, workers=len(self.pool))
+        while len(self.pool) > target:
+            stopped = await self._spawn(self.pool.shrink)
+            if stopped is None:
+                return
+            proc, code = stopped
+            self.log.info("worker_stopped", worker=proc.name, pid=proc.pid, exit_code=code,
+                          workers=len(self.pool))  # fmt: skip
+
+    def _event(self, event: str, **fields) -> None:
+        self.log.info(event, **fields)
+        self.events.append({"ts": round(time.time(), 3), "event": event, **fields})
+
+    async def handle_status(self, request: web.Request) -> web.Response:
+        rules = self.args.rules
+        doc = {
+            "tube": self.args.tube,
+            "rules": {"min_workers": rules.min_workers, "max_workers": rules.max_workers,
+                      "jobs_per_worker": rules.jobs_per_worker, "cooldown_s": rules.cooldown_s},
+            "workers": [{"name": p.name, "pid": p.pid, "listen": p.listen}
+                        for p in self.pool.members],
+            "desired": self.desired,
+            "queue": self.last,
+            "events": list(self.events),
+            "samples": list(self.samples),
+        }  # fmt: skip
+        return web.json_response(doc, dumps=lambda d: orjson.dumps(d).decode())
+
+    async def drain(self) -> None:
+        # No new decisions; the workers drain (each finishes the job it holds) in parallel.
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self._spawn(self.pool.close)
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        if self.client is not None:
+            self.client.close()
+        await self.runner.cleanup()
+        self.spawner.shutdown(wait=False)
+
+    def health(self) -> tuple[bool, str]:
+        return (False, "queue unreachable") if self.poll_failing else (True, "ok")
+
+
+if __name__ == "__main__":
+    main(AutoscalerService)
