@@ -5,6 +5,7 @@ import signal
 import pytest
 from topology_helpers import ENV, echo_round_trip, wait_all_dead
 
+import harness
 from topologies import process
 
 
@@ -42,7 +43,7 @@ def test_reap_forgets_a_copy_that_died_and_names_are_never_reused(pool):
     pool.grow()
     victim = pool.grow()
     victim.signal(signal.SIGKILL)
-    wait_all_dead([victim.pid])
+    harness.wait_until_sync(lambda: not victim.alive(), what="the killed copy gone")
     assert pool.reap() == [victim]
     assert pool.reap() == []
     assert pool.grow().name == "echo-3"
