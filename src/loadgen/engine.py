@@ -35,6 +35,9 @@ users one user. ``cookies = false`` keeps no cookie at all, for raw throughput t
 A user's ``first = true`` requests go out before its first request from the mix.
 Cookies set by a redirect are kept for the user's next request, but the request that
 follows the redirect inside aiohttp does not carry them (profiles name final URLs).
+A user also remembers the last ``Location`` it was answered with (a path on the same
+target, at most ``MAX_LOCATION_BYTES``; anything else is ignored), for a profile's
+``{location}`` paths: an uploader polling the photo it just created.
 
 Each request kind is drawn from the profile's weights, its key from the key
 distribution; ``{seq}`` numbers are unique across ``--procs`` workers (``worker + i *
@@ -58,7 +61,7 @@ from .profile import Profile, RequestSpec
 from .results import Results
 from .timeline import Timeline
 
-__all__ = ["Engine", "User", "MAX_BODY_READ_BYTES", "MAX_COOKIES_PER_USER"]
+__all__ = ["Engine", "User", "MAX_BODY_READ_BYTES", "MAX_COOKIES_PER_USER", "location_path"]
 
 #: Answers are read whole up to this size; larger ones are streamed and discarded.
 MAX_BODY_READ_BYTES = 1 << 20
@@ -69,6 +72,8 @@ _CHUNK_BYTES = 1 << 16
 MAX_COOKIES_PER_USER = 64
 #: In an open loop that has fallen behind, yield to the requests after this many sends.
 _BURST = 64
+#: The longest ``Location`` a user remembers (longer ones are not a place to go back to).
+MAX_LOCATION_BYTES = 2048
 
 
 def split_evenly(total: int, parts: int, index: int) -> int:
@@ -87,16 +92,43 @@ async def sleep_until(instant: float) -> None:
         await asyncio.sleep(delay)
 
 
-class User:
-    """One simulated user: its cookies (None: cookies off) and its first requests sent."""
+def location_path(text: str) -> str | None:
+    """The path (and query) a ``Location`` header names, to request from the same target.
 
-    __slots__ = ("jar", "setup")
+    RFC 9110 10.2.2: an absolute URI or a reference relative to the request. The target
+    is fixed, so an absolute one gives its path; a path-absolute reference is taken as
+    it is; anything else (a relative path, a network-path ``//host``, an overlong or
+    non-ASCII value) is None: not followed.
+    """
+    if len(text) > MAX_LOCATION_BYTES:
+        return None
+    if text.startswith("/") and not text.startswith("//"):
+        path = text.partition("#")[0]
+    else:
+        try:
+            url = URL(text)
+        except (ValueError, TypeError):
+            return None
+        if not url.is_absolute() or url.scheme not in ("http", "https"):
+            return None
+        path = url.raw_path_qs
+    if not (path.isascii() and path.isprintable()) or " " in path:
+        return None
+    return path
+
+
+class User:
+    """One simulated user: its cookies (None: cookies off), its first requests sent and
+    the last ``Location`` it was given (``location_path``; None: none yet)."""
+
+    __slots__ = ("jar", "setup", "location")
 
     def __init__(self, cookies: bool) -> None:
         # unsafe=True: the targets are IP addresses (127.0.0.1), where RFC 6265 jars
         # would otherwise refuse every cookie.
         self.jar = aiohttp.CookieJar(unsafe=True) if cookies else None
         self.setup = 0  # how many of the profile's first requests it has sent
+        self.location: str | None = None
 
 
 class Engine:
@@ -123,6 +155,7 @@ class Engine:
         self.keys = profile.keys.sampler(self.rng)
         self.specs = profile.mix
         self.first = profile.first_requests
+        self._without_location = profile.without_location
         self._cum_weights = list(accumulate(r.weight for r in self.specs))
         self._headers = {r.name: dict(r.headers) or None for r in profile.requests}
         self._seq = 0
@@ -245,19 +278,27 @@ class Engine:
     def _pick(self, user: User | None = None) -> RequestSpec:
         if user is not None and user.setup < len(self.first):
             user.setup += 1
-            return self.first[user.setup - 1]
-        if len(self.specs) == 1:
-            return self.specs[0]
-        index = bisect_right(self._cum_weights, self.rng.random() * self._cum_weights[-1])
-        return self.specs[min(index, len(self.specs) - 1)]
+            spec = self.first[user.setup - 1]
+        elif len(self.specs) == 1:
+            spec = self.specs[0]
+        else:
+            index = bisect_right(self._cum_weights, self.rng.random() * self._cum_weights[-1])
+            spec = self.specs[min(index, len(self.specs) - 1)]
+        if spec.uses_location and (user is None or user.location is None):
+            # Nowhere to go back to yet: the profile's request that needs no location
+            # (the parser guarantees one whenever a path uses {location}).
+            assert self._without_location is not None
+            return self._without_location
+        return spec
 
-    def _values(self, spec: RequestSpec) -> dict[str, int]:
+    def _values(self, spec: RequestSpec, user: User) -> dict[str, int | str]:
         seq = self.worker + self._seq * self.workers
         self._seq += 1
         return {
             "key": self.keys.next() if spec.uses_key else 0,
             "seq": seq,
             "rand": self.rng.getrandbits(31),
+            "location": user.location or "",
         }
 
     async def _request(
@@ -267,7 +308,7 @@ class Engine:
 
         ``pool``: open loop, where ``user`` goes back when the request is over.
         """
-        values = self._values(spec) if (spec.path.fields or spec.body) else {}
+        values = self._values(spec, user) if (spec.path.fields or spec.body) else {}
         url = URL(self.base + spec.path.render(values), encoded=True)
         data = spec.body.render(values).encode() if spec.body is not None else None
         measured = due >= self._warm_end
@@ -285,6 +326,8 @@ class Engine:
                 spec.method, url, data=data, headers=headers
             ) as response:
                 status = response.status
+                if (location := response.headers.get("Location")) is not None:
+                    user.location = location_path(location) or user.location
                 if jar is not None:
                     for answer in (*response.history, response):
                         if set_cookie := answer.headers.getall("Set-Cookie", ()):

@@ -36,6 +36,12 @@ processes) and ``{rand}`` (a random 31-bit integer). Anything else between brace
 looks like a placeholder is an error, as is any unknown setting: a typo in a profile
 must fail loudly, not silently measure something else.
 
+A path may also start with ``{location}``: the ``Location`` this user was last answered
+with (``POST /photos`` answers ``202`` and ``Location: /photos/17``; ``path =
+"{location}"`` then polls that very photo, as its uploader would). A user who has no
+location yet sends the mix's first request that needs none instead (so a profile using
+``{location}`` must have one), which is how the first upload happens.
+
 Each simulated user keeps its own cookies (``loadgen.engine``), so a server's sessions
 and read-your-writes cookies work under load; ``cookies = false`` turns that off for raw
 throughput tests (no cookie is ever stored or sent). A request with ``first = true`` is
@@ -75,7 +81,9 @@ __all__ = [
 ]
 
 #: The names a template may use between braces.
-PLACEHOLDERS = frozenset({"key", "seq", "rand"})
+PLACEHOLDERS = frozenset({"key", "seq", "rand", "location"})
+#: Where ``{location}`` may stand: only at the start of a path (it is a path itself).
+LOCATION = "location"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: Methods that change state; their share of the mix is the profile's write fraction.
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -123,7 +131,7 @@ class Template:
         parts.append(text[pos:])
         return cls(tuple(parts), tuple(fields))
 
-    def render(self, values: Mapping[str, int]) -> str:
+    def render(self, values: Mapping[str, int | str]) -> str:
         if not self.fields:
             return self.parts[0]
         out = [self.parts[0]]
@@ -156,6 +164,11 @@ class RequestSpec:
     @property
     def uses_key(self) -> bool:
         return "key" in self.path.fields or (self.body is not None and "key" in self.body.fields)
+
+    @property
+    def uses_location(self) -> bool:
+        """Its path starts with the user's last ``Location`` (see the module essay)."""
+        return LOCATION in self.path.fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +207,11 @@ class Profile:
     def mix(self) -> tuple[RequestSpec, ...]:
         """The requests drawn by weight (all but the ``first = true`` ones)."""
         return tuple(r for r in self.requests if not r.first)
+
+    @property
+    def without_location(self) -> RequestSpec | None:
+        """What a user with no ``Location`` yet sends instead of a ``{location}`` request."""
+        return next((r for r in self.mix if not r.uses_location), None)
 
     @property
     def first_requests(self) -> tuple[RequestSpec, ...]:
@@ -323,6 +341,10 @@ def parse_profile(text: str, name: str = "profile") -> Profile:
         seen.add(r.name)
     if all(r.first for r in requests):
         raise ProfileError("requests: every request is first = true; the mix needs one more")
+    if any(r.uses_location for r in requests) and all(r.uses_location for r in requests
+                                                      if not r.first):  # fmt: skip
+        raise ProfileError("requests: a path uses {location}, so the mix needs a request "
+                           "without it (sent until the user has a location)")  # fmt: skip
     cookies = data.get("cookies", True)
     if not isinstance(cookies, bool):
         raise ProfileError(f"cookies: must be true or false, got {cookies!r}")
@@ -401,7 +423,10 @@ def _parse_request(raw: object, index: int) -> RequestSpec:
         raise ProfileError(f'{where}.path: missing (e.g. path = "/users/{{key}}")')
     path_text = _string(raw, "path", "", f"{where}.")
     path = Template.compile(path_text, f"{where}.path")
-    if not _PATH_RE.match(path_text):
+    located = path_text.startswith("{location}")
+    if LOCATION in path.fields[located:]:
+        raise ProfileError(f"{where}.path: {{location}} may only start a path (it is one)")
+    if not _PATH_RE.match("/" + path_text[len("{location}") :] if located else path_text):
         raise ProfileError(
             f"{where}.path: must start with '/' and hold no spaces, got {path_text!r}"
         )
@@ -423,6 +448,8 @@ def _parse_request(raw: object, index: int) -> RequestSpec:
         if len(body_text.encode()) > MAX_BODY_BYTES:
             raise ProfileError(f"{where}.body: larger than {MAX_BODY_BYTES} bytes")
         body = Template.compile(body_text, f"{where}.body")
+        if LOCATION in body.fields:
+            raise ProfileError(f"{where}.body: {{location}} may only start a path")
     headers: list[tuple[str, str]] = []
     raw_headers = raw.get("headers", {})
     if not isinstance(raw_headers, dict):
