@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from components.common.backoff import Backoff
 from components.common.log import Logger
 from components.common.metrics import Registry
 
@@ -452,10 +453,9 @@ class Resharder:
 
     async def _clean_up(self) -> None:
         """Retry pending deletes until none is left (a source may be down for long)."""
-        pause = CLEANUP_RETRY_FIRST_S
+        pauses = Backoff(CLEANUP_RETRY_FIRST_S, CLEANUP_RETRY_MAX_S)
         while self.cleanup:
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, CLEANUP_RETRY_MAX_S)
+            await asyncio.sleep(pauses.next())
             done = False
             for index, held in list(self.cleanup.items()):
                 for name in sorted(held):

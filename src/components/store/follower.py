@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING
 import aiohttp
 import orjson
 
+from components.common.backoff import Backoff
+
 from .replication import PeerReport, Role
 from .wal import HEADER_BYTES, MAX_RECORD_BYTES, LogCorrupt, decode_record
 
@@ -127,12 +129,13 @@ class Follower:
         """Stream from the primary until told to stop: reconnect (backing off while it
         is away), resync by snapshot when told to."""
         node = self.service.node
-        delay = RECONNECT_DELAY_S
+        backoff = Backoff(RECONNECT_DELAY_S, RECONNECT_MAX_DELAY_S)
         failures = 0
         while node.role is Role.REPLICA and generation == self._generation:
             try:
                 await self._follow_once()
-                delay, failures = RECONNECT_DELAY_S, 0
+                backoff.reset()
+                failures = 0
             except asyncio.CancelledError:
                 raise
             except (aiohttp.ClientError, TimeoutError, ConnectionError, LogCorrupt,
@@ -142,8 +145,7 @@ class Follower:
                     self.service.log.info("replication_stream_lost", primary=node.primary,
                                           error=str(exc) or type(exc).__name__,
                                           attempts=failures)  # fmt: skip
-                delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
-            await asyncio.sleep(delay)
+            await asyncio.sleep(backoff.next())
 
     async def _follow_once(self) -> None:
         service = self.service

@@ -13,7 +13,8 @@ publishing is about not making users wait on a queue that is not there:
   dropped (a late ``INSERTED`` may still arrive for it: the outcome of that put is
   unknown, which the caller reports);
 - after a failure the connection is re-opened no sooner than a backoff that doubles per
-  failure (``Reconnect``, capped at ``RECONNECT_MAX_S``); until then ``publish`` fails
+  failure (``Reconnect``, capped at ``RECONNECT_MAX_S`` and jittered, so the web servers
+  that lost one queue do not all come back to it at once); until then ``publish`` fails
   at once. A queue that is down therefore costs a fast 503 with ``Retry-After``, not a
   connection attempt per request, and never a hang;
 - concurrent requests that find no connection share one connection attempt.
@@ -26,9 +27,11 @@ connection stays, since the queue answered.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 
+from components.common.backoff import Backoff
 from components.queue.client import CommandError, QueueClient
 
 RECONNECT_MIN_S = 0.1
@@ -43,22 +46,23 @@ class QueueUnavailable(Exception):
 
 
 class Reconnect:
-    """When the next connection attempt may start: exponential backoff, clock passed in."""
+    """When the next connection attempt may start: ``Backoff``'s pauses, clock passed in."""
 
-    def __init__(self, min_s: float = RECONNECT_MIN_S, max_s: float = RECONNECT_MAX_S) -> None:
-        self.min_s = min_s
-        self.max_s = max_s
-        self.delay_s = 0.0  # no failure yet: connect at once
+    def __init__(self, min_s: float = RECONNECT_MIN_S, max_s: float = RECONNECT_MAX_S,
+                 rng: Callable[[], float] | None = random.random) -> None:  # fmt: skip
+        self.backoff = Backoff(min_s, max_s, rng)
+        self.delay_s = 0.0  # the pause in force; none before a failure: connect at once
         self.not_before = 0.0
 
     def may_try(self, now: float) -> bool:
         return now >= self.not_before
 
     def failed(self, now: float) -> None:
-        self.delay_s = min(self.max_s, self.delay_s * 2) if self.delay_s else self.min_s
+        self.delay_s = self.backoff.next()
         self.not_before = now + self.delay_s
 
     def succeeded(self) -> None:
+        self.backoff.reset()
         self.delay_s = 0.0
         self.not_before = 0.0
 

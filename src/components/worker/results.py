@@ -30,9 +30,12 @@ import os
 import aiohttp
 import orjson
 
+from components.common.backoff import Backoff
+
 from .photo import Result
 
 STORE_RETRY_FIRST_S = 0.1
+STORE_RETRY_MAX_S = 2.0
 MAX_ANSWER_BYTES = 64 * 1024
 #: 4xx answers that mean "not now" rather than "never" (RFC 9110 §15.5.9, RFC 6585 §4).
 TRANSIENT_4XX = frozenset({408, 429})
@@ -87,7 +90,7 @@ class WebResults:
             raise StoreRejected("job has no photo id: the web tier has nowhere to store it")
         url = f"{self.base_url}/photos/{result.photo}/thumbnail"
         headers = {"Content-Type": "application/octet-stream"}
-        pause = STORE_RETRY_FIRST_S
+        pauses = Backoff(STORE_RETRY_FIRST_S, STORE_RETRY_MAX_S)
         for attempt in range(1, self.attempts + 1):
             try:
                 async with self.session.put(url, data=result.thumbnail, headers=headers) as answer:
@@ -103,8 +106,7 @@ class WebResults:
                 if 400 <= status < 500 and status not in TRANSIENT_4XX:
                     raise StoreRejected(error)
             if attempt < self.attempts:
-                await asyncio.sleep(pause)
-                pause *= 2
+                await asyncio.sleep(pauses.next())
         raise StoreUnavailable(f"not stored after {self.attempts} attempts: {error}")
 
     @staticmethod

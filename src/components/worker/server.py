@@ -34,6 +34,7 @@ import asyncio
 import time
 
 from components.common import Service
+from components.common.backoff import Backoff
 from components.common.cli import host_port, non_negative_float
 from components.queue.client import QueueClient
 
@@ -165,7 +166,7 @@ class WorkerService(Service):
         return client
 
     async def _slot(self, n: int, client: QueueClient | None) -> None:
-        backoff = RECONNECT_MIN_S
+        backoff = Backoff(RECONNECT_MIN_S, RECONNECT_MAX_S)
         try:
             while not self.stopping:
                 try:
@@ -173,7 +174,7 @@ class WorkerService(Service):
                         client = await self._connect()
                         self.clients.add(client)
                         self.connected += 1
-                        backoff = RECONNECT_MIN_S
+                        backoff.reset()
                     task = asyncio.current_task()
                     self.reserving.add(task)
                     try:
@@ -198,8 +199,7 @@ class WorkerService(Service):
                             self.connected -= 1
                         client.close()
                         client = None
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, RECONNECT_MAX_S)
+                    await asyncio.sleep(backoff.next())
         finally:
             if client is not None:
                 if client in self.clients:

@@ -116,7 +116,7 @@ def test_any_bytes_parse_or_fail_cleanly(body):
 
 
 def test_reconnect_backs_off_exponentially_up_to_a_cap():
-    policy = Reconnect(min_s=0.1, max_s=0.5)
+    policy = Reconnect(min_s=0.1, max_s=0.5, rng=None)  # no jitter: exact pauses
     assert policy.may_try(0.0)
     waits = []
     for _ in range(5):
