@@ -107,14 +107,14 @@ _TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqr
 # obs-text (RFC 9110 §5.5). Everything else (NUL, bare CR/LF, other controls, DEL) is 400.
 _HEAD_OK = bytes([9, *range(0x20, 0x7F), *range(0x80, 0x100)])
 _DIGITS = b"0123456789"
+_HEXDIGITS = b"0123456789abcdefABCDEF"
+_OWS = b" \t"
 #: Methods a walking-URL request line may bring without a token check (all are tokens).
 _COMMON_METHODS = frozenset(
     (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE")
 )
 #: A request's ``version`` back to the text of its request line.
 _VERSION_LINE = {b"1.1": b"HTTP/1.1", b"1.0": b"HTTP/1.0"}
-_HEXDIGITS = b"0123456789abcdefABCDEF"
-_OWS = b" \t"
 
 
 class ProtocolError(Exception):
