@@ -291,14 +291,14 @@ class Engine:
             return self._without_location
         return spec
 
-    def _values(self, spec: RequestSpec, user: User) -> dict[str, int | str]:
+    def _values(self, spec: RequestSpec, user: User | None = None) -> dict[str, int | str]:
         seq = self.worker + self._seq * self.workers
         self._seq += 1
         return {
             "key": self.keys.next() if spec.uses_key else 0,
             "seq": seq,
             "rand": self.rng.getrandbits(31),
-            "location": user.location or "",
+            "location": (user.location if user is not None else None) or "",
         }
 
     async def _request(

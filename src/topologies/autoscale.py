@@ -40,7 +40,10 @@ Metrics: ``scalelab_autoscaler_workers`` (running), ``..._desired_workers``,
 ``..._scale_events_total{direction}``, ``..._worker_seconds_total`` (workers x seconds:
 its increase over a run divided by the run's length is the mean pool size, what a cloud
 bill counts), ``..._worker_exits_total`` (died on their own),
-``..._start_failures_total``, ``..._poll_errors_total``.
+``..._start_failures_total``, ``..._poll_errors_total``; and, observed at every poll,
+the histograms ``..._pool_workers`` and ``..._backlog_jobs`` (ready + reserved): two
+scrapes then give the pool size and the queue's depth *over* a run (mean, p50, p99),
+not only at its ends.
 """
 
 from __future__ import annotations
@@ -68,6 +71,10 @@ MAX_SAMPLES = 3600
 MAX_EVENTS = 200
 START_RETRY_S = 2.0
 DEFAULT_INTERVAL_S = 0.5
+#: Pool sizes are whole numbers: bounds half-way between them put each size in a bucket
+#: of its own (up to 8), so a quantile read from the buckets rounds back to a size.
+POOL_BUCKETS = (*(k + 0.5 for k in range(9)), 12.5, 16.5, 24.5, 32.5, 48.5, MAX_WORKERS + 0.5)
+BACKLOG_BUCKETS = (0, 1, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 100_000)
 
 
 class AutoscalerService(Service):
@@ -160,6 +167,11 @@ class AutoscalerService(Service):
                                           "Workers that failed to start")  # fmt: skip
         self.m_poll_errors = m.counter("scalelab_autoscaler_poll_errors_total",
                                        "Polls of the queue that failed")  # fmt: skip
+        self.m_pool = m.histogram("scalelab_autoscaler_pool_workers",
+                                  "Workers running, at each poll", buckets=POOL_BUCKETS)  # fmt: skip
+        self.m_backlog = m.histogram("scalelab_autoscaler_backlog_jobs",
+                                     "Ready + reserved jobs, at each poll",
+                                     buckets=BACKLOG_BUCKETS)  # fmt: skip
         for _ in range(args.initial_workers):
             proc = await self._spawn(self.pool.grow)
             self.log.info("worker_started", worker=proc.name, pid=proc.pid, workers=len(self.pool))
@@ -200,6 +212,8 @@ class AutoscalerService(Service):
             return
         ready, reserved = figures
         workers = len(self.pool)
+        self.m_pool.observe(workers)
+        self.m_backlog.observe(ready + reserved)
         decision = self.policy.decide(ready, reserved, workers, time.monotonic())
         self.desired = decision.desired
         self.samples.append({"ts": round(time.time(), 3), "ready": ready, "reserved": reserved,

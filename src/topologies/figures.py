@@ -16,7 +16,13 @@ by the components' names and metric names:
 - **edge hit ratio**: of the requests the edge could answer from its store (the static
   assets; the API is passed through), the share it did;
 - **lb share**: each backend's share of the requests the balancer proxied, which
-  shows the balance (and a dead or added server) at a glance.
+  shows the balance (and a dead or added server) at a glance;
+- **queue** (the queued stage): jobs put and done (deleted by a worker) per second,
+  and the jobs ready and reserved at the end of the run: whether the workers kept up;
+- **workers** (the queued stage's autoscaler): the pool at the start and the end of
+  the run, its mean over the run (worker-seconds / seconds, what a cloud bill counts)
+  and its p99, the queue's depth over the run (mean, p99), and the scaling steps up
+  and down.
 
 Pure: dicts in, dicts and text out. ``comparison_table`` renders one row per stage for
 ``scalelab journey``.
@@ -39,8 +45,50 @@ def _per_s(tier: dict, components: list[str], name: str, **labels: str) -> float
     return total
 
 
-def _delta(tier: dict, components: list[str], name: str) -> float:
-    return sum(c["delta"] for comp in components for c in _counters(tier, comp, name))
+def _delta(tier: dict, components: list[str], name: str, **labels: str) -> float:
+    return sum(c["delta"] for comp in components for c in _counters(tier, comp, name)
+               if all(c["labels"].get(k) == v for k, v in labels.items()))  # fmt: skip
+
+
+def _gauge(tier: dict, component: str, name: str, when: str, **labels: str) -> float | None:
+    """The sum of a gauge's series (``when``: "before" or "after"), None if none."""
+    values = [g[when] for g in (tier.get(component) or {}).get("gauges", [])
+              if g["name"] == name and g[when] is not None
+              and all(g["labels"].get(k) == v for k, v in labels.items())]  # fmt: skip
+    return sum(values) if values else None
+
+
+def _histogram(tier: dict, component: str, name: str) -> dict:
+    found = [h for h in (tier.get(component) or {}).get("histograms", []) if h["name"] == name]
+    return found[0] if found else {}
+
+
+def _queue_figures(tier: dict) -> dict:
+    """Jobs through the queue, and (with an autoscaler) the pool that worked them."""
+    figures = {
+        "jobs_put_per_s": round(_per_s(tier, ["queue"], "scalelab_queue_puts_total"), 1),
+        "jobs_done_per_s": round(_per_s(tier, ["queue"], "scalelab_queue_deletes_total"), 1),
+        "jobs_ready": _gauge(tier, "queue", "scalelab_queue_jobs", "after", state="ready"),
+        "jobs_reserved": _gauge(tier, "queue", "scalelab_queue_jobs", "after", state="reserved"),
+    }
+    if "autoscaler" in tier:
+        pool = _histogram(tier, "autoscaler", "scalelab_autoscaler_pool_workers")
+        backlog = _histogram(tier, "autoscaler", "scalelab_autoscaler_backlog_jobs")
+        workers = "scalelab_autoscaler_workers"
+        events = "scalelab_autoscaler_scale_events_total"
+        figures["workers"] = {
+            "start": _gauge(tier, "autoscaler", workers, "before"),
+            "end": _gauge(tier, "autoscaler", workers, "after"),
+            "mean": round(_per_s(tier, ["autoscaler"],
+                                 "scalelab_autoscaler_worker_seconds_total"), 2),
+            # Sizes sit alone in buckets bounded half-way between them: round back.
+            "p99": None if pool.get("p99") is None else round(pool["p99"]),
+            "scaled_up": _delta(tier, ["autoscaler"], events, direction="up"),
+            "scaled_down": _delta(tier, ["autoscaler"], events, direction="down"),
+        }  # fmt: skip
+        figures["backlog"] = {"mean": round(backlog["mean"], 1) if backlog else None,
+                              "p99": backlog.get("p99")}  # fmt: skip
+    return figures
 
 
 def stage_figures(report: dict) -> dict:
@@ -94,6 +142,8 @@ def stage_figures(report: dict) -> dict:
         figures["lb_share"] = {b: round(n / total, 3) for b, n in sorted(shares.items())} \
             if total else {}  # fmt: skip
         figures["lb_retries"] = _delta(tier, ["lb"], "scalelab_lb_retries_total")
+    if "queue" in tier:
+        figures["queue"] = _queue_figures(tier)
     return figures
 
 
@@ -121,6 +171,18 @@ def format_figures(figures: dict) -> list[str]:
     if "lb_share" in figures:
         shares = ", ".join(f"{b} {100 * s:.1f}%" for b, s in figures["lb_share"].items())
         lines.append(f"  lb share: {shares or '-'}; retries {figures['lb_retries']:g}")
+    if "queue" in figures:
+        q = figures["queue"]
+        lines.append(f"  queue: jobs put/s {q['jobs_put_per_s']:.1f}, done/s "
+                     f"{q['jobs_done_per_s']:.1f}; at the end ready {_num(q['jobs_ready'], 'g')}"
+                     f", reserved {_num(q['jobs_reserved'], 'g')}")  # fmt: skip
+        if "workers" in q:
+            w, b = q["workers"], q["backlog"]
+            lines.append(f"  workers: {_num(w['start'], 'g')} at the start, "
+                         f"{_num(w['end'], 'g')} at the end, mean {w['mean']:.2f}, p99 "
+                         f"{_num(w['p99'], 'd')}; scaled up {w['scaled_up']:g}x, down "
+                         f"{w['scaled_down']:g}x; backlog (ready + reserved) mean "
+                         f"{_num(b['mean'], '.1f')}, p99 {_num(b['p99'], '.0f')}")  # fmt: skip
     return lines
 
 
