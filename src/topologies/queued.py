@@ -34,7 +34,7 @@ import argparse
 from .autoscale_policy import MAX_WORKERS
 from .tiers import add_arguments as _add_arguments
 from .tiers import balancer, count, local_cache, positive, store, store_access, web_tier
-from .topology import Component, Topology
+from .topology import Component, Topology, TopologyError
 
 
 def add_arguments(parser) -> None:
@@ -65,6 +65,18 @@ def worker_args(options: argparse.Namespace) -> str:
 
 def autoscaler(options: argparse.Namespace) -> Component:
     initial = options.min_workers if options.workers is None else options.workers
+    if not options.min_workers <= initial <= options.max_workers <= MAX_WORKERS:
+        raise TopologyError(f"need --min-workers ({options.min_workers}) <= --workers "
+                            f"({initial}) <= --max-workers ({options.max_workers}) "
+                            f"<= {MAX_WORKERS}")  # fmt: skip
+    if not (
+        options.jobs_per_worker > 0
+        and options.cooldown_s >= 0
+        and options.scale_interval_s > 0
+        and options.worker_service_time_ms >= 0
+    ):
+        raise TopologyError("--jobs-per-worker and --scale-interval-s must be > 0, "
+                            "--cooldown-s and --worker-service-time-ms >= 0")  # fmt: skip
     flags = ["--queue", "{queue}", "--tube", "photos", "--log-dir", "{run}",
              "--min-workers", str(options.min_workers), "--max-workers", str(options.max_workers),
              "--initial-workers", str(initial), "--jobs-per-worker", f"{options.jobs_per_worker:g}",
