@@ -16,6 +16,9 @@ prints anyway (a debug print, a library that writes to stdout) would fill the pi
 ready line is read, a small thread reads the rest of the pipe until EOF and throws it
 away (counting the bytes: ``stdout_discarded_bytes``). It ends by itself when the
 process exits; ``stop()`` and ``kill()`` wait for it, so no thread outlives its process.
+
+``Pool``: interchangeable copies of one component, one more or one fewer at a time, the
+way the queued stage's autoscaler runs its workers.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Stage 6 (figures 17-19): slow work leaves the request: a durable queue and workers.
+"""Stage 8 (figures 17-19): slow work leaves the request: a durable queue and workers.
 
 Making a thumbnail is too slow to do while a user waits, so the web servers behind the
 balancer only record the photo and publish a job to a durable queue (``components.queue``,

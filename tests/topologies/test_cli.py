@@ -118,6 +118,8 @@ def test_stages_lists_the_first_stage(capsys):
         (["run", "single_server", "--seed-users", "-5"], "must be >= 0"),
         (["run", "missing_file.py"], "no topology file"),
         (["run", "single_server", "--report", "r.json"], "--report needs --load"),
+        (["run", "queued", "--workers", "5", "--max-workers", "3"], "<= --max-workers (3)"),
+        (["run", "queued", "--max-workers", "0"], "must be >= 1"),
     ],
 )
 def test_bad_arguments_exit_2_with_usage(capsys, argv, complaint):

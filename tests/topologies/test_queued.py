@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 import harness
-from topologies import stages
+from topologies import cli, stages
 from topologies.launcher import Launcher
 
 JSON = {"Content-Type": "application/json"}
@@ -33,6 +33,13 @@ def queued(tmp_path):
         yield launcher
     finally:
         launcher.close()
+
+
+def test_the_stage_is_catalogued_after_cached(capsys):
+    assert list(stages.STAGES)[-2:] == ["cached", "queued"]
+    assert cli.main(["stages"]) == 0
+    assert "queued         Stage 8 (figures 17-19): slow work leaves the request" in \
+        capsys.readouterr().out  # fmt: skip
 
 
 def status(launcher):
