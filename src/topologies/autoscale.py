@@ -105,8 +105,6 @@ class AutoscalerService(Service):
                                 "are added): e.g. '--web http://H:P --service-time-ms 50'")  # fmt: skip
         group.add_argument("--worker-stop-timeout-s", type=non_negative_float, default=5.0,
                            help="how long a stopped worker may drain before SIGKILL")  # fmt: skip
-        group.add_argument("--worker-module", default="components.worker",
-                           help="the module each worker runs (tests may substitute one)")  # fmt: skip
         group.add_argument("--log-dir", default=None,
                            help="where worker-N.log files go (default: --data-dir, else .)")  # fmt: skip
 
@@ -135,7 +133,6 @@ class AutoscalerService(Service):
         self.pool = Pool("worker", ["--queue", f"{host}:{port}", "--tube", args.tube,
                                     *args.worker_argv],
                          prefix="worker", log_dir=Path(args.log_dir or args.data_dir or "."),
-                         module=args.worker_module,
                          stop_timeout_s=args.worker_stop_timeout_s)  # fmt: skip
         # The one thread that forks workers, for the process's whole life (module essay).
         self.spawner = ThreadPoolExecutor(1, thread_name_prefix="autoscaler-spawner")
@@ -219,6 +216,9 @@ class AutoscalerService(Service):
         self.samples.append({"ts": round(time.time(), 3), "ready": ready, "reserved": reserved,
                              "workers": workers, "desired": decision.desired})  # fmt: skip
         if decision.action == HOLD:
+            # Every poll decides; holding is logged at debug (POST /admin/log-level).
+            self.log.debug("held", workers=workers, desired=decision.desired, ready=ready,
+                           reserved=reserved, reason=decision.reason)  # fmt: skip
             return
         if decision.target > workers and time.monotonic() < self.starts_held_until:
             return
