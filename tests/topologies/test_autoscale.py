@@ -28,7 +28,7 @@ def start_autoscaler(spawn, queue, tmp_path, *flags):
     host, port = queue.address()
     return spawn("autoscaler", "--queue", f"{host}:{port}", "--log-dir", str(tmp_path),
                  "--interval-s", "0.1", "--poll-timeout-s", "0.5",
-                 "--worker-args", f"--result-dir {tmp_path / 'results'} --reserve-timeout-s 0",
+                 "--worker-args", f"--result-dir {tmp_path / 'results'}",
                  *flags, module="topologies.autoscale", log_path=tmp_path / "autoscaler.log")  # fmt: skip
 
 
