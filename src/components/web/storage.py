@@ -211,11 +211,21 @@ class SqliteUserStore(UserStore):
             raise
         return cls(writer, reader, path)
 
+    async def _read_one(self, sql: str, params: tuple) -> tuple | None:
+        """The first row of a read, run to its end in one step of the reader's thread.
+
+        A statement holds its snapshot until it is run to completion or reset, and every
+        statement on the connection shares it meanwhile. Stepped a row at a time from
+        the event loop (``execute``, then ``fetchone``), one request's read stays open
+        while another's runs, so overlapping reads could keep one old snapshot alive
+        and a write acknowledged since would not be seen. ``execute_fetchall`` finishes
+        each read before the thread takes the next, so each sees every earlier commit.
+        """
+        rows = await self._reader.execute_fetchall(sql, params)
+        return rows[0] if rows else None
+
     async def get(self, user_id: int) -> dict | None:
-        async with self._reader.execute(
-            f"SELECT {_COLUMNS} FROM users WHERE id = ?", (user_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
+        row = await self._read_one(f"SELECT {_COLUMNS} FROM users WHERE id = ?", (user_id,))
         if row is None:
             return None
         first, last, street, city, state, postal, phones = row
@@ -277,8 +287,7 @@ class SqliteUserStore(UserStore):
         return written
 
     async def count(self) -> int:
-        async with self._reader.execute("SELECT count(*) FROM users") as cursor:
-            row = await cursor.fetchone()
+        row = await self._read_one("SELECT count(*) FROM users", ())
         return row[0] if row else 0
 
     async def create_photo(self, job: PhotoJob, created_at: float | None = None) -> int:
@@ -287,18 +296,15 @@ class SqliteUserStore(UserStore):
         return cursor.lastrowid  # type: ignore[return-value]
 
     async def get_photo(self, photo_id: int) -> Photo | None:
-        async with self._reader.execute(PHOTO_SELECT, (photo_id,)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._read_one(PHOTO_SELECT, (photo_id,))
         return None if row is None else photo_from_row(row)
 
     async def pending_photos(self, created_before: float, limit: int) -> list[Photo]:
-        async with self._reader.execute(PENDING_SELECT, (created_before, limit)) as cursor:
-            rows = await cursor.fetchall()
+        rows = await self._reader.execute_fetchall(PENDING_SELECT, (created_before, limit))
         return [photo_from_row(row) for row in rows]
 
     async def get_thumbnail(self, photo_id: int) -> tuple[bytes, str] | None:
-        async with self._reader.execute(THUMBNAIL_SELECT, (photo_id,)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._read_one(THUMBNAIL_SELECT, (photo_id,))
         return None if row is None else (row[0], row[1])
 
     async def store_thumbnail(self, photo_id: int, thumbnail: bytes, digest: str) -> StoreOutcome:

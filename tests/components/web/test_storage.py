@@ -1,5 +1,7 @@
 """The SQLite user store and the cache-aside repository over it (no sockets)."""
 
+import asyncio
+
 import pytest
 
 from components.common.metrics import Registry
@@ -171,3 +173,27 @@ async def test_the_read_connection_cannot_write(store):
 
     with pytest.raises(sqlite3.OperationalError):
         await store._reader.execute("DELETE FROM users")
+
+
+async def test_a_write_is_read_back_while_other_reads_keep_the_reader_busy(store):
+    # Reads of other requests overlap all the time under load. A read that shares the
+    # reader connection with a statement still open would see that statement's snapshot,
+    # taken before the write: read-your-writes must hold whatever else is being read.
+    await store.seed(20)
+    done = False
+
+    async def other_requests():
+        while not done:
+            await store.get(7)
+
+    readers = [asyncio.create_task(other_requests()) for _ in range(4)]
+    try:
+        for n in range(200):
+            user_id = await store.create({**USER, "firstName": f"n{n}"})
+            assert (await store.get(user_id))["firstName"] == f"n{n}"
+            changed = {**USER, "firstName": f"m{n}"}
+            await store.replace(user_id, changed)
+            assert (await store.get(user_id))["firstName"] == f"m{n}"
+    finally:
+        done = True
+        await asyncio.gather(*readers)
