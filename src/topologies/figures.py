@@ -19,6 +19,10 @@ by the components' names and metric names:
   shows the balance (and a dead or added server) at a glance;
 - **queue** (the queued stage): jobs put and done (deleted by a worker) per second,
   and the jobs ready and reserved at the end of the run: whether the workers kept up;
+- **shard groups** (the sharded stage's router): statements per second sent to each
+  store group, statements sent to several groups (fan-outs), requests refused
+  (cross-shard joins and transactions) and requests a group did not answer: whether
+  the load is spread over the groups, and what a dead group cost;
 - **workers** (the queued stage's autoscaler): the pool at the start and the end of
   the run, its mean over the run (worker-seconds / seconds, what a cloud bill counts)
   and its p99, the queue's depth over the run (mean, p99), and the scaling steps up
@@ -91,6 +95,22 @@ def _queue_figures(tier: dict) -> dict:
     return figures
 
 
+def _shard_figures(tier: dict) -> dict:
+    """Statements by group through the shard router (the component named ``router``)."""
+    per_group: dict[str, float] = {}
+    for c in _counters(tier, "router", "scalelab_shard_queries_total"):
+        group = c["labels"].get("group", "?")
+        per_group[group] = per_group.get(group, 0.0) + c["per_s"]
+    errors = {c["labels"].get("group", "?"): c["delta"]
+              for c in _counters(tier, "router", "scalelab_shard_upstream_errors_total")}  # fmt: skip
+    return {
+        "queries_per_s": {g: round(v, 1) for g, v in sorted(per_group.items())},
+        "fanout_per_s": round(_per_s(tier, ["router"], "scalelab_shard_fanout_queries_total"), 1),
+        "refused": _delta(tier, ["router"], "scalelab_shard_refused_total"),
+        "group_errors": {g: n for g, n in sorted(errors.items()) if n},
+    }
+
+
 def stage_figures(report: dict) -> dict:
     """The stage's summary figures from a ``loadgen`` report (see the module essay)."""
     tier = report.get("tier", {})
@@ -144,6 +164,8 @@ def stage_figures(report: dict) -> dict:
         figures["lb_retries"] = _delta(tier, ["lb"], "scalelab_lb_retries_total")
     if "queue" in tier:
         figures["queue"] = _queue_figures(tier)
+    if _counters(tier, "router", "scalelab_shard_queries_total"):
+        figures["shards"] = _shard_figures(tier)
     return figures
 
 
@@ -171,6 +193,15 @@ def format_figures(figures: dict) -> list[str]:
     if "lb_share" in figures:
         shares = ", ".join(f"{b} {100 * s:.1f}%" for b, s in figures["lb_share"].items())
         lines.append(f"  lb share: {shares or '-'}; retries {figures['lb_retries']:g}")
+    if "shards" in figures:
+        sh = figures["shards"]
+        total = sum(sh["queries_per_s"].values())
+        groups = ", ".join(f"{g} {v:.1f}" + (f" ({100 * v / total:.0f}%)" if total else "")
+                           for g, v in sh["queries_per_s"].items())  # fmt: skip
+        failed = ", ".join(f"{g} {n:g}" for g, n in sh["group_errors"].items()) or "none"
+        lines.append(f"  shard groups: statements/s {groups or '-'}; fan-out/s "
+                     f"{sh['fanout_per_s']:.1f}; refused {sh['refused']:g}; requests a "
+                     f"group did not answer: {failed}")  # fmt: skip
     if "queue" in figures:
         q = figures["queue"]
         lines.append(f"  queue: jobs put/s {q['jobs_put_per_s']:.1f}, done/s "

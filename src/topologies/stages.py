@@ -27,6 +27,7 @@ STAGES: dict[str, str] = {
     "replicated": "topologies.replicated",
     "cached": "topologies.cached",
     "queued": "topologies.queued",
+    "sharded": "topologies.sharded",
 }
 
 

@@ -61,18 +61,20 @@ def add_arguments(parser, *, web: int | None = None) -> None:
                             help="web servers behind the load balancer")  # fmt: skip
 
 
-def store(options, replicas: int = 0, sync: int = 0) -> list[Component]:
+def store(options, replicas: int = 0, sync: int = 0, prefix: str = "store") -> list[Component]:
     """``store-1`` the primary, then ``store-2 ...`` its replicas (semi-sync to ``sync``).
 
     ``sync`` is capped at the number of replicas: a primary waiting for an acknowledgement
-    no replica can send would hold every write for its ``--sync-timeout``.
+    no replica can send would hold every write for its ``--sync-timeout``. ``prefix``
+    names the nodes (``store-g1-1 ...``), so several groups can live in one topology.
     """
     sync = min(sync, replicas)
     flags = f"--sync-replicas {sync}" if sync else ""
     flags += store_capacity_flags(options)
-    nodes = [Component("store-1", "store", flags.strip())]
+    primary = f"{prefix}-1"
+    nodes = [Component(primary, "store", flags.strip())]
     for i in range(2, replicas + 2):
-        nodes.append(Component(f"store-{i}", "store", f"--join {{store-1}} {flags}".strip()))
+        nodes.append(Component(f"{prefix}-{i}", "store", f"--join {{{primary}}} {flags}".strip()))
     return nodes
 
 
@@ -107,9 +109,9 @@ def store_access(options, nodes: list[Component]) -> tuple[list[Component], str]
     return [front], store_spec([front, *nodes[1:]])
 
 
-def failover(nodes: list[Component]) -> Component:
+def failover(nodes: list[Component], name: str = "failover") -> Component:
     admin = ",".join(f"{{{n.name}.admin}}" for n in nodes)
-    return Component("failover", "failover", f"--nodes {admin} {FAILOVER_FLAGS}",
+    return Component(name, "failover", f"--nodes {admin} {FAILOVER_FLAGS}",
                      module="topologies.failover")  # fmt: skip
 
 
@@ -136,6 +138,14 @@ def link(name: str, target: str, delay_ms: float = 0.0) -> Component:
     its datacenters (a replica joins ``{link}`` instead of the primary)."""
     return Component(name, "link", f"--target {{{target}}} --delay-ms {delay_ms:g}",
                      module="topologies.link")  # fmt: skip
+
+
+def cache_tier(options) -> tuple[list[Component], str]:
+    """``cache-1 ... cache-<options.caches>`` and the web tier's ``--cache`` for them."""
+    caches = [Component(f"cache-{i}", "cache", f"--memory-mb {options.cache_node_mb}")
+              for i in range(1, options.caches + 1)]  # fmt: skip
+    return caches, ("memcached:" + ",".join(f"{{{c.name}}}" for c in caches) if caches
+                    else "none")  # fmt: skip
 
 
 def local_cache(options) -> str:
