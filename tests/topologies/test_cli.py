@@ -120,6 +120,8 @@ def test_stages_lists_the_first_stage(capsys):
         (["run", "single_server", "--report", "r.json"], "--report needs --load"),
         (["run", "queued", "--workers", "5", "--max-workers", "3"], "<= --max-workers (3)"),
         (["run", "queued", "--max-workers", "0"], "must be >= 1"),
+        (["run", "sharded", "--shards", "0"], "must be >= 1"),
+        (["run", "sharded", "--shards", "17"], "--shards 17: at most 16"),
     ],
 )
 def test_bad_arguments_exit_2_with_usage(capsys, argv, complaint):

@@ -11,6 +11,7 @@ user would hide the dead group).
 import tomllib
 
 import aiohttp
+import orjson
 import pyrqlite.dbapi2 as dbapi2
 import pytest
 from test_claims import start_stage
@@ -161,3 +162,35 @@ def test_the_stage_is_catalogued_last(capsys):
     assert list(stages.STAGES)[-1] == "sharded"
     assert cli.main(["stages"]) == 0
     assert "Stage 9 (figures 20-23)" in capsys.readouterr().out
+
+
+def router_execute(launcher: Launcher, statements: list, query: str = "") -> list[dict]:
+    status, _, body = harness.http("POST", launcher.url("router") + "/db/execute" + query,
+                                   orjson.dumps(statements), JSON)  # fmt: skip
+    assert status == 200, body
+    return orjson.loads(body)["results"]
+
+
+def test_the_stage_router_takes_what_the_web_tier_sends_and_still_refuses_the_rest(stage):
+    # Seen by the store client as one writable node (it looks for the primary so).
+    status, _, body = harness.http("GET", stage.url("router") + "/status")
+    node = orjson.loads(body)["scalelab"]
+    assert node["writable"] is True and node["api_addr"] == stage.address("router")
+    # Several writes without ?transaction: each runs on its own groups, as rqlite runs them.
+    rows = [["INSERT INTO users (id, first_name, last_name, street_address, city, state, "
+             "postal_code, phone_numbers) VALUES (?, 'a', 'b', 'c', 'd', 'e', 'f', '[]')", i]
+            for i in range(1, 41)]  # fmt: skip
+    results = router_execute(stage, rows)
+    assert [r.get("rows_affected") for r in results] == [1] * 40
+    assert sorted(group_ids(stage, "g1") + group_ids(stage, "g2")) == list(range(1, 41))
+    assert group_ids(stage, "g1") and group_ids(stage, "g2")
+    # The same as one transaction spans both groups: still refused, and nothing ran.
+    results = router_execute(stage, [[sql, i + 100] for sql, i in rows], "?transaction")
+    assert "cross-shard transaction refused" in results[0]["error"]
+    assert max(group_ids(stage, "g1") + group_ids(stage, "g2")) == 40
+    # A read-your-writes position from another group's log is answered by the primary,
+    # not held until this group's log reaches a number it may never reach.
+    status, _, body = harness.http(
+        "GET", stage.url("router") + "/db/query?level=none&min_lsn=999999999&q="
+        + "SELECT%20count(*)%20FROM%20users%20WHERE%20id%20%3D%203")  # fmt: skip
+    assert status == 200 and orjson.loads(body)["results"][0]["values"] == [[1]]
