@@ -122,7 +122,9 @@ def seed_ranges(seed_users: int, groups: list[str]) -> list[tuple[int, int, str]
     batches = -(-seed_users // SEED_BATCH_STATEMENTS)
     ranges = []
     for i, group in enumerate(groups):
-        first, end = i * batches // len(groups), (i + 1) * batches // len(groups)
+        # Rounded up, so that with fewer batches than groups the first groups get them.
+        first = -(-i * batches // len(groups))
+        end = -(-(i + 1) * batches // len(groups))
         if end > first:
             ranges.append((1 + first * SEED_BATCH_STATEMENTS, 1 + end * SEED_BATCH_STATEMENTS,
                            group))  # fmt: skip

@@ -124,9 +124,11 @@ async def _is(answer, expected: int) -> bool:
 def test_seeded_ids_are_placed_in_whole_batches_and_the_file_is_the_routers_own():
     batch = SEED_BATCH_STATEMENTS
     assert sharded.seed_ranges(0, ["g1", "g2"]) == []
-    assert sharded.seed_ranges(1, ["g1", "g2"]) == [(1, 1 + batch, "g2")]
+    assert sharded.seed_ranges(1, ["g1", "g2"]) == [(1, 1 + batch, "g1")]
+    assert sharded.seed_ranges(2 * batch, ["g1", "g2", "g3"]) == [
+        (1, 1 + batch, "g1"), (1 + batch, 1 + 2 * batch, "g2")]  # fmt: skip
     assert sharded.seed_ranges(3 * batch, ["g1", "g2"]) == [
-        (1, 1 + batch, "g1"), (1 + batch, 1 + 3 * batch, "g2")]  # fmt: skip
+        (1, 1 + 2 * batch, "g1"), (1 + 2 * batch, 1 + 3 * batch, "g2")]  # fmt: skip
     groups = [("g1", ["127.0.0.1:4001"], ["127.0.0.1:14001"]),
               ("g2", ["127.0.0.1:4011", "127.0.0.1:4012"], ["127.0.0.1:1", "127.0.0.1:2"])]  # fmt: skip
     config = shard_config.parse(tomllib.loads(sharded.shards_toml(groups, 2 * batch)))
