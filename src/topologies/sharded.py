@@ -28,23 +28,18 @@ every other id (the Snowflake ids of users created later) by consistent hashing.
 Run as ``python -m topologies.sharded``, this module is the router's process in the
 stage: the router reads its groups from a file, and the nodes' addresses are only known
 once they run, so the process writes that file from its ``--group`` flags (resolved by
-the launcher) into its data directory, then runs the router (``StageRouter``).
+the launcher) into its data directory, then runs the router.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
 import orjson
-from aiohttp import web
 
-from components.common.cli import format_address
 from components.shard.server import ShardService
-from components.store import protocol
-from components.store.front import JSON
 from components.web.store_tier import SEED_BATCH_STATEMENTS
 
 from . import queued, stages
@@ -160,55 +155,6 @@ def shards_toml(groups: list[tuple[str, list[str], list[str]]], seed_users: int)
     return "\n".join(lines) + "\n"
 
 
-class StageRouter(ShardService):
-    """The shard router as the web tier's store client needs it (until the router does
-    this itself; without any one of these the web tier cannot use the router).
-
-    1. ``/status`` says the router is a writable node (``writable``, ``epoch``,
-       ``api_addr``): the store client looks for the primary that way, and the router is
-       the one place every write goes.
-    2. Several write statements without ``?transaction`` run one by one, each on its own
-       groups, as rqlite runs them (each statement on its own, errors reported per
-       statement). The router refuses them when they span groups, and the web tier
-       creates its three tables in one such request.
-    3. A read's ``min_lsn`` is a position in the log of the group that took the user's
-       last write; another group's log is not comparable (its position may never reach
-       that number), so such a read goes to its group's primary instead, which holds
-       every acknowledged write of that group: read-your-writes, at the price of the
-       replicas for that user's reads while the web tier's cookie lasts.
-    """
-
-    async def handle_status(self, request: web.Request) -> web.Response:
-        doc = {"http": {"bind_addr": request.host}, "store": {"node_id": self.runtime.name},
-               "scalelab": {**self.status(), "writable": True, "epoch": 0, "role": "router",
-                            "api_addr": format_address(self._listener.sockets[0].getsockname())}}  # fmt: skip
-        return web.Response(body=orjson.dumps(doc), content_type="application/json")
-
-    async def _serve_one(self, method, path, pairs, options, body, write):
-        if options.min_lsn is not None:
-            level = "weak" if options.level == "none" else options.level
-            pairs = [(k, v) for k, v in pairs if k not in ("min_lsn", "level")]
-            pairs.append(("level", level))
-            options = dataclasses.replace(options, min_lsn=None, level=level)
-        if write and not options.transaction and method == "POST":
-            try:
-                statements = protocol.parse_statements(body)
-            except protocol.BadRequest:
-                statements = []  # the router answers the bad request itself
-            if len(statements) > 1:
-                results = []
-                for sql, params in statements:
-                    one = orjson.dumps([protocol.statement_json(sql, params)])
-                    status, _, _, data = await super()._serve_one(method, path, pairs, options,
-                                                                  one, write)  # fmt: skip
-                    doc = orjson.loads(data) if status == 200 else {}
-                    results += doc.get("results") or [
-                        {"error": f"status {status}: {data[:200].decode(errors='replace')}"}
-                    ]
-                return 200, JSON, b"", protocol.dumps({"results": results}, options.pretty)
-        return await super()._serve_one(method, path, pairs, options, body, write)
-
-
 def router_main(argv: list[str]) -> None:
     """Write the groups file from ``--group`` flags, then run the router on it."""
     from components.common import main
@@ -227,7 +173,7 @@ def router_main(argv: list[str]) -> None:
     path = Path(own.data_dir) / "shards.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(shards_toml(groups, own.seed_users))
-    main(StageRouter, [*rest, "--data-dir", own.data_dir, "--shards", str(path)])
+    main(ShardService, [*rest, "--data-dir", own.data_dir, "--shards", str(path)])
 
 
 if __name__ == "__main__":

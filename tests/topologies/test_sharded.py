@@ -173,7 +173,7 @@ def router_execute(launcher: Launcher, statements: list, query: str = "") -> lis
     return orjson.loads(body)["results"]
 
 
-def test_the_stage_router_takes_what_the_web_tier_sends_and_still_refuses_the_rest(stage):
+def test_the_router_takes_what_the_web_tier_sends_and_still_refuses_the_rest(stage):
     # Seen by the store client as one writable node (it looks for the primary so).
     status, _, body = harness.http("GET", stage.url("router") + "/status")
     node = orjson.loads(body)["scalelab"]

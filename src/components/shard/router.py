@@ -16,7 +16,10 @@ comes out; ``server.py`` carries it out. The rules, in the order they are applie
 3. If every statement goes to the same single group, the request goes there whole, so
    rqlite's own semantics (``?transaction``, errors) hold unchanged.
 4. Otherwise, a write request that is a transaction (``?transaction``, which pyrqlite
-   always sets, or several write statements) spanning several groups is refused. A
+   always sets) spanning several groups is refused. Without ``?transaction`` rqlite runs
+   a request's statements one by one, each atomic on its own and its error reported on
+   its own, and so does the router, each statement on its groups (the web tier creates
+   its tables so). A
    transaction over several databases needs two-phase commit (prepare everywhere, then
    commit everywhere, with a coordinator log to finish after a crash; XA, Vitess'
    ``transaction_mode=twopc``) or a database built on it from the start (Spanner and
@@ -122,7 +125,7 @@ class Router:
             plan.single = next(iter(groups))
             return plan
         writes = [s for s in steps if s.scan.writes]
-        if write and writes and (transaction or len(writes) > 1) and len(steps) > 1:
+        if write and writes and transaction and len(steps) > 1:
             raise Refused(
                 "cross-shard transaction refused: the statements of this request run on "
                 f"groups {sorted(groups)}, and the router has no two-phase commit to make "

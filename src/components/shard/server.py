@@ -17,8 +17,14 @@ connection, with the same answers (``_serve`` is one code path for both).
 
 Routes: ``/db/execute``, ``/db/query`` (GET and POST), ``/db/request``, ``/status``
 (rqlite's keys plus ``scalelab``: the routing map with its version, every group's
-primary, the hottest keys per table, the last resharding's progress), ``/readyz``,
-``/nodes``. Admin: ``GET /admin/map``, ``POST /admin/reshard`` (``resharder.py``).
+primary, the hottest keys per table, the last resharding's progress, and the
+``writable``/``epoch``/``api_addr`` a store primary reports, so the store's own client
+takes the router for the one primary), ``/readyz``, ``/nodes``. Admin: ``GET
+/admin/map``, ``POST /admin/reshard`` (``resharder.py``).
+
+Read-your-writes: a write's ``X-Scalelab-Lsn`` is a position in its group's log only, so
+a read that brings one (``min_lsn``) is read at each group's primary instead of waiting
+for a replica to reach a number from another log (``_read_your_writes_at_primary``).
 
 Statements on sharded tables pass a gate, the resharder's ``Fence``: while a resharding
 holds its write fence over some groups, statements touching those groups wait (up to
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -245,6 +252,8 @@ class ShardService(Service):
             return 400, TEXT, b"", str(exc).encode()
         if write is None:
             write = not all(is_read(sql) for sql, _ in statements)
+        if options.min_lsn is not None and not write:
+            pairs, options = _read_your_writes_at_primary(pairs, options)
         deadline = time.monotonic() + FENCE_WAIT_S
         while True:
             try:
@@ -392,8 +401,12 @@ class ShardService(Service):
         }
 
     async def handle_status(self, request: web.Request) -> web.Response:
+        # ``writable``, ``epoch`` and ``api_addr`` as a store primary reports them: a store
+        # client looking for the primary finds the router, where every write goes.
+        node = {"writable": True, "epoch": 0, "role": "router",
+                "api_addr": format_address(self._listener.sockets[0].getsockname())}  # fmt: skip
         doc = {"http": {"bind_addr": request.host}, "store": {"node_id": self.runtime.name},
-               "scalelab": self.status()}  # fmt: skip
+               "scalelab": {**self.status(), **node}}  # fmt: skip
         return web.Response(body=orjson.dumps(doc), content_type="application/json")
 
     async def admin_map(self, request: web.Request):
@@ -426,6 +439,22 @@ class ShardService(Service):
         """``POST /admin/reshard``: see ``Resharder.reshard``."""
         status, doc = await self.resharder.reshard(await read_json(request))
         return web.json_response(doc, status=status)
+
+
+def _read_your_writes_at_primary(
+    pairs: list[tuple[str, str]], options: Options
+) -> tuple[list[tuple[str, str]], Options]:
+    """A read's ``min_lsn`` made into a read at each group's primary.
+
+    The position a client holds came from one group's log (the group of its last write,
+    passed back in ``X-Scalelab-Lsn``); another group's log is not comparable, and a
+    replica there may never reach that number. A group's primary holds every write it
+    acknowledged, so reading there keeps read-your-writes on every group, at the price of
+    the replicas for such reads.
+    """
+    level = "weak" if options.level == "none" else options.level
+    pairs = [(k, v) for k, v in pairs if k not in ("min_lsn", "level")] + [("level", level)]
+    return pairs, dataclasses.replace(options, min_lsn=None, level=level)
 
 
 def _encode(steps: list[Step]) -> bytes:

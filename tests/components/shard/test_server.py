@@ -270,3 +270,32 @@ def test_request_endpoint_answers_bad_input_and_passes_the_lsn(loaded):
         [["UPDATE users SET score = score WHERE id = ?", 5]]).encode(),
         {"Content-Type": "application/json"})  # fmt: skip
     assert status == 200 and int(headers["X-Scalelab-Lsn"]) > 0
+
+
+async def test_the_web_tiers_store_client_uses_the_router_as_one_store(loaded):
+    # The web tier talks to the store tier with ``StoreClient``: it looks for a writable
+    # primary in /status, creates its tables with several statements and no
+    # ?transaction, and reads its own writes with the position a write gave it.
+    from components.store.client import StoreClient
+
+    router, stores, _ = loaded
+    address = router.listen["main"]
+    async with StoreClient([address]) as client:
+        assert await client.discover() == address
+        rows = [["INSERT INTO users (id, name, score) VALUES (?, 'w', 1)", i]
+                for i in range(2001, 2041)]  # fmt: skip
+        answer = await client.execute(rows)  # one by one, each on its own group
+        assert [r.get("rows_affected") for r in answer.results] == [1] * 40
+        held = [[row[0] for row in store_rows(s, "SELECT id FROM users WHERE id > 2000")]
+                for s in stores]  # fmt: skip
+        assert sorted(sum(held, [])) == list(range(2001, 2041))
+        assert sum(1 for ids in held if ids) >= 2  # the statements went to several groups
+        # The same statements as one transaction span groups: refused, and nothing runs.
+        refused = await client.execute([[sql, i + 100] for sql, i in rows], transaction=True)
+        assert "cross-shard transaction" in refused.results[0]["error"]
+        assert all(not store_rows(s, "SELECT id FROM users WHERE id > 2100") for s in stores)
+        # A position from one group's log, far beyond any: read at the primaries, at once.
+        answer = await client.query(["SELECT count(*) FROM users WHERE id > 2000"],
+                                    min_lsn=10**9)  # fmt: skip
+        assert answer.rows()[0]["count(*)"] == 40
+        await client.execute(["DELETE FROM users WHERE id > 2000"])  # as the others found it
