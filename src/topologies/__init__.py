@@ -6,7 +6,8 @@
 - ``process.py``: one component as one OS process, up to its ready line;
 - ``stages.py``: the catalogue of stages, in the journey's order;
 - ``single_server.py``, ``separate_db.py``, ``load_balanced.py``, ``replicated.py``,
-  ``cached.py``, ``queued.py``: the stages, built from the shared pieces in ``tiers.py``;
+  ``cached.py``, ``queued.py``, ``sharded.py``: the stages, built from the shared pieces
+  in ``tiers.py`` (``sharded.py`` is also the shard router's process in its stage);
 - ``autoscale.py``: the queued stage's autoscaler, a process of its own that sizes the
   worker pool by the queue's depth (its rule, pure, in ``autoscale_policy.py``);
 - ``failover.py``: the failover controller, a process of its own in the replicated

@@ -18,7 +18,7 @@ name plays on the internet.
 from __future__ import annotations
 
 from .replicated import add_arguments as _replicated_arguments
-from .tiers import balancer, count, failover, store, store_access, web_tier
+from .tiers import balancer, cache_tier, count, failover, store, store_access, web_tier
 from .topology import Component, Topology
 
 
@@ -32,9 +32,7 @@ def add_arguments(parser) -> None:
 
 def topology(options) -> Topology:
     db = store(options, replicas=options.replicas, sync=options.sync_replicas)
-    caches = [Component(f"cache-{i}", "cache", f"--memory-mb {options.cache_node_mb}")
-              for i in range(1, options.caches + 1)]  # fmt: skip
-    cache = "memcached:" + ",".join(f"{{{c.name}}}" for c in caches) if caches else "none"
+    caches, cache = cache_tier(options)
     between, spec = store_access(options, db)
     webs = web_tier(options, options.web, spec, cache)
     front = [Component("edge", "edge", "--origin {lb} --memory-mb 64")] if options.edge else []
