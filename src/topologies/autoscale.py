@@ -61,6 +61,7 @@ import orjson
 from aiohttp import web
 
 from components.common import Service, main
+from components.common.admin import serve_app
 from components.common.cli import format_address, host_port, non_negative_float
 from components.queue.client import CommandError, QueueClient
 
@@ -174,12 +175,9 @@ class AutoscalerService(Service):
             self.log.info("worker_started", worker=proc.name, pid=proc.pid, workers=len(self.pool))
         app = web.Application()
         app.router.add_get("/status", self.handle_status)
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, args.host, args.port, reuse_address=True)
-        await site.start()
+        self.runner, address = await serve_app(app, args.host, args.port)
         self.task = asyncio.create_task(self.watch())
-        return {"main": format_address(site._server.sockets[0].getsockname())}
+        return {"main": format_address(address)}
 
     def _spawn(self, fn):
         return asyncio.get_running_loop().run_in_executor(self.spawner, fn)

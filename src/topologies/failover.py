@@ -58,6 +58,7 @@ import orjson
 from aiohttp import web
 
 from components.common import Service, main
+from components.common.admin import serve_app
 from components.common.cli import format_address, non_negative_float
 
 DEFAULT_INTERVAL_S = 0.5
@@ -206,12 +207,9 @@ class FailoverService(Service):
                 ).set_function(lambda: self.policy.missed)  # fmt: skip
         app = web.Application()
         app.router.add_get("/status", self.handle_status)
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, args.host, args.port, reuse_address=True)
-        await site.start()
+        self.runner, address = await serve_app(app, args.host, args.port)
         self.task = asyncio.create_task(self.watch())
-        return {"main": format_address(site._server.sockets[0].getsockname())}
+        return {"main": format_address(address)}
 
     async def watch(self) -> None:
         while True:

@@ -68,12 +68,7 @@ class AdminServer:
         app.router.add_get("/health", self._get_health)
         app.router.add_get("/metrics", self._get_metrics)
         app.router.add_route("*", "/admin/{op:.+}", self._admin_op)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
-        await site.start()
-        server = site._server  # aiohttp keeps the asyncio Server here
-        self.address = server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
+        self._runner, self.address = await serve_app(app, host, port)
         return self.address
 
     async def stop(self) -> None:
@@ -128,3 +123,17 @@ async def read_json(request: web.Request) -> Any:
             text=orjson.dumps({"error": f"invalid JSON: {exc}"}).decode(),
             content_type="application/json",
         ) from None
+
+
+async def serve_app(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, tuple]:
+    """Serve a small aiohttp app (an admin or status listener) on ``host:port``.
+
+    Returns its runner (``cleanup()`` stops it) and the address it bound (port 0 picks a
+    free one). No access log and no signal handlers: the runner owns those.
+    """
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    server = site._server  # aiohttp keeps the asyncio Server here
+    return runner, server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
