@@ -91,7 +91,7 @@ from .protocol import (
 )
 from .publisher import JobPublisher, QueueUnavailable
 from .repository import RepositoryMetrics, UserRepository
-from .sessions import COOKIE_NAME, MemorySessions
+from .sessions import COOKIE_NAME, SessionsUnavailable, open_sessions, parse_sessions_spec
 from .static import DEFAULT_ROOT, StaticFiles, etag_matches, is_not_modified
 from .storage import SYNCHRONOUS_MODES, DatabaseUnavailable, open_store, parse_db_spec
 
@@ -191,6 +191,10 @@ class WebService(Service):
                            help="TTL of cached user documents (0: cache nothing)")  # fmt: skip
         group.add_argument("--max-body-bytes", type=non_negative_int,
                            default=DEFAULT_MAX_BODY_BYTES, help="largest request body (413 above)")  # fmt: skip
+        group.add_argument("--sessions", default="memory", metavar="SPEC",
+                           help="where sessions live: memory (this process), cache (the "
+                           "--cache memcached nodes) or memcached:HOST:PORT,... (shared "
+                           "storage: any web server serves any session)")  # fmt: skip
         group.add_argument("--session-ttl-s", type=non_negative_float, default=3600.0,
                            help="idle time after which a session expires")  # fmt: skip
         group.add_argument("--max-sessions", type=non_negative_int, default=100_000,
@@ -220,6 +224,10 @@ class WebService(Service):
             parser.error("--session-ttl-s must be > 0")
         if args.max_sessions < 1:
             parser.error("--max-sessions must be >= 1")
+        try:
+            parse_sessions_spec(args.sessions, args.cache)
+        except ValueError as exc:
+            parser.error(f"--sessions: {exc}")
         if not Path(args.static_dir).is_dir():
             parser.error(f"--static-dir {args.static_dir!r} is not a directory")
         if args.queue_timeout_s <= 0:
@@ -229,6 +237,7 @@ class WebService(Service):
         super().__init__(args, runtime)
         self.store = None
         self.cache = None
+        self.sessions = None
         self.publisher: JobPublisher | None = None
         self.runner: web.AppRunner | None = None
         self.listener: asyncio.Server | None = None
@@ -264,7 +273,8 @@ class WebService(Service):
         self.log.info("database_ready", db=spec, seed_users=args.seed_users, seeded_now=written,
                       seconds=round(time.monotonic() - started, 3))  # fmt: skip
         self.cache = open_cache(args.cache)
-        self.sessions = MemorySessions(args.session_ttl_s, args.max_sessions)
+        self.sessions = open_sessions(args.sessions, args.cache, args.session_ttl_s,
+                                      args.max_sessions)  # fmt: skip
         self.static = StaticFiles(args.static_dir)
         self.static_headers = {"Cache-Control": f"public, max-age={args.static_max_age_s}"}
         self.admission = admission.Admission.from_args(args)
@@ -339,6 +349,8 @@ class WebService(Service):
             self.runner = None
         if self.cache is not None:
             await self.cache.close()
+        if self.sessions is not None:
+            await self.sessions.close()
         if self.publisher is not None:
             await self.publisher.close()
         if self.store is not None:
@@ -364,6 +376,10 @@ class WebService(Service):
         )
         self.cache_misses = m.counter(
             "scalelab_web_cache_misses_total", "User lookups the cache missed"
+        )
+        self.session_errors = m.counter(
+            "scalelab_web_session_store_errors_total",
+            "Requests answered 503: the shared session store could not answer",
         )
         self.cache_errors = m.counter(
             "scalelab_web_cache_errors_total", "Cache calls that failed (served from the database)"
@@ -465,6 +481,12 @@ class WebService(Service):
                 # A failover in progress, or the store down: worth retrying, not a bug.
                 self.db_errors.inc()
                 response = json_error(503, "database unavailable, retry later",
+                                      headers=self.retry_after)  # fmt: skip
+            except SessionsUnavailable:
+                # The shared session store did not answer within its deadline: we cannot
+                # tell a logged-in user from a stranger, so neither 200 nor 401 is true.
+                self.session_errors.inc()
+                response = json_error(503, "session store unavailable, retry later",
                                       headers=self.retry_after)  # fmt: skip
             except web.HTTPException as exc:
                 # The router's 404 and 405, aiohttp's 413: same JSON shape as our own errors.
