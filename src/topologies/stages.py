@@ -26,6 +26,7 @@ STAGES: dict[str, str] = {
     "load_balanced": "topologies.load_balanced",
     "replicated": "topologies.replicated",
     "cached": "topologies.cached",
+    "stateless": "topologies.stateless",
     "queued": "topologies.queued",
     "sharded": "topologies.sharded",
 }
