@@ -22,6 +22,9 @@ reacting to noise:
    start costs a process start-up, every stop a drain), the problem Kubernetes' HPA
    solves with its scale-down stabilisation window.
 
+The same rule sizes a web tier by the requests in flight at its balancer
+(``desired_for``/``decide_demand``: any demand that adds up over the pool).
+
 Refused: predicting the future (no trend, no schedule) and scaling on latency or CPU.
 The queue's depth is the one signal that is both cheap and exactly the work left.
 
@@ -70,8 +73,14 @@ class ScalingRules:
 
     def desired(self, ready: int, reserved: int) -> int:
         """The pool size the queue's depth asks for, within the bounds (rule 1)."""
-        jobs = min(MAX_JOBS, max(0, ready) + max(0, reserved))
-        return self.clamp(math.ceil(jobs / self.jobs_per_worker))
+        return self.desired_for(max(0, ready) + max(0, reserved))
+
+    def desired_for(self, demand: float) -> int:
+        """The pool size ``demand`` asks for at ``jobs_per_worker`` each (rule 1), for any
+        demand that adds up over the pool: jobs in a queue, requests in flight at a
+        balancer (the web tier's autoscaler, ``autoscale.py --lb``)."""
+        demand = min(MAX_JOBS, max(0.0, demand))
+        return self.clamp(math.ceil(demand / self.jobs_per_worker))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,15 +103,19 @@ class ScalingPolicy:
         self.low_since: float | None = None  # desired < current, continuously, since then
 
     def decide(self, ready: int, reserved: int, workers: int, now: float) -> Decision:
+        return self.decide_demand(max(0, ready) + max(0, reserved), workers, now,
+                                  f"{ready} ready + {reserved} reserved jobs")  # fmt: skip
+
+    def decide_demand(self, demand: float, workers: int, now: float, what: str) -> Decision:
+        """``decide`` for any additive demand; ``what`` describes it in the reason."""
         rules = self.rules
-        desired = rules.desired(ready, reserved)
+        desired = rules.desired_for(demand)
         if desired > workers:
             self.last_change_at, self.low_since = now, None
-            return Decision(desired, desired, UP,
-                            f"{ready} ready + {reserved} reserved jobs want {desired} workers")  # fmt: skip
+            return Decision(desired, desired, UP, f"{what} want {desired} workers")
         if desired == workers:
             self.low_since = None
-            return Decision(workers, desired, HOLD, "the pool matches the queue")
+            return Decision(workers, desired, HOLD, "the pool matches the demand")
         if self.low_since is None:
             self.low_since = now
         calm = min(now - self.low_since, now - self.last_change_at)
