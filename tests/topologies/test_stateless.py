@@ -4,6 +4,10 @@ Small sizes (no store replicas, two cache nodes, three web servers, ten users) k
 launch to a few seconds; every claim is a status code, waited for with a deadline.
 """
 
+import asyncio
+import json
+
+import aiohttp
 import pytest
 
 import harness
@@ -77,3 +81,47 @@ def test_a_login_survives_a_killed_web_server_and_any_server_logs_out(stateless)
     assert me(stateless.url("web-2"), tokens[1]) == 401
     assert me(stateless.url("web-3"), tokens[1]) == 401
     assert me(stateless.url("web-3"), tokens[2]) == 200
+
+
+def test_autoscaled_the_web_tier_grows_under_a_burst_and_a_new_server_knows_old_logins(tmp_path):
+    options = small_options(web=1, max_web=2, inflight_per_server=3, cooldown_s=60,
+                            scale_interval_s=0.1, service_time_ms=300, max_concurrency=32)  # fmt: skip
+    topology = stages.load("stateless").topology(options)
+    assert not [c for c in topology.components if c.component == "web"]  # the autoscaler's now
+    launcher = Launcher(topology, tmp_path / "run")
+    try:
+        launcher.start()
+        entry, admin = launcher.entry_url, launcher.url("lb", "admin")
+        token = login(entry, 3)  # on the only server there is
+        [first] = backends(admin)
+
+        async def burst():
+            stop = asyncio.Event()
+
+            async def user(session):
+                while not stop.is_set():
+                    async with session.get(entry + "/users/1") as response:
+                        assert response.status == 200
+
+            async with aiohttp.ClientSession() as session:
+                users = [asyncio.create_task(user(session)) for _ in range(9)]
+                try:
+                    return await harness.wait_until(
+                        lambda: [b for b in backends(admin)
+                                 if b["address"] != first["address"] and b["requests"] > 0],
+                        what="an autoscaled web server joins the balancer and serves")  # fmt: skip
+                finally:
+                    stop.set()
+                    await asyncio.gather(*users)
+
+        [added] = asyncio.run(burst())
+        # The new server never saw the login, and serves it: the session is in the cache tier.
+        assert me(f"http://{added['address']}", token) == 200
+    finally:
+        launcher.close()
+
+
+def backends(admin_url: str) -> list[dict]:
+    code, _, body = harness.http("GET", admin_url + "/admin/backends")
+    assert code == 200
+    return json.loads(body)["backends"]
