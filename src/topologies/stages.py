@@ -27,6 +27,7 @@ STAGES: dict[str, str] = {
     "replicated": "topologies.replicated",
     "cached": "topologies.cached",
     "stateless": "topologies.stateless",
+    "multi_dc": "topologies.multi_dc",
     "queued": "topologies.queued",
     "sharded": "topologies.sharded",
 }

@@ -120,15 +120,18 @@ def failover(nodes: list[Component], name: str = "failover") -> Component:
 DB_TIMEOUT_S = 2
 
 
-def web_tier(options, count: int, db: str, cache: str, extra: str = "") -> list[Component]:
-    """``web-1 ... web-<count>``; ``extra`` adds flags (the queued stage's ``--queue``)."""
+def web_tier(options, count: int, db: str, cache: str, extra: str = "",
+             prefix: str = "web") -> list[Component]:  # fmt: skip
+    """``web-1 ... web-<count>``; ``extra`` adds flags (the queued stage's ``--queue``);
+    ``prefix`` names them (``dc1-web-1 ...``: one tier per data centre)."""
     flags = web_flags(options, db, cache) + f" --db-timeout-s {DB_TIMEOUT_S} {extra}".rstrip()
-    return [Component(f"web-{i}", "web", flags) for i in range(1, count + 1)]
+    return [Component(f"{prefix}-{i}", "web", flags) for i in range(1, count + 1)]
 
 
-def balancer(webs: list[Component]) -> Component:
+def balancer(webs: list[Component], name: str = "lb", extra: str = "") -> Component:
+    """The balancer over ``webs``; ``extra`` adds flags (a data centre's ``--host``)."""
     backends = " ".join(f"--backend {{{w.name}}}" for w in webs)
-    return Component("lb", "lb", f"{backends} {LB_FLAGS}")
+    return Component(name, "lb", f"{backends} {LB_FLAGS} {extra}".rstrip())
 
 
 def link(name: str, target: str, delay_ms: float = 0.0) -> Component:

@@ -39,7 +39,7 @@ def queued(tmp_path):
 
 
 def test_the_stage_is_catalogued_after_cached(capsys):
-    assert list(stages.STAGES)[-4:-1] == ["cached", "stateless", "queued"]
+    assert list(stages.STAGES)[-5:-1] == ["cached", "stateless", "multi_dc", "queued"]
     assert cli.main(["stages"]) == 0
     assert "queued         Stage 8 (figures 17-19): slow work leaves the request" in \
         capsys.readouterr().out  # fmt: skip
