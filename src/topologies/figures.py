@@ -23,6 +23,9 @@ by the components' names and metric names:
   store group, statements sent to several groups (fan-outs), requests refused
   (cross-shard joins and transactions) and requests a group did not answer: whether
   the load is spread over the groups, and what a dead group cost;
+- **requests/s by data centre** (the multi_dc stage): what each data centre's
+  balancer proxied, which shows where users went before and after a failover (its
+  web and store nodes, ``dc1-web-1``, count as web and store nodes above);
 - **workers** (the queued stage's autoscaler): the pool at the start and the end of
   the run, its mean over the run (worker-seconds / seconds, what a cloud bill counts)
   and its p99, the queue's depth over the run (mean, p99), and the scaling steps up
@@ -33,6 +36,8 @@ Pure: dicts in, dicts and text out. ``comparison_table`` renders one row per sta
 """
 
 from __future__ import annotations
+
+import re
 
 
 def _counters(tier: dict, component: str, name: str) -> list[dict]:
@@ -111,11 +116,21 @@ def _shard_figures(tier: dict) -> dict:
     }
 
 
+#: A component of one data centre (the multi_dc stage): ``dc1-web-1``, ``dc2-lb``.
+DATA_CENTRE = re.compile(r"dc[0-9]+-")
+
+
+def _local(name: str) -> str:
+    """``name`` without its data centre: ``dc2-web-1`` is a ``web-1`` for the figures."""
+    match = DATA_CENTRE.match(name)
+    return name[match.end() :] if match else name
+
+
 def stage_figures(report: dict) -> dict:
     """The stage's summary figures from a ``loadgen`` report (see the module essay)."""
     tier = report.get("tier", {})
-    webs = sorted(n for n in tier if n.startswith("web"))
-    stores = sorted(n for n in tier if n.startswith("store"))
+    webs = sorted(n for n in tier if _local(n).startswith("web"))
+    stores = sorted(n for n in tier if _local(n).startswith("store"))
     latency = report.get("latency_ms", {})
     figures: dict = {
         "rps": report.get("throughput_rps", 0.0),
@@ -162,6 +177,12 @@ def stage_figures(report: dict) -> dict:
         figures["lb_share"] = {b: round(n / total, 3) for b, n in sorted(shares.items())} \
             if total else {}  # fmt: skip
         figures["lb_retries"] = _delta(tier, ["lb"], "scalelab_lb_retries_total")
+    centres = sorted(n.partition("-")[0] for n in tier if DATA_CENTRE.match(n) and
+                     _local(n) == "lb")  # fmt: skip
+    if centres:
+        figures["dc_requests_per_s"] = {
+            dc: round(_per_s(tier, [f"{dc}-lb"], "scalelab_lb_requests_total"), 1) for dc in centres
+        }
     if "queue" in tier:
         figures["queue"] = _queue_figures(tier)
     if _counters(tier, "router", "scalelab_shard_queries_total"):
@@ -190,6 +211,9 @@ def format_figures(figures: dict) -> list[str]:
         lines.append(
             f"  edge hit ratio (cacheable requests) {_num(figures['edge_hit_ratio'], '.3f')}"
         )
+    if "dc_requests_per_s" in figures:
+        centres = ", ".join(f"{dc} {v:.1f}" for dc, v in figures["dc_requests_per_s"].items())
+        lines.append(f"  requests/s by data centre (its balancer): {centres}")
     if "lb_share" in figures:
         shares = ", ".join(f"{b} {100 * s:.1f}%" for b, s in figures["lb_share"].items())
         lines.append(f"  lb share: {shares or '-'}; retries {figures['lb_retries']:g}")

@@ -15,8 +15,8 @@ Data is the hard part. The store primary lives in dc1 and a replica in dc2, reac
 through an emulated WAN link (``link.py``, ``--wan-ms`` each way). dc2's web tier reads
 from its replica, but every write it takes crosses the WAN to the primary and back, and
 its reads may be stale by the replication lag (the replica's log also crosses the link);
-a user's own writes stay visible to them (their reads carry their last write's LSN and
-go to the primary when the replica is behind). dc1 is the data's home: if it fails, dc2
+a user's own writes stay visible to them (their reads carry their last write's LSN,
+and the replica answers only once it has applied it, a wait of up to the lag). dc1 is the data's home: if it fails, dc2
 serves reads but no write until someone promotes its replica, which this stage does not
 do (a promotion across a WAN partition is how a split brain is made).
 

@@ -116,6 +116,20 @@ def test_stage_figures_pick_each_tiers_claim():
     assert "refused over capacity/s 1.2" in text
 
 
+def test_data_centre_tiers_count_as_their_tier_and_each_centre_has_its_requests():
+    tier = {"dc1-web-1": REPORT["tier"]["web-1"], "dc2-web-1": REPORT["tier"]["web-2"],
+            "dc1-store": REPORT["tier"]["store-1"], "dc2-store": REPORT["tier"]["store-2"],
+            "dc1-lb": REPORT["tier"]["lb"],
+            "dc2-lb": {"counters": [counter("scalelab_lb_requests_total", 40, 4.0,
+                                            backend="c", status="200")]}}  # fmt: skip
+    figures = stage_figures({**REPORT, "tier": tier})
+    assert figures["db_reads_per_s"] == 15.0
+    assert figures["store_queries_per_s"] == {"dc1-store": 6.0, "dc2-store": 9.0}
+    assert figures["dc_requests_per_s"] == {"dc1": 100.0, "dc2": 4.0}
+    assert "data centre (its balancer): dc1 100.0, dc2 4.0" in "\n".join(format_figures(figures))
+    assert "dc_requests_per_s" not in stage_figures(REPORT)
+
+
 def test_single_server_figures_have_no_store_or_lb_lines():
     report = {**REPORT, "tier": {"web-1": REPORT["tier"]["web-1"]}}
     figures = stage_figures(report)
