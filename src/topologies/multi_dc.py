@@ -11,14 +11,19 @@ users get the other one. Not at once: a resolver keeps the old answer for its TT
 users keep trying the dead data centre until it expires. The TTL is the trade-off: short
 means fast failover and more DNS queries, long the opposite (``--dns-ttl``).
 
-Data is the hard part. The store primary lives in dc1 and a replica in dc2, reached
-through an emulated WAN link (``link.py``, ``--wan-ms`` each way). dc2's web tier reads
-from its replica, but every write it takes crosses the WAN to the primary and back, and
-its reads may be stale by the replication lag (the replica's log also crosses the link);
-a user's own writes stay visible to them (their reads carry their last write's LSN,
-and the replica answers only once it has applied it, a wait of up to the lag). dc1 is the data's home: if it fails, dc2
-serves reads but no write until someone promotes its replica, which this stage does not
-do (a promotion across a WAN partition is how a split brain is made).
+Data is the hard part. The store primary lives in dc1 and a replica in dc2 that follows
+it through an emulated WAN link (``link.py``, ``--wan-ms`` each way): the replica's log
+crosses the link, so dc2's reads may be stale by the replication lag, and a user's own
+writes stay visible to them (their reads carry their last write's LSN, and a replica
+answers only once it has applied it, a wait of up to the lag). dc2's web tier is given
+the primary only through the link (``store:{wan},{dc2-store}``), so the reads it sends
+there pay the WAN round trip. Its writes should too, and today they do not: the store
+client writes to the address the primary advertises in ``/status`` (its own), not the
+one it was given, so dc2's writes reach the primary directly (a gap of
+``components/store/client.py``, reported; this stage does not hide it). dc1 is the
+data's home: if it fails, dc2 serves reads but no write until someone promotes its
+replica, which this stage does not do (a promotion across a WAN partition is how a
+split brain is made).
 
 The geo rules are generated when the DNS server starts, from the addresses the launcher
 resolved (``python -m topologies.multi_dc`` writes them into its data directory, then

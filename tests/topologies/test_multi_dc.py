@@ -109,14 +109,18 @@ def test_users_go_to_their_nearest_data_centre_and_move_when_it_dies(stage):
     assert code == 200
 
 
-def test_a_write_through_dc2_reaches_the_primary_over_the_wan(stage):
+def test_a_write_through_dc2_reaches_the_primary_and_returns_to_dc2_over_the_wan(stage):
     dc1, dc2 = site(stage, "127.0.1.1"), site(stage, "127.0.2.1")
     code, headers, body = put(dc2 + "/users/4", "Crossed")
     assert code == 200, body
+    lsn = int(headers["Set-Cookie"].partition("scalelab_lsn=")[2].partition(";")[0])
     # The primary in dc1 holds it (dc1 reads only the primary) ...
     assert json.loads(harness.http("GET", dc1 + "/users/4")[2])["firstName"] == "Crossed"
-    # ... and the replica in dc2 receives it over the link, so dc2 serves it too.
-    harness.wait_until_sync(
-        lambda: json.loads(harness.http("GET", dc2 + "/users/4")[2])["firstName"] == "Crossed"
-    )
-    assert "scalelab_lsn" in headers.get("Set-Cookie", "")
+
+    # ... and the replica in dc2, which follows the primary through the link, applies it.
+    def replica() -> dict:
+        return json.loads(harness.http("GET", stage.url("dc2-store") + "/status")[2])["scalelab"]
+
+    assert replica()["primary"] == stage.address("wan")
+    harness.wait_until_sync(lambda: replica()["applied_lsn"] >= lsn)
+    assert json.loads(harness.http("GET", dc2 + "/users/4")[2])["firstName"] == "Crossed"
