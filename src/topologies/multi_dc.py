@@ -5,11 +5,12 @@ their own (dc1 on 127.0.1.1, dc2 on 127.0.2.1: all of 127.0.0.0/8 is this machin
 balancers on the same port, as a site answers on 443 everywhere. The DNS server
 (``components.dns``) answers ``www.scalelab.test`` by the user's region, read from the
 resolver's Client Subnet option (RFC 7871) or the source address: east users
-(10.1.0.0/16) get dc1, west users (10.2.0.0/16) dc2. It checks each balancer's
-``/health``; after ``fall`` failed checks a data centre leaves every answer, and its
-users get the other one. Not at once: a resolver keeps the old answer for its TTL, so
-users keep trying the dead data centre until it expires. The TTL is the trade-off: short
-means fast failover and more DNS queries, long the opposite (``--dns-ttl``).
+(10.1.0.0/16) get dc1, west users (10.2.0.0/16) dc2. It GETs ``/health`` through each
+balancer, from a web server behind it; after ``fall`` failed checks (a dead balancer or
+a dead web tier) a data centre leaves every answer, and its users get the other one.
+Not at once: a resolver keeps the old answer for its TTL, so users keep trying the dead
+data centre until it expires. The TTL is the trade-off: short means fast failover and
+more DNS queries, long the opposite (``--dns-ttl``).
 
 Data is the hard part. The store primary lives in dc1 and a replica in dc2 that follows
 it through an emulated WAN link (``link.py``, ``--wan-ms`` each way): the replica's log
@@ -88,7 +89,7 @@ def topology(options) -> Topology:
         webs = web_tier(options, options.web, spec, local_cache(options),
                         extra=f"--host {host}", prefix=f"{dc}-web")  # fmt: skip
         components += [*webs, balancer(webs, f"{dc}-lb", f"--host {host} --port {site_port}")]
-        dns_flags += ["--dc", f"{dc}={{{dc}-lb}},{{{dc}-lb.admin}}"]
+        dns_flags += ["--dc", f"{dc}={{{dc}-lb}}"]
     dns_flags += ["--ttl", str(options.dns_ttl), "--rules", "{data}/geo.toml"]
     components.append(Component("dns", "dns", dns_flags, module="topologies.multi_dc"))
     return Topology("multi_dc", components, entry="dc1-lb")
@@ -115,9 +116,12 @@ def free_port(hosts: list[str]) -> int:
 # -- the DNS server's geo rules, written at its start ------------------------------------
 
 
-def geo_rules(lbs: dict[str, tuple[str, str]], ttl: int) -> str:
-    """The geo rules (``components.dns.geo``'s TOML) for ``lbs``: data centre -> (its
-    balancer's main address, its admin address, whose ``/health`` the checks GET)."""
+def geo_rules(lbs: dict[str, str], ttl: int) -> str:
+    """The geo rules (``components.dns.geo``'s TOML) for ``lbs``: data centre -> its
+    balancer's public address. The checks GET ``/health`` there, through the balancer,
+    from a web server: a data centre whose balancer is up but whose web tier is dead
+    (the balancer answers 502/503) leaves the answers too, as it should; the balancer's
+    own admin ``/health`` would stay 200."""
     regions = {dc: region for dc, (_, region, _) in DATA_CENTRES.items()}
     lines = [f"ttl = {ttl}", "", "[health]"]
     lines += [f"{key} = {value}" for key, value in HEALTH.items()]
@@ -126,10 +130,10 @@ def geo_rules(lbs: dict[str, tuple[str, str]], ttl: int) -> str:
         lines += ["", f"[regions.{region}]", f'subnets = ["{subnet}"]',
                   "fallback = [" + ", ".join(f'"{o}"' for o in others) + "]"]  # fmt: skip
     lines += ["", "[targets]"]
-    for dc, (main_address, admin) in lbs.items():
-        host = main_address.rpartition(":")[0]
+    for dc, address in lbs.items():
+        host = address.rpartition(":")[0]
         ipaddress.ip_address(host)  # an A record needs an address, not a name
-        lines.append(f'{dc} = {{ address = "{host}", health = "http://{admin}/health" }}')
+        lines.append(f'{dc} = {{ address = "{host}", health = "http://{address}/health" }}')
     lines += ["", f'[names."{NAME}"]', f'default_region = "{regions["dc1"]}"']
     lines += [f'{regions[dc]} = [{{ target = "{dc}" }}]' for dc in lbs]
     return "\n".join(lines) + "\n"
@@ -139,17 +143,16 @@ def serve_dns(argv: list[str]) -> None:
     """Write the geo rules for the resolved balancers, then become ``components.dns``
     (``exec``: the same process, so the launcher's pid and ready line are the server's)."""
     parser = argparse.ArgumentParser(prog="python -m topologies.multi_dc")
-    parser.add_argument("--dc", action="append", required=True, metavar="NAME=MAIN,ADMIN")
+    parser.add_argument("--dc", action="append", required=True, metavar="NAME=HOST:PORT")
     parser.add_argument("--ttl", type=int, required=True)
     parser.add_argument("--rules", required=True, metavar="PATH")
     args, rest = parser.parse_known_args(argv)
     lbs = {}
     for item in args.dc:
-        name, _, addresses = item.partition("=")
-        main_address, _, admin = addresses.partition(",")
-        if name not in DATA_CENTRES or not admin:
-            parser.error(f"--dc {item!r}: want dc1|dc2=HOST:PORT,HOST:PORT")
-        lbs[name] = (main_address, admin)
+        name, _, address = item.partition("=")
+        if name not in DATA_CENTRES or ":" not in address:
+            parser.error(f"--dc {item!r}: want dc1|dc2=HOST:PORT")
+        lbs[name] = address
     Path(args.rules).write_text(geo_rules(lbs, args.ttl))
     command = [sys.executable, "-m", "components.dns", "--zone", str(ZONE),
                "--geo", args.rules, *rest]  # fmt: skip

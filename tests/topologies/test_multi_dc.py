@@ -80,18 +80,17 @@ def test_the_data_centres_live_on_their_own_addresses_behind_one_port():
 
 
 def test_the_generated_rules_place_each_region_on_its_data_centre():
-    text = multi_dc.geo_rules({"dc1": ("127.0.1.1:8080", "127.0.1.1:9000"),
-                               "dc2": ("127.0.2.1:8080", "127.0.2.1:9001")}, ttl=7)  # fmt: skip
+    text = multi_dc.geo_rules({"dc1": "127.0.1.1:8080", "dc2": "127.0.2.1:8081"}, ttl=7)
     rules = parse_rules(text).describe()
     assert rules["ttl"] == 7
     assert rules["targets"]["dc2"] == {"address": "127.0.2.1",
-                                       "health": "http://127.0.2.1:9001/health"}  # fmt: skip
+                                       "health": "http://127.0.2.1:8081/health"}  # fmt: skip
     www = rules["names"]["www.scalelab.test."]["answers"]
     assert www == {"east": [{"target": "dc1", "weight": 1}],
                    "west": [{"target": "dc2", "weight": 1}]}  # fmt: skip
     assert rules["regions"]["east"]["fallback"] == ["west"]
     with pytest.raises(ValueError):  # an A record needs an address, not a host name
-        multi_dc.geo_rules({"dc1": ("localhost:8080", "localhost:9000")}, ttl=7)
+        multi_dc.geo_rules({"dc1": "localhost:8080"}, ttl=7)
 
 
 def test_users_go_to_their_nearest_data_centre_and_move_when_it_dies(stage):
@@ -124,3 +123,11 @@ def test_a_write_through_dc2_reaches_the_primary_and_returns_to_dc2_over_the_wan
     assert replica()["primary"] == stage.address("wan")
     harness.wait_until_sync(lambda: replica()["applied_lsn"] >= lsn)
     assert json.loads(harness.http("GET", dc2 + "/users/4")[2])["firstName"] == "Crossed"
+
+
+def test_a_data_centre_whose_web_tier_died_leaves_the_answers_too(stage):
+    assert ask(stage, EAST) == ["127.0.1.1"]
+    stage.kill("dc1-web-1")  # dc1's balancer lives on, with nothing behind it
+    harness.wait_until_sync(lambda: ask(stage, EAST) == ["127.0.2.1"], timeout_s=15)
+    code, _, _ = harness.http("GET", site(stage, "127.0.2.1") + "/users/3")
+    assert code == 200
