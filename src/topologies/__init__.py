@@ -6,9 +6,9 @@
 - ``process.py``: one component as one OS process, up to its ready line;
 - ``stages.py``: the catalogue of stages, in the journey's order;
 - ``single_server.py``, ``separate_db.py``, ``load_balanced.py``, ``replicated.py``,
-  ``cached.py``, ``stateless.py``, ``queued.py``, ``sharded.py``: the stages, built from
-  the shared pieces in ``tiers.py`` (``sharded.py`` is also the shard router's process in
-  its stage);
+  ``cached.py``, ``stateless.py``, ``multi_dc.py``, ``queued.py``, ``sharded.py``: the
+  stages, built from the shared pieces in ``tiers.py`` (``sharded.py`` is also the shard
+  router's process in its stage, ``multi_dc.py`` the DNS server's, whose rules it writes);
 - ``autoscale.py``: the autoscaler, a process of its own that sizes the queued stage's
   workers by the queue's depth, or the stateless stage's web tier behind the lb by the
   requests in flight (its rule, pure, in ``autoscale_policy.py``);
