@@ -8,6 +8,7 @@ condition never comes.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -50,6 +51,21 @@ async def wait_until(predicate: Callable[[], object | Awaitable[object]],
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met within {timeout_s}s")
         await asyncio.sleep(interval_s)
+
+
+def exchange(address: str, data: bytes, end: bytes = b"\n",
+             timeout_s: float = DEADLINE_S) -> bytes:  # fmt: skip
+    """Send ``data`` over a new TCP connection to ``host:port``; read up to ``end`` (or EOF)."""
+    host, _, port = address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:
+        sock.sendall(data)
+        answer = b""
+        while not answer.endswith(end):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    return answer
 
 
 def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None,

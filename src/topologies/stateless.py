@@ -39,7 +39,7 @@ from dataclasses import replace
 from . import cached
 from .autoscale_policy import MAX_WORKERS
 from .single_server import count
-from .tiers import balancer
+from .tiers import balancer, cache_tier
 from .topology import Component, Topology, TopologyError
 
 
@@ -61,9 +61,9 @@ def add_arguments(parser) -> None:
 
 def topology(options) -> Topology:
     base = cached.topology(options)
-    sessions = [Component(f"session-{i}", "cache", f"--memory-mb {options.cache_node_mb}")
-                for i in range(1, options.session_nodes + 1)]  # fmt: skip
-    spec = ("memcached:" + ",".join(f"{{{s.name}}}" for s in sessions)) if sessions else "cache"
+    sessions, spec = cache_tier(options, options.session_nodes, prefix="session")
+    if not sessions:
+        spec = "cache"  # the web tier's own --cache nodes
     if spec == "cache" and not options.caches:
         raise TopologyError("the stateless stage keeps sessions in the cache tier: --caches >= 1 "
                          "or --session-nodes >= 1")  # fmt: skip

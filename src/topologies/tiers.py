@@ -143,10 +143,16 @@ def link(name: str, target: str, delay_ms: float = 0.0) -> Component:
                      module="topologies.link")  # fmt: skip
 
 
-def cache_tier(options) -> tuple[list[Component], str]:
-    """``cache-1 ... cache-<options.caches>`` and the web tier's ``--cache`` for them."""
-    caches = [Component(f"cache-{i}", "cache", f"--memory-mb {options.cache_node_mb}")
-              for i in range(1, options.caches + 1)]  # fmt: skip
+def cache_tier(options, count: int | None = None,
+               prefix: str = "cache") -> tuple[list[Component], str]:  # fmt: skip
+    """``cache-1 ... cache-<options.caches>`` and the web tier's ``--cache`` for them.
+
+    ``count`` and ``prefix`` make another set of cache nodes (the stateless stage's
+    ``session-N``), with the memcached spec that names them.
+    """
+    count = options.caches if count is None else count
+    caches = [Component(f"{prefix}-{i}", "cache", f"--memory-mb {options.cache_node_mb}")
+              for i in range(1, count + 1)]  # fmt: skip
     return caches, ("memcached:" + ",".join(f"{{{c.name}}}" for c in caches) if caches
                     else "none")  # fmt: skip
 

@@ -1,7 +1,5 @@
 """Helpers for launcher tests: the echo test stage, liveness checks, an echo round trip."""
 
-import socket
-
 import harness
 from topologies import stages
 from topologies.launcher import pid_alive
@@ -27,13 +25,4 @@ def wait_all_dead(pids, timeout_s=10.0):
 
 
 def echo_round_trip(address: str, line: bytes = b"hello", timeout_s: float = 10.0) -> bytes:
-    host, _, port = address.rpartition(":")
-    with socket.create_connection((host, int(port)), timeout=timeout_s) as conn:
-        conn.sendall(line + b"\n")
-        reply = b""
-        while not reply.endswith(b"\n"):
-            chunk = conn.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
-    return reply
+    return harness.exchange(address, line + b"\n", timeout_s=timeout_s)

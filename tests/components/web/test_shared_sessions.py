@@ -6,7 +6,6 @@ use slides its expiry; a dead cache node means 503 or "logged out", never a hang
 """
 
 import asyncio
-import socket
 import subprocess
 import sys
 
@@ -30,16 +29,7 @@ COOKIE = "scalelab_session"
 
 def memcached_line(address: str, line: bytes) -> bytes:
     """One raw command to a cache node, its one-line answer."""
-    host, _, port = address.rpartition(":")
-    with socket.create_connection((host, int(port)), timeout=harness.DEADLINE_S) as sock:
-        sock.sendall(line)
-        answer = b""
-        while not answer.endswith(b"\r\n"):
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
-    return answer
+    return harness.exchange(address, line, b"\r\n")
 
 
 def remaining_ttl(address: str, key: str) -> int:
