@@ -49,15 +49,8 @@ def advance_clock(proc, seconds: int) -> None:
 
 def raw(proc, payload: bytes, expect_end: bytes, timeout_s: float = 5) -> bytes:
     """Send raw bytes, read until the reply ends with ``expect_end`` (or EOF)."""
-    with socket.create_connection(proc.address(), timeout=timeout_s) as conn:
-        conn.sendall(payload)
-        received = b""
-        while not received.endswith(expect_end):
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
-            received += chunk
-        return received
+    host, port = proc.address()
+    return harness.exchange(f"{host}:{port}", payload, expect_end, timeout_s)
 
 
 def metric(proc, name: str) -> float:
